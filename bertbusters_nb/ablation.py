@@ -119,3 +119,8 @@ class Condition:
 def state_fingerprint(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of every parameter and buffer, to assert bit-exact restoration in tests."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fingerprints_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """True when two ``state_fingerprint`` results are bit-identical."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

