@@ -1,0 +1,578 @@
+"""The evaluation engine: one model, one fixed eval set, many ablation conditions, fast.
+
+What makes it fast, in order of what it saves:
+
+1. Nothing is reloaded: each condition is put in force with ``Condition.apply`` (an
+   in-place edit of a few LayerNorm entries, undone on exit), so a forward under an
+   ablation costs what a plain forward costs.
+2. The eval set is tokenized and masked once, and its batches are views on the device.
+3. Masked-LM / causal-LM heads run only on the scored positions (a forward hook on the
+   base model hands the head the (1, M, H) hidden states of the M scored tokens instead
+   of (B, T, H)): the head is token-wise, so the loss is the same, and for a BERT with a
+   large vocabulary the head is a large share of the forward.
+4. Shared prefix: a condition that touches only layers >= L computes exactly what the
+   intact model computes up to layer L. Per batch the engine runs the intact prefix once,
+   keeps the input of each needed layer L, and runs every such condition from there,
+   with layers < L replaced by stubs (a temporary ``forward`` attribute, removed in a
+   ``finally``). This is checked against the full forward when the engine starts, and
+   switched off with a warning where it does not match (or where layers are shared,
+   as in ALBERT).
+5. Optionally K conditions in one forward (``conditions_per_forward``): the batch is
+   repeated K times and each touched norm gets a hook that applies each condition's own
+   weight and bias to its slice. FLOPs are the same as K forwards; it pays on a GPU that
+   a single small batch does not fill, not on a CPU.
+6. bf16 autocast on CUDA (``device.autocast_dtype``); losses are accumulated in float64.
+7. Out-of-memory back-off: on an OOM the batch (or K) is halved and the failed batch is
+   retried; results are sums over tokens, so they do not depend on the batch size.
+
+Example:
+    >>> engine = AblationEngine(model, prepare_mlm_eval(tokenizer, texts))
+    >>> engine.run([Condition("none"), Condition("outliers", dims=(308, 381))])  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import inspect
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ablation import Condition, validate_dims
+from .device import autocast_dtype as default_autocast_dtype
+from .masking import IGNORE_INDEX, Batch, EvalSet
+from .metrics import compute_metrics, is_regression
+from .norms import NormSite, find_norm_sites
+
+log = logging.getLogger(__name__)
+
+AFTER_LAYERS_ROLES = ("final", "head")  # norms that run after the last layer of a single-stack model
+
+
+class _PrefixCaptured(Exception):
+    """Raised from a hook to stop a forward once the needed layer inputs are captured."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA/CPU allocation failures (which the engine answers by halving the batch)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+@dataclass
+class _Plan:
+    """A condition as the engine runs it: the sites it touches and the first layer it changes."""
+
+    index: int
+    condition: Condition
+    sites: list[NormSite]
+    level: int  # 0: run the full forward; L > 0: start from the intact input of layer L
+
+    @property
+    def intact(self) -> bool:
+        return not self.condition.dims
+
+
+@dataclass
+class _Stack:
+    """The model's single layer stack, as the prefix cache needs it."""
+
+    name: str
+    layers: list[nn.Module]
+    tuple_len: int  # 0: layers return a tensor; n: a tuple of n whose items after the first are None
+
+
+class AblationEngine:
+    """Evaluates conditions on one model and one eval set; see the module docstring for how.
+
+    model: a transformers model (MLM, causal LM or sequence classification head, matching the set).
+    eval_set: from ``prepare_mlm_eval`` / ``prepare_causal_eval`` / ``prepare_classification_eval``.
+    sites: the model's norm sites (default ``find_norm_sites(model)``).
+    batch_size: examples per forward; None: the set's; "auto": as large as fits (CUDA: from 512 down).
+    prefix_cache: reuse the intact forward up to the first layer a condition touches.
+    conditions_per_forward: K conditions per batched forward (int, or "auto": 1 on CPU, up to 8 on CUDA).
+    autocast: dtype for autocast, None for none, "auto": bf16 on CUDA, none on CPU.
+
+    Example:
+        >>> engine = AblationEngine(model, eval_set)
+        >>> engine.evaluate(Condition("outliers", dims=(308, 381)))["eval_loss"]  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, eval_set: EvalSet, sites: Sequence[NormSite] | None = None, *,
+                 batch_size: int | str | None = None, prefix_cache: bool = True,
+                 conditions_per_forward: int | str = 1, autocast: torch.dtype | str | None = "auto",
+                 chunk_size: int = 16):
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        if eval_set.device != self.device:
+            log.info("moving the eval set from %s to the model's device %s", eval_set.device, self.device)
+            eval_set = eval_set.to(self.device)
+        self.eval_set = eval_set
+        self.sites = list(sites) if sites is not None else find_norm_sites(model)
+        self.autocast_dtype = default_autocast_dtype(self.device) if autocast == "auto" else autocast
+        self.batch_size = self._initial_batch_size(batch_size)
+        self.conditions_per_forward = self._initial_k(conditions_per_forward)
+        self.chunk_size = max(1, int(chunk_size))
+        self._forward_kwargs = self._extra_forward_kwargs()
+        self._base = getattr(model, "base_model", model)
+        self._gather = eval_set.kind in ("mlm", "causal") and self._base is not model
+        self._gathered = False
+        self._scored_now: torch.Tensor | None = None
+        self.stack = self._probe_stack() if prefix_cache else None
+        if self.stack is not None and not self._prefix_matches_full_forward():
+            self.stack = None
+        self.backoffs = 0  # how many times an out-of-memory error halved the batch or K
+
+    # ------------------------------------------------------------------ setup
+    def _initial_batch_size(self, batch_size) -> int:
+        if batch_size == "auto":
+            return min(len(self.eval_set), 512) if self.device.type == "cuda" else self.eval_set.batch_size
+        size = self.eval_set.batch_size if batch_size is None else batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"batch_size must be a positive integer, None or 'auto' (got {batch_size!r}).")
+        return size
+
+    def _initial_k(self, k) -> int:
+        if k == "auto":
+            return 8 if self.device.type == "cuda" else 1
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"conditions_per_forward must be a positive integer or 'auto' (got {k!r}).")
+        return k
+
+    def _extra_forward_kwargs(self) -> dict:
+        try:
+            params = inspect.signature(self.model.forward).parameters
+        except (TypeError, ValueError):
+            return {}
+        return {"use_cache": False} if "use_cache" in params else {}
+
+    def _probe_stack(self) -> _Stack | None:
+        """The single layer stack whose layers each run once, in order, per forward; None if there is none."""
+        layered = [s for s in self.sites if s.layer is not None]
+        stacks = {s.stack for s in layered}
+        if len(stacks) != 1 or getattr(getattr(self.model, "config", None), "is_encoder_decoder", False):
+            log.info("prefix cache off: the model has %d layer stacks", len(stacks))
+            return None
+        modules = dict(self.model.named_modules())
+        by_index: dict[int, nn.Module] = {}
+        for site in layered:
+            layer = _enclosing_layer(site.name, modules)
+            if layer is None or by_index.setdefault(site.layer, layer) is not layer:
+                log.info("prefix cache off: cannot tell which layer module holds %s", site.name)
+                return None
+        n = 1 + max(by_index)
+        if sorted(by_index) != list(range(n)) or len({id(m) for m in by_index.values()}) != n:
+            log.info("prefix cache off: layers are missing or shared between indices")
+            return None
+        layers = [by_index[i] for i in range(n)]
+        calls: list[int] = []
+        outputs: list = []
+
+        def record(i):
+            def hook(_module, _args, out):  # returns None: the output is left as it is
+                calls.append(i)
+                outputs.append(out)
+            return hook
+
+        hooks = [layer.register_forward_hook(record(i)) for i, layer in enumerate(layers)]
+        try:
+            self._model_forward(self.eval_set.batch(0, 1).inputs)
+        finally:
+            for h in hooks:
+                h.remove()
+        if calls != list(range(n)):
+            log.info("prefix cache off: layers ran in order %s, not once each in order", calls)
+            return None
+        out = outputs[0]
+        if isinstance(out, torch.Tensor):
+            return _Stack(next(iter(stacks)), layers, 0)
+        if isinstance(out, tuple) and isinstance(out[0], torch.Tensor) and all(o is None for o in out[1:]):
+            return _Stack(next(iter(stacks)), layers, len(out))
+        log.info("prefix cache off: layers return %s", type(out).__name__)
+        return None
+
+    def _prefix_matches_full_forward(self) -> bool:
+        """Run two examples intact, fully and from the cached input of a middle layer; compare the logits."""
+        batch = self.eval_set.batch(0, min(2, len(self.eval_set)))
+        level = max(1, len(self.stack.layers) // 2)
+        with torch.no_grad(), self._autocast():
+            full = self._logits(batch, 1)
+            cache = self._capture(batch, [level], run_to_end=False)[0]
+            from_cache = self._logits(batch, 1, level=level, cache=cache[level])
+        tol = 1e-4 if self.autocast_dtype is None else 5e-2
+        diff = float((full.float() - from_cache.float()).abs().max())
+        if not diff <= tol * max(1.0, float(full.float().abs().max())):
+            log.warning("prefix cache off: starting at layer %d differs from the full forward by %.3g", level, diff)
+            return False
+        return True
+
+    # --------------------------------------------------------------- forward
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _model_forward(self, inputs: dict[str, torch.Tensor]):
+        with torch.no_grad(), self._autocast():
+            return self.model(**inputs, **self._forward_kwargs)
+
+    @contextlib.contextmanager
+    def _gathering(self, scored: torch.Tensor | None):
+        """While active, the base model hands the head only the hidden states at ``scored`` (flat indices)."""
+        if not self._gather or scored is None:
+            self._gathered = False
+            yield
+            return
+
+        def hook(_module, _args, out):
+            hidden = getattr(out, "last_hidden_state", None)
+            if hidden is None or hidden.dim() != 3:
+                return out
+            out.last_hidden_state = hidden.reshape(-1, hidden.shape[-1]).index_select(0, scored).unsqueeze(0)
+            self._gathered = True
+            return out
+
+        self._gathered = False
+        handle = self._base.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    @contextlib.contextmanager
+    def _skipping(self, level: int, cache: torch.Tensor | None, repeats: int):
+        """Replace layers < ``level`` by stubs; the last one returns ``cache`` (repeated for K conditions)."""
+        if level == 0:
+            yield
+            return
+        stack = self.stack
+        value = cache if repeats == 1 else cache.repeat(repeats, *([1] * (cache.dim() - 1)))
+
+        def wrap(h):
+            return h if stack.tuple_len == 0 else (h,) + (None,) * (stack.tuple_len - 1)
+
+        def passthrough(*args, **kwargs):
+            return wrap(args[0] if args else kwargs["hidden_states"])
+
+        def cached(*_args, **_kwargs):
+            return wrap(value)
+
+        patched = stack.layers[:level]
+        try:
+            for i, layer in enumerate(patched):
+                layer.forward = cached if i == level - 1 else passthrough
+            yield
+        finally:
+            for layer in patched:
+                if "forward" in vars(layer):
+                    del layer.forward
+
+    def _capture(self, batch: Batch, levels: Sequence[int], run_to_end: bool, scored: torch.Tensor | None = None):
+        """Intact forward that keeps the input of each layer in ``levels``; stops early unless ``run_to_end``.
+
+        Returns (inputs by level, logits or None).
+        """
+        captured: dict[int, torch.Tensor] = {}
+        top = max(levels)
+        hooks = []
+        for level in levels:
+            def hook(_m, _a, out, level=level):
+                captured[level] = out if isinstance(out, torch.Tensor) else out[0]
+                if level == top and not run_to_end:
+                    raise _PrefixCaptured
+            hooks.append(self.stack.layers[level - 1].register_forward_hook(hook))
+        logits = None
+        try:
+            with self._gathering(scored):
+                out = self.model(**batch.inputs, **self._forward_kwargs)
+            logits = _logits_of(out)
+        except _PrefixCaptured:
+            pass
+        finally:
+            for h in hooks:
+                h.remove()
+        return captured, logits
+
+    def _logits(self, batch: Batch, repeats: int, level: int = 0, cache: torch.Tensor | None = None):
+        """Logits for ``repeats`` copies of ``batch`` (scored positions only for LMs), (K, M, V) or (K, B, C)."""
+        inputs = batch.inputs if repeats == 1 else {k: v.repeat(repeats, 1) for k, v in batch.inputs.items()}
+        scored = self._scored(batch, repeats)
+        with self._skipping(level, cache, repeats), self._gathering(scored):
+            out = self.model(**inputs, **self._forward_kwargs)
+        return self._shape_logits(_logits_of(out), batch, repeats, scored)
+
+    def _scored(self, batch: Batch, repeats: int) -> torch.Tensor | None:
+        if batch.scored is None:
+            return None
+        if repeats == 1:
+            return batch.scored
+        stride = batch.targets.numel()
+        offsets = torch.arange(repeats, device=batch.scored.device).unsqueeze(1) * stride
+        return (offsets + batch.scored.unsqueeze(0)).reshape(-1)
+
+    def _shape_logits(self, logits: torch.Tensor, batch: Batch, repeats: int, scored) -> torch.Tensor:
+        if self.eval_set.kind == "classification":
+            return logits.reshape(repeats, batch.size, -1)
+        if not self._gathered:
+            logits = logits.reshape(-1, logits.shape[-1]).index_select(0, scored)
+        return logits.reshape(repeats, batch.scored.numel(), -1)
+
+    # ---------------------------------------------------------------- scoring
+    def _score(self, logits: torch.Tensor, batch: Batch) -> list[dict]:
+        """Per condition (first axis of ``logits``): summed loss, count and (classification) the logits."""
+        k = logits.shape[0]
+        if self.eval_set.kind == "classification":
+            labels = batch.targets
+            if is_regression(self.eval_set.task):
+                losses = ((logits[..., 0].float() - labels.float()) ** 2).sum(1)
+            else:
+                flat = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.repeat(k),
+                                       reduction="none")
+                losses = flat.reshape(k, -1).sum(1)
+            losses = losses.double().cpu().tolist()
+            return [{"loss_sum": losses[i], "count": batch.size, "logits": logits[i].float().cpu()}
+                    for i in range(k)]
+        targets = batch.targets.reshape(-1).index_select(0, batch.scored)
+        flat = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.repeat(k), reduction="none")
+        losses = flat.reshape(k, -1).double().sum(1).cpu().tolist()
+        return [{"loss_sum": losses[i], "count": int(targets.numel())} for i in range(k)]
+
+    # ---------------------------------------------------------------- running
+    def plan(self, conditions: Sequence[Condition]) -> list[_Plan]:
+        """Each condition with its sites and the layer it starts from (0 without a prefix cache)."""
+        plans = []
+        for i, cond in enumerate(conditions):
+            if not isinstance(cond, Condition):
+                raise TypeError(f"conditions[{i}] is a {type(cond).__name__}, not a Condition.")
+            sites = cond.sites(self.sites) if cond.dims else []
+            if sites:
+                validate_dims(cond.dims, min(s.size for s in sites))
+            plans.append(_Plan(i, cond, sites, self._level(sites)))
+        return plans
+
+    def _level(self, sites: Sequence[NormSite]) -> int:
+        if self.stack is None or not sites:
+            return 0
+        n = len(self.stack.layers)
+        levels = []
+        for site in sites:
+            if site.layer is not None and site.stack == self.stack.name:
+                levels.append(site.layer)
+            elif site.layer is None and site.role in AFTER_LAYERS_ROLES:
+                levels.append(n)
+            else:
+                return 0
+        return min(levels)
+
+    def _run_batch(self, plans: Sequence[_Plan], batch: Batch) -> dict[int, dict]:
+        """All ``plans`` on one batch: the intact prefix once, then each condition from its start layer."""
+        results: dict[int, dict] = {}
+        levels = sorted({p.level for p in plans if p.level > 0})
+        cache: dict[int, torch.Tensor] = {}
+        with torch.no_grad(), self._autocast():
+            if levels:
+                intact = [p for p in plans if p.intact]
+                scored = self._scored(batch, 1)
+                cache, logits = self._capture(batch, levels, run_to_end=bool(intact), scored=scored)
+                if intact:
+                    score = self._score(self._shape_logits(logits, batch, 1, scored), batch)[0]
+                    for p in intact:
+                        results[p.index] = score
+            todo = [p for p in plans if p.index not in results]
+            for level in sorted({p.level for p in todo}):
+                group = [p for p in todo if p.level == level]
+                for i in range(0, len(group), self.conditions_per_forward):
+                    chunk = group[i:i + self.conditions_per_forward]
+                    for p, score in zip(chunk, self._run_chunk(chunk, batch, level, cache.get(level))):
+                        results[p.index] = score
+        return results
+
+    def _run_chunk(self, chunk: Sequence[_Plan], batch: Batch, level: int, cache) -> list[dict]:
+        if len(chunk) == 1:
+            plan = chunk[0]
+            with plan.condition.apply(self.sites):
+                return self._score(self._logits(batch, 1, level, cache), batch)
+        with _PerConditionNorms(chunk):
+            return self._score(self._logits(batch, len(chunk), level, cache), batch)
+
+    def _run_plans(self, plans: Sequence[_Plan]) -> list[dict]:
+        """``plans`` over the whole eval set, batch by batch, halving the batch (or K) on out-of-memory."""
+        totals = {p.index: {"loss_sum": 0.0, "count": 0, "logits": []} for p in plans}
+        n, start = len(self.eval_set), 0
+        while start < n:
+            stop = min(start + self.batch_size, n)
+            try:
+                batch_results = self._run_batch(plans, self.eval_set.batch(start, stop))
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                if not is_out_of_memory(exc):
+                    raise
+                self._back_off(exc)
+                continue
+            for index, res in batch_results.items():
+                totals[index]["loss_sum"] += res["loss_sum"]
+                totals[index]["count"] += res["count"]
+                if "logits" in res:
+                    totals[index]["logits"].append(res["logits"])
+            start = stop
+        return [self._finish(totals[p.index]) for p in plans]
+
+    def _back_off(self, exc: BaseException) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.conditions_per_forward > 1:
+            self.conditions_per_forward //= 2
+            what = f"conditions_per_forward={self.conditions_per_forward}"
+        elif self.batch_size > 1:
+            self.batch_size //= 2
+            what = f"batch_size={self.batch_size}"
+        else:
+            raise exc
+        self.backoffs += 1
+        log.warning("out of memory (%s); retrying with %s", str(exc).splitlines()[0][:120], what)
+
+    def _finish(self, total: dict) -> dict:
+        count = total["count"]
+        loss = total["loss_sum"] / count if count else float("nan")
+        if self.eval_set.kind == "classification":
+            logits = torch.cat(total["logits"]).numpy()
+            labels = self.eval_set.targets.cpu().numpy()
+            return {"eval_loss": loss, **compute_metrics(self.eval_set.task, logits, labels),
+                    "tokens": count, "examples": count}
+        return {"eval_loss": loss, "perplexity": _safe_exp(loss), "tokens": count, "examples": len(self.eval_set)}
+
+    def run(self, conditions: Sequence[Condition], progress: bool = True,
+            on_chunk: Callable[[list[tuple[Condition, dict]]], None] | None = None) -> list[dict]:
+        """Metrics for each condition, in order; ``on_chunk`` gets each finished chunk's (condition, metrics)."""
+        plans = self.plan(conditions)
+        results: list[dict | None] = [None] * len(plans)
+        bar = _progress(len(plans), progress)
+        try:
+            for i in range(0, len(plans), self.chunk_size):
+                chunk = plans[i:i + self.chunk_size]
+                for plan, res in zip(chunk, self._run_plans(chunk)):
+                    results[plan.index] = res
+                if on_chunk is not None:
+                    on_chunk([(p.condition, results[p.index]) for p in chunk])
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+        return results  # type: ignore[return-value]
+
+    def evaluate(self, condition: Condition | None = None) -> dict:
+        """Metrics of one condition (None: the intact model)."""
+        return self.run([condition or Condition("none")], progress=False)[0]
+
+
+class _PerConditionNorms:
+    """K conditions in one forward: each touched norm applies condition k's weight/bias to slice k of the batch."""
+
+    def __init__(self, plans: Sequence[_Plan]):
+        self.plans = list(plans)
+        self.handles: list = []
+
+    def __enter__(self):
+        k = len(self.plans)
+        touched: dict[int, tuple[NormSite, list[int | None]]] = {}
+        for j, plan in enumerate(self.plans):
+            for site in plan.sites:
+                touched.setdefault(id(site.module), (site, [None] * k))[1][j] = j
+        try:
+            for site, members in touched.values():
+                self.handles.append(site.module.register_forward_hook(self._hook(site, members)))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _hook(self, site: NormSite, members: list[int | None]):
+        k = len(self.plans)
+        module = site.module
+        weights, biases = [], []
+        for j, plan in enumerate(self.plans):
+            w = module.weight.detach().clone()
+            b = None if site.bias is None else site.bias.detach().clone()
+            if members[j] is not None:
+                dims = torch.tensor(plan.condition.dims, device=w.device)
+                for param, original in ((w, module.weight), (b, site.bias)):
+                    if param is not None:
+                        fill = 0.0 if plan.condition.mode == "zero" else original.detach().float().mean().to(param.dtype)
+                        param[dims] = fill
+            weights.append(w)
+            biases.append(b)
+        weight = torch.stack(weights)  # (K, H)
+        bias = None if site.bias is None else torch.stack(biases)  # (K, H)
+
+        if isinstance(module, nn.LayerNorm):
+            def hook(_m, args, _out):
+                x = args[0]
+                normed = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
+                shaped = normed.reshape(k, -1, normed.shape[-1])  # (K, B*T, H)
+                y = shaped * weight.unsqueeze(1).to(shaped.dtype)
+                if bias is not None:
+                    y = y + bias.unsqueeze(1).to(shaped.dtype)
+                return y.reshape(normed.shape)
+            return hook
+
+        def generic_hook(_m, args, _out):  # RMSNorm and other norm classes: forward each slice with its params
+            x = args[0]
+            pieces = []
+            saved_w = module.weight.data
+            saved_b = None if site.bias is None else site.bias.data
+            try:
+                for j, piece in enumerate(x.chunk(k, dim=0)):
+                    module.weight.data = weight[j]
+                    if bias is not None:
+                        site.bias.data = bias[j]
+                    pieces.append(module.forward(piece))
+            finally:
+                module.weight.data = saved_w
+                if saved_b is not None:
+                    site.bias.data = saved_b
+            return torch.cat(pieces, dim=0)
+        return generic_hook
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        return False
+
+
+def _enclosing_layer(name: str, modules: dict[str, nn.Module]) -> nn.Module | None:
+    """The innermost element of a ModuleList that contains the module called ``name``."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        if parts[cut - 1].isdigit() and isinstance(modules.get(".".join(parts[:cut - 1])), nn.ModuleList):
+            return modules[".".join(parts[:cut])]
+    return None
+
+
+def _logits_of(out) -> torch.Tensor:
+    logits = getattr(out, "logits", None)
+    return logits if logits is not None else out[0]
+
+
+def _safe_exp(x: float) -> float:
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return float("inf")
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="conditions", unit="cond")

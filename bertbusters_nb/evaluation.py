@@ -1,0 +1,127 @@
+"""Evaluate a model, intact or under many ablation conditions, on one fixed eval set.
+
+This module is the public face of the evaluation code; the work is split by concern:
+``masking`` (fixed eval sets), ``metrics`` (task metrics), ``engine`` (the fast forward
+machinery) and ``scan`` (every hidden dim disabled alone, resumable).
+
+Result table of ``evaluate_conditions`` (one row per condition, in the given order):
+
+=============  ========================================================================
+condition      the condition's name
+dims           disabled dims, space separated ('' for the intact model); n_dims: count
+roles          site roles touched, '+'-joined; layers: 'all' or space-separated indices
+stack          'encoder' / 'decoder' / 'any'; mode: 'zero' or 'mean'
+n_sites        number of norm modules the condition edits (0 for the intact model)
+metric, value  the headline metric's name and value: eval_loss for masked/causal LM,
+               ``METRIC_FOR_TASK[task]`` for classification
+eval_loss      mean loss per scored token (LM) or per example (classification)
+perplexity     exp(eval_loss), LMs only
+<task metrics> classification only: every metric of ``TASK_METRICS[task]`` (GLUE names)
+tokens         scored tokens (LM: masked / next tokens) or examples (classification)
+examples       texts in the eval set; seed: the masking seed (None without masking)
+kind           'mlm', 'causal' or 'classification'
+=============  ========================================================================
+
+Example:
+    >>> eval_set = prepare_mlm_eval(tokenizer, texts, seed=42)
+    >>> table = evaluate_conditions(model, eval_set, [Condition("none"), Condition("outliers", (308, 381))])
+    ...  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from .ablation import Condition
+from .engine import AblationEngine
+from .masking import (CausalEvalSet, ClassificationEvalSet, EvalSet, MLMEvalSet, mask_tokens,
+                      prepare_causal_eval, prepare_classification_eval, prepare_mlm_eval)
+from .metrics import METRIC_FOR_TASK, NUM_LABELS, TASK_METRICS, compute_metrics
+from .norms import NormSite
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION_COLUMNS = ("condition", "dims", "n_dims", "roles", "layers", "stack", "mode", "n_sites")
+TRAILING_COLUMNS = ("tokens", "examples", "seed", "kind")
+
+
+def primary_metric(eval_set: EvalSet) -> str:
+    """The metric a table's ``value`` column holds for this set."""
+    if eval_set.kind == "classification":
+        return METRIC_FOR_TASK[eval_set.task]
+    return "eval_loss"
+
+
+def metric_columns(eval_set: EvalSet) -> tuple[str, ...]:
+    """The metric columns of a result table for this set, in order."""
+    if eval_set.kind == "classification":
+        return ("eval_loss",) + TASK_METRICS[eval_set.task]
+    return ("eval_loss", "perplexity")
+
+
+def table_columns(eval_set: EvalSet) -> list[str]:
+    return [*DESCRIPTION_COLUMNS, "metric", "value", *metric_columns(eval_set), *TRAILING_COLUMNS]
+
+
+def condition_row(condition: Condition, metrics: dict, eval_set: EvalSet, n_sites: int) -> dict:
+    """One row of the result table (schema in the module docstring)."""
+    described = condition.describe()
+    metric = primary_metric(eval_set)
+    row = {"condition": condition.name, "dims": described["dims"], "n_dims": len(condition.dims),
+           "roles": described["roles"], "layers": described["layers"], "stack": condition.stack or "any",
+           "mode": condition.mode, "n_sites": int(n_sites), "metric": metric, "value": float(metrics[metric])}
+    row.update({name: float(metrics[name]) for name in metric_columns(eval_set)})
+    row.update({"tokens": int(metrics["tokens"]), "examples": int(metrics["examples"]), "seed": eval_set.seed,
+                "kind": eval_set.kind})
+    return row
+
+
+def rows_to_table(rows: Sequence[dict], eval_set: EvalSet) -> pd.DataFrame:
+    table = pd.DataFrame(list(rows), columns=table_columns(eval_set))
+    table["seed"] = table["seed"].astype("Int64")
+    return table
+
+
+def evaluate(model: torch.nn.Module, eval_set: EvalSet, **engine_options) -> dict:
+    """Metrics of the intact model: eval_loss, perplexity, tokens (LM) or eval_loss + task metrics.
+
+    Example:
+        >>> evaluate(model, prepare_mlm_eval(tokenizer, texts))  # doctest: +SKIP
+        {'eval_loss': 2.31, 'perplexity': 10.1, 'tokens': 4873, 'examples': 256}
+    """
+    engine_options.setdefault("prefix_cache", False)  # one condition: nothing to share
+    return AblationEngine(model, eval_set, **engine_options).evaluate(Condition("none"))
+
+
+def evaluate_conditions(model: torch.nn.Module, eval_set: EvalSet, conditions: Sequence[Condition],
+                        sites: Sequence[NormSite] | None = None, progress: bool = True,
+                        **engine_options) -> pd.DataFrame:
+    """One row per condition (schema in the module docstring), with a progress bar over conditions.
+
+    ``engine_options`` go to ``AblationEngine`` (batch_size, prefix_cache, conditions_per_forward, autocast).
+
+    Example:
+        >>> conditions = [Condition("none"), Condition("outliers", dims=(308, 381))]
+        >>> evaluate_conditions(model, eval_set, conditions)[["condition", "value"]]  # doctest: +SKIP
+    """
+    conditions = list(conditions)
+    if not conditions:
+        raise ValueError("conditions is empty: pass at least one Condition (Condition('none') is the intact model).")
+    engine = AblationEngine(model, eval_set, sites, **engine_options)
+    plans = engine.plan(conditions)
+    results = engine.run(conditions, progress=progress)
+    return rows_to_table([condition_row(p.condition, r, engine.eval_set, len(p.sites))
+                          for p, r in zip(plans, results)], engine.eval_set)
+
+
+from .scan import scan_dims  # noqa: E402  (scan builds on the functions above)
+
+__all__ = [
+    "AblationEngine", "CausalEvalSet", "ClassificationEvalSet", "Condition", "EvalSet", "METRIC_FOR_TASK",
+    "MLMEvalSet", "NUM_LABELS", "TASK_METRICS", "compute_metrics", "condition_row", "evaluate",
+    "evaluate_conditions", "mask_tokens", "metric_columns", "prepare_causal_eval",
+    "prepare_classification_eval", "prepare_mlm_eval", "primary_metric", "rows_to_table", "scan_dims",
+]

@@ -1,0 +1,153 @@
+"""Full scan: every hidden dimension disabled alone in the chosen sites, resumable.
+
+Partial results go to a JSON checkpoint (written atomically: temp file + rename) every
+``checkpoint_every`` dims. A killed scan, run again with the same arguments, reads the
+checkpoint and computes only the dims still missing, so it ends with the same table as an
+uninterrupted scan. The checkpoint carries a schema tag, a key describing the scan (eval
+set, model, sites, dims, mode) and a SHA-256 checksum of its content: a corrupt or
+truncated file is reported with a ``CheckpointWarning`` and recomputed; a checkpoint of a
+different scan is refused (ValueError), never silently mixed in.
+
+Table: one row per dim, in the order of ``dims``: ``dim``, the columns of
+``evaluate_conditions`` (see ``bertbusters_nb.evaluation``), then ``intact_value`` (the
+headline metric of the intact model) and ``delta`` (value - intact_value).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from .ablation import Condition, validate_dims
+from .engine import AblationEngine, _progress
+from .masking import EvalSet
+from .norms import NormSite, find_norm_sites, select_sites
+from .results import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "bertbusters_nb.scan/1"
+
+
+class CheckpointWarning(UserWarning):
+    """A scan checkpoint could not be trusted and is being recomputed."""
+
+
+def _checksum(payload: dict) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def model_fingerprint(model: torch.nn.Module, sites: Sequence[NormSite]) -> str:
+    """A short hash of the model's config, parameter shapes and norm values (cheap; identifies a checkpoint)."""
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    digest.update(type(model).__name__.encode())
+    if config is not None:
+        digest.update(json.dumps({k: str(v) for k, v in sorted(config.to_dict().items())
+                                  if k not in ("transformers_version", "_name_or_path", "dtype", "torch_dtype")},
+                                 sort_keys=True).encode())
+    for name, param in model.named_parameters():
+        digest.update(f"{name}{tuple(param.shape)}".encode())
+    for site in sites:
+        for param in (site.weight, site.bias):
+            if param is not None:
+                digest.update(param.detach().float().cpu().numpy().round(6).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _load_checkpoint(path: Path, key: dict) -> dict | None:
+    """The checkpoint's content if it is sound and belongs to this scan; None (with a warning) if corrupt."""
+    if not path.exists():
+        return None
+    try:
+        saved = read_json(path)
+        ok = isinstance(saved, dict) and saved.get("schema") == SCHEMA and isinstance(saved.get("rows"), list) \
+            and saved.get("checksum") == _checksum({k: saved[k] for k in ("schema", "key", "intact", "rows")})
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        ok, saved = False, str(exc)
+    if not ok:
+        warnings.warn(f"Scan checkpoint {path} is corrupt or from another version (schema/checksum mismatch); "
+                      f"recomputing the scan from the start.", CheckpointWarning, stacklevel=3)
+        return None
+    if saved["key"] != key:
+        differs = sorted(k for k in set(key) | set(saved["key"]) if key.get(k) != saved["key"].get(k))
+        raise ValueError(f"Scan checkpoint {path} belongs to a different scan (differs in {differs}); delete it "
+                         f"or pass another checkpoint_path.")
+    return saved
+
+
+def _save_checkpoint(path: Path, key: dict, intact: dict, rows: list[dict]) -> None:
+    payload = {"schema": SCHEMA, "key": key, "intact": intact, "rows": rows}
+    atomic_write_json(path, {**payload, "checksum": _checksum(payload)})
+
+
+def scan_dims(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str] | str = ("block_output",),
+              layers: Iterable[int] | None = None, dims: Iterable[int] | None = None, mode: str = "zero",
+              checkpoint_path: str | Path | None = None, progress: bool = True, stack: str | None = None,
+              sites: Sequence[NormSite] | None = None, checkpoint_every: int = 8,
+              **engine_options) -> pd.DataFrame:
+    """Disable each of ``dims`` (default: every hidden dim) alone in the chosen sites; one row per dim.
+
+    ``engine_options`` go to ``AblationEngine``. With ``checkpoint_path`` a killed scan resumes.
+
+    Example:
+        >>> table = scan_dims(model, eval_set, roles="block_output", checkpoint_path="figures/scan.json")
+        >>> table.nlargest(3, "delta")[["dim", "value", "delta"]]  # doctest: +SKIP
+    """
+    from .evaluation import condition_row, rows_to_table  # evaluation re-exports scan_dims
+
+    all_sites = list(sites) if sites is not None else find_norm_sites(model)
+    roles = (roles,) if isinstance(roles, str) else tuple(roles)
+    layers = None if layers is None else tuple(int(l) for l in layers)
+    chosen = select_sites(all_sites, roles=roles, layers=layers, stack=stack)
+    size = min(s.size for s in chosen)
+    dims = list(range(size)) if dims is None else validate_dims(dims, size)
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 (got {checkpoint_every}).")
+    engine = AblationEngine(model, eval_set, all_sites, chunk_size=checkpoint_every, **engine_options)
+    path = Path(checkpoint_path) if checkpoint_path is not None else None
+    key = {"eval_set": engine.eval_set.fingerprint(), "kind": engine.eval_set.kind,
+           "model": model_fingerprint(model, all_sites), "sites": [s.name for s in chosen], "roles": list(roles),
+           "layers": None if layers is None else list(layers), "stack": stack, "mode": mode, "dims": dims}
+    saved = _load_checkpoint(path, key) if path is not None else None
+    rows: list[dict] = list(saved["rows"]) if saved else []
+    intact = saved["intact"] if saved else condition_row(
+        Condition("none"), engine.evaluate(Condition("none")), engine.eval_set, 0)
+    done = {row["dim"] for row in rows}
+    todo = [Condition(f"dim {d}", (d,), roles, layers, mode, stack) for d in dims if d not in done]
+    if saved:
+        log.info("resuming scan from %s: %d of %d dims done", path, len(done), len(dims))
+
+    bar = _progress(len(dims), progress)
+    if bar is not None:
+        bar.update(len(done))
+
+    def on_chunk(finished):
+        for cond, metrics in finished:
+            rows.append({"dim": cond.dims[0], **condition_row(cond, metrics, engine.eval_set, len(chosen))})
+        if path is not None:
+            _save_checkpoint(path, key, intact, rows)
+        if bar is not None:
+            bar.update(len(finished))
+
+    try:
+        if todo:
+            engine.run(todo, progress=False, on_chunk=on_chunk)
+        elif path is not None and not saved:
+            _save_checkpoint(path, key, intact, rows)
+    finally:
+        if bar is not None:
+            bar.close()
+    by_dim = {row["dim"]: row for row in rows}
+    table = rows_to_table([{k: v for k, v in by_dim[d].items() if k != "dim"} for d in dims], engine.eval_set)
+    table.insert(0, "dim", dims)
+    table["intact_value"] = float(intact["value"])
+    table["delta"] = table["value"] - table["intact_value"]
+    return table
