@@ -42,7 +42,7 @@ class NotebookResult:
     status: str
     seconds: float = 0.0
     error: str = ""
-    cell: int | None = None
+    cell: int | None = None  # execution count (In [n]) of the failing cell in the executed notebook
     out_dir: str = ""
     findings: list = field(default_factory=list)
 
@@ -149,8 +149,10 @@ def run_notebook(notebook: Path, profile: str, overrides: dict | None = None, re
             str(notebook), str(out_dir / notebook.name), parameters=params, kernel_name=kernel_name,
             progress_bar=False, cwd=str(assets.REPO_ROOT), log_output=False)
     except PapermillExecutionError as exc:
+        first_line = (exc.source or "").strip().splitlines()[:1]
         return NotebookResult(notebook.stem, "failed", time.perf_counter() - start,
-                              f"{exc.ename}: {exc.evalue}", exc.exec_count, str(out_dir))
+                              f"{exc.ename}: {exc.evalue} (in `{first_line[0][:80] if first_line else ''}`)",
+                              exc.exec_count, str(out_dir))
     except Exception as exc:  # noqa: BLE001 - kernel death, missing kernel: reported, not raised
         return NotebookResult(notebook.stem, "failed", time.perf_counter() - start,
                               f"{type(exc).__name__}: {exc}", None, str(out_dir))
