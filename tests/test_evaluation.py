@@ -1,0 +1,277 @@
+"""Evaluation engine: fixed masking, agreement with straightforward per-condition evaluation, OOM back-off."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import transformers as T
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+from bertbusters_nb.ablation import Condition, state_fingerprint
+from bertbusters_nb.engine import AblationEngine
+from bertbusters_nb.evaluation import (compute_metrics, evaluate, evaluate_conditions, prepare_causal_eval,
+                                       prepare_classification_eval, prepare_mlm_eval, table_columns)
+from bertbusters_nb.masking import IGNORE_INDEX
+from bertbusters_nb.norms import find_norm_sites
+from conftest import TINY, tiny_model
+
+WORDS = [f"w{i}" for i in range(100)]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def tiny_tokenizer() -> T.PreTrainedTokenizerFast:
+    """A word-level tokenizer over WORDS (ids < 120, the tiny models' vocabulary), BERT-style framing."""
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return T.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                                     cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+
+
+def random_texts(n: int, seed: int = 0, lo: int = 4, hi: int = 30) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))) for _ in range(n)]
+
+
+TOK = tiny_tokenizer()
+TEXTS = random_texts(24)
+BERT = tiny_model("bert")
+GPT2 = tiny_model("gpt2")
+CONDITIONS = [
+    Condition("none"),
+    Condition("one dim, all layers", (3,)),
+    Condition("two dims, layers 1-2", (5, 7), layers=(1, 2)),
+    Condition("last layer", (11,), layers=(2,)),
+    Condition("another last layer", (12,), layers=(2,)),
+    Condition("mean mode", (3, 4), mode="mean", layers=(1,)),
+    Condition("with embeddings", (9,), roles=("embeddings", "block_output")),
+    Condition("attention + head", (2,), roles=("attention_output", "head"), layers=(1,)),
+]
+GPT2_CONDITIONS = [
+    Condition("none"),
+    Condition("pre_ffn all", (3,), roles="pre_ffn"),
+    Condition("pre_attention 1-2", (4, 8), roles="pre_attention", layers=(1, 2)),
+    Condition("final", (6,), roles="final"),
+    Condition("pre_ffn last, mean", (1,), roles="pre_ffn", layers=(2,), mode="mean"),
+]
+ENGINE_VARIANTS = [dict(prefix_cache=True), dict(prefix_cache=False),
+                   dict(prefix_cache=True, conditions_per_forward=3), dict(prefix_cache=False, batch_size=5)]
+
+
+def reference_lm_losses(model, eval_set, conditions, causal: bool) -> list[float]:
+    """Per condition: load nothing clever, apply, run HF's own loss batch by batch, token-weighted mean."""
+    sites = find_norm_sites(model)
+    out = []
+    for cond in conditions:
+        total, count = 0.0, 0
+        with cond.apply(sites), torch.no_grad():
+            for batch in eval_set.batches():
+                if causal:  # HF shifts the labels itself: label t is the token at t, pads ignored
+                    labels = batch.inputs["input_ids"].masked_fill(batch.inputs["attention_mask"] == 0, IGNORE_INDEX)
+                else:
+                    labels = batch.targets
+                n = int((batch.targets != IGNORE_INDEX).sum())
+                loss = model(**batch.inputs, labels=labels).loss
+                total += float(loss) * n
+                count += n
+        out.append(total / count)
+    return out
+
+
+@pytest.mark.parametrize("options", ENGINE_VARIANTS)
+def test_mlm_engine_matches_straightforward_evaluation(options):
+    eval_set = prepare_mlm_eval(TOK, TEXTS, max_length=24, batch_size=8, device="cpu")
+    expected = reference_lm_losses(BERT, eval_set, CONDITIONS, causal=False)
+    before = state_fingerprint(BERT)
+    table = evaluate_conditions(BERT, eval_set, CONDITIONS, progress=False, **options)
+    np.testing.assert_allclose(table["eval_loss"], expected, rtol=0, atol=1e-5)
+    assert (table["value"] == table["eval_loss"]).all() and (table["metric"] == "eval_loss").all()
+    assert all(torch.equal(v, state_fingerprint(BERT)[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("options", ENGINE_VARIANTS)
+def test_causal_engine_matches_straightforward_evaluation(options):
+    eval_set = prepare_causal_eval(TOK, TEXTS, max_length=20, batch_size=8, device="cpu")
+    expected = reference_lm_losses(GPT2, eval_set, GPT2_CONDITIONS, causal=True)
+    table = evaluate_conditions(GPT2, eval_set, GPT2_CONDITIONS, progress=False, **options)
+    np.testing.assert_allclose(table["eval_loss"], expected, rtol=0, atol=1e-5)
+    assert table["tokens"].iloc[0] == int((eval_set.lengths - 1).sum())
+
+
+def test_prefix_cache_is_used_and_equals_full_forward():
+    eval_set = prepare_mlm_eval(TOK, TEXTS, max_length=24, batch_size=8, device="cpu")
+    engine = AblationEngine(BERT, eval_set)
+    assert engine.stack is not None and len(engine.stack.layers) == TINY["num_hidden_layers"]
+    levels = [p.level for p in engine.plan(CONDITIONS)]
+    assert levels == [0, 0, 1, 2, 2, 1, 0, 1]  # embeddings force a full forward; head-only would start at 3
+    assert engine.plan([Condition("head", (1,), roles="head")])[0].level == 3
+    batch = eval_set.batch(0, 8)
+    with torch.no_grad():
+        full = engine._logits(batch, 1)
+        for level in (1, 2, 3):
+            cache = engine._capture(batch, [level], run_to_end=False)[0][level]
+            torch.testing.assert_close(engine._logits(batch, 1, level, cache), full, rtol=0, atol=1e-5)
+    assert all("forward" not in vars(layer) for layer in engine.stack.layers)  # stubs removed
+
+
+def test_shared_layers_turn_the_prefix_cache_off():
+    albert = tiny_model("albert")
+    eval_set = prepare_mlm_eval(TOK, TEXTS[:8], max_length=24, batch_size=4, device="cpu")
+    engine = AblationEngine(albert, eval_set)
+    assert engine.stack is None
+    conditions = [Condition("none"), Condition("d", (3,), layers=(0,))]
+    expected = reference_lm_losses(albert, eval_set, conditions, causal=False)
+    np.testing.assert_allclose([r["eval_loss"] for r in engine.run(conditions, progress=False)], expected, atol=1e-5)
+
+
+def test_masking_is_identical_across_runs_and_batch_sizes_and_changes_with_seed():
+    a = prepare_mlm_eval(TOK, TEXTS, seed=7, batch_size=8, device="cpu")
+    b = prepare_mlm_eval(TOK, TEXTS, seed=7, batch_size=3, device="cpu")
+    c = prepare_mlm_eval(TOK, TEXTS, seed=8, batch_size=8, device="cpu")
+    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.targets, b.targets)
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    assert not torch.equal(a.targets, c.targets)
+
+
+def test_masking_is_identical_across_conditions():
+    eval_set = prepare_mlm_eval(TOK, TEXTS, max_length=24, batch_size=8, device="cpu")
+    snapshot = (eval_set.input_ids.clone(), eval_set.targets.clone())
+    sites = find_norm_sites(BERT)  # (its 4-token probe forward is not part of the evaluation)
+    seen: list[torch.Tensor] = []
+    handle = BERT.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["input_ids"].clone()),
+                                            with_kwargs=True)
+    try:
+        evaluate_conditions(BERT, eval_set, CONDITIONS[:4], sites, progress=False, prefix_cache=False, chunk_size=1)
+    finally:
+        handle.remove()
+    assert len(seen) == 4 * 3  # 4 conditions x 3 batches, no other forward
+    per_condition = [seen[i * 3:(i + 1) * 3] for i in range(4)]
+    for batches in per_condition[1:]:
+        assert all(torch.equal(x, y) for x, y in zip(batches, per_condition[0]))
+    assert torch.equal(snapshot[0], eval_set.input_ids) and torch.equal(snapshot[1], eval_set.targets)
+
+
+def test_masking_follows_80_10_10_and_spares_special_tokens():
+    texts = random_texts(400, seed=3, lo=20, hi=30)
+    eval_set = prepare_mlm_eval(TOK, texts, mask_prob=0.15, seed=1, device="cpu")
+    original = torch.tensor(np.asarray([_pad(TOK(t)["input_ids"], eval_set.input_ids.shape[1]) for t in texts]))
+    chosen = eval_set.targets != IGNORE_INDEX
+    real = (eval_set.attention_mask == 1) & (original != 2) & (original != 3)
+    assert not (chosen & ~real).any()  # [CLS], [SEP], padding never chosen
+    assert torch.equal(eval_set.targets[chosen], original[chosen])
+    share = chosen.sum() / real.sum()
+    masked = (eval_set.input_ids == TOK.mask_token_id) & chosen
+    kept = (eval_set.input_ids == original) & chosen
+    assert abs(float(share) - 0.15) < 0.01
+    assert abs(float(masked.sum() / chosen.sum()) - 0.8) < 0.02
+    assert abs(float(kept.sum() / chosen.sum()) - 0.1) < 0.02  # (random may hit the same token: +1/len(vocab))
+    assert torch.equal(eval_set.input_ids[~chosen], original[~chosen])
+
+
+def _pad(ids, width):
+    return ids + [0] * (width - len(ids))
+
+
+def test_out_of_memory_backs_off_to_a_fitting_batch():
+    eval_set = prepare_mlm_eval(TOK, TEXTS, max_length=24, batch_size=16, device="cpu")
+    expected = reference_lm_losses(BERT, eval_set, CONDITIONS[:4], causal=False)
+
+    def fake_oom(_module, _args, kwargs):
+        if kwargs["input_ids"].shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+
+    handle = BERT.register_forward_pre_hook(fake_oom, with_kwargs=True)
+    try:
+        engine = AblationEngine(BERT, eval_set, conditions_per_forward=2)
+        results = engine.run(CONDITIONS[:4], progress=False)
+    finally:
+        handle.remove()
+    np.testing.assert_allclose([r["eval_loss"] for r in results], expected, atol=1e-5)
+    assert engine.batch_size == 4 and engine.conditions_per_forward == 1 and engine.backoffs == 3
+
+
+def test_other_errors_are_not_swallowed_and_the_model_is_restored():
+    eval_set = prepare_mlm_eval(TOK, TEXTS, max_length=24, batch_size=8, device="cpu")
+    before = state_fingerprint(BERT)
+    calls = []
+
+    def boom(_module, _args, _kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyError("not an OOM")
+
+    handle = BERT.register_forward_pre_hook(boom, with_kwargs=True)
+    try:
+        with pytest.raises(KeyError):
+            evaluate_conditions(BERT, eval_set, CONDITIONS, progress=False, prefix_cache=False)
+    finally:
+        handle.remove()
+    after = state_fingerprint(BERT)
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_classification_engine_matches_straightforward_evaluation():
+    torch.manual_seed(0)
+    model = T.BertForSequenceClassification(T.BertConfig(**TINY, num_labels=3)).eval()
+    labels = [i % 3 for i in range(len(TEXTS))]
+    eval_set = prepare_classification_eval(TOK, TEXTS, labels, task="snli", text_pairs=TEXTS[::-1],
+                                           max_length=40, batch_size=8, device="cpu")
+    sites = find_norm_sites(model)
+    table = evaluate_conditions(model, eval_set, CONDITIONS[:4], progress=False, conditions_per_forward=2)
+    for cond, (_, row) in zip(CONDITIONS[:4], table.iterrows()):
+        with cond.apply(sites), torch.no_grad():
+            logits = torch.cat([model(**b.inputs).logits for b in eval_set.batches()])
+        ref = compute_metrics("snli", logits.numpy(), labels)
+        loss = float(torch.nn.functional.cross_entropy(logits, torch.tensor(labels)))
+        assert row["accuracy"] == pytest.approx(ref["accuracy"]) and row["value"] == row["accuracy"]
+        assert row["eval_loss"] == pytest.approx(loss, abs=1e-5)
+    assert list(table.columns) == table_columns(eval_set)
+    assert (table["metric"] == "accuracy").all() and (table["tokens"] == len(TEXTS)).all()
+
+
+def test_regression_task_reports_pearson_and_spearman():
+    torch.manual_seed(0)
+    model = T.BertForSequenceClassification(T.BertConfig(**TINY, num_labels=1)).eval()
+    scores = [float(i % 5) for i in range(len(TEXTS))]
+    eval_set = prepare_classification_eval(TOK, TEXTS, scores, task="stsb", batch_size=8, device="cpu")
+    result = evaluate(model, eval_set)
+    with torch.no_grad():
+        preds = torch.cat([model(**b.inputs).logits[:, 0] for b in eval_set.batches()])
+    assert set(result) >= {"pearson", "spearmanr", "eval_loss"}
+    assert result["pearson"] == pytest.approx(np.corrcoef(preds.numpy(), scores)[0, 1], abs=1e-6)
+    assert result["eval_loss"] == pytest.approx(float(((preds - torch.tensor(scores)) ** 2).mean()), abs=1e-5)
+
+
+def test_table_schema_and_evaluate():
+    eval_set = prepare_mlm_eval(TOK, TEXTS, max_length=24, batch_size=8, device="cpu")
+    table = evaluate_conditions(BERT, eval_set, CONDITIONS[:3], progress=False)
+    assert list(table.columns) == ["condition", "dims", "n_dims", "roles", "layers", "stack", "mode", "n_sites",
+                                   "metric", "value", "eval_loss", "perplexity", "tokens", "examples", "seed",
+                                   "kind"]
+    assert table["dims"].tolist() == ["", "3", "5 7"] and table["layers"].tolist() == ["all", "all", "1 2"]
+    assert table["n_sites"].tolist() == [0, 3, 2] and (table["seed"] == 42).all()
+    intact = evaluate(BERT, eval_set)
+    assert intact["eval_loss"] == pytest.approx(table["eval_loss"].iloc[0], abs=1e-6)
+    assert intact["perplexity"] == pytest.approx(np.exp(intact["eval_loss"]))
+    assert intact["tokens"] == eval_set.n_targets
+
+
+def test_bad_inputs_raise_clear_errors():
+    eval_set = prepare_mlm_eval(TOK, TEXTS[:4], device="cpu")
+    with pytest.raises(ValueError, match="conditions is empty"):
+        evaluate_conditions(BERT, eval_set, [], progress=False)
+    with pytest.raises(ValueError, match="out of range"):
+        evaluate_conditions(BERT, eval_set, [Condition("x", (99,))], progress=False)
+    with pytest.raises(ValueError, match="Unknown task"):
+        prepare_classification_eval(TOK, TEXTS[:2], [0, 1], task="nope")
+    with pytest.raises(ValueError, match="out of range"):
+        prepare_classification_eval(TOK, TEXTS[:2], [0, 2], task="rt")
+    with pytest.raises(ValueError, match="empty"):
+        prepare_mlm_eval(TOK, [])
+    with pytest.raises(ValueError, match="batch_size"):
+        AblationEngine(BERT, eval_set, batch_size=0)
