@@ -76,3 +76,24 @@ def outlier_share(top: pd.DataFrame, dims: Iterable[int]) -> pd.DataFrame:
     chosen = top[top.dim.isin(dims)].groupby("layer")[["token_share", "input_share"]].sum()
     layers = pd.Index(sorted(top.layer.unique()), name="layer")
     return chosen.reindex(layers, fill_value=0.0).reset_index()
+
+
+def text_batches(tokenizer, texts, max_length: int = 128, batch_size: int = 32) -> list[dict[str, torch.Tensor]]:
+    """Tokenized, padded batches of ``texts`` for ``activation_stats`` (truncated to ``max_length``)."""
+    texts = list(texts)
+    if not texts:
+        raise ValueError("No texts given: the dataset is empty.")
+    return [dict(tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
+                           return_tensors="pt"))
+            for i in range(0, len(texts), batch_size)]
+
+
+def magnitude_by_layer(per_dim: pd.DataFrame, dims: Iterable[int]) -> pd.DataFrame:
+    """Per layer: mean |h| at the given dims, the median over the other dims, and their ratio."""
+    dims = set(int(d) for d in dims)
+    is_outlier = per_dim.dim.isin(dims)
+    at = per_dim[is_outlier].groupby("layer")["mean_abs"].mean().rename("outlier_mean_abs")
+    others = per_dim[~is_outlier].groupby("layer")["mean_abs"].median().rename("others_median_abs")
+    table = pd.concat([at, others], axis=1).reset_index()
+    table["ratio"] = table.outlier_mean_abs / table.others_median_abs
+    return table

@@ -94,3 +94,15 @@ def bar_conditions(table: pd.DataFrame, value: str, label: str = "condition", ti
     ax.set_title(title or value)
     fig.tight_layout()
     return fig
+
+
+def layer_lines(table: pd.DataFrame, columns: Sequence[str], title: str = "") -> plt.Figure:
+    """One panel per column, value against layer (layer 0 = embeddings output)."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.0), squeeze=False)
+    for ax, column in zip(axes.flat, columns):
+        ax.plot(table["layer"], table[column], marker="o")
+        ax.set_xlabel("layer")
+        ax.set_title(column, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

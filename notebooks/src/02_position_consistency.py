@@ -1,0 +1,140 @@
+# %% [markdown]
+# # 02 · Position consistency: the outlier sits at the same dim in (almost) every layer
+#
+# **Claim tested (Kovaleva et al., 2021, finding 2):** the high-magnitude LayerNorm parameters
+# are at the *same dimension* throughout the model, and the hidden states show a high magnitude
+# at that dimension for about 95% of inputs. The positions differ between models (bert-base:
+# 308 and 381; roberta-base: 77 and 588; MultiBERTs seeds differ from each other).
+#
+# We look at the LayerNorm parameters layer by layer (block-output, attention-output, embedding
+# LayerNorms), then at the hidden states over held-out text, then across models. Every number in
+# the text below is computed in this run.
+
+# %% tags=["parameters"]
+profile = "offline"
+out_dir = "figures/offline/02_position_consistency"
+device = "auto"
+model_name = "bbmini"
+compare_models = ["bbmini", "minilm"]
+corpus = "movie_reviews"
+n_texts = 256
+max_length = 128
+k = 3.0
+top_dims = 10
+seed = 0
+
+# %%
+from IPython.display import Markdown, display
+
+import bertbusters_nb as bb
+from bertbusters_nb import activations, consistency, plotting
+from bertbusters_nb.data import load_texts, sample_texts
+
+rec = bb.RunRecorder(out_dir, config=dict(profile=profile, device=device, model_name=model_name,
+                                          compare_models=compare_models, corpus=corpus, n_texts=n_texts,
+                                          max_length=max_length, k=k, top_dims=top_dims, seed=seed))
+model, tokenizer = bb.load_model(model_name, head="base", device=device)
+all_sites = bb.find_norm_sites(model)
+bb.loading.model_summary(model)
+
+# %% [markdown]
+# ## Where the outliers live: LayerNorm parameters per layer
+# Outlier dims are detected on the block-output LayerNorms (`k` sigma, flagged in most layers) and
+# marked in red on every site role, so the reader sees where they stand out and where they do not.
+
+# %%
+block = bb.select_sites(all_sites, "block_output")
+report = bb.find_outliers(block, k=k)
+marked = report.dims or report.per_dim.dim.head(2).tolist()
+print(report.summary())
+fig = plotting.norm_parameter_lines(block, marked, title=f"{model_name}: block-output LayerNorms")
+rec.figure(fig, "block_output_params")
+
+# %%
+fig = plotting.norm_parameter_lines(bb.select_sites(all_sites, "attention_output"), marked,
+                                    title=f"{model_name}: attention-output LayerNorms")
+rec.figure(fig, "attention_output_params")
+
+# %%
+fig = plotting.norm_parameter_lines(bb.select_sites(all_sites, "embeddings"), marked,
+                                    title=f"{model_name}: embedding LayerNorm")
+rec.figure(fig, "embedding_params")
+
+# %% [markdown]
+# Above: block-output, attention-output and embedding LayerNorm weight (blue) and bias (orange),
+# with the block-output outlier dims marked. Below: z-scores of the most-flagged dims in every site,
+# and which of them pass the `k`-sigma test where.
+
+# %%
+sites_report = bb.find_outliers([s for s in all_sites if s.role != "head"], k=k)
+fig = plotting.zscore_heatmap(sites_report.params, report.per_dim.dim.head(top_dims).tolist(),
+                              title=f"{model_name}: LayerNorm weight z-scores, every site")
+rec.figure(fig, "zscore_heatmap")
+flags = consistency.flag_table(sites_report, top=top_dims)
+rec.table(flags.reset_index(), "flags_by_site")
+flags
+
+# %%
+share = consistency.top_dim_share(report)
+held_position = bool(report.dims) and share > 0.5
+evidence = (f"top dim {int(report.per_dim.dim.iloc[0])} is beyond {k:g} sigma in {share:.0%} of the "
+            f"{report.n_sites} block-output LayerNorms; outlier dims (flagged in most layers): {report.dims}")
+rec.finding("The outlier is at the same dimension in most layers", held_position, evidence)
+display(Markdown(evidence + "."))
+
+# %% [markdown]
+# ## Hidden states: is the outlier dim the largest one, input after input?
+# Statistics over held-out texts, accumulated batch by batch. Layer 0 is the embedding output.
+
+# %%
+texts = sample_texts(load_texts(corpus, split="heldout"), n_texts, seed=seed)
+per_dim, top = bb.activation_stats(model, activations.text_batches(tokenizer, texts, max_length))
+magnitude = activations.magnitude_by_layer(per_dim, marked)
+shares = bb.outlier_share(top, marked)
+layer_table = magnitude.merge(shares, on="layer")
+rec.table(layer_table, "activation_by_layer")
+layer_table
+
+# %%
+fig = plotting.layer_lines(layer_table, ["ratio", "input_share", "token_share"],
+                           title=f"{model_name}: outlier dims {marked} in the hidden states")
+rec.figure(fig, "activation_by_layer")
+
+# %% [markdown]
+# `ratio`: mean |h| at the outlier dims over the median mean |h| of the other dims.
+# `input_share` / `token_share`: share of inputs (mean over tokens) / of tokens where one of the
+# outlier dims has the largest magnitude of all dims.
+
+# %%
+inner = layer_table[layer_table.layer > 0]
+input_share = float(inner.input_share.mean())
+held_activation = input_share >= 0.9
+evidence = (f"averaged over layers 1-{int(inner.layer.max())}, an outlier dim ({marked}) has the largest "
+            f"magnitude for {input_share:.0%} of inputs and {inner.token_share.mean():.0%} of tokens "
+            f"(paper: ~95% of inputs); mean |h| there is {inner.ratio.mean():.1f}x the median dim")
+rec.finding("Hidden states peak at the outlier dim for ~95% of inputs", held_activation, evidence)
+display(Markdown(evidence + "."))
+
+# %% [markdown]
+# ## Across models
+# The same analysis on each model of `compare_models`: positions are consistent within a model
+# but need not agree between models.
+
+# %%
+across = consistency.compare_models(compare_models, texts, k=k, max_length=max_length, device=device)
+rec.table(across, "across_models")
+across
+
+# %%
+distinct = across.top_dim.nunique() == len(across)
+evidence = "; ".join(f"{r.model}: top dim {r.top_dim} ({r.top_dim_sites_flagged} block-output sites), "
+                     f"largest for {r.input_share_top_is_outlier:.0%} of inputs" for r in across.itertuples())
+rec.finding("Outlier positions differ between models", distinct if len(across) > 1 else None, evidence)
+display(Markdown(evidence + "."))
+
+# %% [markdown]
+# ## What this run found
+
+# %%
+display(Markdown(consistency.conclusion(model_name, held_position, held_activation, share, input_share,
+                                        report.dims, k)))
