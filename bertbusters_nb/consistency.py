@@ -8,7 +8,7 @@ import pandas as pd
 from .activations import activation_stats, magnitude_by_layer, outlier_share, text_batches
 from .loading import load_model
 from .norms import find_norm_sites, select_sites
-from .outliers import OutlierReport, find_outliers
+from .outliers import OutlierReport, dims_to_ablate, find_outliers
 
 
 def flag_table(report: OutlierReport, top: int = 10) -> pd.DataFrame:
@@ -37,7 +37,7 @@ def model_profile(name: str, texts: Sequence[str], roles: Sequence[str] = ("bloc
     sites = select_sites(find_norm_sites(model), roles)
     report = find_outliers(sites, k=k)
     per_dim, top = activation_stats(model, text_batches(tokenizer, texts, max_length), progress=progress)
-    dims = report.dims or report.per_dim.dim.head(1).tolist()
+    dims = dims_to_ablate(report, fallback=1)
     share = outlier_share(top, dims)
     magnitude = magnitude_by_layer(per_dim, dims)
     return {

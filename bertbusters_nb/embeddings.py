@@ -50,7 +50,8 @@ def embedding_drift(model, tokenizer, texts: Sequence[str], conditions: Sequence
         with condition.apply(sites):
             ablated = sentence_embeddings(model, tokenizer, texts, batch_size)
         cos = torch.nn.functional.cosine_similarity(intact, ablated, dim=-1)
-        rows.append({**condition.describe(), "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
+        rows.append({"condition": condition.name, **condition.describe(), "cosine_mean": float(cos.mean()),
+                     "cosine_min": float(cos.min()),
                      "texts": len(texts)})
     return pd.DataFrame(rows)
 
@@ -64,3 +65,36 @@ def pair_similarity_auc(model, tokenizer, first: Sequence[str], second: Sequence
     b = sentence_embeddings(model, tokenizer, second, batch_size)
     scores = torch.nn.functional.cosine_similarity(a, b, dim=-1).numpy()
     return float(roc_auc_score(list(positive), scores))
+
+
+def snli_probe_table(model, tokenizer, conditions: Sequence[Condition], n_pairs: int = 400, seed: int = 0,
+                     progress: bool = True, batch_size: int = 64) -> pd.DataFrame:
+    """Per condition: embedding cosine to the intact model and the SNLI probe's ROC AUC.
+
+    The probe scores each SNLI dev pair by the cosine of its two sentence embeddings; the AUC
+    says how well that separates entailment from contradiction (neutral pairs are left out).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    import datasets
+
+    from .assets import snli_files
+    from .tasks import sample
+
+    dev = datasets.load_dataset("json", data_files=str(snli_files()["test"]), split="train")
+    dev = dev.select_columns(["sentence1", "sentence2", "gold_label"])
+    dev = sample(dev.filter(lambda g: g in ("entailment", "contradiction"), input_columns="gold_label"), n_pairs, seed)
+    premises, hypotheses = list(dev["sentence1"]), list(dev["sentence2"])
+    positive = [label == "entailment" for label in dev["gold_label"]]
+    sites = find_norm_sites(model)
+    intact = sentence_embeddings(model, tokenizer, premises, batch_size)
+    rows = []
+    for condition in tqdm(conditions, desc="conditions", disable=not progress, leave=False):
+        with condition.apply(sites):
+            a = sentence_embeddings(model, tokenizer, premises, batch_size)
+            b = sentence_embeddings(model, tokenizer, hypotheses, batch_size)
+        auc = roc_auc_score(positive, torch.nn.functional.cosine_similarity(a, b, dim=-1).numpy())
+        drift = torch.nn.functional.cosine_similarity(intact, a, dim=-1)
+        rows.append({"condition": condition.name, **condition.describe(), "cosine_mean": float(drift.mean()),
+                     "snli_auc": float(auc), "pairs": len(premises)})
+    return pd.DataFrame(rows)

@@ -96,3 +96,14 @@ def top_dims_by_magnitude(sites: Sequence[NormSite], count: int) -> list[int]:
     params = parameter_table(sites)
     score = params.assign(abs_z=params.z.abs()).groupby("dim")["abs_z"].mean()
     return [int(d) for d in score.sort_values(ascending=False).index[:count]]
+
+
+def dims_to_ablate(report: OutlierReport, fallback: int = 2) -> list[int]:
+    """The detected outlier dims; when none pass the criterion, the ``fallback`` most-flagged
+    (then highest mean |z|) dims, so a notebook still measures the strongest candidates."""
+    if report.dims:
+        return list(report.dims)
+    if len(report.per_dim):
+        return [int(d) for d in report.per_dim.dim.head(fallback)]
+    score = report.params.assign(abs_z=report.params.z.abs()).groupby("dim")["abs_z"].mean()
+    return [int(d) for d in score.sort_values(ascending=False).index[:fallback]]

@@ -33,3 +33,12 @@ def versus_random(value: float, random_values: Sequence[float], metric: str, wor
 def verdict(held: bool | None) -> str:
     return {True: "**The paper's claim held here.**", False: "**The paper's claim did not hold here.**",
             None: "**Inconclusive here.**"}[held]
+
+
+def scan_ranks(scan, dims: Sequence[int], metric: str = "eval_loss") -> str:
+    """Where the chosen dims rank among all dims of a single-dim scan (1 = most damaging)."""
+    ranked = scan.sort_values(metric, ascending=False).reset_index(drop=True)
+    ranks = {int(d): int(ranked.index[ranked["dim"] == d][0]) + 1 for d in dims if (ranked["dim"] == d).any()}
+    top = ", ".join(f"{int(r.dim)} ({getattr(r, metric):.3f})" for r in ranked.head(3).itertuples())
+    where = ", ".join(f"dim {d} ranks {r} of {len(ranked)}" for d, r in ranks.items())
+    return f"In the single-dim scan ({metric}), the most damaging dims are {top}; {where}."

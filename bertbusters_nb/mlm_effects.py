@@ -1,0 +1,65 @@
+"""Masked-LM effects of an ablation that a reader can see: fill-in-the-blank predictions, verdicts."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from .ablation import Condition
+from .norms import NormSite, find_norm_sites
+
+
+@torch.no_grad()
+def top_predictions(model, tokenizer, sentence: str, top_k: int = 5) -> list[list[str]]:
+    """Top-k tokens for each [MASK] of ``sentence`` (one list per mask, in order)."""
+    mask = tokenizer.mask_token
+    if mask is None or mask not in sentence:
+        raise ValueError(f"The sentence needs at least one {mask or '[MASK]'} token: {sentence!r}")
+    device = next(model.parameters()).device
+    batch = tokenizer(sentence, return_tensors="pt", truncation=True).to(device)
+    logits = model(**batch).logits[0]
+    positions = (batch["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten()
+    return [tokenizer.convert_ids_to_tokens(logits[p].topk(top_k).indices.tolist()) for p in positions]
+
+
+def fill_in_the_blanks(model, tokenizer, sentences: Sequence[str], condition: Condition,
+                       sites: Sequence[NormSite] | None = None, top_k: int = 5) -> pd.DataFrame:
+    """Per sentence and mask: the intact model's top-k next to the ablated model's.
+
+    Example:
+        >>> fill_in_the_blanks(model, tok, ["the movie was [MASK] ."], Condition("o", (125,)))  # doctest: +SKIP
+    """
+    sites = list(sites) if sites is not None else find_norm_sites(model)
+    rows = []
+    for sentence in sentences:
+        intact = top_predictions(model, tokenizer, sentence, top_k)
+        with condition.apply(sites):
+            ablated = top_predictions(model, tokenizer, sentence, top_k)
+        for index, (a, b) in enumerate(zip(intact, ablated)):
+            rows.append({"sentence": sentence, "mask": index, "intact": " ".join(a),
+                         f"ablated ({condition.name})": " ".join(b), "top1_changed": a[0] != b[0]})
+    return pd.DataFrame(rows)
+
+
+def loss_summary(table: pd.DataFrame) -> dict:
+    """Headline numbers of an MLM condition table with groups none / single / outliers / random."""
+    base = float(table.loc[table.group == "none", "eval_loss"].iloc[0])
+    outl = table[table.group == "outliers"]
+    rand = table[table.group == "random"]
+    return {
+        "intact_loss": base,
+        "outlier_loss": float(outl.eval_loss.iloc[0]) if len(outl) else float("nan"),
+        "outlier_delta": float(outl.eval_loss.iloc[0] - base) if len(outl) else float("nan"),
+        "random_delta_mean": float(rand.eval_loss.mean() - base) if len(rand) else float("nan"),
+        "random_delta_max": float(rand.eval_loss.max() - base) if len(rand) else float("nan"),
+        "draws": int(len(rand)),
+    }
+
+
+def run_scan(model, eval_set, roles: Sequence[str], limit: int | None, checkpoint_path: str) -> pd.DataFrame:
+    """The single-dim scan over every dim (or the first ``limit`` dims, for smoke runs), resumable."""
+    from .evaluation import scan_dims
+
+    dims = None if not limit else list(range(min(limit, model.config.hidden_size)))
+    return scan_dims(model, eval_set, roles=tuple(roles), dims=dims, checkpoint_path=checkpoint_path)

