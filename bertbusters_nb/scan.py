@@ -53,8 +53,9 @@ def model_fingerprint(model: torch.nn.Module, sites: Sequence[NormSite]) -> str:
         digest.update(json.dumps({k: str(v) for k, v in sorted(config.to_dict().items())
                                   if k not in ("transformers_version", "_name_or_path", "dtype", "torch_dtype")},
                                  sort_keys=True).encode())
-    for name, param in model.named_parameters():
+    for name, param in model.named_parameters():  # names, shapes and a few values (tells random inits apart)
         digest.update(f"{name}{tuple(param.shape)}".encode())
+        digest.update(param.detach().flatten()[:8].float().cpu().numpy().round(6).tobytes())
     for site in sites:
         for param in (site.weight, site.bias):
             if param is not None:

@@ -275,3 +275,17 @@ def test_bad_inputs_raise_clear_errors():
         prepare_mlm_eval(TOK, [])
     with pytest.raises(ValueError, match="batch_size"):
         AblationEngine(BERT, eval_set, batch_size=0)
+
+
+def test_rmsnorm_decoder_with_batched_conditions():
+    """Llama: RMSNorm sites (the per-condition norm hook's generic path) and the prefix cache."""
+    llama = tiny_model("llama")
+    eval_set = prepare_causal_eval(TOK, TEXTS[:12], max_length=20, batch_size=6, device="cpu")
+    conditions = [Condition("none"), Condition("pre_ffn", (3,), roles="pre_ffn"),
+                  Condition("pre_attention 2", (4, 5), roles="pre_attention", layers=(2,)),
+                  Condition("final", (1,), roles="final"), Condition("mean", (7,), roles="pre_ffn", mode="mean")]
+    expected = reference_lm_losses(llama, eval_set, conditions, causal=True)
+    assert AblationEngine(llama, eval_set).stack is not None
+    for options in (dict(), dict(conditions_per_forward=5), dict(prefix_cache=False, conditions_per_forward=2)):
+        table = evaluate_conditions(llama, eval_set, conditions, progress=False, **options)
+        np.testing.assert_allclose(table["eval_loss"], expected, rtol=0, atol=1e-5)
