@@ -1,0 +1,130 @@
+"""The notebook-04 study on a tiny BERT with a planted outlier dim: stages, tables, verdicts, figures."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers as T  # noqa: E402
+
+from bertbusters_nb import assets, plotting_glue  # noqa: E402
+from bertbusters_nb.downstream import (DownstreamStudy, available_backbones, backbones_note, chance_score,  # noqa: E402
+                                       findings_markdown, layer_ranges, outlier_conditions)
+from bertbusters_nb.finetuning import FinetuneSettings  # noqa: E402
+
+PLANTED = 5
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A 3-layer BERT (hidden 24) whose output-LayerNorm weight is 8 at dim 5 in every layer."""
+    tokenizer = T.AutoTokenizer.from_pretrained(assets.minilm_dir())
+    torch.manual_seed(0)
+    model = T.BertModel(T.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=24, num_hidden_layers=3,
+                                     num_attention_heads=2, intermediate_size=48, max_position_embeddings=64))
+    with torch.no_grad():
+        for layer in model.encoder.layer:
+            layer.output.LayerNorm.weight[PLANTED] = 8.0
+    folder = tmp_path_factory.mktemp("tiny-outlier-bert")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def study(tiny_dir, tmp_path_factory):
+    settings = FinetuneSettings(epochs=1.0, max_steps=2, batch_size=8, max_length=24, max_train_samples=16,
+                                max_eval_samples=24, checkpoint_steps=0)
+    s = DownstreamStudy([tiny_dir], ["rt", "snli"], settings, device="cpu", progress=False,
+                        cache_dir=tmp_path_factory.mktemp("cache"))
+    s.finetune()
+    s.outliers()
+    s.ablate(layer_parts=3)
+    s.random_baseline(draws=20, seed=0)
+    s.scan(tasks=["rt"], max_samples=8, every=4, checkpoint_dir=tmp_path_factory.mktemp("scan"))
+    return s
+
+
+def test_layer_ranges_cover_every_layer_once():
+    assert layer_ranges(6, 3) == [(0, 1), (2, 3), (4, 5)]
+    assert layer_ranges(2, 3) == [(0,), (1,)]
+    assert sum(layer_ranges(12, 5), ()) == tuple(range(12))
+    with pytest.raises(ValueError):
+        layer_ranges(0, 3)
+
+
+def test_outlier_conditions_each_alone_together_and_by_layer_range():
+    names = [c.name for c in outlier_conditions([7, 9], ["block_output"], n_layers=6, parts=3)]
+    assert names == ["none", "dim 7", "dim 9", "outlier dims", "outlier dims, layers 0-1",
+                     "outlier dims, layers 2-3", "outlier dims, layers 4-5"]
+    single = outlier_conditions([7], ["block_output"], n_layers=2, parts=2)
+    assert [c.name for c in single][:3] == ["none", "dim 7", "outlier dims"]
+
+
+def test_chance_is_the_majority_answer_in_the_task_metric():
+    assert chance_score("rt", [0, 1, 1, 1]) == 0.75
+    assert chance_score("cola", [0, 1, 1, 1]) == 0.0  # MCC of a constant answer
+    assert chance_score("stsb", [0.5, 2.0]) == 0.0
+
+
+def test_missing_backbones_are_named_not_fatal(tmp_path):
+    usable, missing = available_backbones(["minilm", str(tmp_path / "nothing-here"), "bert-base-uncased"])
+    assert usable == ["minilm", "bert-base-uncased"] and list(missing) == [str(tmp_path / "nothing-here")]
+    assert "Left out" in backbones_note(usable, missing)
+
+
+def test_stages_need_the_finetune_first(tiny_dir):
+    fresh = DownstreamStudy([tiny_dir], ["rt"], FinetuneSettings())
+    with pytest.raises(RuntimeError, match="finetune"):
+        fresh.ablate()
+    with pytest.raises(ValueError, match="Unknown task"):
+        DownstreamStudy([tiny_dir], ["sst-2"], FinetuneSettings())
+
+
+def test_the_planted_outlier_is_found_before_and_after_and_disabled(study):
+    sets = study.outlier_sets()
+    assert list(sets.before) == [str(PLANTED)] * 2 and sets.all_kept.all()
+    assert all(p.dims == [PLANTED] for p in study.pairs)
+    table = study.tables["outliers"]
+    assert table[table.dim == PLANTED].disabled.all()
+
+
+def test_tables_have_one_row_per_pair_condition_and_draw(study):
+    baseline = study.tables["baseline"]
+    assert list(baseline.task) == ["rt", "snli"] and (baseline.dev_examples == 24).all()
+    assert ((baseline.value >= 0) & (baseline.value <= 1)).all()
+    ablations = study.tables["ablations"]
+    assert len(ablations) == 2 * 6  # none, dim 5, together, 3 layer ranges
+    none = ablations[ablations.condition == "none"].set_index("task").value
+    assert none.to_dict() == baseline.set_index("task").value.to_dict()  # the engine agrees with evaluate()
+    random = study.tables["random"]
+    assert len(random) == 2 * 20 and not random.dims.str.split().explode().astype(int).eq(PLANTED).any()
+    scan = study.tables["scan"]
+    assert set(scan.task) == {"rt"} and PLANTED in set(scan.dim) and set(range(0, 24, 4)) <= set(scan.dim)
+    assert sorted(scan.damage_rank) == list(range(1, len(scan) + 1))
+
+
+def test_summary_findings_and_prose_come_from_the_tables(study):
+    summary = study.summary()
+    assert len(summary) == 2 and summary.draws.eq(20).all()
+    row = summary.iloc[0]
+    assert row.worse_than_every_draw == (row.outliers_disabled < row.random_min)
+    findings = study.findings()
+    assert len(findings) == 2 + 2 + 1 and all(isinstance(f["held"], bool) for f in findings)
+    assert f"{row.intact:.3f}" in findings[0]["evidence"]
+    text = study.describe()
+    assert "rt" in text and "snli" in text and f"{row.intact:.3f}" in text
+    assert "random draws" in study.versus_random_text()
+    assert findings_markdown([{"verdict": "HELD", "claim": "c", "evidence": "e"}]) == "- **HELD**: c. e"
+
+
+def test_the_figures_draw_from_the_tables(study):
+    t = study.tables
+    figures = [plotting_glue.baseline_bars(t["baseline"]), plotting_glue.conditions_vs_random(t["ablations"], t["random"]),
+               plotting_glue.relative_change_strip(study.summary(), t["random"]), plotting_glue.scan_grid(t["scan"]),
+               plotting_glue.outliers_before_after(t["outliers"])]
+    assert all(isinstance(f, plt.Figure) for f in figures)
+    plt.close("all")

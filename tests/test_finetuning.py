@@ -1,0 +1,163 @@
+"""Fine-tuning on HF Trainer: settings, the cache (key, reuse, atomic entries, corrupt entries), determinism."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import transformers as T
+
+from bertbusters_nb import assets
+from bertbusters_nb.finetuning import (MANIFEST, CacheWarning, FinetuneSettings, _last_complete_checkpoint,
+                                       build_parser, cache_key, check_entry, entry_path, finetune,
+                                       model_fingerprint, per_device_batch_size)
+
+FAST = dict(epochs=1.0, max_steps=3, batch_size=8, max_length=24, max_train_samples=24, checkpoint_steps=0,
+            learning_rate=1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A randomly initialised 2-layer BERT (hidden 32) with the bert-base vocabulary, saved as safetensors."""
+    tokenizer = T.AutoTokenizer.from_pretrained(assets.minilm_dir())
+    torch.manual_seed(0)
+    config = T.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=64, max_position_embeddings=64)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    T.BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def cached(tiny_dir, tmp_path_factory):
+    """One fine-tune of the tiny model on rt, written to a fresh cache."""
+    cache = tmp_path_factory.mktemp("finetuned")
+    return finetune(tiny_dir, "rt", FinetuneSettings(**FAST), cache_dir=cache, device="cpu", progress=False), cache
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_defaults_are_the_follow_up_protocol():
+    s = FinetuneSettings()
+    assert (s.epochs, s.learning_rate, s.batch_size, s.max_length, s.weight_decay, s.seed) == (4, 2e-5, 32, 256, 0.01, 42)
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(learning_rate=-1.0), dict(batch_size=0), dict(max_steps=0),
+                                 dict(max_train_samples=-5), dict(warmup_ratio=1.5), dict(weight_decay=-0.1),
+                                 dict(batch_size=32, gradient_accumulation_steps=3), dict(max_eval_samples=True)])
+def test_bad_settings_are_refused_with_the_field_named(bad):
+    with pytest.raises(ValueError, match="|".join(bad)):
+        FinetuneSettings(**bad)
+
+
+def test_the_key_holds_what_changes_the_weights_and_only_that(tiny_dir):
+    base = FinetuneSettings(**FAST)
+    key = cache_key(tiny_dir, "rt", base)
+    assert key["weights"].startswith("sha256:") and key["task"] == "rt" and key["seed"] == 42
+    for change in (dict(seed=1), dict(learning_rate=2e-3), dict(max_train_samples=48), dict(group_by_length=True)):
+        assert entry_path(tiny_dir, "rt", FinetuneSettings(**{**FAST, **change}), "/c") != entry_path(
+            tiny_dir, "rt", base, "/c"), change
+    for change in (dict(max_eval_samples=10), dict(eval_batch_size=7), dict(checkpoint_steps=5)):
+        assert entry_path(tiny_dir, "rt", FinetuneSettings(**{**FAST, **change}), "/c") == entry_path(
+            tiny_dir, "rt", base, "/c"), change
+    assert entry_path(tiny_dir, "snli", base, "/c") != entry_path(tiny_dir, "rt", base, "/c")
+    assert model_fingerprint("bert-base-uncased") == "hub:bert-base-uncased"
+
+
+def test_a_finetune_writes_a_complete_safetensors_entry(cached):
+    result, cache = cached
+    assert not result.reused and result.path.parent == cache
+    names = {p.name for p in result.path.iterdir()}
+    assert "model.safetensors" in names and MANIFEST in names and not any(n.endswith(".bin") for n in names)
+    assert not [p for p in cache.iterdir() if p.name.startswith((".tmp-", ".work-"))]  # nothing left half-done
+    manifest = json.loads((result.path / MANIFEST).read_text())
+    assert manifest["train"]["steps"] == 3 and manifest["settings"]["max_steps"] == 3
+    assert set(manifest["files"]) >= {"model.safetensors", "config.json"}
+    assert result.model.config.num_labels == 2 and result.model.config.id2label[1] == "positive"
+    assert not result.model.training
+
+
+def test_the_same_key_reuses_the_entry_without_training(cached, tiny_dir, monkeypatch):
+    result, cache = cached
+    import bertbusters_nb.finetuning as ft
+
+    monkeypatch.setattr(ft, "_train", lambda *a, **k: pytest.fail("trained although the cache holds the entry"))
+    again = finetune(tiny_dir, "rt", FinetuneSettings(**{**FAST, "max_eval_samples": 5}), cache_dir=cache,
+                     device="cpu", progress=False)
+    assert again.reused and again.path == result.path
+    for name, tensor in _weights(again.model).items():
+        assert torch.equal(tensor, _weights(result.model)[name]), name
+
+
+def test_training_is_deterministic_and_changes_the_weights(cached, tiny_dir, tmp_path):
+    result, _ = cached
+    redo = finetune(tiny_dir, "rt", FinetuneSettings(**FAST), cache_dir=tmp_path, device="cpu", progress=False)
+    first, second = _weights(result.model), _weights(redo.model)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    pretrained = T.BertModel.from_pretrained(tiny_dir).state_dict()
+    assert not torch.equal(first["bert.encoder.layer.0.output.LayerNorm.weight"],
+                           pretrained["encoder.layer.0.output.LayerNorm.weight"])
+
+
+@pytest.mark.parametrize("damage", ["truncate_weights", "drop_manifest", "corrupt_manifest", "drop_weights"])
+def test_a_corrupt_or_incomplete_entry_is_recomputed_with_a_warning(cached, tiny_dir, tmp_path, damage):
+    result, _ = cached
+    settings = FinetuneSettings(**FAST)
+    path = tmp_path / result.path.name
+    shutil.copytree(result.path, path)  # a good entry, then damaged
+    assert check_entry(path, cache_key(tiny_dir, "rt", settings)) is None
+    if damage == "truncate_weights":
+        data = (path / "model.safetensors").read_bytes()
+        (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "drop_manifest":
+        (path / MANIFEST).unlink()
+    elif damage == "corrupt_manifest":
+        (path / MANIFEST).write_text('{"key": ')
+    else:
+        (path / "model.safetensors").unlink()
+    assert check_entry(path, cache_key(tiny_dir, "rt", settings)) is not None
+    with pytest.warns(CacheWarning, match="recomputing"):
+        again = finetune(tiny_dir, "rt", settings, cache_dir=tmp_path, device="cpu", progress=False)
+    assert not again.reused and check_entry(path, cache_key(tiny_dir, "rt", settings)) is None
+    assert all(torch.equal(v, _weights(result.model)[k]) for k, v in _weights(again.model).items())
+
+
+def test_an_entry_for_other_settings_is_not_trusted(cached, tiny_dir):
+    result, _ = cached
+    other = cache_key(tiny_dir, "rt", FinetuneSettings(**{**FAST, "seed": 7}))
+    assert "other settings" in check_entry(result.path, other)
+
+
+def test_resume_picks_the_newest_complete_trainer_checkpoint(tmp_path):
+    assert _last_complete_checkpoint(tmp_path / "absent") is None
+    for step, complete in ((5, True), (10, True), (15, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert _last_complete_checkpoint(tmp_path).endswith("checkpoint-10")
+
+
+def test_the_batch_is_total_and_split_over_processes(monkeypatch):
+    assert per_device_batch_size(FinetuneSettings(batch_size=32), world_size=4) == 8
+    assert per_device_batch_size(FinetuneSettings(batch_size=32, gradient_accumulation_steps=2), world_size=2) == 8
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun / accelerate launch set
+    assert per_device_batch_size(FinetuneSettings(batch_size=32)) == 16
+    with pytest.raises(ValueError, match="does not split over 3"):
+        per_device_batch_size(FinetuneSettings(batch_size=32), world_size=3)
+
+
+def test_command_line_builds_the_settings():
+    args = build_parser().parse_args(["--model", "minilm", "--task", "rt", "--epochs", "2", "--max_train_samples",
+                                      "100", "--group_by_length"])
+    assert args.epochs == 2.0 and args.max_train_samples == 100 and args.group_by_length and args.seed == 42
+    assert args.max_steps is None
+
+
+def test_unknown_task_is_refused_before_any_training(tiny_dir, tmp_path):
+    with pytest.raises(ValueError, match="Unknown task"):
+        finetune(tiny_dir, "sst-2", FinetuneSettings(**FAST), cache_dir=tmp_path)
