@@ -11,12 +11,15 @@ What makes it fast, in order of what it saves:
    of (B, T, H)): the head is token-wise, so the loss is the same, and for a BERT with a
    large vocabulary the head is a large share of the forward.
 4. Shared prefix: a condition that touches only layers >= L computes exactly what the
-   intact model computes up to layer L. Per batch the engine runs the intact prefix once,
-   keeps the input of each needed layer L, and runs every such condition from there,
-   with layers < L replaced by stubs (a temporary ``forward`` attribute, removed in a
+   intact model computes up to layer L. The engine runs the intact prefix of each batch
+   once, keeps the input of each needed layer L (for as many batches as
+   ``cache_budget_bytes`` holds: a span), and runs every such condition from there, with
+   layers < L replaced by stubs (a temporary ``forward`` attribute, removed in a
    ``finally``). This is checked against the full forward when the engine starts, and
    switched off with a warning where it does not match (or where layers are shared,
-   as in ALBERT).
+   as in ALBERT). Within a span the loop is condition-outer, so each condition's
+   context is entered once per span (once for the whole set when nothing is cached),
+   not once per batch, and losses stay on the device until the condition is done.
 5. Optionally K conditions in one forward (``conditions_per_forward``): the batch is
    repeated K times and each touched norm gets a hook that applies each condition's own
    weight and bias to its slice. FLOPs are the same as K forwards; it pays on a GPU that
@@ -100,6 +103,9 @@ class AblationEngine:
     prefix_cache: reuse the intact forward up to the first layer a condition touches.
     conditions_per_forward: K conditions per batched forward (int, or "auto": 1 on CPU, up to 8 on CUDA).
     autocast: dtype for autocast, None for none, "auto": bf16 on CUDA, none on CPU.
+    chunk_size: conditions per chunk (``run``'s progress and ``on_chunk`` come per chunk).
+    cache_budget_bytes: memory for cached layer inputs (default: 1/4 of free GPU memory, 2 GiB on CPU).
+    The model is put in eval mode; its parameters are only edited inside contexts that restore them.
 
     Example:
         >>> engine = AblationEngine(model, eval_set)
@@ -109,7 +115,7 @@ class AblationEngine:
     def __init__(self, model: nn.Module, eval_set: EvalSet, sites: Sequence[NormSite] | None = None, *,
                  batch_size: int | str | None = None, prefix_cache: bool = True,
                  conditions_per_forward: int | str = 1, autocast: torch.dtype | str | None = "auto",
-                 chunk_size: int = 16):
+                 chunk_size: int = 16, cache_budget_bytes: int | None = None):
         self.model = model.eval()
         self.device = next(model.parameters()).device
         if eval_set.device != self.device:
@@ -121,6 +127,8 @@ class AblationEngine:
         self.batch_size = self._initial_batch_size(batch_size)
         self.conditions_per_forward = self._initial_k(conditions_per_forward)
         self.chunk_size = max(1, int(chunk_size))
+        self.cache_budget_bytes = int(cache_budget_bytes) if cache_budget_bytes is not None else self._default_budget()
+        self._hidden = max(s.size for s in self.sites)
         self._forward_kwargs = self._extra_forward_kwargs()
         self._base = getattr(model, "base_model", model)
         self._gather = eval_set.kind in ("mlm", "causal") and self._base is not model
@@ -139,6 +147,13 @@ class AblationEngine:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"batch_size must be a positive integer, None or 'auto' (got {batch_size!r}).")
         return size
+
+    def _default_budget(self) -> int:
+        """Bytes the prefix cache may hold: a quarter of the free GPU memory, or 2 GiB on the CPU."""
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+            return free // 4
+        return 2 * 1024 ** 3
 
     def _initial_k(self, k) -> int:
         if k == "auto":
@@ -329,8 +344,9 @@ class AblationEngine:
         return logits.reshape(repeats, batch.scored.numel(), -1)
 
     # ---------------------------------------------------------------- scoring
-    def _score(self, logits: torch.Tensor, batch: Batch) -> list[dict]:
-        """Per condition (first axis of ``logits``): summed loss, count and (classification) the logits."""
+    def _score(self, logits: torch.Tensor, batch: Batch) -> dict:
+        """Per condition (first axis of ``logits``): summed loss (K,) on the device, the count, and
+        (classification) the logits; nothing is copied to the host here, so a GPU never waits."""
         k = logits.shape[0]
         if self.eval_set.kind == "classification":
             labels = batch.targets
@@ -340,13 +356,10 @@ class AblationEngine:
                 flat = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.repeat(k),
                                        reduction="none")
                 losses = flat.reshape(k, -1).sum(1)
-            losses = losses.double().cpu().tolist()
-            return [{"loss_sum": losses[i], "count": batch.size, "logits": logits[i].float().cpu()}
-                    for i in range(k)]
+            return {"loss_sum": losses.double(), "count": batch.size, "logits": logits.float()}
         targets = batch.targets.reshape(-1).index_select(0, batch.scored)
         flat = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.repeat(k), reduction="none")
-        losses = flat.reshape(k, -1).double().sum(1).cpu().tolist()
-        return [{"loss_sum": losses[i], "count": int(targets.numel())} for i in range(k)]
+        return {"loss_sum": flat.reshape(k, -1).double().sum(1), "count": int(targets.numel())}
 
     # ---------------------------------------------------------------- running
     def plan(self, conditions: Sequence[Condition]) -> list[_Plan]:
@@ -375,56 +388,70 @@ class AblationEngine:
                 return 0
         return min(levels)
 
-    def _run_batch(self, plans: Sequence[_Plan], batch: Batch) -> dict[int, dict]:
-        """All ``plans`` on one batch: the intact prefix once, then each condition from its start layer."""
-        results: dict[int, dict] = {}
+    def _span_stop(self, plans: Sequence[_Plan], start: int) -> int:
+        """End of the next span of examples: as many whole batches as the prefix cache budget holds."""
+        n = len(self.eval_set)
+        levels = {p.level for p in plans if p.level > 0}
+        if not levels:
+            return n  # nothing to cache: every condition runs over the whole set under one context
+        per_example = len(levels) * self.eval_set.input_ids.shape[1] * self._hidden * 4
+        batches = max(1, self.cache_budget_bytes // (per_example * self.batch_size))
+        return min(n, start + batches * self.batch_size)
+
+    def _run_span(self, plans: Sequence[_Plan], start: int, stop: int) -> dict[int, _Total]:
+        """All ``plans`` on examples [start, stop): the intact prefix of each batch once, then condition by
+        condition (each condition's context entered once for all the span's batches)."""
+        batches = [self.eval_set.batch(i, min(i + self.batch_size, stop)) for i in range(start, stop, self.batch_size)]
+        totals = {p.index: _Total() for p in plans}
         levels = sorted({p.level for p in plans if p.level > 0})
-        cache: dict[int, torch.Tensor] = {}
+        caches: list[dict[int, torch.Tensor]] = [{} for _ in batches]
         with torch.no_grad(), self._autocast():
-            if levels:
-                intact = [p for p in plans if p.intact]
+            intact = [p for p in plans if p.intact] if levels else []
+            for b, batch in enumerate(batches if levels else []):
                 scored = self._scored(batch, 1)
-                cache, logits = self._capture(batch, levels, run_to_end=bool(intact), scored=scored)
+                caches[b], logits = self._capture(batch, levels, run_to_end=bool(intact), scored=scored)
                 if intact:
-                    score = self._score(self._shape_logits(logits, batch, 1, scored), batch)[0]
+                    score = self._score(self._shape_logits(logits, batch, 1, scored), batch)
                     for p in intact:
-                        results[p.index] = score
-            todo = [p for p in plans if p.index not in results]
+                        totals[p.index].add(score, 0)
+            done = {p.index for p in intact}
+            todo = [p for p in plans if p.index not in done]
             for level in sorted({p.level for p in todo}):
                 group = [p for p in todo if p.level == level]
                 for i in range(0, len(group), self.conditions_per_forward):
                     chunk = group[i:i + self.conditions_per_forward]
-                    for p, score in zip(chunk, self._run_chunk(chunk, batch, level, cache.get(level))):
-                        results[p.index] = score
-        return results
-
-    def _run_chunk(self, chunk: Sequence[_Plan], batch: Batch, level: int, cache) -> list[dict]:
-        if len(chunk) == 1:
-            plan = chunk[0]
-            with plan.condition.apply(self.sites):
-                return self._score(self._logits(batch, 1, level, cache), batch)
-        with _PerConditionNorms(chunk):
-            return self._score(self._logits(batch, len(chunk), level, cache), batch)
+                    context = chunk[0].condition.apply(self.sites) if len(chunk) == 1 else _PerConditionNorms(chunk)
+                    with context:
+                        for b, batch in enumerate(batches):
+                            score = self._score(self._logits(batch, len(chunk), level, caches[b].get(level)), batch)
+                            for j, p in enumerate(chunk):
+                                totals[p.index].add(score, j)
+        return totals
 
     def _run_plans(self, plans: Sequence[_Plan]) -> list[dict]:
-        """``plans`` over the whole eval set, batch by batch, halving the batch (or K) on out-of-memory."""
-        totals = {p.index: {"loss_sum": 0.0, "count": 0, "logits": []} for p in plans}
-        n, start = len(self.eval_set), 0
-        while start < n:
-            stop = min(start + self.batch_size, n)
-            try:
-                batch_results = self._run_batch(plans, self.eval_set.batch(start, stop))
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-                if not is_out_of_memory(exc):
-                    raise
-                self._back_off(exc)
-                continue
-            for index, res in batch_results.items():
-                totals[index]["loss_sum"] += res["loss_sum"]
-                totals[index]["count"] += res["count"]
-                if "logits" in res:
-                    totals[index]["logits"].append(res["logits"])
-            start = stop
+        """``plans`` over the whole eval set, span by span, halving the batch (or K) on out-of-memory.
+
+        Conditions that start from a cached layer input (with the intact model, whose forward fills the
+        cache) go in spans the cache budget holds; the others in one span over the whole set.
+        """
+        totals = {p.index: _Total() for p in plans}
+        uses_cache = any(p.level > 0 for p in plans)
+        groups = [[p for p in plans if p.level == 0 and not (uses_cache and p.intact)],
+                  [p for p in plans if p.level > 0 or (uses_cache and p.intact)]]
+        for group in (g for g in groups if g):
+            n, start = len(self.eval_set), 0
+            while start < n:
+                stop = self._span_stop(group, start)
+                try:
+                    span = self._run_span(group, start, stop)
+                except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                    if not is_out_of_memory(exc):
+                        raise
+                    self._back_off(exc)
+                    continue
+                for index, part in span.items():
+                    totals[index].merge(part)
+                start = stop
         return [self._finish(totals[p.index]) for p in plans]
 
     def _back_off(self, exc: BaseException) -> None:
@@ -442,11 +469,11 @@ class AblationEngine:
         self.backoffs += 1
         log.warning("out of memory (%s); retrying with %s", str(exc).splitlines()[0][:120], what)
 
-    def _finish(self, total: dict) -> dict:
-        count = total["count"]
-        loss = total["loss_sum"] / count if count else float("nan")
+    def _finish(self, total: _Total) -> dict:
+        count = total.count
+        loss = float(total.loss_sum) / count if count else float("nan")
         if self.eval_set.kind == "classification":
-            logits = torch.cat(total["logits"]).numpy()
+            logits = torch.cat(total.logits).cpu().numpy()
             labels = self.eval_set.targets.cpu().numpy()
             return {"eval_loss": loss, **compute_metrics(self.eval_set.task, logits, labels),
                     "tokens": count, "examples": count}
@@ -475,6 +502,26 @@ class AblationEngine:
     def evaluate(self, condition: Condition | None = None) -> dict:
         """Metrics of one condition (None: the intact model)."""
         return self.run([condition or Condition("none")], progress=False)[0]
+
+
+class _Total:
+    """Running sums of one condition over batches (the loss stays on the device until the end)."""
+
+    def __init__(self):
+        self.loss_sum: torch.Tensor | float = 0.0
+        self.count = 0
+        self.logits: list[torch.Tensor] = []
+
+    def add(self, score: dict, j: int) -> None:
+        self.loss_sum = self.loss_sum + score["loss_sum"][j]
+        self.count += score["count"]
+        if "logits" in score:
+            self.logits.append(score["logits"][j])
+
+    def merge(self, other: "_Total") -> None:
+        self.loss_sum = self.loss_sum + other.loss_sum
+        self.count += other.count
+        self.logits += other.logits
 
 
 class _PerConditionNorms:

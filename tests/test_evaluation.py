@@ -60,7 +60,8 @@ GPT2_CONDITIONS = [
     Condition("pre_ffn last, mean", (1,), roles="pre_ffn", layers=(2,), mode="mean"),
 ]
 ENGINE_VARIANTS = [dict(prefix_cache=True), dict(prefix_cache=False),
-                   dict(prefix_cache=True, conditions_per_forward=3), dict(prefix_cache=False, batch_size=5)]
+                   dict(prefix_cache=True, conditions_per_forward=3), dict(prefix_cache=False, batch_size=5),
+                   dict(prefix_cache=True, cache_budget_bytes=1)]  # one batch per span
 
 
 def reference_lm_losses(model, eval_set, conditions, causal: bool) -> list[float]:
@@ -289,3 +290,20 @@ def test_rmsnorm_decoder_with_batched_conditions():
     for options in (dict(), dict(conditions_per_forward=5), dict(prefix_cache=False, conditions_per_forward=2)):
         table = evaluate_conditions(llama, eval_set, conditions, progress=False, **options)
         np.testing.assert_allclose(table["eval_loss"], expected, rtol=0, atol=1e-5)
+
+
+def test_each_condition_context_is_entered_once_per_span(monkeypatch):
+    eval_set = prepare_mlm_eval(TOK, TEXTS, max_length=24, batch_size=8, device="cpu")  # 3 batches
+    entered = []
+    original = Condition.apply
+    monkeypatch.setattr(Condition, "apply", lambda self, sites: entered.append(self.name) or original(self, sites))
+    engine = AblationEngine(BERT, eval_set)
+    engine.run(CONDITIONS, progress=False)
+    assert sorted(entered) == sorted(c.name for c in CONDITIONS if c.dims)  # once each, not once per batch
+    entered.clear()
+    small = AblationEngine(BERT, eval_set, cache_budget_bytes=1)
+    small.run(CONDITIONS, progress=False)
+    cached = [p.condition.name for p in small.plan(CONDITIONS) if p.level > 0]
+    assert len(cached) == 5
+    assert sorted(entered) == sorted([c.name for c in CONDITIONS if c.dims and c.name not in cached]
+                                     + cached * 3)  # a span per batch for the conditions that use the cache
