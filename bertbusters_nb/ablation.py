@@ -60,11 +60,14 @@ def disabled_dims(sites: Sequence[NormSite], dims: Iterable[int], mode: Mode = "
     sizes = {s.size for s in sites}
     dims = validate_dims(dims, min(sizes))
     saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    indices: dict[torch.device, torch.Tensor] = {}  # one index tensor per device (a GPU copy each is costly)
     try:
         with torch.no_grad():
             for site in sites:
                 for param in _targets(site):
-                    index = torch.tensor(dims, device=param.device)
+                    if param.device not in indices:
+                        indices[param.device] = torch.tensor(dims, device=param.device)
+                    index = indices[param.device]
                     saved.append((param, index, param.data[index].clone()))
                     fill = 0.0 if mode == "zero" else param.data.float().mean().to(param.dtype)
                     param.data[index] = fill
