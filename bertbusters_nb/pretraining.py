@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import logging
 import math
 import os
@@ -44,13 +45,14 @@ import torch.nn.functional as F
 
 from .device import autocast_dtype, best_device
 from .results import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from .tokenizer_training import SPECIAL_TOKENS, load_chunks
+from .tokenizer_training import SPECIAL_TOKENS, load_chunks, unigram_entropy
 
 log = logging.getLogger(__name__)
 
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
 N_SPECIAL = len(SPECIAL_TOKENS)
 IGNORE = -100
+LOG_COLUMNS = ["step", "tokens", "train_loss", "eval_loss", "lr", "seconds"]
 CHANGEABLE_ON_RESUME = {"max_steps", "time_limit_s", "device", "keep_checkpoints", "snapshot_steps", "save_every"}
 
 
@@ -600,7 +602,7 @@ def _check_resumable(saved: PretrainConfig, wanted: PretrainConfig) -> None:
 def _log_csv(rows: list[dict]) -> str:
     import pandas as pd
 
-    return pd.DataFrame(rows).to_csv(index=False)
+    return pd.DataFrame(rows, columns=LOG_COLUMNS).to_csv(index=False)
 
 
 def _progress(enabled: bool, initial: int, total: int):
@@ -610,8 +612,10 @@ def _progress(enabled: bool, initial: int, total: int):
                 mininterval=2.0, smoothing=0.05)
 
 
-def run_throughput(config: PretrainConfig, steps: int = 50, warmup: int = 5) -> float:
+def run_throughput(config: PretrainConfig, steps: int = 50, warmup: int = 5, seconds: float | None = None) -> float:
     """Training tokens/s of this trainer for ``config`` (no logging, eval or checkpoints).
+
+    Times ``steps`` steps after ``warmup`` untimed ones, or stops early once ``seconds`` have passed.
 
     Example:
         >>> run_throughput(PretrainConfig(hidden=128, layers=4), steps=20)  # doctest: +SKIP
@@ -621,11 +625,15 @@ def run_throughput(config: PretrainConfig, steps: int = 50, warmup: int = 5) -> 
     model = build_model(config, info["vocab_size"], info["seq_len"]).to(device).train()
     optimizer = make_optimizer(model, config, device)
     batches = _Batches(load_chunks(config.data_dir, "train"), config.batch_size, config.seed, device)
-    start = 0.0
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    start, timed = 0.0, 0
     for step in range(warmup + steps):
         if step == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            sync()
             start = time.perf_counter()
         inputs, positions, labels = mask_tokens(batches(step), config.mask_rate, info["vocab_size"],
                                                 _step_generator(config.seed, step, device))
@@ -635,9 +643,12 @@ def run_throughput(config: PretrainConfig, steps: int = 50, warmup: int = 5) -> 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * config.batch_size * info["seq_len"] / (time.perf_counter() - start)
+        if step >= warmup:
+            timed += 1
+            if seconds is not None and time.perf_counter() - start > seconds:
+                break
+    sync()
+    return timed * config.batch_size * info["seq_len"] / (time.perf_counter() - start)
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -759,14 +770,61 @@ def export_model(run_dir: str | os.PathLike, model_dir: str | os.PathLike, dtype
     model.to(dtype).save_pretrained(model_dir)
     model.config.dtype = torch.float32
     model.config.save_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(Path(run_config["data_dir"]) / "tokenizer")
-    tokenizer.save_pretrained(model_dir)
+    tokenizer_dir = Path(run_config["data_dir"]) / "tokenizer"
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(model_dir)
+    if (tokenizer_dir / "vocab.txt").exists():
+        shutil.copyfile(tokenizer_dir / "vocab.txt", model_dir / "vocab.txt")
     atomic_write_json(model_dir / "training_config.json", run_config)
     for name in ("train_log.csv", "norm_trajectory.npz"):
         shutil.copyfile(run_dir / name, model_dir / name)
     if command:
         atomic_write_text(model_dir / "COMMAND.sh", command)
     return model_dir
+
+
+def model_metrics(model_dir: str | os.PathLike, data_dir: str | os.PathLike, draws: int = 20,
+                  ablation_sequences: int = 512, check_sequences: int = 128, seed: int = 0,
+                  progress: bool = True) -> dict:
+    """The numbers METRICS.json records for a model folder, computed here (fp32, this machine's device).
+
+    eval_loss on every held-out chunk; the unigram entropy of the same tokenizer on the same
+    text; LayerNorm outlier dims per role; the ablation of the block-output outliers against
+    ``draws`` random draws (and each outlier dim alone); ``eval_loss_check`` on the first
+    ``check_sequences`` chunks, which a test recomputes in seconds.
+
+    Example:
+        >>> model_metrics("models/bbmini", ".gpu/data")["ablation"]["share_of_draws_below"]  # doctest: +SKIP
+        1.0
+    """
+    from .loading import load_model
+    from .norms import find_norm_sites, select_sites
+    from .outliers import find_outliers
+
+    model, _ = load_model(str(model_dir), head="mlm")
+    heldout, train = load_chunks(data_dir, "heldout"), load_chunks(data_dir, "train")
+    sites = find_norm_sites(model)
+    outliers = {}
+    for name, roles in (("block_output", ["block_output"]), ("attention_output", ["attention_output"]),
+                        ("block_and_attention_output", ["block_output", "attention_output"])):
+        report = find_outliers(select_sites(sites, roles=roles))
+        outliers[name] = {"sites": report.n_sites, "min_sites": report.min_layers, "dims": report.dims,
+                          "top": report.per_dim.head(8).to_dict(orient="records")}
+    dims, rule, _ = select_outlier_dims(model)
+    effect = ablation_effect(model, heldout, dims, draws, seed=seed, max_sequences=ablation_sequences)
+    single = {}
+    for dim in dims:
+        single[str(dim)] = ablation_effect(model, heldout, [dim], draws=2, seed=seed,
+                                           max_sequences=ablation_sequences)["delta"]
+    vocab = model.config.vocab_size
+    return {
+        "eval_loss": eval_mlm_loss(model, heldout), "eval_sequences": int(len(heldout)),
+        "eval_loss_check": {"sequences": check_sequences,
+                            "loss": eval_mlm_loss(model, heldout, max_sequences=check_sequences)},
+        "unigram_entropy_eval": unigram_entropy(heldout, vocab_size=vocab),
+        "unigram_cross_entropy_train_to_eval": unigram_entropy(heldout, reference=train, vocab_size=vocab),
+        "outliers": outliers, "ablation_dims_rule": rule,
+        "ablation": {**effect, "sequences": ablation_sequences}, "ablation_single_dim_delta": single,
+    }
 
 
 # ----------------------------------------------------------------------------- command line
@@ -804,6 +862,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write a loadable model folder from a run")
     exp.add_argument("--run", required=True)
     exp.add_argument("--model-dir", required=True)
+    met = sub.add_parser("metrics", help="METRICS numbers of a model folder (eval loss, unigram, outliers, ablation)")
+    met.add_argument("--model-dir", required=True)
+    met.add_argument("--data-dir", required=True)
+    met.add_argument("--draws", type=int, default=20)
+    met.add_argument("--ablation-sequences", type=int, default=512)
+    met.add_argument("--update", help="JSON file to merge the numbers into (written atomically)")
     return parser
 
 
@@ -841,6 +905,12 @@ def main(argv: list[str] | None = None) -> int:
         print(both.to_string())
     elif args.command == "export":
         print(export_model(args.run, args.model_dir))
+    elif args.command == "metrics":
+        numbers = model_metrics(args.model_dir, args.data_dir, args.draws, args.ablation_sequences)
+        if args.update:
+            old = read_json(args.update) if Path(args.update).exists() else {}
+            atomic_write_json(args.update, {**old, **numbers})
+        print(json.dumps(numbers, indent=2, default=str))
     return 0
 
 

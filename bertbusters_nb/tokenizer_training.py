@@ -65,8 +65,9 @@ def pack_chunks(token_lists: Sequence[Sequence[int]], seq_len: int, cls_id: int 
     """Concatenate token lists (each followed by [SEP]) and cut into [CLS] + (seq_len-2) + [SEP] rows.
 
     Example:
-        >>> pack_chunks([[7, 8, 9], [10]], seq_len=5)
-        array([[2, 7, 8, 9, 3]], dtype=uint16)
+        >>> pack_chunks([[7, 8, 9], [10, 11, 12]], seq_len=5)
+        array([[ 2,  7,  8,  9,  3],
+               [ 2,  3, 10, 11,  3]], dtype=uint16)
     """
     if seq_len < 3:
         raise ValueError(f"seq_len must be >= 3 (room for [CLS], a token and [SEP]), got {seq_len}.")
