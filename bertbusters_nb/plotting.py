@@ -106,3 +106,69 @@ def layer_lines(table: pd.DataFrame, columns: Sequence[str], title: str = "") ->
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def loss_curves(log: pd.DataFrame, plateau: float | None = None, title: str = "") -> plt.Figure:
+    """Training and eval MLM loss against step, with the unigram plateau as a dashed line."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    if "train_loss" in log:
+        ax.plot(log["step"], log["train_loss"], label="train loss", lw=1)
+    ax.plot(log["step"], log["eval_loss"], label="eval loss", lw=1.5)
+    if plateau is not None:
+        ax.axhline(plateau, color="grey", ls="--", lw=1, label=f"unigram entropy {plateau:.2f}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("MLM loss (nats)")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def parameters_over_steps(snapshots: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Weight (top row) and bias (bottom row) over dims, one column per step (from middle_layer_snapshots)."""
+    steps = sorted(snapshots.step.unique())
+    fig, axes = plt.subplots(2, len(steps), figsize=(3.2 * len(steps), 4.2), squeeze=False, sharex=True)
+    for col, step in enumerate(steps):
+        for row, param in enumerate(("weight", "bias")):
+            part = snapshots[(snapshots.step == step) & (snapshots.param == param)]
+            axes[row, col].plot(part["dim"], part["value"], lw=0.7, color="tab:blue" if row == 0 else "tab:orange")
+            axes[row, col].set_title(f"step {step:,} · {param}", fontsize=8)
+            axes[row, col].tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def flags_over_steps(flags: pd.DataFrame, dims: Sequence[int], breakout: int | None = None, title: str = "") -> plt.Figure:
+    """Sites in which each dim is beyond the threshold (left) and its max |z| (right), against step."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for dim in dims:
+        part = flags[flags.dim == dim].sort_values("step")
+        axes[0].plot(part.step, part.sites_flagged, marker=".", label=f"dim {dim}")
+        axes[1].plot(part.step, part.max_abs_z, marker=".", label=f"dim {dim}")
+    if len(flags):
+        axes[0].axhline(flags.n_sites.iloc[0] / 2, color="grey", ls=":", lw=1, label="half the sites")
+    for ax, label in zip(axes, ("sites flagged", "max |z| over sites")):
+        if breakout is not None:
+            ax.axvline(breakout, color="crimson", ls="--", lw=1, label="loss leaves plateau")
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_over_steps(ablation: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Loss rise from zeroing the outlier dims vs the random draws' mean and max, against step."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(ablation.step, ablation.delta, marker="o", color="crimson", label="outlier dims")
+    ax.plot(ablation.step, ablation.random_mean, color="grey", label="random dims (mean)")
+    ax.fill_between(ablation.step, ablation.random_min, ablation.random_max, color="grey", alpha=0.3,
+                    label="random dims (range)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("MLM loss rise (nats)")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
