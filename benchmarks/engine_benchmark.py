@@ -1,6 +1,7 @@
 """Benchmark: the evaluation engine against reload-per-condition + ``Trainer.evaluate`` and against plain forwards.
 
-One model, one masked-LM eval set, N conditions (default 64), three ways in one process:
+One model, one masked-LM eval set, N conditions (default 64), three ways in one process, taking turns
+in rounds of 16 conditions so that a machine shared with other jobs slows them alike:
 
   (a) baseline  per condition: load a fresh copy from disk, disable the dims, ``Trainer.evaluate`` on a
                 dataset holding exactly the engine's masked inputs and labels (no re-masking);
@@ -227,7 +228,8 @@ def run_baseline(folder: Path, eval_set, tokenizer, conditions, args, device, wo
             trainer = Trainer(model=model, args=training_args, eval_dataset=dataset, data_collator=collator,
                               compute_metrics=token_weighted, preprocess_logits_for_metrics=per_example_loss)
             trainer.remove_callback(PrinterCallback)
-            metrics = trainer.evaluate()
+            with autocast_for(args, device):  # bf16: the same autocast as the engine, whatever accelerate does
+                metrics = trainer.evaluate()
         losses.append(metrics["eval_token_loss"])
         hf_losses.append(metrics["eval_loss"])
         del trainer, model
@@ -294,10 +296,13 @@ def measure_overhead(model, eval_set, condition, sites, args, device) -> dict:
         sync(device)
         enter_exit.append(time.perf_counter() - t0)
     forward = statistics.median(plain)
+    n_batches = math.ceil(len(eval_set) / args.batch_size)
     return {"plain_forward_s": forward, "forward_in_context_s": statistics.median(within),
             "paired_overhead": statistics.median(w / p - 1 for w, p in zip(within, plain)),
             "context_enter_exit_s": statistics.median(enter_exit),
-            "context_overhead": statistics.median(enter_exit) / forward}
+            "context_overhead": statistics.median(enter_exit) / forward,
+            # the engine enters a condition's context once per span (the whole set when nothing is cached)
+            "engine_context_overhead": statistics.median(enter_exit) / (forward * n_batches)}
 
 
 # ----------------------------------------------------------------------------- report
@@ -411,6 +416,8 @@ def report(figures: dict, table, args, atol: float) -> None:
     lines.append(f"| (b)/(c) | {f['engine_over_floor']:.2f} | <= 1.1 |")
     lines.append(f"| ablation context overhead per forward (enter+exit / forward) | "
                  f"{100 * f['context_overhead']:.3f}% | <= 2% |")
+    lines.append(f"| same, amortized as the engine enters it (once per condition over the set's batches) | "
+                 f"{100 * f['engine_context_overhead']:.3f}% | <= 2% |")
     lines.append(f"| same, paired timing of forward in context vs plain (median; noisy) | "
                  f"{100 * f['paired_overhead']:+.2f}% | <= 2% |")
     if "baseline_s" in f:

@@ -40,16 +40,15 @@ import inspect
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .ablation import Condition, validate_dims
 from .device import autocast_dtype as default_autocast_dtype
-from .masking import IGNORE_INDEX, Batch, EvalSet
+from .masking import Batch, EvalSet
 from .metrics import compute_metrics, is_regression
 from .norms import NormSite, find_norm_sites
 
@@ -133,7 +132,6 @@ class AblationEngine:
         self._base = getattr(model, "base_model", model)
         self._gather = eval_set.kind in ("mlm", "causal") and self._base is not model
         self._gathered = False
-        self._scored_now: torch.Tensor | None = None
         self.stack = self._probe_stack() if prefix_cache else None
         if self.stack is not None and not self._prefix_matches_full_forward():
             self.stack = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 import random
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import transformers as T
