@@ -149,8 +149,15 @@ def _tokenize(tokenizer, texts: Sequence[str], text_pairs: Sequence[str] | None,
     if text_pairs is not None and len(text_pairs) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text_pairs.")
     args = (texts,) if text_pairs is None else (texts, list(text_pairs))
-    return tokenizer(*args, truncation=True, max_length=max_length, padding=False,
-                     return_special_tokens_mask=True, return_attention_mask=True)
+    enc = tokenizer(*args, truncation=True, max_length=max_length, padding=False,
+                    return_special_tokens_mask=True, return_attention_mask=True, return_overflowing_tokens=False,
+                    return_length=True)
+    full = tokenizer(*args, truncation=False, add_special_tokens=True, return_length=True, verbose=False)["length"]
+    cut = sum(1 for n in full if n > max_length)
+    if cut:  # said once per eval set, not per text
+        log.warning("%d of %d texts are longer than max_length=%d tokens and were truncated.", cut, len(texts), max_length)
+    enc.pop("length", None)
+    return enc
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:

@@ -1,0 +1,97 @@
+"""Every bad input gets a clear error that names the fix (issue 8's table).
+
+Each case: the call, the error type, and words of the message that say what to do. A case
+also fails if the error escapes from inside torch/transformers/datasets without our message.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import bertbusters_nb as bb
+from bertbusters_nb import data, results, runner
+from bertbusters_nb.loading import ModelLoadError
+from bertbusters_nb.norms import NormLayoutError
+from conftest import tiny_model
+
+MODEL = tiny_model("bert")
+SITES = bb.find_norm_sites(MODEL)
+BLOCK = bb.select_sites(SITES, "block_output")
+
+
+def _corrupt_json(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text('{"rows": [1, 2')
+    return results.read_json(path)
+
+
+def _unknown_layout():
+    model = tiny_model("bert")
+    model.bert.encoder.layer[0].extra_norm = nn.LayerNorm(32)
+    return bb.find_norm_sites(model)
+
+
+def _blank_corpus(tmp_path):
+    path = tmp_path / "blank.txt"
+    path.write_text("  \n\t\n")
+    return data.load_texts(str(path))
+
+
+def _bad_param(tmp_path, values):
+    return runner.check_parameters(runner.numbered_notebooks()[0], values)
+
+
+def _disable(dims):
+    with bb.disabled_dims(BLOCK, dims):
+        pass
+
+
+CASES = {
+    "hub name without a hub": (lambda t: bb.load_model("bert-base-uncased"), ModelLoadError, "Offline models"),
+    "folder that is not a model": (lambda t: bb.load_model(str(t)), ModelLoadError, "no config.json"),
+    "model with no norm layers": (lambda t: bb.find_norm_sites(nn.Sequential(nn.Linear(2, 2))), NormLayoutError,
+                                  "No LayerNorm or RMSNorm"),
+    "layout the site finder does not know": (lambda t: _unknown_layout(), NormLayoutError, "LAYER_LAYOUTS"),
+    "dim out of range": (lambda t: _disable([32]), ValueError, "hidden size is 32"),
+    "negative dim": (lambda t: _disable([-3]), ValueError, "out of range"),
+    "duplicated dims": (lambda t: _disable([4, 4]), ValueError, "more than once"),
+    "dims not integers": (lambda t: _disable([1.0]), TypeError, "integers"),
+    "empty dims": (lambda t: _disable([]), ValueError, "at least one"),
+    "layer range outside the model": (lambda t: bb.select_sites(SITES, "block_output", layers=range(2, 9)), ValueError,
+                                      "layers run from 0 to 2"),
+    "site role the model lacks": (lambda t: bb.select_sites(SITES, "pre_ffn"), ValueError, "it has"),
+    "empty dataset": (lambda t: _blank_corpus(t), ValueError, "no non-empty texts"),
+    "unknown corpus": (lambda t: data.load_texts("wikitxt"), ValueError, "pick one of"),
+    "misspelled papermill parameter": (lambda t: _bad_param(t, {"modle_name": "x"}), runner.ParameterError,
+                                       "Did you mean 'model_name'"),
+    "papermill parameter of the wrong type": (lambda t: _bad_param(t, {"k": "three"}), runner.ParameterError,
+                                              "must be float"),
+    "corrupt results file": (lambda t: _corrupt_json(t), ValueError, "delete it to recompute"),
+    "unknown profile": (lambda t: runner.profile_parameters(runner.numbered_notebooks()[0], "quick"), ValueError,
+                        "pick one of"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_gets_a_clear_error(case, tmp_path):
+    call, error, words = CASES[case]
+    with pytest.raises(error, match=words) as info:
+        call(tmp_path)
+    tb = info.traceback[-1]
+    origin = str(tb.path)
+    assert "bertbusters_nb" in origin or "tests" in origin, f"{case}: raised from {origin}, not by our code"
+
+
+def test_too_long_texts_are_truncated_not_an_error(caplog):
+    from bertbusters_nb.evaluation import evaluate, prepare_mlm_eval
+
+    model, tokenizer = bb.load_model("minilm", head="base", device="cpu")
+    long_text = "word " * 2000
+    with caplog.at_level("WARNING", logger="bertbusters_nb.masking"):
+        eval_set = prepare_mlm_eval(tokenizer, [long_text, long_text, "a short one"], max_length=32, seed=0)
+    assert eval_set.input_ids.shape[1] <= 32
+    said = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert said == ["2 of 3 texts are longer than max_length=32 tokens and were truncated."]
