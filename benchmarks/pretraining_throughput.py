@@ -79,8 +79,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=60.0, help="timed seconds per trainer")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = pt.PretrainConfig(data_dir=args.data_dir, hidden=args.hidden, layers=args.layers, heads=args.heads,
                                intermediate=4 * args.hidden, batch_size=args.batch_size, device=args.device)
     ours = pt.run_throughput(config, steps=100_000, warmup=3, seconds=args.seconds)

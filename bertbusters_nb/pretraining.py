@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
 N_SPECIAL = len(SPECIAL_TOKENS)
 IGNORE = -100
+EVAL_CHECK_SEQUENCES = 128  # held-out chunks shipped with an exported model to re-check its eval loss
 LOG_COLUMNS = ["step", "tokens", "train_loss", "eval_loss", "lr", "seconds"]
 CHANGEABLE_ON_RESUME = {"max_steps", "time_limit_s", "device", "keep_checkpoints", "snapshot_steps", "save_every"}
 
@@ -518,7 +519,7 @@ def pretrain(config: PretrainConfig, out_dir: str | os.PathLike, resume: bool = 
         log.info("resumed %s at step %d", out_dir, state["step"])
     elif latest:
         shutil.rmtree(out_dir / "checkpoints")
-    atomic_write_json(out_dir / "config.json", {**config.to_dict(), "data": info})
+    atomic_write_json(out_dir / "config.json", {**config.to_dict(), "data": info, "environment": _environment(device)})
 
     def write_outputs() -> None:
         atomic_write_text(out_dir / "train_log.csv", _log_csv(state["log"]))
@@ -591,6 +592,16 @@ def pretrain(config: PretrainConfig, out_dir: str | os.PathLike, resume: bool = 
     return PretrainResult(out_dir, step, rows, stopped_early, speed)
 
 
+def _environment(device: torch.device) -> dict:
+    import platform
+
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "device": str(device), "autocast": str(autocast_dtype(device)),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()}
+
+
 def _check_resumable(saved: PretrainConfig, wanted: PretrainConfig) -> None:
     a, b = saved.to_dict(), wanted.to_dict()
     differ = {k for k in a if a[k] != b[k] and k not in CHANGEABLE_ON_RESUME}
@@ -658,9 +669,8 @@ def load_run_model(run_dir: str | os.PathLike, weights: str | os.PathLike | None
     """The model of a run folder (``final.safetensors`` or the given weights), in eval mode, fp32."""
     run_dir = Path(run_dir)
     saved = read_json(run_dir / "config.json")
-    saved.pop("data", None)
-    config = PretrainConfig.from_dict(saved)
-    info = read_json(run_dir / "config.json")["data"]
+    info = saved["data"]
+    config = PretrainConfig.from_dict({f.name: saved[f.name] for f in fields(PretrainConfig) if f.name in saved})
     model = build_model(config, info["vocab_size"], info["seq_len"])
     load_weights(model, weights or run_dir / "final.safetensors")
     return model.to(best_device(None if device is None else str(device))).eval()
@@ -775,15 +785,20 @@ def export_model(run_dir: str | os.PathLike, model_dir: str | os.PathLike, dtype
     if (tokenizer_dir / "vocab.txt").exists():
         shutil.copyfile(tokenizer_dir / "vocab.txt", model_dir / "vocab.txt")
     atomic_write_json(model_dir / "training_config.json", run_config)
-    for name in ("train_log.csv", "norm_trajectory.npz"):
-        shutil.copyfile(run_dir / name, model_dir / name)
+    for name in ("train_log.csv", "norm_trajectory.npz", "ablation_trajectory.csv"):
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, model_dir / name)
+    heldout = load_chunks(run_config["data_dir"], "heldout")[:EVAL_CHECK_SEQUENCES]
+    buffer = io.BytesIO()
+    np.save(buffer, heldout)
+    atomic_write_bytes(model_dir / "eval_check.npy", buffer.getvalue())
     if command:
         atomic_write_text(model_dir / "COMMAND.sh", command)
     return model_dir
 
 
 def model_metrics(model_dir: str | os.PathLike, data_dir: str | os.PathLike, draws: int = 20,
-                  ablation_sequences: int = 512, check_sequences: int = 128, seed: int = 0,
+                  ablation_sequences: int = 512, check_sequences: int = EVAL_CHECK_SEQUENCES, seed: int = 0,
                   progress: bool = True) -> dict:
     """The numbers METRICS.json records for a model folder, computed here (fp32, this machine's device).
 
@@ -815,15 +830,33 @@ def model_metrics(model_dir: str | os.PathLike, data_dir: str | os.PathLike, dra
     for dim in dims:
         single[str(dim)] = ablation_effect(model, heldout, [dim], draws=2, seed=seed,
                                            max_sequences=ablation_sequences)["delta"]
+    from .activations import activation_stats, outlier_share
+
+    batches = [{"input_ids": torch.from_numpy(heldout[i:i + 32].astype(np.int64))} for i in range(0, 128, 32)]
+    per_dim, top = activation_stats(model, batches, progress=False)
+    share = outlier_share(top, dims[:1])
+    magnitude = per_dim[per_dim.dim == dims[0]].set_index("layer")["abs_ratio_to_median"]
+    hidden_states = {"dim": dims[0], "sequences": 128, "layers": [int(l) for l in share.layer],
+                     "input_share_top_dim": [float(x) for x in share.input_share],
+                     "token_share_top_dim": [float(x) for x in share.token_share],
+                     "mean_abs_over_median_dim": [float(magnitude.get(l, float("nan"))) for l in share.layer]}
     vocab = model.config.vocab_size
-    return {
+    training = {}
+    if (Path(model_dir) / "train_log.csv").exists():
+        import pandas as pd
+
+        last = pd.read_csv(Path(model_dir) / "train_log.csv").iloc[-1]
+        training = {"steps": int(last.step), "tokens": int(last.tokens), "final_train_loss": float(last.train_loss),
+                    "final_eval_loss_logged": float(last.eval_loss), "training_seconds": float(last.seconds)}
+    return {**training,
         "eval_loss": eval_mlm_loss(model, heldout), "eval_sequences": int(len(heldout)),
-        "eval_loss_check": {"sequences": check_sequences,
+        "eval_loss_check": {"sequences": check_sequences, "file": "eval_check.npy",
                             "loss": eval_mlm_loss(model, heldout, max_sequences=check_sequences)},
         "unigram_entropy_eval": unigram_entropy(heldout, vocab_size=vocab),
         "unigram_cross_entropy_train_to_eval": unigram_entropy(heldout, reference=train, vocab_size=vocab),
         "outliers": outliers, "ablation_dims_rule": rule,
         "ablation": {**effect, "sequences": ablation_sequences}, "ablation_single_dim_delta": single,
+        "hidden_states": hidden_states,
     }
 
 

@@ -194,6 +194,7 @@ def test_a_failed_checkpoint_write_leaves_no_partial_checkpoint(data_dir, tmp_pa
     assert result.step == 10 and not list(root.glob(".tmp-*"))
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_identical_without_datasets(data_dir, tmp_path):
     """A real process killed with SIGKILL mid-run; the resumed run equals an uninterrupted one.
 
