@@ -879,6 +879,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--corpora", nargs="*", default=["movie_reviews", "snli", "kjv"])
     prep.add_argument("--vocab-size", type=int, default=8192)
     prep.add_argument("--seq-len", type=int, default=128)
+    prep.add_argument("--tokenizer-dir", help="reuse this saved tokenizer (e.g. models/bbmini) instead of training one")
+    prep.add_argument("--max-texts", type=int, help="first N train and N held-out texts per corpus (quick runs)")
     train = sub.add_parser("train", help="pre-train (resumes from out's newest checkpoint)")
     train.add_argument("--out", required=True)
     train.add_argument("--no-resume", action="store_true", help="start over, deleting old checkpoints")
@@ -916,7 +918,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         from .tokenizer_training import prepare_data
 
-        print(prepare_data(args.out, args.corpora, args.vocab_size, args.seq_len))
+        print(prepare_data(args.out, args.corpora, args.vocab_size, args.seq_len, tokenizer_dir=args.tokenizer_dir,
+                           max_texts=args.max_texts))
     elif args.command == "train":
         result = pretrain(_config_from_args(args), args.out, resume=not args.no_resume, progress=not args.no_progress)
         last = result.log[-1]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -94,15 +95,20 @@ def _encode(tokenizer, texts: Sequence[str], batch: int = 2048) -> list[list[int
 
 def prepare_data_from_texts(train_texts: Sequence[str], heldout_texts: Sequence[str], out_dir: str | Path,
                             vocab_size: int = 8192, seq_len: int = 128, min_frequency: int = 2,
-                            meta: dict | None = None) -> Path:
-    """Train the tokenizer on ``train_texts`` and write the data folder (see module doc).
+                            meta: dict | None = None, tokenizer_dir: str | Path | None = None) -> Path:
+    """Train the tokenizer on ``train_texts`` (or reuse ``tokenizer_dir``'s) and write the data folder.
 
     Example:
         >>> prepare_data_from_texts(train, heldout, "runs/tiny-data", vocab_size=200, seq_len=32)  # doctest: +SKIP
+        >>> prepare_data_from_texts(train, heldout, "runs/live", tokenizer_dir="models/bbmini")  # doctest: +SKIP
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(train_texts, vocab_size, out_dir / "tokenizer", min_frequency, seq_len)
+    if tokenizer_dir is not None:
+        tokenizer = _reuse_tokenizer(tokenizer_dir, out_dir / "tokenizer", seq_len)
+        vocab_size = len(tokenizer)
+    else:
+        tokenizer = train_tokenizer(train_texts, vocab_size, out_dir / "tokenizer", min_frequency, seq_len)
     arrays = {}
     for split, texts in (("train", train_texts), ("heldout", heldout_texts)):
         chunks = pack_chunks(_encode(tokenizer, texts), seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id)
@@ -124,29 +130,48 @@ def prepare_data_from_texts(train_texts: Sequence[str], heldout_texts: Sequence[
 
 
 def prepare_data(out_dir: str | Path, corpora: Sequence[str] = DEFAULT_CORPORA, vocab_size: int = 8192,
-                 seq_len: int = 128, min_frequency: int = 2) -> Path:
+                 seq_len: int = 128, min_frequency: int = 2, tokenizer_dir: str | Path | None = None,
+                 max_texts: int | None = None) -> Path:
     """Tokenizer + packed chunks for the offline corpora (train / held-out split of ``data.py``).
 
-    Needs ``datasets`` (imported here, not at module import). A folder already prepared with
-    the same settings is reused.
+    ``tokenizer_dir`` reuses a saved tokenizer (e.g. ``models/bbmini``) instead of training
+    one; ``max_texts`` keeps the first N train and N held-out texts of each corpus (a quick
+    live or smoke run). Needs ``datasets`` (imported here, not at module import). A folder
+    already prepared with the same settings is reused.
 
     Example:
         >>> prepare_data(".gpu/data")  # doctest: +SKIP
         PosixPath('.gpu/data')
+        >>> prepare_data("runs/live-data", tokenizer_dir="models/bbmini", max_texts=2000)  # doctest: +SKIP
     """
     out_dir = Path(out_dir)
-    wanted = {"corpora": list(corpora), "vocab_size": vocab_size, "seq_len": seq_len, "min_frequency": min_frequency}
+    wanted = {"corpora": list(corpora), "vocab_size": vocab_size, "seq_len": seq_len, "min_frequency": min_frequency,
+              "tokenizer_from": None if tokenizer_dir is None else str(tokenizer_dir), "max_texts": max_texts}
     if (out_dir / "data.json").exists():
         info = read_json(out_dir / "data.json")
-        if all(info.get(k) == v for k, v in wanted.items()):
+        if all(info.get(k) == v for k, v in wanted.items() if k != "vocab_size" or tokenizer_dir is None):
             log.info("reusing the data folder %s", out_dir)
             return out_dir
     from .data import load_texts  # needs datasets
 
-    train = [t for c in corpora for t in load_texts(c, split="train")]
-    heldout = [t for c in corpora for t in load_texts(c, split="heldout")]
-    return prepare_data_from_texts(train, heldout, out_dir, vocab_size, seq_len, min_frequency,
-                                   meta={"corpora": list(corpora)})
+    train = [t for c in corpora for t in load_texts(c, split="train")[:max_texts]]
+    heldout = [t for c in corpora for t in load_texts(c, split="heldout")[:max_texts]]
+    meta = {k: v for k, v in wanted.items() if k in ("corpora", "tokenizer_from", "max_texts")}
+    return prepare_data_from_texts(train, heldout, out_dir, vocab_size, seq_len, min_frequency, meta=meta,
+                                   tokenizer_dir=tokenizer_dir)
+
+
+def _reuse_tokenizer(source: str | Path, target: Path, seq_len: int):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(source), model_max_length=seq_len)
+    ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
+    if ids != list(range(len(SPECIAL_TOKENS))):
+        raise ValueError(f"{source}: special tokens sit at ids {ids}; the trainer needs {list(SPECIAL_TOKENS)} at 0-4.")
+    tokenizer.save_pretrained(target)
+    if (Path(source) / "vocab.txt").exists():
+        shutil.copyfile(Path(source) / "vocab.txt", target / "vocab.txt")
+    return tokenizer
 
 
 def load_chunks(data_dir: str | Path, split: str = "train") -> np.ndarray:

@@ -64,6 +64,14 @@ def test_tokenizer_has_the_asked_vocab_size_and_reloads(tmp_path):
     assert len((tmp_path / "tok" / "vocab.txt").read_text().splitlines()) == 90
 
 
+def test_a_data_folder_can_reuse_a_saved_tokenizer(data_dir, tmp_path):
+    reused = prepare_data_from_texts(_texts(50, 3), _texts(20, 4), tmp_path / "d", seq_len=32,
+                                     tokenizer_dir=data_dir / "tokenizer")
+    info = read_json(reused / "data.json")
+    assert info["vocab_size"] == 80
+    assert (reused / "tokenizer" / "tokenizer.json").read_text() == (data_dir / "tokenizer" / "tokenizer.json").read_text()
+
+
 def test_pack_chunks_frames_every_row():
     chunks = pack_chunks([[7, 8, 9], [10, 11], [12]], seq_len=5)
     assert chunks.tolist() == [[2, 7, 8, 9, 3], [2, 3, 10, 11, 3], [2, 3, 12, 3, 3]]  # [SEP] ends each text
