@@ -152,8 +152,24 @@ def _text(page, selector: str) -> str:
     return page.locator(selector).first.inner_text(timeout=UPDATE_S * 1000)
 
 
+def _snapshot(page) -> str:
+    """What the explorer shows now (for failure messages)."""
+    return page.evaluate("""() => ['.bb-explorer .bb-status', '.bb-explorer .bb-loss', '.bb-explorer .bb-layers']
+        .map(s => { const e = document.querySelector(s); return s + ': ' + (e ? e.innerText : 'missing'); })
+        .join(' | ')""")
+
+
 def _wait_text(page, selector: str, *, differs_from: str | None = None, equals: str | None = None) -> str:
     """Wait (bounded) until the element's text differs from / equals a value, and the status is settled."""
+    try:
+        _wait_for(page, selector, differs_from, equals)
+    except Exception as exc:  # noqa: BLE001 - re-raised with what the page shows
+        raise AssertionError(f"{selector} did not become {'!= ' + repr(differs_from) if differs_from else repr(equals)}"
+                             f" within {UPDATE_S}s; page shows {_snapshot(page)}") from exc
+    return _text(page, selector)
+
+
+def _wait_for(page, selector: str, differs_from: str | None, equals: str | None) -> None:
     page.wait_for_function(
         """([sel, status, differs, equals]) => {
              const el = document.querySelector(sel), st = document.querySelector(status);
@@ -162,7 +178,6 @@ def _wait_text(page, selector: str, *, differs_from: str | None = None, equals: 
              return (differs === null || text !== differs) && (equals === null || text === equals);
            }""",
         arg=[selector, STATUS, differs_from, equals], timeout=UPDATE_S * 1000)
-    return _text(page, selector)
 
 
 def _status_counts(page) -> tuple[int, int]:
@@ -170,20 +185,37 @@ def _status_counts(page) -> tuple[int, int]:
     return int(status.get_attribute("data-computed")), int(status.get_attribute("data-submitted"))
 
 
-def _run_all_cells(page, tries: int = 3) -> None:
-    """Run > Run All Cells, retried when no cell starts (a click that lands while the notebook still loads)."""
+def _menu(page, menu: str, item: str) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{re.escape(menu)}$")).first.click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}")).first.click()
+
+
+def _wait_notebook_ready(page) -> None:
+    """The notebook is rendered, its kernel (Python) connected and idle; then focus its first cell."""
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=SERVER_START_S * 1000)
+    page.wait_for_function(
+        """() => { const name = document.querySelector('.jp-NotebookPanel .jp-Toolbar-kernelName');
+                   const state = document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator');
+                   return name && /Python/.test(name.textContent) && state && state.dataset.status === 'idle'; }""",
+        timeout=SERVER_START_S * 1000)
+    time.sleep(2)  # let the session settle before the first command
+    page.locator(".jp-NotebookPanel .jp-Cell").first.click()
+
+
+def _run_all_cells(page) -> None:
+    """Run > Run All Cells; when no cell starts (a click that came before the kernel was connected), Kernel >
+    Restart Kernel and Run All Cells, which waits for the kernel itself."""
     started = """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
                    .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"""
-    for attempt in range(tries):
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first.click()
-        try:
-            page.wait_for_function(started, timeout=30_000)
-            return
-        except Exception:  # noqa: BLE001 - retried, then reported
-            if attempt == tries - 1:
-                raise
-            page.keyboard.press("Escape")
+    _menu(page, "Run", "Run All Cells")
+    try:
+        page.wait_for_function(started, timeout=30_000)
+        return
+    except Exception:  # noqa: BLE001 - the fallback below is bounded and raises on failure
+        page.keyboard.press("Escape")
+    _menu(page, "Kernel", "Restart Kernel and Run All Cells")
+    page.locator(".jp-Dialog:has-text('Restart') button.jp-mod-accept").first.click(timeout=30_000)
+    page.wait_for_function(started, timeout=SERVER_START_S * 1000)
 
 
 def test_explorer_in_jupyterlab(lab):
@@ -197,9 +229,7 @@ def test_explorer_in_jupyterlab(lab):
             page.set_default_timeout(UPDATE_S * 1000)
             page.goto(f"{lab['url']}/lab/tree/{lab['notebook'].name}?token={lab['token']}",
                       timeout=SERVER_START_S * 1000)
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=SERVER_START_S * 1000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
-                                   timeout=SERVER_START_S * 1000, state="attached")
+            _wait_notebook_ready(page)
             _run_all_cells(page)
             # the last code cell prints the finding: everything above it ran without error
             page.wait_for_selector(".jp-OutputArea-output:has-text('restores it exactly')", timeout=NOTEBOOK_RUN_S * 1000)
@@ -226,7 +256,8 @@ def test_explorer_in_jupyterlab(lab):
             assert _wait_text(page, LOSS, equals=ablated_loss) == ablated_loss
             computed_after, submitted_after = _status_counts(page)
             assert submitted_after - submitted >= 5, "the slider moves did not reach the kernel"
-            assert computed_after - computed < submitted_after - submitted, "stale states were computed"
+            assert computed_after - computed < submitted_after - submitted, \
+                f"stale states were computed: {computed_after - computed} of {submitted_after - submitted}"
 
             toggle.click()  # the dim on again: the intact numbers come back exactly
             assert _wait_text(page, LOSS, equals=intact_loss) == intact_loss
