@@ -173,6 +173,8 @@ def load_record(source: str, checkpoints: Sequence[str] = (), steps: Sequence[in
     trajectory = NormTrajectory.load(folder / "norm_trajectory.npz")
     log = pd.read_csv(folder / "train_log.csv") if (folder / "train_log.csv").exists() else None
     ablation = pd.read_csv(folder / "ablation_trajectory.csv") if (folder / "ablation_trajectory.csv").exists() else None
+    if ablation is not None and "selection" in ablation:  # rows for the final outlier dims, not each snapshot's own
+        ablation = ablation[ablation.selection == "final"].reset_index(drop=True)
     return EmergenceRecord(folder.name, trajectory, log, _plateau(folder), ablation)
 
 

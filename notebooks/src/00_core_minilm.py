@@ -94,7 +94,7 @@ display(Markdown(sentence))
 # Every ablation ran inside a context that restores the touched parameters on exit.
 
 # %%
-restored = bb.ablation.fingerprints_equal(before, bb.state_fingerprint(model))
+restored = bb.fingerprints_equal(before, bb.state_fingerprint(model))
 rec.finding("Ablations restore the model bit-exactly", restored, f"all {len(before)} tensors identical after {len(conditions)} conditions: {restored}")
 display(Markdown(f"All parameters identical after {len(conditions)} ablations: **{restored}**."))
 

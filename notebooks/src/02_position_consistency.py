@@ -45,7 +45,7 @@ bb.loading.model_summary(model)
 # %%
 block = bb.select_sites(all_sites, "block_output")
 report = bb.find_outliers(block, k=k)
-marked = bb.outliers.dims_to_ablate(report)
+marked = bb.dims_to_ablate(report)
 print(report.summary())
 fig = plotting.norm_parameter_lines(block, marked, title=f"{model_name}: block-output LayerNorms")
 rec.figure(fig, "block_output_params")

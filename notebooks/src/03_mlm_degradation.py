@@ -54,7 +54,7 @@ bb.loading.model_summary(model)
 
 # %%
 report = bb.find_outliers(bb.select_sites(all_sites, roles), k=k)
-dims = bb.outliers.dims_to_ablate(report)
+dims = bb.dims_to_ablate(report)
 print(report.summary())
 print("dims ablated below:", dims)
 
@@ -139,7 +139,7 @@ display(Markdown(scan_rank))
 head_free, head_free_tok = bb.load_model(no_head_model, device=device)
 hf_sites = bb.find_norm_sites(head_free)
 hf_report = bb.find_outliers(bb.select_sites(hf_sites, roles), k=k)
-hf_dims = bb.outliers.dims_to_ablate(hf_report)
+hf_dims = bb.dims_to_ablate(hf_report)
 hf_conditions = cs.outlier_conditions(hf_dims, roles) + cs.random_conditions(
     head_free.config.hidden_size, len(hf_dims), random_draws, exclude=hf_dims, roles=roles, seed=seed)
 probe = embeddings.snli_probe_table(head_free, head_free_tok, hf_conditions, n_pairs=snli_pairs, seed=seed)
