@@ -110,6 +110,7 @@ def main(argv=None) -> int:
 
     rows = []
     for repeat in range(args.repeats):
+        widget.set_state(explorer.initial)  # each replay starts from the intact model (not timed)
         for label, action in session(widget):
             explorer._views.clear()  # every update is a fresh computation, never a cache hit
             explorer._pngs.clear()

@@ -46,6 +46,9 @@ from .outliers import find_outliers, top_dims_by_magnitude
 log = logging.getLogger(__name__)
 
 DEFAULT_SENTENCE = "the movie was [MASK] and the acting was [MASK] ."
+SHORT_ROLE_LABELS = {"embeddings": "emb", "attention_output": "attn", "block_output": "block",
+                     "cross_attention_output": "cross", "pre_attention": "pre-attn", "pre_cross_attention": "pre-cross",
+                     "pre_ffn": "pre-FFN", "final": "final", "head": "head"}
 PANEL_ROLES = ("block_output", "pre_ffn", "pre_attention", "attention_output")  # per-layer panel: first present
 ROLE_LABELS = {"embeddings": "embeddings", "attention_output": "attention output", "block_output": "block output",
                "cross_attention_output": "cross-attention output", "pre_attention": "pre-attention",
@@ -569,7 +572,7 @@ class Explorer:
         by_panel: dict[tuple, list[str]] = {}
         for t in touched:
             key = (t.stack, t.layer) if t.layer is not None else (t.name,)
-            by_panel.setdefault(key, []).append(ROLE_LABELS.get(t.role, t.role))
+            by_panel.setdefault(key, []).append(SHORT_ROLE_LABELS.get(t.role, t.role))
         names = {t.name for t in touched}
         half = max(0.5, self.hidden_size / 200)  # band half-width in dims: visible at any hidden size
         marks = []
@@ -582,8 +585,9 @@ class Explorer:
                 continue
             marks.append(ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False,
                                                 edgecolor="crimson", lw=2.5, clip_on=False, zorder=6)))
-            marks.append(ax.text(0.98, 0.95, "off: " + ", ".join(roles), transform=ax.transAxes, ha="right",
-                                 va="top", color="crimson", fontsize=7, zorder=7))
+            marks.append(ax.text(0.99, 0.97, "off: " + ", ".join(roles), transform=ax.transAxes, ha="right",
+                                 va="top", color="crimson", fontsize=7, zorder=8,
+                                 bbox={"facecolor": "white", "alpha": 0.85, "linewidth": 0, "pad": 1.5}))
             for d in state.dims:
                 marks.append(ax.axvspan(d - half, d + half, color="crimson", alpha=0.3, lw=0, zorder=4))
                 if site.name not in names:
@@ -630,11 +634,13 @@ class Explorer:
 
 # ----------------------------------------------------------------------------- rendering views
 def _rgba_to_png(canvas) -> bytes:
-    """The Agg canvas' pixels as PNG bytes (fast zlib level: the widget needs speed, not size)."""
+    """The Agg canvas' pixels as a palette PNG: a line plot needs few colours, and a 128-colour palette with
+    the fastest zlib level encodes in about half the time of full RGBA, at well under half the bytes."""
     from PIL import Image
 
     width, height = canvas.get_width_height(physical=True)
     image = Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+    image = image.convert("RGB").quantize(colors=128, method=Image.Quantize.FASTOCTREE)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()

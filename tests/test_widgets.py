@@ -221,7 +221,7 @@ def test_figure_png_is_fast_path_and_marks_state(explorer):
     assert explorer.figure_png(explorer.initial) == a  # the marks were removed again after each state
     fig = explorer.figure(explorer.state_with(dims=(PLANTED,), layers=(1, 2), roles=("attention_output", "block_output")))
     labels = [t.get_text() for ax in fig.axes for t in ax.texts if t.get_text().startswith("off:")]
-    assert labels == ["off: attention output, block output"] * 2
+    assert labels == ["off: attn, block"] * 2
 
 
 # ----------------------------------------------------------------------------- coalescing
