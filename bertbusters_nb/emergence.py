@@ -65,8 +65,12 @@ def emergence_steps(flags: pd.DataFrame, dims: Sequence[int], min_share: float =
     return pd.DataFrame(rows)
 
 
-def loss_breakout_step(log: pd.DataFrame, plateau: float, margin: float = 0.25) -> int | None:
-    """First logged step whose eval loss is ``margin`` nats below ``plateau`` (e.g. the unigram entropy)."""
+def loss_breakout_step(log: pd.DataFrame, plateau: float, margin: float = 1.0) -> int | None:
+    """First logged step whose eval loss is ``margin`` nats below ``plateau`` (the unigram entropy).
+
+    A context-free model already gets ~0.6 nats below the unigram entropy by copying the
+    visible token at the 10% of masked positions left unchanged (issue 4 measured 6.10 vs
+    6.69), so the default margin of 1 nat marks a model that really uses context."""
     below = log[log.eval_loss < plateau - margin]
     return int(below.step.iloc[0]) if len(below) else None
 
@@ -217,9 +221,10 @@ def emergence_verdict(emerged: pd.DataFrame, last_step: int, breakout: int | Non
     if plateau is None:
         around = " (no unigram reference to date the loss breakout)"
     elif breakout is None:
-        around = f"; the eval loss never went {0.25:.2f} nats below the unigram plateau ({plateau:.2f})"
+        around = f"; the eval loss never went 1 nat below the unigram entropy ({plateau:.2f})"
     else:
-        around = f"; the eval loss went 0.25 nats below the unigram plateau ({plateau:.2f}) at step {breakout:,}"
+        around = (f"; the eval loss went 1 nat below the unigram entropy ({plateau:.2f}), i.e. left the "
+                  f"context-free plateau, at step {breakout:,}")
     return held, (f"The most consistent outlier dim, {int(top.dim)}, first stood out in most layers at step {first:,} "
                   f"of {last_step:,} ({first / last_step:.0%} of training){'; then ' + others if others else ''}"
                   f"{around}.")

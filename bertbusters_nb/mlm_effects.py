@@ -61,5 +61,12 @@ def run_scan(model, eval_set, roles: Sequence[str], limit: int | None, checkpoin
     """The single-dim scan over every dim (or the first ``limit`` dims, for smoke runs), resumable."""
     from .evaluation import scan_dims
 
+    import hashlib
+    from pathlib import Path
+
     dims = None if not limit else list(range(min(limit, model.config.hidden_size)))
-    return scan_dims(model, eval_set, roles=tuple(roles), dims=dims, checkpoint_path=checkpoint_path)
+    # one checkpoint file per (model, eval set, roles, dims): a changed parameter starts a new scan
+    tag = hashlib.sha1(f"{model.name_or_path}|{eval_set.fingerprint()}|{sorted(roles)}|{dims}".encode()).hexdigest()[:10]
+    path = Path(checkpoint_path)
+    path = path.with_name(f"{path.stem}-{tag}{path.suffix}")
+    return scan_dims(model, eval_set, roles=tuple(roles), dims=dims, checkpoint_path=path)

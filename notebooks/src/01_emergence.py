@@ -53,7 +53,7 @@ record.describe()
 fig = plotting.loss_curves(record.log, plateau=record.plateau, title=f"{record.name}: MLM loss over pre-training")
 rec.figure(fig, "losses")
 breakout = emergence.loss_breakout_step(record.log, record.plateau) if record.plateau is not None else None
-print("loss left the plateau at step:", breakout)
+print("eval loss 1 nat below the unigram entropy (off the context-free plateau) at step:", breakout)
 
 # %% [markdown]
 # ## A middle layer's LayerNorm over training (the paper's figure)
