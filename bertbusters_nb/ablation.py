@@ -68,7 +68,7 @@ def disabled_dims(sites: Sequence[NormSite], dims: Iterable[int], mode: Mode = "
                     if param.device not in indices:
                         indices[param.device] = torch.tensor(dims, device=param.device)
                     index = indices[param.device]
-                    saved.append((param, index, param.data[index].clone()))
+                    saved.append((param, index, param.data[index]))  # indexing with a tensor copies
                     fill = 0.0 if mode == "zero" else param.data.float().mean().to(param.dtype)
                     param.data[index] = fill
         yield sites

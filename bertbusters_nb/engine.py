@@ -39,6 +39,7 @@ import gc
 import inspect
 import logging
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -55,6 +56,12 @@ from .norms import NormSite, find_norm_sites
 log = logging.getLogger(__name__)
 
 AFTER_LAYERS_ROLES = ("final", "head")  # norms that run after the last layer of a single-stack model
+AUTO_TOKENS_PER_FORWARD = 65536  # conditions_per_forward="auto" on a GPU: stack conditions up to this many tokens
+AUTO_MAX_CONDITIONS = 8
+
+
+# model -> {autocast dtype: its checked layer stack or None}: the structure does not change with the weights
+_CHECKED_STACKS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 class _PrefixCaptured(Exception):
@@ -100,7 +107,9 @@ class AblationEngine:
     sites: the model's norm sites (default ``find_norm_sites(model)``).
     batch_size: examples per forward; None: the set's; "auto": as large as fits (CUDA: from 512 down).
     prefix_cache: reuse the intact forward up to the first layer a condition touches.
-    conditions_per_forward: K conditions per batched forward (int, or "auto": 1 on CPU, up to 8 on CUDA).
+    conditions_per_forward: K conditions per batched forward; "auto": 1 on a CPU (no gain there), and on a
+        GPU as many as bring a forward to ~64k tokens, at most 8 (a small batch does not fill a GPU, and
+        an in-place context per condition and forward costs a GPU more than the per-condition norm hooks).
     autocast: dtype for autocast, None for none, "auto": bf16 on CUDA, none on CPU.
     chunk_size: conditions per chunk (``run``'s progress and ``on_chunk`` come per chunk).
     cache_budget_bytes: memory for cached layer inputs (default: 1/4 of free GPU memory, 2 GiB on CPU).
@@ -113,7 +122,7 @@ class AblationEngine:
 
     def __init__(self, model: nn.Module, eval_set: EvalSet, sites: Sequence[NormSite] | None = None, *,
                  batch_size: int | str | None = None, prefix_cache: bool = True,
-                 conditions_per_forward: int | str = 1, autocast: torch.dtype | str | None = "auto",
+                 conditions_per_forward: int | str = "auto", autocast: torch.dtype | str | None = "auto",
                  chunk_size: int = 16, cache_budget_bytes: int | None = None):
         self.model = model.eval()
         self.device = next(model.parameters()).device
@@ -132,9 +141,7 @@ class AblationEngine:
         self._base = getattr(model, "base_model", model)
         self._gather = eval_set.kind in ("mlm", "causal") and self._base is not model
         self._gathered = False
-        self.stack = self._probe_stack() if prefix_cache else None
-        if self.stack is not None and not self._prefix_matches_full_forward():
-            self.stack = None
+        self.stack = self._checked_stack() if prefix_cache else None
         self.backoffs = 0  # how many times an out-of-memory error halved the batch or K
 
     # ------------------------------------------------------------------ setup
@@ -154,8 +161,11 @@ class AblationEngine:
         return 2 * 1024 ** 3
 
     def _initial_k(self, k) -> int:
-        if k == "auto":
-            return 8 if self.device.type == "cuda" else 1
+        if k == "auto":  # on a GPU, enough conditions per forward to reach ~64k tokens (at most 8); 1 on a CPU
+            if self.device.type != "cuda":
+                return 1
+            tokens = self.batch_size * self.eval_set.input_ids.shape[1]
+            return max(1, min(AUTO_MAX_CONDITIONS, AUTO_TOKENS_PER_FORWARD // max(1, tokens)))
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"conditions_per_forward must be a positive integer or 'auto' (got {k!r}).")
         return k
@@ -166,6 +176,15 @@ class AblationEngine:
         except (TypeError, ValueError):
             return {}
         return {"use_cache": False} if "use_cache" in params else {}
+
+    def _checked_stack(self) -> _Stack | None:
+        """The layer stack if starting from a cached layer input matches the full forward; probed once per model."""
+        known = _CHECKED_STACKS.setdefault(self.model, {})
+        key = str(self.autocast_dtype)
+        if key not in known:
+            self.stack = self._probe_stack()
+            known[key] = self.stack if self.stack is not None and self._prefix_matches_full_forward() else None
+        return known[key]
 
     def _probe_stack(self) -> _Stack | None:
         """The single layer stack whose layers each run once, in order, per forward; None if there is none."""
