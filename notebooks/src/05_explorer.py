@@ -74,9 +74,8 @@ explorer
 state = explorer.state_with(dims=explorer.outlier_dims)
 view = explorer.compute_view(state)
 rec.table(widgets.view_table(view), "explorer_view")
-fig = explorer.figure(state)
-rec.figure(fig, "explorer_outliers_off")
-display(HTML(widgets.view_html(view)), fig)
+rec.figure(explorer.figure(state), "explorer_outliers_off")
+display(HTML(explorer.static_html(state)))
 
 # %% [markdown]
 # Crimson bands mark the disabled dims in the layers where they are off (a cross at the value
