@@ -8,6 +8,7 @@ the split never changes with order or sampling.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -65,6 +66,12 @@ def is_held_out(text: str) -> bool:
     return int(hashlib.sha1(text.encode()).hexdigest()[:8], 16) % 100 < HELD_OUT_PERCENT
 
 
+@functools.lru_cache(maxsize=8)
+def _cleaned(name_or_path: str) -> tuple[str, ...]:
+    """Cleaned non-empty texts of a named corpus, read once per process (local files: re-read each time)."""
+    return tuple(t for t in (_clean(x) for x in _read(name_or_path)["text"] if isinstance(x, str)) if t)
+
+
 def load_texts(name_or_path: str, split: str = "all", min_words: int = 0) -> list[str]:
     """Cleaned, non-empty texts of a corpus: ``split`` is 'train', 'heldout' or 'all'.
 
@@ -73,8 +80,9 @@ def load_texts(name_or_path: str, split: str = "all", min_words: int = 0) -> lis
     """
     if split not in ("train", "heldout", "all"):
         raise ValueError(f"Unknown split {split!r}; pick 'train', 'heldout' or 'all'.")
-    texts = [_clean(t) for t in _read(name_or_path)["text"] if isinstance(t, str)]
-    texts = [t for t in texts if t and len(t.split()) >= max(1, min_words)]
+    source = _cleaned(name_or_path) if name_or_path in OFFLINE_CORPORA + HUB_CORPORA else \
+        _cleaned.__wrapped__(name_or_path)
+    texts = [t for t in source if len(t.split()) >= max(1, min_words)]
     if split != "all":
         keep = split == "heldout"
         texts = [t for t in texts if is_held_out(t) == keep]

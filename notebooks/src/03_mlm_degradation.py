@@ -36,7 +36,7 @@ from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
 from bertbusters_nb import conditions as cs
-from bertbusters_nb import embeddings, mlm_effects, plotting, reporting
+from bertbusters_nb import embeddings, mlm_effects, plotting, reporting, widgets
 from bertbusters_nb.data import load_texts, sample_texts
 from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval
 
@@ -156,6 +156,14 @@ rec.finding(f"On {no_head_model} (no MLM head) the outlier ablation hurts the SN
             held_hf, sentence_hf + f" Embedding cosine to intact: {hf_outlier.cosine_mean:.3f} vs random "
                                    f"{hf_random.cosine_mean.mean():.3f}.")
 display(Markdown(sentence_hf))
+
+# %% [markdown]
+# ## Try it yourself
+# Switch dims on and off, pick layers and site roles, and type your own sentence with [MASK]
+# (in JupyterLab; a headless run shows a static view).
+
+# %%
+widgets.explore(model, tokenizer, texts=texts[:16])
 
 # %% [markdown]
 # ## What this run found
