@@ -303,7 +303,7 @@ class DownstreamStudy:
         """
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer (got {every!r}).")
-        from .evaluation import scan_dims
+        from .evaluation import evaluate, scan_dims
 
         self._need("scan")
         if "outliers" not in self.tables:
@@ -329,8 +329,11 @@ class DownstreamStudy:
             table.insert(0, "task", p.task)
             table.insert(0, "backbone", p.backbone)
             table["outlier"] = table.dim.isin(p.dims)
-            # 1 = most damaging: lowest score, ties broken by the higher dev loss
-            order = table.sort_values(["value", "eval_loss"], ascending=[True, False], kind="mergesort").index
+            table["intact_loss"] = float(evaluate(p.tuned.model, eval_set)["eval_loss"])
+            table["loss_delta"] = table["eval_loss"] - table["intact_loss"]
+            # 1 = most damaging: the largest rise in dev loss (on a small subset the score moves in steps of one
+            # example and ties; the loss moves with every logit), ties broken by the lower score
+            order = table.sort_values(["loss_delta", "value"], ascending=[False, True], kind="mergesort").index
             table.loc[order, "damage_rank"] = np.arange(1, len(table) + 1)
             table["damage_rank"] = table["damage_rank"].astype(int)
             frames.append(table)
@@ -374,9 +377,12 @@ class DownstreamStudy:
         if scan is not None:
             mine = scan[(scan.backbone == p.backbone) & (scan.task == p.task) & (scan.split == split)]
             if len(mine):
-                worst = mine.loc[mine["delta"].idxmin()]
+                worst = mine.loc[mine["damage_rank"].idxmin()]
                 row.update({"scan_intact": float(mine.intact_value.iloc[0]), "scan_examples": int(mine.examples.iloc[0]),
+                            "scan_intact_loss": float(mine.intact_loss.iloc[0]),
                             "scan_most_damaging_dim": int(worst.dim), "scan_most_damaging_value": float(worst.value),
+                            "scan_most_damaging_loss_delta": float(worst.loss_delta),
+                            "scan_most_damaging_is_outlier": bool(worst.outlier),
                             "scan_outlier_ranks": " ".join(str(int(r)) for r in mine[mine.outlier].damage_rank),
                             "scan_dims": len(mine)})
         return row
@@ -414,15 +420,16 @@ class DownstreamStudy:
                         "evidence": f"before: [{r.before}]; after: [{r.after}]; kept: [{r.kept}]."})
         if "scan_dims" in summary:
             for r in summary.dropna(subset=["scan_dims"]).itertuples():
-                ranks = [int(x) for x in str(r.scan_outlier_ranks).split()]
-                held = bool(ranks) and max(ranks) <= len(ranks)  # the k outlier dims take the k worst places
-                out.append({"claim": f"In the single-dim scan ({r.backbone}, {r.task}) the outlier dims are the most "
-                                     f"damaging dims",
+                held = bool(r.scan_most_damaging_is_outlier) and r.scan_most_damaging_loss_delta > 0
+                out.append({"claim": f"In the single-dim scan ({r.backbone}, {r.task}) the most damaging dim is an "
+                                     f"outlier dim",
                             "held": held,
-                            "evidence": f"damage ranks of the outlier dims [{r.disabled_dims}] among {int(r.scan_dims)} "
-                                        f"dims: {ranks} (1 = worst); most damaging dim {int(r.scan_most_damaging_dim)} "
-                                        f"({r.metric} {r.scan_most_damaging_value:.3f} vs intact {r.scan_intact:.3f} on "
-                                        f"the {int(r.scan_examples)} scanned dev examples)."})
+                            "evidence": f"most damaging of {int(r.scan_dims)} dims (largest dev-loss rise, "
+                                        f"{int(r.scan_examples)} dev examples): dim {int(r.scan_most_damaging_dim)}, "
+                                        f"loss {r.scan_intact_loss:.3f} {r.scan_most_damaging_loss_delta:+.3f}, "
+                                        f"{r.metric} {r.scan_intact:.3f} -> {r.scan_most_damaging_value:.3f}; damage "
+                                        f"ranks of the outlier dims [{r.disabled_dims}]: {r.scan_outlier_ranks} "
+                                        f"(1 = most damaging)."})
         return out
 
     def describe(self) -> str:
@@ -438,8 +445,10 @@ class DownstreamStudy:
                 f"Disabling dims [{r.disabled_dims}] in every layer gives {r.outliers_disabled:.3f} "
                 f"({r.relative_change:+.1%}), {verdict} the {r.draws} random draws "
                 f"({r.random_mean:.3f} ± {r.random_std:.3f}, {r.random_relative_change:+.1%} on average)."
-                + (f" Single-dim scan: the most damaging dim is {int(r.scan_most_damaging_dim)}; the outlier dims rank "
-                   f"{r.scan_outlier_ranks} of {int(r.scan_dims)}." if "scan_dims" in summary
+                + (f" Single-dim scan ({int(r.scan_examples)} dev examples): the most damaging dim is "
+                   f"{int(r.scan_most_damaging_dim)} (dev loss {r.scan_most_damaging_loss_delta:+.3f}), "
+                   f"{'an outlier dim' if r.scan_most_damaging_is_outlier else 'not an outlier dim'}; the outlier dims "
+                   f"rank {r.scan_outlier_ranks} of {int(r.scan_dims)}." if "scan_dims" in summary
                    and not pd.isna(r.scan_dims) else "")
                 + (" The backbone's outlier dims are still outliers after fine-tuning."
                    if r.outliers_kept_after_finetuning else " Fine-tuning changed which dims are outliers."))

@@ -34,7 +34,7 @@ def baseline_bars(baseline: pd.DataFrame) -> plt.Figure:
     sns.barplot(data=table, x="pair", y="value", ax=ax, color="tab:blue")
     ax.scatter(range(len(table)), table["chance"], marker="_", s=900, color="black", zorder=3,
                label="majority class")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(min(0.0, float(table["value"].min()) - 0.05), 1)
     ax.set_xlabel("")
     ax.set_ylabel(" / ".join(table.metric.unique()))
     ax.legend(fontsize=8, loc="lower right")
@@ -61,7 +61,8 @@ def conditions_vs_random(ablations: pd.DataFrame, random: pd.DataFrame) -> plt.F
             names = names + [f"random\n({len(draws)} draws)"]
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
-        ax.set_ylim(0, 1.02)
+        lowest = min(group["value"].min(), draws["value"].min() if draws is not None and len(draws) else 0.0)
+        ax.set_ylim(min(0.0, lowest - 0.05), 1.02)  # MCC and Pearson can go below 0
         ax.set_ylabel(group.metric.iloc[0])
         ax.set_title(label, fontsize=9)
     fig.suptitle("Outlier dims disabled after fine-tuning (red) vs random dims (grey)", fontsize=10)
@@ -93,22 +94,31 @@ def relative_change_strip(summary: pd.DataFrame, random: pd.DataFrame) -> plt.Fi
 
 
 def scan_grid(scan: pd.DataFrame) -> plt.Figure:
-    """Per pair: the dev score with one dim disabled (x axis: the disabled dim), outlier dims labelled."""
+    """Per pair: the dev score (top) and dev loss (bottom) with one dim disabled; x axis: the disabled dim.
+
+    On a small dev subset the score moves in steps of one example, so the loss, which moves
+    with every logit, is drawn below it; outlier dims are labelled in both.
+    """
     panels = _panels(scan)
-    fig, axes = _grid(len(panels), max_cols=1, width=9.5, height=2.9)
-    for ax, (label, group) in zip(axes, panels):
-        ax.plot(group["dim"], group["value"], lw=0.7, color="tab:blue")
-        ax.axhline(group["intact_value"].iloc[0], color="grey", ls="--", lw=0.8, label="no ablation")
+    fig, axes = plt.subplots(2 * len(panels), 1, figsize=(9.5, 4.6 * len(panels)), squeeze=False, sharex=False)
+    for i, (label, group) in enumerate(panels):
         marked = group[group.outlier]
-        ax.scatter(marked["dim"], marked["value"], color=OUTLIER_COLOR, zorder=3, label="outlier dims")
-        for row in marked.itertuples():
-            ax.annotate(str(row.dim), (row.dim, row.value), color=OUTLIER_COLOR, fontsize=8,
-                        xytext=(3, -10), textcoords="offset points")
-        ax.set_xlim(-1, group["dim"].max() + 1)
-        ax.set_ylabel(group.metric.iloc[0])
-        ax.set_title(f"{label} ({int(group.examples.iloc[0])} dev examples)", fontsize=9)
-        ax.legend(fontsize=7, loc="lower left")
-    axes[-1].set_xlabel("disabled dimension (weight and bias set to 0 in every layer)")
+        loss_intact = group["intact_loss"].iloc[0] if "intact_loss" in group else None
+        for ax, column, intact in ((axes[2 * i, 0], "value", group["intact_value"].iloc[0]),
+                                   (axes[2 * i + 1, 0], "eval_loss", loss_intact)):
+            ax.plot(group["dim"], group[column], lw=0.7, color="tab:blue", marker="." if len(group) < 80 else None)
+            if intact is not None:
+                ax.axhline(intact, color="grey", ls="--", lw=0.8, label="no ablation")
+            ax.scatter(marked["dim"], marked[column], color=OUTLIER_COLOR, zorder=3, label="outlier dims")
+            for row in marked.itertuples():
+                ax.annotate(str(row.dim), (row.dim, getattr(row, column)), color=OUTLIER_COLOR, fontsize=8,
+                            xytext=(3, 3), textcoords="offset points")
+            ax.set_xlim(-1, group["dim"].max() + 1)
+            ax.legend(fontsize=7, loc="best")
+        axes[2 * i, 0].set_ylabel(group.metric.iloc[0])
+        axes[2 * i, 0].set_title(f"{label} ({int(group.examples.iloc[0])} dev examples)", fontsize=9)
+        axes[2 * i + 1, 0].set_ylabel("dev loss")
+        axes[2 * i + 1, 0].set_xlabel("disabled dimension (weight and bias set to 0 in every layer)")
     fig.tight_layout()
     return fig
 

@@ -105,6 +105,8 @@ def test_tables_have_one_row_per_pair_condition_and_draw(study):
     scan = study.tables["scan"]
     assert set(scan.task) == {"rt"} and PLANTED in set(scan.dim) and set(range(0, 24, 4)) <= set(scan.dim)
     assert sorted(scan.damage_rank) == list(range(1, len(scan) + 1))
+    top = scan.loc[scan.damage_rank.idxmin()]
+    assert top.loss_delta == scan.loss_delta.max()
 
 
 def test_summary_findings_and_prose_come_from_the_tables(study):
