@@ -4,23 +4,16 @@ from __future__ import annotations
 from typing import Sequence
 
 import pandas as pd
-import torch
 
 from .ablation import Condition
+from .fill_mask import fill_mask
 from .norms import NormSite, find_norm_sites
 
 
-@torch.no_grad()
 def top_predictions(model, tokenizer, sentence: str, top_k: int = 5) -> list[list[str]]:
-    """Top-k tokens for each [MASK] of ``sentence`` (one list per mask, in order)."""
-    mask = tokenizer.mask_token
-    if mask is None or mask not in sentence:
-        raise ValueError(f"The sentence needs at least one {mask or '[MASK]'} token: {sentence!r}")
-    device = next(model.parameters()).device
-    batch = tokenizer(sentence, return_tensors="pt", truncation=True).to(device)
-    logits = model(**batch).logits[0]
-    positions = (batch["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten()
-    return [tokenizer.convert_ids_to_tokens(logits[p].topk(top_k).indices.tolist()) for p in positions]
+    """Top-k tokens for each [MASK] of ``sentence`` (one list per mask, in order): ``fill_mask`` as lists."""
+    table = fill_mask(model, tokenizer, sentence, top_k=top_k)
+    return [group.sort_values("rank").token.tolist() for _, group in table.groupby("blank", sort=True)]
 
 
 def fill_in_the_blanks(model, tokenizer, sentences: Sequence[str], condition: Condition,

@@ -100,10 +100,12 @@ def top_dims_by_magnitude(sites: Sequence[NormSite], count: int) -> list[int]:
 
 def dims_to_ablate(report: OutlierReport, fallback: int = 2) -> list[int]:
     """The detected outlier dims; when none pass the criterion, the ``fallback`` most-flagged
-    (then highest mean |z|) dims, so a notebook still measures the strongest candidates."""
+    dims, topped up by the highest mean |z| (e.g. at initialisation, when nothing is flagged),
+    so a notebook or a checkpoint series always has the strongest candidates to measure."""
     if report.dims:
         return list(report.dims)
-    if len(report.per_dim):
-        return [int(d) for d in report.per_dim.dim.head(fallback)]
-    score = report.params.assign(abs_z=report.params.z.abs()).groupby("dim")["abs_z"].mean()
-    return [int(d) for d in score.sort_values(ascending=False).index[:fallback]]
+    dims = [int(d) for d in report.per_dim.dim.head(fallback)] if len(report.per_dim) else []
+    if len(dims) < fallback:
+        score = report.params.assign(abs_z=report.params.z.abs()).groupby("dim")["abs_z"].mean()
+        dims += [int(d) for d in score.sort_values(ascending=False).index if int(d) not in dims][:fallback - len(dims)]
+    return dims

@@ -688,16 +688,10 @@ def select_outlier_dims(model, roles: Sequence[str] = ("block_output",), k: floa
         >>> dims, rule, report = select_outlier_dims(model)  # doctest: +SKIP
     """
     from .norms import find_norm_sites, select_sites
-    from .outliers import find_outliers, top_dims_by_magnitude
+    from .outliers import dims_to_ablate, find_outliers
 
-    sites = select_sites(find_norm_sites(model), roles=list(roles))
-    report = find_outliers(sites, k=k)
-    if report.dims:
-        return list(report.dims), "majority", report
-    dims = [int(d) for d in report.per_dim["dim"].head(fallback_count)]
-    if len(dims) < fallback_count:  # e.g. at initialisation, when nothing is flagged
-        dims += [d for d in top_dims_by_magnitude(sites, fallback_count * 2) if d not in dims][:fallback_count - len(dims)]
-    return dims, "most-flagged", report
+    report = find_outliers(select_sites(find_norm_sites(model), roles=list(roles)), k=k)
+    return dims_to_ablate(report, fallback_count), "majority" if report.dims else "most-flagged", report
 
 
 def ablation_effect(model, chunks: np.ndarray, dims: Sequence[int], draws: int = 20,

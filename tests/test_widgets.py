@@ -356,3 +356,17 @@ def test_static_view_when_widgets_cannot_be_made(explorer, monkeypatch):
     monkeypatch.setattr(Explorer, "widget", broken)
     bundle = explorer._repr_mimebundle_()
     assert set(bundle) == {"text/plain", "text/html"} and "bb-predictions" in bundle["text/html"]
+
+
+def test_fill_in_the_blanks_table_matches_fill_mask_and_restores(tiny):
+    from bertbusters_nb.mlm_effects import fill_in_the_blanks
+
+    model, tokenizer = tiny
+    sentences = ["the movie was [MASK] and [MASK] .", "a [MASK] film ."]
+    before = ablation.state_fingerprint(model)
+    table = fill_in_the_blanks(model, tokenizer, sentences, ablation.Condition("planted", (PLANTED,), ("block_output",)))
+    assert ablation.fingerprints_equal(before, ablation.state_fingerprint(model))
+    assert len(table) == 3 and table["mask"].tolist() == [0, 1, 0]
+    first = fill_mask(model, tokenizer, sentences[0])
+    assert table.intact.iloc[1].split() == first[first.blank == 2].token.tolist()
+    assert table["top1_changed"].any()
