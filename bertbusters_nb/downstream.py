@@ -18,11 +18,12 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,21 @@ def backbones_note(usable: Sequence[str], missing: dict[str, str]) -> str:
         hint = " (the project's own pre-trained small BERT; `make bbmini` builds it)" if name == "bbmini" else ""
         text += f" Left out: `{name}`{hint}: {why}."
     return text
+
+
+def check_overrides(overrides: Mapping[str, Mapping[str, object]], settings: FinetuneSettings) -> dict:
+    """``overrides`` as a plain dict, after checking that every name is a fine-tuning setting and that the
+    values build valid settings (the error names the valid settings)."""
+    if not isinstance(overrides, Mapping) or not all(isinstance(v, Mapping) for v in overrides.values()):
+        raise ValueError(f"overrides must map a backbone to a dict of settings, e.g. "
+                         f"{{'bbmini': {{'learning_rate': 3e-4}}}} (got {overrides!r}).")
+    names = {f.name for f in dataclasses.fields(FinetuneSettings)}
+    for backbone, changes in overrides.items():
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ValueError(f"Unknown fine-tuning setting(s) {unknown} for {backbone!r}; valid: {sorted(names)}.")
+        dataclasses.replace(settings, **changes)  # raises on invalid values
+    return {backbone: dict(changes) for backbone, changes in overrides.items()}
 
 
 def layer_ranges(n_layers: int, parts: int) -> list[tuple[int, ...]]:
@@ -147,21 +163,33 @@ class DownstreamStudy:
     backbones / tasks: names (see ``loading.ALIASES`` and ``tasks.TASKS``). settings: the
     fine-tuning recipe (``max_eval_samples`` also sizes the dev sets). roles: norm-site roles
     the ablations touch. k / min_share: the outlier criterion (``outliers.find_outliers``).
+    overrides: per-backbone changes to ``settings``, e.g. ``{"bbmini": {"learning_rate": 3e-4}}``
+    (a small model trained from scratch wants a larger rate than a distilled one). Overrides of a
+    backbone that is not in the study (say, one left out because it is not built) are ignored.
     """
 
     def __init__(self, backbones: Sequence[str], tasks: Sequence[str], settings: FinetuneSettings, *,
                  roles: Sequence[str] = ("block_output",), k: float = 3.0, min_share: float = 0.5,
                  device: str | None = "auto", cache_dir: str | os.PathLike | None = None,
-                 glue_source: str = GLUE_HUB, progress: bool = True):
+                 glue_source: str = GLUE_HUB, progress: bool = True,
+                 overrides: Mapping[str, Mapping[str, object]] | None = None):
         if not backbones or not tasks:
             raise ValueError("Give at least one backbone and one task.")
         for task in tasks:
             get_task(task)
         self.backbones, self.tasks, self.settings = list(backbones), list(tasks), settings
+        self.overrides = check_overrides(overrides or {}, settings)
+        unused = sorted(set(self.overrides) - set(self.backbones))
+        if unused:
+            log.info("overrides for backbones not in this study ignored: %s", unused)
         self.roles, self.k, self.min_share = tuple(roles), float(k), float(min_share)
         self.device, self.cache_dir, self.glue_source, self.progress = device, cache_dir, glue_source, progress
         self.pairs: list[Pair] = []
         self.tables: dict[str, pd.DataFrame] = {}
+
+    def settings_for(self, backbone: str) -> FinetuneSettings:
+        """The fine-tuning settings of ``backbone``: the shared ones with its overrides applied."""
+        return dataclasses.replace(self.settings, **self.overrides.get(backbone, {}))
 
     # ------------------------------------------------------------ stage 1
     def finetune(self) -> pd.DataFrame:
@@ -171,24 +199,25 @@ class DownstreamStudy:
         rows, self.pairs = [], []
         for backbone in self.backbones:
             for task in self.tasks:
-                spec = get_task(task)
-                tuned = finetune(backbone, task, self.settings, cache_dir=self.cache_dir, device=self.device,
+                spec, settings = get_task(task), self.settings_for(backbone)
+                tuned = finetune(backbone, task, settings, cache_dir=self.cache_dir, device=self.device,
                                  glue_source=self.glue_source, progress=self.progress)
                 sites = find_norm_sites(tuned.model)
                 chosen = select_sites(sites, roles=self.roles)
                 pair = Pair(backbone, task, tuned, sites, n_layers=1 + max(s.layer for s in chosen if s.layer is not None),
                             hidden=min(s.size for s in chosen))
-                data = load_task(task, max_train_samples=1, max_eval_samples=self.settings.max_eval_samples,
+                data = load_task(task, max_train_samples=1, max_eval_samples=settings.max_eval_samples,
                                  glue_source=self.glue_source)
                 for split in spec.eval_splits:
                     pair.eval_sets[split], labels = prepare_dev_set(
-                        tuned.tokenizer, data[split], task, self.settings.max_length, self.settings.eval_batch_size,
+                        tuned.tokenizer, data[split], task, settings.max_length, settings.eval_batch_size,
                         next(tuned.model.parameters()).device)
                     pair.chance[split] = chance_score(task, labels)
                     metrics = evaluate(tuned.model, pair.eval_sets[split])
                     rows.append({"backbone": backbone, "task": task, "split": split, "metric": spec.metric,
                                  "value": metrics[spec.metric], "chance": pair.chance[split],
                                  "eval_loss": metrics["eval_loss"], "dev_examples": len(labels),
+                                 "learning_rate": settings.learning_rate,
                                  "train_examples": tuned.manifest["train"]["examples"],
                                  "train_steps": tuned.manifest["train"]["steps"],
                                  "train_loss": tuned.manifest["train"]["train_loss"],
@@ -312,12 +341,12 @@ class DownstreamStudy:
         for p in self.pairs:
             if tasks is not None and p.task not in tasks:
                 continue
-            spec = get_task(p.task)
+            spec, settings = get_task(p.task), self.settings_for(p.backbone)
             split = spec.eval_splits[0]
-            data = load_task(p.task, max_train_samples=1, max_eval_samples=max_samples or self.settings.max_eval_samples,
+            data = load_task(p.task, max_train_samples=1, max_eval_samples=max_samples or settings.max_eval_samples,
                              glue_source=self.glue_source)[split]
-            eval_set, _ = prepare_dev_set(p.tuned.tokenizer, data, p.task, self.settings.max_length,
-                                          self.settings.eval_batch_size, next(p.tuned.model.parameters()).device)
+            eval_set, _ = prepare_dev_set(p.tuned.tokenizer, data, p.task, settings.max_length,
+                                          settings.eval_batch_size, next(p.tuned.model.parameters()).device)
             # named by the fine-tune's cache entry and the scan's own knobs, so a changed run never meets
             # a checkpoint of another scan
             name = f"scan-{p.tuned.path.name}-n{len(eval_set)}-every{every}-{'+'.join(self.roles)}.json"

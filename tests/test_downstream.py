@@ -130,3 +130,26 @@ def test_the_figures_draw_from_the_tables(study):
                plotting_glue.outliers_before_after(t["outliers"])]
     assert all(isinstance(f, plt.Figure) for f in figures)
     plt.close("all")
+
+
+def test_per_backbone_overrides_change_only_that_backbone(tiny_dir):
+    settings = FinetuneSettings(learning_rate=1e-4)
+    s = DownstreamStudy([tiny_dir, "minilm"], ["rt"], settings, overrides={tiny_dir: {"learning_rate": 3e-4}})
+    assert s.settings_for(tiny_dir).learning_rate == 3e-4
+    assert s.settings_for("minilm") == settings
+    with pytest.raises(ValueError, match="Unknown fine-tuning setting.*learning_rate"):
+        DownstreamStudy([tiny_dir], ["rt"], settings, overrides={tiny_dir: {"lr": 3e-4}})
+    with pytest.raises(ValueError, match="Invalid fine-tuning settings"):
+        DownstreamStudy([tiny_dir], ["rt"], settings, overrides={tiny_dir: {"learning_rate": -1.0}})
+    with pytest.raises(ValueError, match="must map a backbone"):
+        DownstreamStudy([tiny_dir], ["rt"], settings, overrides={tiny_dir: 3e-4})
+
+
+def test_an_override_reaches_the_fine_tune(tiny_dir, tmp_path):
+    settings = FinetuneSettings(epochs=1.0, max_steps=1, batch_size=8, max_length=16, max_train_samples=8,
+                                max_eval_samples=8, checkpoint_steps=0)
+    s = DownstreamStudy([tiny_dir], ["rt"], settings, device="cpu", progress=False, cache_dir=tmp_path,
+                        overrides={tiny_dir: {"learning_rate": 7e-4}})
+    baseline = s.finetune()
+    assert baseline.learning_rate.tolist() == [7e-4]
+    assert s.pairs[0].tuned.manifest["settings"]["learning_rate"] == 7e-4

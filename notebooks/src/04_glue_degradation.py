@@ -25,15 +25,16 @@ backbones = ["minilm", "bbmini"]
 tasks = ["rt", "snli"]
 glue_source = "nyu-mll/glue"
 cache_dir = None
-epochs = 1.0
-learning_rate = 0.00015
+epochs = 2.0
+learning_rate = 0.0001
+backbone_overrides = {"bbmini": {"learning_rate": 0.0003}}
 batch_size = 32
 max_length = 64
 weight_decay = 0.01
 warmup_ratio = 0.1
 seed = 42
-max_train_samples = 1280
-max_eval_samples = 160
+max_train_samples = 3000
+max_eval_samples = 400
 max_steps = None
 group_by_length = True
 roles = ["block_output"]
@@ -43,7 +44,7 @@ layer_parts = 3
 random_draws = 20
 random_seed = 0
 scan_tasks = ["rt"]
-scan_samples = 16
+scan_samples = 100
 scan_every = 1
 
 # %%
@@ -55,9 +56,10 @@ from bertbusters_nb.tasks import describe_tasks
 
 rec = RunRecorder(out_dir, config=dict(
     profile=profile, device=device, backbones=backbones, tasks=tasks, glue_source=glue_source, cache_dir=cache_dir,
-    epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
-    weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed, max_train_samples=max_train_samples,
-    max_eval_samples=max_eval_samples, max_steps=max_steps, group_by_length=group_by_length, roles=roles, k=k,
+    epochs=epochs, learning_rate=learning_rate, backbone_overrides=backbone_overrides, batch_size=batch_size,
+    max_length=max_length, weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed,
+    max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, max_steps=max_steps,
+    group_by_length=group_by_length, roles=roles, k=k,
     min_share=min_share, layer_parts=layer_parts, random_draws=random_draws, random_seed=random_seed,
     scan_tasks=scan_tasks, scan_samples=scan_samples, scan_every=scan_every))
 settings = FinetuneSettings(
@@ -66,7 +68,8 @@ settings = FinetuneSettings(
     max_eval_samples=max_eval_samples, max_steps=max_steps, group_by_length=group_by_length)
 usable, missing = downstream.available_backbones(backbones)
 study = downstream.DownstreamStudy(usable, tasks, settings, roles=roles, k=k, min_share=min_share, device=device,
-                                   cache_dir=cache_dir, glue_source=glue_source)
+                                   cache_dir=cache_dir, glue_source=glue_source,
+                                   overrides=backbone_overrides)
 display(Markdown(downstream.backbones_note(usable, missing)))
 describe_tasks(tasks)
 
