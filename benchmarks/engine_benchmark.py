@@ -337,6 +337,39 @@ def measure_overhead(model, eval_set, condition, sites, args, device) -> dict:
             "engine_context_overhead": statistics.median(enter_exit) / (forward * n_batches)}
 
 
+# ----------------------------------------------------------------------------- FLOP ceiling
+def layer_macs_per_token(config, seq_len: float) -> float:
+    """Multiply-adds per token of one BERT layer: Q, K, V, O projections, attention, the feed-forward."""
+    h, inter = config.hidden_size, config.intermediate_size
+    return 4 * h * h + 2 * seq_len * h + 2 * h * inter
+
+
+def head_macs_per_token(config) -> float:
+    """Multiply-adds per scored token of BERT's MLM head: the transform and the vocabulary projection."""
+    return config.hidden_size ** 2 + config.hidden_size * config.vocab_size
+
+
+def flop_ceiling(model, eval_set, conditions, sites) -> dict:
+    """How much less arithmetic the engine does than (a) for these conditions: the best (a)/(b) a device
+    can show when reloading is free and both run at the same FLOP rate.
+
+    (a) runs every layer and the head at every position; (b) runs the layers from the one a condition
+    starts at (its first touched layer, the engine's plan) and the head at the masked positions only.
+    """
+    from bertbusters_nb.engine import AblationEngine
+
+    config = model.config
+    tokens, masked = float(eval_set.lengths.sum()), float(eval_set.n_targets)
+    seq = tokens / len(eval_set)
+    per_layer, head = layer_macs_per_token(config, seq), head_macs_per_token(config)
+    n_layers = config.num_hidden_layers
+    levels = [p.level for p in AblationEngine(model, eval_set, sites).plan(conditions)]
+    a = len(conditions) * (tokens * n_layers * per_layer + tokens * head)
+    b = sum(tokens * (n_layers - level) * per_layer + masked * head for level in levels)
+    return {"flop_ceiling": a / b, "head_share_of_forward": head / (n_layers * per_layer + head),
+            "mean_start_layer": float(np.mean(levels)), "conditions_from_layer_0": int(sum(l == 0 for l in levels))}
+
+
 # ----------------------------------------------------------------------------- report
 def machine() -> str:
     if torch.cuda.is_available():
@@ -416,13 +449,15 @@ def main(argv=None) -> dict:
         table = pd.concat(tables, ignore_index=True)
         overhead = measure_overhead(model, eval_set, conditions[1], sites, args, device)
         log.info("overhead: %s", overhead)
+        ceiling = flop_ceiling(model, eval_set, conditions, sites)
+        log.info("FLOP ceiling: %s", ceiling)
         # headline clock: process CPU time on a CPU (robust to other jobs), wall clock on a GPU
         clock = "wall" if device.type == "cuda" else "cpu"
         a, b, c = (getattr(watches[w], clock) for w in "abc")
         figures = {**setup, "clock": clock, "engine_s": b, "floor_s": c, "engine_over_floor": b / c,
                    "engine_wall_s": watches["b"].wall, "floor_wall_s": watches["c"].wall,
                    "engine_cpu_s": watches["b"].cpu, "floor_cpu_s": watches["c"].cpu,
-                   "engine_over_floor_wall": watches["b"].wall / watches["c"].wall, **overhead}
+                   "engine_over_floor_wall": watches["b"].wall / watches["c"].wall, **overhead, **ceiling}
         if not args.skip_baseline:
             diff = np.abs(np.asarray(losses) - table["eval_loss"].to_numpy())
             figures.update({"baseline_s": a, "baseline_over_engine": a / b, "baseline_wall_s": watches["a"].wall,
@@ -465,6 +500,9 @@ def report(figures: dict, table, args, atol: float) -> None:
     if "baseline_s" in f:
         extra = f" ({f['baseline_over_engine_wall']:.2f})" if f["clock"] == "cpu" else ""
         lines.append(f"| (a)/(b) | {f['baseline_over_engine']:.2f}{extra} | >= 5 |")
+    lines.append(f"| FLOP ceiling of (a)/(b): (a)'s multiply-adds over (b)'s ({f['conditions_from_layer_0']} of "
+                 f"{f['conditions']} conditions start at layer 0; head = {100 * f['head_share_of_forward']:.0f}% "
+                 f"of a forward) | {f['flop_ceiling']:.2f} | (info) |")
     extra = f" ({f['engine_over_floor_wall']:.2f})" if f["clock"] == "cpu" else ""
     lines.append(f"| (b)/(c) | {f['engine_over_floor']:.2f}{extra} | <= 1.1 |")
     lines.append(f"| ablation context overhead per forward (enter+exit / forward) | "

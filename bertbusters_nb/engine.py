@@ -15,7 +15,11 @@ What makes it fast, in order of what it saves:
    once, keeps the input of each needed layer L (for as many batches as
    ``cache_budget_bytes`` holds: a span), and runs every such condition from there, with
    layers < L replaced by stubs (a temporary ``forward`` attribute, removed in a
-   ``finally``). This is checked against the full forward when the engine starts, and
+   ``finally``). Where a layer ends in a norm whose output IS the layer's output (the
+   block-output LayerNorm of a post-LN BERT), a condition whose first touched site is
+   that norm starts one layer later: the engine keeps the norm's intact input and the
+   stub returns the (ablated) norm applied to it, so a scan over the block-output norms
+   of all layers skips the whole first layer. This is checked against the full forward when the engine starts, and
    switched off with a warning where it does not match (or where layers are shared,
    as in ALBERT). Within a span the loop is condition-outer, so each condition's
    context is entered once per span (once for the whole set when nothing is cached),
@@ -40,7 +44,7 @@ import inspect
 import logging
 import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -84,6 +88,11 @@ class _Plan:
     condition: Condition
     sites: list[NormSite]
     level: int  # 0: run the full forward; L > 0: start from the intact input of layer L
+    via_norm: bool = False  # the input of layer L is layer L-1's terminal norm applied to its cached input
+
+    @property
+    def cache_key(self) -> tuple[int, bool]:
+        return self.level, self.via_norm
 
     @property
     def intact(self) -> bool:
@@ -97,6 +106,7 @@ class _Stack:
     name: str
     layers: list[nn.Module]
     tuple_len: int  # 0: layers return a tensor; n: a tuple of n whose items after the first are None
+    terminal: dict[int, nn.Module] = field(default_factory=dict)  # layer -> norm whose output is its output
 
 
 class AblationEngine:
@@ -207,6 +217,7 @@ class AblationEngine:
         layers = [by_index[i] for i in range(n)]
         calls: list[int] = []
         outputs: list = []
+        norm_outputs: list[tuple[int, nn.Module, torch.Tensor]] = []
 
         def record(i):
             def hook(_module, _args, out):  # returns None: the output is left as it is
@@ -214,7 +225,14 @@ class AblationEngine:
                 outputs.append(out)
             return hook
 
+        def record_norm(i, module):
+            def hook(_module, _args, out):
+                norm_outputs.append((i, module, out))
+            return hook
+
         hooks = [layer.register_forward_hook(record(i)) for i, layer in enumerate(layers)]
+        hooks += [s.module.register_forward_hook(record_norm(s.layer, s.module)) for s in layered
+                  if s.stack in stacks]
         try:
             self._model_forward(self.eval_set.batch(0, 1).inputs)
         finally:
@@ -225,11 +243,15 @@ class AblationEngine:
             return None
         out = outputs[0]
         if isinstance(out, torch.Tensor):
-            return _Stack(next(iter(stacks)), layers, 0)
-        if isinstance(out, tuple) and isinstance(out[0], torch.Tensor) and all(o is None for o in out[1:]):
-            return _Stack(next(iter(stacks)), layers, len(out))
-        log.info("prefix cache off: layers return %s", type(out).__name__)
-        return None
+            tuple_len = 0
+        elif isinstance(out, tuple) and isinstance(out[0], torch.Tensor) and all(o is None for o in out[1:]):
+            tuple_len = len(out)
+        else:
+            log.info("prefix cache off: layers return %s", type(out).__name__)
+            return None
+        hidden = [o if tuple_len == 0 else o[0] for o in outputs]
+        terminal = {i: module for i, module, normed in norm_outputs if normed is hidden[i]}
+        return _Stack(next(iter(stacks)), layers, tuple_len, terminal)
 
     def _prefix_matches_full_forward(self) -> bool:
         """Run two examples intact, fully and twice from the cached input of a middle layer; compare the logits.
@@ -238,10 +260,11 @@ class AblationEngine:
         """
         batch = self.eval_set.batch(0, min(2, len(self.eval_set)))
         level = max(1, len(self.stack.layers) // 2)
+        keys = [(level, False)] + ([(level, True)] if level - 1 in self.stack.terminal else [])
         with torch.no_grad(), self._autocast():
             full = self._logits(batch, 1)
-            cache = self._capture(batch, [level], run_to_end=False)[0]
-            runs = [self._logits(batch, 1, level=level, cache=cache[level]) for _ in range(2)]
+            cache = self._capture(batch, keys, run_to_end=False)[0]
+            runs = [self._logits(batch, 1, key, cache[key]) for key in keys for _ in range(2)]
         tol = 1e-4 if self.autocast_dtype is None else 5e-2
         diff = max(float((full.float() - run.float()).abs().max()) for run in runs)
         if not diff <= tol * max(1.0, float(full.float().abs().max())):
@@ -283,13 +306,16 @@ class AblationEngine:
             handle.remove()
 
     @contextlib.contextmanager
-    def _skipping(self, level: int, cache: torch.Tensor | None, repeats: int):
-        """Replace layers < ``level`` by stubs; the last one returns ``cache`` (repeated for K conditions)."""
+    def _skipping(self, key: tuple[int, bool], cache: torch.Tensor | None, repeats: int):
+        """Replace layers < ``level`` by stubs; the last one returns ``cache`` (repeated for K conditions), or,
+        with ``via_norm``, layer level-1's terminal norm (as the active condition has it) applied to ``cache``."""
+        level, via_norm = key
         if level == 0:
             yield
             return
         stack = self.stack
         value = cache if repeats == 1 else cache.repeat(repeats, *([1] * (cache.dim() - 1)))
+        norm = stack.terminal[level - 1] if via_norm else None
 
         def wrap(h):
             return h if stack.tuple_len == 0 else (h,) + (None,) * (stack.tuple_len - 1)
@@ -298,7 +324,7 @@ class AblationEngine:
             return wrap(args[0] if args else kwargs["hidden_states"])
 
         def cached(*_args, **_kwargs):
-            return wrap(value)
+            return wrap(value if norm is None else norm(value))
 
         patched = stack.layers[:level]
         try:
@@ -310,20 +336,30 @@ class AblationEngine:
                 if "forward" in vars(layer):
                     del layer.forward
 
-    def _capture(self, batch: Batch, levels: Sequence[int], run_to_end: bool, scored: torch.Tensor | None = None):
-        """Intact forward that keeps the input of each layer in ``levels``; stops early unless ``run_to_end``.
+    def _capture(self, batch: Batch, keys: Sequence[tuple[int, bool]], run_to_end: bool,
+                 scored: torch.Tensor | None = None):
+        """Intact forward that keeps, for each (level, via_norm) in ``keys``, the input of layer ``level`` or
+        (via_norm) the input of layer level-1's terminal norm; stops early unless ``run_to_end``.
 
-        Returns (inputs by level, logits or None).
+        Returns (tensors by key, logits or None).
         """
-        captured: dict[int, torch.Tensor] = {}
-        top = max(levels)
+        captured: dict[tuple[int, bool], torch.Tensor] = {}
+        wanted = set(keys)
         hooks = []
-        for level in levels:
-            def hook(_m, _a, out, level=level):
-                captured[level] = out if isinstance(out, torch.Tensor) else out[0]
-                if level == top and not run_to_end:
-                    raise _PrefixCaptured
-            hooks.append(self.stack.layers[level - 1].register_forward_hook(hook))
+        for key in wanted:
+            level, via_norm = key
+            if via_norm:
+                def hook(_m, args, _out, key=key):
+                    captured[key] = args[0]
+                    if not run_to_end and len(captured) == len(wanted):
+                        raise _PrefixCaptured
+                hooks.append(self.stack.terminal[level - 1].register_forward_hook(hook))
+            else:
+                def hook(_m, _a, out, key=key):
+                    captured[key] = out if isinstance(out, torch.Tensor) else out[0]
+                    if not run_to_end and len(captured) == len(wanted):
+                        raise _PrefixCaptured
+                hooks.append(self.stack.layers[level - 1].register_forward_hook(hook))
         logits = None
         try:
             with self._gathering(scored):
@@ -336,11 +372,13 @@ class AblationEngine:
                 h.remove()
         return captured, logits
 
-    def _logits(self, batch: Batch, repeats: int, level: int = 0, cache: torch.Tensor | None = None):
-        """Logits for ``repeats`` copies of ``batch`` (scored positions only for LMs), (K, M, V) or (K, B, C)."""
+    def _logits(self, batch: Batch, repeats: int, key: tuple[int, bool] = (0, False),
+                cache: torch.Tensor | None = None):
+        """Logits for ``repeats`` copies of ``batch`` (scored positions only for LMs), (K, M, V) or (K, B, C),
+        starting from ``cache`` at ``key`` = (level, via_norm) (see ``_skipping``)."""
         inputs = batch.inputs if repeats == 1 else {k: v.repeat(repeats, 1) for k, v in batch.inputs.items()}
         scored = self._scored(batch, repeats)
-        with self._skipping(level, cache, repeats), self._gathering(scored):
+        with self._skipping(key, cache, repeats), self._gathering(scored):
             out = self.model(**inputs, **self._forward_kwargs)
         return self._shape_logits(_logits_of(out), batch, repeats, scored)
 
@@ -388,30 +426,35 @@ class AblationEngine:
             sites = cond.sites(self.sites) if cond.dims else []
             if sites:
                 validate_dims(cond.dims, min(s.size for s in sites))
-            plans.append(_Plan(i, cond, sites, self._level(sites)))
+            plans.append(_Plan(i, cond, sites, *self._level(sites)))
         return plans
 
-    def _level(self, sites: Sequence[NormSite]) -> int:
+    def _level(self, sites: Sequence[NormSite]) -> tuple[int, bool]:
+        """(level, via_norm): the first layer a condition changes, and whether it starts from layer level-1's
+        terminal norm (the condition touches that norm, whose output is the layer's output)."""
         if self.stack is None or not sites:
-            return 0
+            return 0, False
         n = len(self.stack.layers)
         levels = []
         for site in sites:
             if site.layer is not None and site.stack == self.stack.name:
-                levels.append(site.layer)
+                terminal = self.stack.terminal.get(site.layer) is site.module
+                levels.append(site.layer + 1 if terminal else site.layer)
             elif site.layer is None and site.role in AFTER_LAYERS_ROLES:
                 levels.append(n)
             else:
-                return 0
-        return min(levels)
+                return 0, False
+        level = min(levels)
+        via_norm = level > 0 and any(s.layer == level - 1 and s.stack == self.stack.name for s in sites)
+        return level, via_norm
 
     def _span_stop(self, plans: Sequence[_Plan], start: int) -> int:
         """End of the next span of examples: as many whole batches as the prefix cache budget holds."""
         n = len(self.eval_set)
-        levels = {p.level for p in plans if p.level > 0}
-        if not levels:
+        keys = {p.cache_key for p in plans if p.level > 0}
+        if not keys:
             return n  # nothing to cache: every condition runs over the whole set under one context
-        per_example = len(levels) * self.eval_set.input_ids.shape[1] * self._hidden * 4
+        per_example = len(keys) * self.eval_set.input_ids.shape[1] * self._hidden * 4
         batches = max(1, self.cache_budget_bytes // (per_example * self.batch_size))
         return min(n, start + batches * self.batch_size)
 
@@ -420,27 +463,27 @@ class AblationEngine:
         condition (each condition's context entered once for all the span's batches)."""
         batches = [self.eval_set.batch(i, min(i + self.batch_size, stop)) for i in range(start, stop, self.batch_size)]
         totals = {p.index: _Total() for p in plans}
-        levels = sorted({p.level for p in plans if p.level > 0})
-        caches: list[dict[int, torch.Tensor]] = [{} for _ in batches]
+        keys = sorted({p.cache_key for p in plans if p.level > 0})
+        caches: list[dict[tuple[int, bool], torch.Tensor]] = [{} for _ in batches]
         with torch.no_grad(), self._autocast():
-            intact = [p for p in plans if p.intact] if levels else []
-            for b, batch in enumerate(batches if levels else []):
+            intact = [p for p in plans if p.intact] if keys else []
+            for b, batch in enumerate(batches if keys else []):
                 scored = self._scored(batch, 1)
-                caches[b], logits = self._capture(batch, levels, run_to_end=bool(intact), scored=scored)
+                caches[b], logits = self._capture(batch, keys, run_to_end=bool(intact), scored=scored)
                 if intact:
                     score = self._score(self._shape_logits(logits, batch, 1, scored), batch)
                     for p in intact:
                         totals[p.index].add(score, 0)
             done = {p.index for p in intact}
             todo = [p for p in plans if p.index not in done]
-            for level in sorted({p.level for p in todo}):
-                group = [p for p in todo if p.level == level]
+            for key in sorted({p.cache_key for p in todo}):
+                group = [p for p in todo if p.cache_key == key]
                 for i in range(0, len(group), self.conditions_per_forward):
                     chunk = group[i:i + self.conditions_per_forward]
                     context = chunk[0].condition.apply(self.sites) if len(chunk) == 1 else _PerConditionNorms(chunk)
                     with context:
                         for b, batch in enumerate(batches):
-                            score = self._score(self._logits(batch, len(chunk), level, caches[b].get(level)), batch)
+                            score = self._score(self._logits(batch, len(chunk), key, caches[b].get(key)), batch)
                             for j, p in enumerate(chunk):
                                 totals[p.index].add(score, j)
         return totals

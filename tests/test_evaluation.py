@@ -107,16 +107,28 @@ def test_prefix_cache_is_used_and_equals_full_forward():
     eval_set = prepare_mlm_eval(TOK, TEXTS, max_length=24, batch_size=8, device="cpu")
     engine = AblationEngine(BERT, eval_set)
     assert engine.stack is not None and len(engine.stack.layers) == TINY["num_hidden_layers"]
-    levels = [p.level for p in engine.plan(CONDITIONS)]
-    assert levels == [0, 0, 1, 2, 2, 1, 0, 1]  # embeddings force a full forward; head-only would start at 3
-    assert engine.plan([Condition("head", (1,), roles="head")])[0].level == 3
+    # post-LN BERT: each layer ends in its block-output LayerNorm, so a condition that touches it in layer l
+    # starts at l + 1 from that norm's cached input
+    assert sorted(engine.stack.terminal) == [0, 1, 2]
+    keys = [p.cache_key for p in engine.plan(CONDITIONS)]
+    # embeddings force a full forward; attention-output norms are inside their layer
+    assert keys == [(0, False), (1, True), (2, True), (3, True), (3, True), (2, True), (0, False), (1, False)]
+    assert engine.plan([Condition("head", (1,), roles="head")])[0].cache_key == (3, False)
     batch = eval_set.batch(0, 8)
     with torch.no_grad():
         full = engine._logits(batch, 1)
-        for level in (1, 2, 3):
-            cache = engine._capture(batch, [level], run_to_end=False)[0][level]
-            torch.testing.assert_close(engine._logits(batch, 1, level, cache), full, rtol=0, atol=1e-5)
+        for key in [(1, False), (2, False), (3, False), (1, True), (2, True), (3, True)]:
+            cache = engine._capture(batch, [key], run_to_end=False)[0][key]
+            torch.testing.assert_close(engine._logits(batch, 1, key, cache), full, rtol=0, atol=1e-5)
     assert all("forward" not in vars(layer) for layer in engine.stack.layers)  # stubs removed
+
+
+def test_pre_ln_layers_have_no_terminal_norm():
+    eval_set = prepare_causal_eval(TOK, TEXTS, max_length=20, batch_size=8, device="cpu")
+    engine = AblationEngine(GPT2, eval_set)
+    assert engine.stack is not None and engine.stack.terminal == {}
+    assert [p.cache_key for p in engine.plan(GPT2_CONDITIONS)] == [(0, False), (0, False), (1, False),
+                                                                     (3, False), (2, False)]
 
 
 def test_shared_layers_turn_the_prefix_cache_off():
@@ -303,6 +315,6 @@ def test_each_condition_context_is_entered_once_per_span(monkeypatch):
     small = AblationEngine(BERT, eval_set, cache_budget_bytes=1)
     small.run(CONDITIONS, progress=False)
     cached = [p.condition.name for p in small.plan(CONDITIONS) if p.level > 0]
-    assert len(cached) == 5
+    assert len(cached) == 6  # all but the intact one and the one that touches the embeddings
     assert sorted(entered) == sorted([c.name for c in CONDITIONS if c.dims and c.name not in cached]
                                      + cached * 3)  # a span per batch for the conditions that use the cache
