@@ -1,6 +1,8 @@
 """Position consistency (finding 2): the same outlier dim across layers, sites, inputs and models."""
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -70,3 +72,64 @@ def conclusion(model_name: str, held_position: bool, held_activation: bool, shar
                   f"the outlier dims are the largest hidden-state dim for only {input_share:.0%} of inputs, "
                   f"short of the paper's ~95%")
     return f"On **{model_name}**, {position}; {activation}."
+
+
+def run_folder(run: str) -> Path:
+    """A pre-training run or exported model folder: an alias (``bbmini``), a path, or a path relative to the
+    repository (so ``models/bbmini/candidates/h256l4s0`` works from the notebooks folder too)."""
+    from . import assets
+    from .loading import ALIASES
+
+    if run in ALIASES:
+        return Path(ALIASES[run]())
+    for folder in (Path(run), assets.REPO_ROOT / run):
+        if (folder / "norm_trajectory.npz").exists():
+            return folder
+    raise FileNotFoundError(f"{run!r} has no norm_trajectory.npz: name a folder written by the pre-training "
+                            "(models/bbmini, models/bbmini/candidates/*, or a run of `python -m "
+                            "bertbusters_nb.pretraining train`).")
+
+
+def positions_across_runs(runs: Sequence[str], roles: Sequence[str] = ("block_output",), k: float = 3.0,
+                          min_share: float = 0.5) -> pd.DataFrame:
+    """Outlier positions at the final recorded step of each pre-training run, from its LayerNorm trajectory
+    alone (no weights needed): one row per run with its seed and size, to set seeds side by side.
+
+    Example:
+        >>> positions_across_runs(["bbmini", "models/bbmini/candidates/h256l4s0"])  # doctest: +SKIP
+    """
+    from .emergence import flags_over_steps
+    from .pretraining import NormTrajectory
+    from .results import read_json
+
+    if not runs:
+        raise ValueError("seed_runs is empty: name at least one pre-training run folder.")
+    rows = []
+    for run in runs:
+        folder = run_folder(run)
+        config_path = next((folder / n for n in ("training_config.json", "config.json")
+                            if (folder / n).exists()), None)
+        config = read_json(config_path) if config_path is not None else {}
+        flags = flags_over_steps(NormTrajectory.load(folder / "norm_trajectory.npz"), roles=roles, k=k)
+        last = flags[flags.step == flags.step.max()].sort_values(["sites_flagged", "max_abs_z"], ascending=False)
+        n_sites = int(last.n_sites.iloc[0])
+        need = math.floor(n_sites * min_share) + 1
+        rows.append({"run": run, "seed": config.get("seed"), "layers": config.get("layers", n_sites),
+                     "hidden": config.get("hidden"), "final_step": int(last.step.iloc[0]),
+                     "outlier_dims": " ".join(str(int(d)) for d in last[last.sites_flagged >= need].dim),
+                     "top_dim": int(last.dim.iloc[0]),
+                     "top_dim_sites_flagged": f"{int(last.sites_flagged.iloc[0])}/{n_sites}",
+                     "top_dim_max_abs_z": float(last.max_abs_z.iloc[0])})
+    return pd.DataFrame(rows)
+
+
+def seeds_finding(table: pd.DataFrame) -> tuple[bool | None, str]:
+    """(held, evidence) for 'outlier positions differ between runs': every run's top dim differs from the
+    others' and is an outlier there (None when fewer than two runs)."""
+    evidence = "; ".join(f"{r.run} (seed {r.seed}, {r.layers} layers): outlier dims [{r.outlier_dims}], top dim "
+                         f"{r.top_dim} in {r.top_dim_sites_flagged} block-output LayerNorms"
+                         for r in table.itertuples())
+    if len(table) < 2:
+        return None, evidence
+    held = bool(table.top_dim.nunique() == len(table) and (table.outlier_dims != "").all())
+    return held, evidence

@@ -16,6 +16,7 @@ out_dir = "figures/offline/02_position_consistency"
 device = "auto"
 model_name = "bbmini"
 compare_models = ["bbmini", "minilm"]
+seed_runs = ["bbmini", "models/bbmini/candidates/h256l4s0", "models/bbmini/candidates/h256l6s0"]
 corpus = "movie_reviews"
 n_texts = 256
 max_length = 128
@@ -31,8 +32,8 @@ from bertbusters_nb import activations, consistency, plotting
 from bertbusters_nb.data import load_texts, sample_texts
 
 rec = bb.RunRecorder(out_dir, config=dict(profile=profile, device=device, model_name=model_name,
-                                          compare_models=compare_models, corpus=corpus, n_texts=n_texts,
-                                          max_length=max_length, k=k, top_dims=top_dims, seed=seed))
+                                          compare_models=compare_models, seed_runs=seed_runs, corpus=corpus,
+                                          n_texts=n_texts, max_length=max_length, k=k, top_dims=top_dims, seed=seed))
 model, tokenizer = bb.load_model(model_name, head="base", device=device)
 all_sites = bb.find_norm_sites(model)
 bb.loading.model_summary(model)
@@ -131,6 +132,20 @@ evidence = "; ".join(f"{r.model}: top dim {r.top_dim} ({r.top_dim_sites_flagged}
                      f"largest for {r.input_share_top_is_outlier:.0%} of inputs" for r in across.itertuples())
 rec.finding("Outlier positions differ between models", distinct if len(across) > 1 else None, evidence)
 display(Markdown(evidence + "."))
+
+# %% [markdown]
+# ## Across seeds of the same recipe
+# Our own pre-training runs (`seed_runs`): `bbmini` (seed 1) and runs of the same recipe with seed 0
+# (4 and 6 layers), read from the LayerNorm trajectory each run recorded (its final step). The
+# paper found the outlier positions of MultiBERTs differ from seed to seed.
+
+# %%
+across_seeds = consistency.positions_across_runs(seed_runs, k=k)
+rec.table(across_seeds, "across_seeds")
+held_seeds, evidence = consistency.seeds_finding(across_seeds)
+rec.finding("Outlier positions differ between seeds of the same recipe", held_seeds, evidence)
+display(Markdown(evidence + "."))
+across_seeds
 
 # %% [markdown]
 # ## What this run found
