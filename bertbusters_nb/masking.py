@@ -13,6 +13,8 @@ the last token and padding for causal LM). Classification sets hold one label pe
 """
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -102,6 +104,16 @@ class EvalSet:
         if key not in self._scored_cache:  # nonzero() syncs a GPU: do it once per batch shape
             self._scored_cache[key] = (targets.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
         return Batch(inputs, targets, self._scored_cache[key], start, stop)
+
+    def head(self, n: int) -> "EvalSet":
+        """The first ``n`` examples, masking unchanged (texts are a seeded sample, so this is a smaller one)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"head needs a positive number of examples (got {n!r}).")
+        if n >= len(self):
+            return self
+        sliced = {k: v[:n] for k, v in vars(self).items()
+                  if k in ("input_ids", "attention_mask", "targets", "lengths") or (k == "token_type_ids" and v is not None)}
+        return dataclasses.replace(self, **sliced, _scored_cache={})
 
     def fingerprint(self) -> str:
         """A short hash of the tokens, targets and kind: identifies the set in checkpoints."""

@@ -50,13 +50,17 @@ def loss_summary(table: pd.DataFrame) -> dict:
     }
 
 
-def run_scan(model, eval_set, roles: Sequence[str], limit: int | None, checkpoint_path: str) -> pd.DataFrame:
-    """The single-dim scan over every dim (or the first ``limit`` dims, for smoke runs), resumable."""
+def run_scan(model, eval_set, roles: Sequence[str], limit: int | None, checkpoint_path: str,
+             max_examples: int | None = None) -> pd.DataFrame:
+    """The single-dim scan over every dim (or the first ``limit`` dims, for smoke runs), resumable, on the
+    eval set or its first ``max_examples`` examples (one pass per dim: the scan is the costly part)."""
     from .evaluation import scan_dims
 
     import hashlib
     from pathlib import Path
 
+    if max_examples:
+        eval_set = eval_set.head(max_examples)
     dims = None if not limit else list(range(min(limit, model.config.hidden_size)))
     # one checkpoint file per (model, eval set, roles, dims): a changed parameter starts a new scan
     tag = hashlib.sha1(f"{model.name_or_path}|{eval_set.fingerprint()}|{sorted(roles)}|{dims}".encode()).hexdigest()[:10]

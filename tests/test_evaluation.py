@@ -318,3 +318,17 @@ def test_each_condition_context_is_entered_once_per_span(monkeypatch):
     assert len(cached) == 6  # all but the intact one and the one that touches the embeddings
     assert sorted(entered) == sorted([c.name for c in CONDITIONS if c.dims and c.name not in cached]
                                      + cached * 3)  # a span per batch for the conditions that use the cache
+
+
+def test_head_is_a_smaller_set_with_the_same_masking():
+    eval_set = prepare_mlm_eval(TOK, TEXTS, max_length=24, batch_size=8, device="cpu")
+    small = eval_set.head(5)
+    assert len(small) == 5 and small.batch_size == eval_set.batch_size and small.seed == eval_set.seed
+    assert torch.equal(small.input_ids, eval_set.input_ids[:5]) and torch.equal(small.targets, eval_set.targets[:5])
+    assert small.fingerprint() != eval_set.fingerprint()
+    expected = reference_lm_losses(BERT, small, CONDITIONS[:2], causal=False)
+    np.testing.assert_allclose(evaluate_conditions(BERT, small, CONDITIONS[:2], progress=False)["eval_loss"],
+                               expected, rtol=0, atol=1e-5)
+    assert eval_set.head(len(eval_set) + 10) is eval_set
+    with pytest.raises(ValueError, match="positive"):
+        eval_set.head(0)

@@ -117,3 +117,15 @@ def test_scan_default_dims_cover_the_hidden_size_and_validate():
         scan_dims(MODEL, EVAL_SET, dims=[40], progress=False)
     with pytest.raises(ValueError, match="no \\['pre_ffn'\\]"):
         scan_dims(MODEL, EVAL_SET, roles="pre_ffn", progress=False)
+
+
+def test_notebook_scan_on_the_first_examples_only(tmp_path):
+    from bertbusters_nb.mlm_effects import run_scan
+
+    small = run_scan(MODEL, EVAL_SET, ["block_output"], 4, str(tmp_path / "scan.json"), max_examples=5)
+    reference = scan_dims(MODEL, EVAL_SET.head(5), dims=[0, 1, 2, 3], progress=False)
+    np.testing.assert_allclose(small["value"], reference["value"], atol=1e-6)
+    assert (small["tokens"] == EVAL_SET.head(5).n_targets).all()
+    whole = run_scan(MODEL, EVAL_SET, ["block_output"], 4, str(tmp_path / "scan.json"))
+    assert (whole["tokens"] == EVAL_SET.n_targets).all()
+    assert len(list(tmp_path.glob("scan-*.json"))) == 2  # one checkpoint per eval set

@@ -17,8 +17,8 @@ device = "auto"
 model_name = "minilm"
 roles = ["block_output"]
 k = 3.0
-n_texts = 128
-random_draws = 30
+n_texts = 96
+random_draws = 20
 seed = 0
 
 # %%

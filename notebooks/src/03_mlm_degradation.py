@@ -25,11 +25,12 @@ seed = 42
 batch_size = 64
 k = 3.0
 roles = ["block_output"]
-random_draws = 30
+random_draws = 20
 scan_limit = 0
+scan_texts = 80
 sentences = ["the movie was [MASK] and i loved every minute of it .", "this is one of the [MASK] films i have ever seen .", "the [MASK] was great but the plot made no sense ."]
 no_head_model = "minilm"
-snli_pairs = 400
+snli_pairs = 300
 
 # %%
 from IPython.display import Markdown, display
@@ -43,7 +44,8 @@ from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval
 rec = bb.RunRecorder(out_dir, config=dict(profile=profile, device=device, model_name=model_name, corpus=corpus,
                                           n_texts=n_texts, min_words=min_words, max_length=max_length,
                                           mask_prob=mask_prob, seed=seed, batch_size=batch_size, k=k, roles=roles,
-                                          random_draws=random_draws, scan_limit=scan_limit, no_head_model=no_head_model,
+                                          random_draws=random_draws, scan_limit=scan_limit, scan_texts=scan_texts,
+                                          no_head_model=no_head_model,
                                           snli_pairs=snli_pairs))
 model, tokenizer = bb.load_model(model_name, head="mlm", device=device)
 all_sites = bb.find_norm_sites(model)
@@ -117,10 +119,11 @@ blanks
 # %% [markdown]
 # ## The full scan: every hidden dim disabled alone
 # (`scan_limit = 0` scans every dim; a smoke run scans the first `scan_limit` dims only.) The scan
-# writes partial results atomically and resumes where a killed run stopped.
+# runs on the first `scan_texts` texts of the eval set (0: all of them; one pass per dim), writes
+# partial results atomically and resumes where a killed run stopped.
 
 # %%
-scan = mlm_effects.run_scan(model, eval_set, roles, scan_limit, f"{out_dir}/scan_checkpoint.json")
+scan = mlm_effects.run_scan(model, eval_set, roles, scan_limit, f"{out_dir}/scan_checkpoint.json", scan_texts)
 rec.table(scan, "scan")
 fig = plotting.scan_plot(scan, "eval_loss", highlight=dims, baseline=summary["intact_loss"])
 rec.figure(fig, "scan")

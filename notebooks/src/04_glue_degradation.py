@@ -27,14 +27,14 @@ glue_source = "nyu-mll/glue"
 cache_dir = None
 epochs = 2.0
 learning_rate = 0.0001
-backbone_overrides = {"bbmini": {"learning_rate": 0.0003}}
+backbone_overrides = {"bbmini": {"learning_rate": 0.0003, "max_train_samples": 3000}}
 batch_size = 32
 max_length = 64
 weight_decay = 0.01
 warmup_ratio = 0.1
 seed = 42
-max_train_samples = 3000
-max_eval_samples = 400
+max_train_samples = 2000
+max_eval_samples = 300
 max_steps = None
 group_by_length = True
 roles = ["block_output"]
@@ -44,7 +44,7 @@ layer_parts = 3
 random_draws = 20
 random_seed = 0
 scan_tasks = ["rt"]
-scan_samples = 100
+scan_samples = 32
 scan_every = 1
 
 # %%
