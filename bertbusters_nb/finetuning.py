@@ -35,7 +35,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import assets
 from .loading import load_model, resolve
-from .results import atomic_write_json, read_json
+from .results import atomic_write_json, pid_alive, read_json
 from .tasks import GLUE_HUB, TaskSpec, get_task, load_task, tokenize_split
 
 log = logging.getLogger(__name__)
@@ -283,6 +283,10 @@ def _train(model_name: str, spec: TaskSpec, settings: FinetuneSettings, final: P
 def _write_entry(model: PreTrainedModel, tokenizer, final: Path, manifest: dict) -> None:
     """save_pretrained into a temp folder beside ``final``, hash every file, rename into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".tmp-{final.name}-*"):  # left by a writer killed mid-save
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:

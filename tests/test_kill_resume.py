@@ -180,3 +180,33 @@ def test_finetune_killed_with_sigkill_resumes_to_the_uninterrupted_result(tiny_d
     assert [p.name for p in cache.iterdir()] == [resumed.path.name]  # work folder gone, one valid entry
     again = finetune(tiny_dir, "rt", SETTINGS, cache_dir=cache, device="cpu", progress=False)
     assert again.reused and all(torch.equal(again.model.state_dict()[k], want[k]) for k in want)
+
+
+def test_a_writer_killed_mid_write_leaves_a_temp_file_that_the_next_write_removes(tmp_path):
+    from bertbusters_nb.results import atomic_write_bytes, atomic_write_text
+
+    target = tmp_path / "table.csv"
+    atomic_write_text(target, "old\n")
+    pid = os.fork()
+    if pid == 0:  # child: start a write whose data never ends, then wait to be killed
+        try:
+            import bertbusters_nb.results as results
+
+            original = os.fsync
+            os.fsync = lambda fd: (time.sleep(60), original(fd))  # hold the temp file open, mid-write
+            results.atomic_write_bytes(target, b"half")
+        finally:
+            os._exit(0)
+    deadline = time.time() + 30
+    while not list(tmp_path.glob(".table.csv.*.tmp")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    left = list(tmp_path.glob(".table.csv.*.tmp"))
+    assert len(left) == 1 and f".{pid}." in left[0].name  # SIGKILL skipped every cleanup
+    assert target.read_text() == "old\n"  # the reader never sees a partial file
+    mine = tmp_path / f".table.csv.{os.getpid()}.x.tmp"
+    mine.write_text("a live writer's")
+    atomic_write_bytes(target, b"new\n")
+    assert target.read_text() == "new\n" and oct(target.stat().st_mode & 0o777) == "0o644"
+    assert list(tmp_path.glob(".table.csv.*.tmp")) == [mine]  # the dead writer's is gone, a live one's kept
