@@ -1,7 +1,6 @@
 """Position consistency (finding 2): the same outlier dim across layers, sites, inputs and models."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -98,7 +97,7 @@ def positions_across_runs(runs: Sequence[str], roles: Sequence[str] = ("block_ou
     Example:
         >>> positions_across_runs(["bbmini", "models/bbmini/candidates/h256l4s0"])  # doctest: +SKIP
     """
-    from .emergence import flags_over_steps
+    from .emergence import final_outlier_dims, flags_over_steps
     from .pretraining import NormTrajectory
     from .results import read_json
 
@@ -113,10 +112,9 @@ def positions_across_runs(runs: Sequence[str], roles: Sequence[str] = ("block_ou
         flags = flags_over_steps(NormTrajectory.load(folder / "norm_trajectory.npz"), roles=roles, k=k)
         last = flags[flags.step == flags.step.max()].sort_values(["sites_flagged", "max_abs_z"], ascending=False)
         n_sites = int(last.n_sites.iloc[0])
-        need = math.floor(n_sites * min_share) + 1
         rows.append({"run": run, "seed": config.get("seed"), "layers": config.get("layers", n_sites),
                      "hidden": config.get("hidden"), "final_step": int(last.step.iloc[0]),
-                     "outlier_dims": " ".join(str(int(d)) for d in last[last.sites_flagged >= need].dim),
+                     "outlier_dims": " ".join(map(str, final_outlier_dims(flags, min_share=min_share))),
                      "top_dim": int(last.dim.iloc[0]),
                      "top_dim_sites_flagged": f"{int(last.sites_flagged.iloc[0])}/{n_sites}",
                      "top_dim_max_abs_z": float(last.max_abs_z.iloc[0])})

@@ -54,10 +54,10 @@ def run_scan(model, eval_set, roles: Sequence[str], limit: int | None, checkpoin
              max_examples: int | None = None) -> pd.DataFrame:
     """The single-dim scan over every dim (or the first ``limit`` dims, for smoke runs), resumable, on the
     eval set or its first ``max_examples`` examples (one pass per dim: the scan is the costly part)."""
-    from .evaluation import scan_dims
-
     import hashlib
     from pathlib import Path
+
+    from .evaluation import scan_dims
 
     if max_examples:
         eval_set = eval_set.head(max_examples)

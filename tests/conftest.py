@@ -39,3 +39,28 @@ def minilm():
     from bertbusters_nb import load_model
 
     return load_model("minilm", device="cpu")
+
+
+@pytest.fixture()
+def one_thread():
+    """One torch thread for the test: tiny models run far faster than on two busy cores, and a forked child
+    never touches a thread pool. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> str:
+    """A randomly initialised 2-layer BERT encoder (hidden 32) with the bert-base vocabulary, saved as a folder."""
+    from bertbusters_nb import assets
+
+    tokenizer = T.AutoTokenizer.from_pretrained(assets.minilm_dir())
+    torch.manual_seed(0)
+    config = T.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=64, max_position_embeddings=64)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    T.BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -8,7 +8,6 @@ import pytest
 import torch
 import transformers as T
 
-from bertbusters_nb import assets
 from bertbusters_nb.finetuning import (MANIFEST, CacheWarning, FinetuneSettings, _last_complete_checkpoint,
                                        build_parser, cache_key, check_entry, entry_path, finetune,
                                        model_fingerprint, per_device_batch_size)
@@ -17,24 +16,12 @@ FAST = dict(epochs=1.0, max_steps=3, batch_size=8, max_length=24, max_train_samp
             learning_rate=1e-3)
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A randomly initialised 2-layer BERT (hidden 32) with the bert-base vocabulary, saved as safetensors."""
-    tokenizer = T.AutoTokenizer.from_pretrained(assets.minilm_dir())
-    torch.manual_seed(0)
-    config = T.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=64, max_position_embeddings=64)
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    T.BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
 
 @pytest.fixture(scope="module")
-def cached(tiny_dir, tmp_path_factory):
+def cached(tiny_bert_dir, tmp_path_factory):
     """One fine-tune of the tiny model on rt, written to a fresh cache."""
     cache = tmp_path_factory.mktemp("finetuned")
-    return finetune(tiny_dir, "rt", FinetuneSettings(**FAST), cache_dir=cache, device="cpu", progress=False), cache
+    return finetune(tiny_bert_dir, "rt", FinetuneSettings(**FAST), cache_dir=cache, device="cpu", progress=False), cache
 
 
 def _weights(model) -> dict[str, torch.Tensor]:
@@ -54,17 +41,17 @@ def test_bad_settings_are_refused_with_the_field_named(bad):
         FinetuneSettings(**bad)
 
 
-def test_the_key_holds_what_changes_the_weights_and_only_that(tiny_dir):
+def test_the_key_holds_what_changes_the_weights_and_only_that(tiny_bert_dir):
     base = FinetuneSettings(**FAST)
-    key = cache_key(tiny_dir, "rt", base)
+    key = cache_key(tiny_bert_dir, "rt", base)
     assert key["weights"].startswith("sha256:") and key["task"] == "rt" and key["seed"] == 42
     for change in (dict(seed=1), dict(learning_rate=2e-3), dict(max_train_samples=48), dict(group_by_length=True)):
-        assert entry_path(tiny_dir, "rt", FinetuneSettings(**{**FAST, **change}), "/c") != entry_path(
-            tiny_dir, "rt", base, "/c"), change
+        assert entry_path(tiny_bert_dir, "rt", FinetuneSettings(**{**FAST, **change}), "/c") != entry_path(
+            tiny_bert_dir, "rt", base, "/c"), change
     for change in (dict(max_eval_samples=10), dict(eval_batch_size=7), dict(checkpoint_steps=5)):
-        assert entry_path(tiny_dir, "rt", FinetuneSettings(**{**FAST, **change}), "/c") == entry_path(
-            tiny_dir, "rt", base, "/c"), change
-    assert entry_path(tiny_dir, "snli", base, "/c") != entry_path(tiny_dir, "rt", base, "/c")
+        assert entry_path(tiny_bert_dir, "rt", FinetuneSettings(**{**FAST, **change}), "/c") == entry_path(
+            tiny_bert_dir, "rt", base, "/c"), change
+    assert entry_path(tiny_bert_dir, "snli", base, "/c") != entry_path(tiny_bert_dir, "rt", base, "/c")
     assert model_fingerprint("bert-base-uncased") == "hub:bert-base-uncased"
 
 
@@ -81,35 +68,35 @@ def test_a_finetune_writes_a_complete_safetensors_entry(cached):
     assert not result.model.training
 
 
-def test_the_same_key_reuses_the_entry_without_training(cached, tiny_dir, monkeypatch):
+def test_the_same_key_reuses_the_entry_without_training(cached, tiny_bert_dir, monkeypatch):
     result, cache = cached
     import bertbusters_nb.finetuning as ft
 
     monkeypatch.setattr(ft, "_train", lambda *a, **k: pytest.fail("trained although the cache holds the entry"))
-    again = finetune(tiny_dir, "rt", FinetuneSettings(**{**FAST, "max_eval_samples": 5}), cache_dir=cache,
+    again = finetune(tiny_bert_dir, "rt", FinetuneSettings(**{**FAST, "max_eval_samples": 5}), cache_dir=cache,
                      device="cpu", progress=False)
     assert again.reused and again.path == result.path
     for name, tensor in _weights(again.model).items():
         assert torch.equal(tensor, _weights(result.model)[name]), name
 
 
-def test_training_is_deterministic_and_changes_the_weights(cached, tiny_dir, tmp_path):
+def test_training_is_deterministic_and_changes_the_weights(cached, tiny_bert_dir, tmp_path):
     result, _ = cached
-    redo = finetune(tiny_dir, "rt", FinetuneSettings(**FAST), cache_dir=tmp_path, device="cpu", progress=False)
+    redo = finetune(tiny_bert_dir, "rt", FinetuneSettings(**FAST), cache_dir=tmp_path, device="cpu", progress=False)
     first, second = _weights(result.model), _weights(redo.model)
     assert all(torch.equal(first[k], second[k]) for k in first)
-    pretrained = T.BertModel.from_pretrained(tiny_dir).state_dict()
+    pretrained = T.BertModel.from_pretrained(tiny_bert_dir).state_dict()
     assert not torch.equal(first["bert.encoder.layer.0.output.LayerNorm.weight"],
                            pretrained["encoder.layer.0.output.LayerNorm.weight"])
 
 
 @pytest.mark.parametrize("damage", ["truncate_weights", "drop_manifest", "corrupt_manifest", "drop_weights"])
-def test_a_corrupt_or_incomplete_entry_is_recomputed_with_a_warning(cached, tiny_dir, tmp_path, damage):
+def test_a_corrupt_or_incomplete_entry_is_recomputed_with_a_warning(cached, tiny_bert_dir, tmp_path, damage):
     result, _ = cached
     settings = FinetuneSettings(**FAST)
     path = tmp_path / result.path.name
     shutil.copytree(result.path, path)  # a good entry, then damaged
-    assert check_entry(path, cache_key(tiny_dir, "rt", settings)) is None
+    assert check_entry(path, cache_key(tiny_bert_dir, "rt", settings)) is None
     if damage == "truncate_weights":
         data = (path / "model.safetensors").read_bytes()
         (path / "model.safetensors").write_bytes(data[: len(data) // 2])
@@ -119,16 +106,16 @@ def test_a_corrupt_or_incomplete_entry_is_recomputed_with_a_warning(cached, tiny
         (path / MANIFEST).write_text('{"key": ')
     else:
         (path / "model.safetensors").unlink()
-    assert check_entry(path, cache_key(tiny_dir, "rt", settings)) is not None
+    assert check_entry(path, cache_key(tiny_bert_dir, "rt", settings)) is not None
     with pytest.warns(CacheWarning, match="recomputing"):
-        again = finetune(tiny_dir, "rt", settings, cache_dir=tmp_path, device="cpu", progress=False)
-    assert not again.reused and check_entry(path, cache_key(tiny_dir, "rt", settings)) is None
+        again = finetune(tiny_bert_dir, "rt", settings, cache_dir=tmp_path, device="cpu", progress=False)
+    assert not again.reused and check_entry(path, cache_key(tiny_bert_dir, "rt", settings)) is None
     assert all(torch.equal(v, _weights(result.model)[k]) for k, v in _weights(again.model).items())
 
 
-def test_an_entry_for_other_settings_is_not_trusted(cached, tiny_dir):
+def test_an_entry_for_other_settings_is_not_trusted(cached, tiny_bert_dir):
     result, _ = cached
-    other = cache_key(tiny_dir, "rt", FinetuneSettings(**{**FAST, "seed": 7}))
+    other = cache_key(tiny_bert_dir, "rt", FinetuneSettings(**{**FAST, "seed": 7}))
     assert "other settings" in check_entry(result.path, other)
 
 
@@ -158,6 +145,6 @@ def test_command_line_builds_the_settings():
     assert args.max_steps is None
 
 
-def test_unknown_task_is_refused_before_any_training(tiny_dir, tmp_path):
+def test_unknown_task_is_refused_before_any_training(tiny_bert_dir, tmp_path):
     with pytest.raises(ValueError, match="Unknown task"):
-        finetune(tiny_dir, "sst-2", FinetuneSettings(**FAST), cache_dir=tmp_path)
+        finetune(tiny_bert_dir, "sst-2", FinetuneSettings(**FAST), cache_dir=tmp_path)

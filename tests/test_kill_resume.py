@@ -31,20 +31,14 @@ import torch
 import transformers as T
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from bertbusters_nb import assets, scan
+from bertbusters_nb import scan
 from bertbusters_nb.evaluation import prepare_mlm_eval
 from bertbusters_nb.finetuning import FinetuneSettings, finetune
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+pytestmark = [pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+              pytest.mark.usefixtures("one_thread")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: tiny models run faster, and a forked child never touches a thread pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _fork(work: Callable[[], None]) -> int:
@@ -139,24 +133,13 @@ def test_scan_killed_with_sigkill_resumes_to_the_uninterrupted_table(tmp_path, m
     assert all(n.startswith(".scan.json.") and n.endswith(".tmp") for n in others), f"{others} (kill seed {seed})"
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> str:
-    tokenizer = T.AutoTokenizer.from_pretrained(assets.minilm_dir())
-    torch.manual_seed(0)
-    config = T.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=64, max_position_embeddings=64)
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    T.BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
 
 SETTINGS = FinetuneSettings(epochs=1.0, max_steps=6, batch_size=4, max_length=24, max_train_samples=24,
                             checkpoint_steps=2, learning_rate=1e-3)
 
 
-def test_finetune_killed_with_sigkill_resumes_to_the_uninterrupted_result(tiny_dir, tmp_path, monkeypatch):
-    reference = finetune(tiny_dir, "rt", SETTINGS, cache_dir=tmp_path / "straight", device="cpu", progress=False)
+def test_finetune_killed_with_sigkill_resumes_to_the_uninterrupted_result(tiny_bert_dir, tmp_path, monkeypatch):
+    reference = finetune(tiny_bert_dir, "rt", SETTINGS, cache_dir=tmp_path / "straight", device="cpu", progress=False)
     cache = tmp_path / "killed"
     real_step = torch.optim.AdamW.step
 
@@ -166,19 +149,19 @@ def test_finetune_killed_with_sigkill_resumes_to_the_uninterrupted_result(tiny_d
 
     def child():
         monkeypatch.setattr(torch.optim.AdamW, "step", slow_step)
-        finetune(tiny_dir, "rt", SETTINGS, cache_dir=cache, device="cpu", progress=False)
+        finetune(tiny_bert_dir, "rt", SETTINGS, cache_dir=cache, device="cpu", progress=False)
 
     _kill_when(_fork(child), lambda: any(cache.glob(".work-*/checkpoint-*/trainer_state.json")), timeout=120,
                extra_delay=0.2)
     assert cache.is_dir() and all(p.name.startswith((".work-", ".tmp-")) for p in cache.iterdir())  # no entry yet
 
-    resumed = finetune(tiny_dir, "rt", SETTINGS, cache_dir=cache, device="cpu", progress=False)
+    resumed = finetune(tiny_bert_dir, "rt", SETTINGS, cache_dir=cache, device="cpu", progress=False)
     train = resumed.manifest["train"]
     assert not resumed.reused and "checkpoint-" in (train["resumed_from"] or "") and train["steps"] == 6
     want, got = reference.model.state_dict(), resumed.model.state_dict()
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
     assert [p.name for p in cache.iterdir()] == [resumed.path.name]  # work folder gone, one valid entry
-    again = finetune(tiny_dir, "rt", SETTINGS, cache_dir=cache, device="cpu", progress=False)
+    again = finetune(tiny_bert_dir, "rt", SETTINGS, cache_dir=cache, device="cpu", progress=False)
     assert again.reused and all(torch.equal(again.model.state_dict()[k], want[k]) for k in want)
 
 

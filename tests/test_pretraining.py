@@ -25,19 +25,14 @@ BBMINI = REPO / "models" / "bbmini"
 WORDS = ("the a film movie story actor plot scene good bad great boring funny long short love hate watch "
          "saw man woman dog cat ran sat on in over under because and but very really not quite").split()
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _texts(n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30))) + "." for _ in range(n)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run ~20x faster on one thread than on two busy cores (no OpenMP barriers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
