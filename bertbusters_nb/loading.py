@@ -1,7 +1,9 @@
 """Load a model and its tokenizer from a hub name, a local folder or a short offline alias.
 
 Weights load from safetensors; pickle checkpoints need ``allow_pickle=True`` (a pickle
-can run arbitrary code when loaded). ``trust_remote_code`` is never turned on here.
+can run arbitrary code when loaded). ``trust_remote_code`` is never turned on here. A GGUF
+file (or a folder holding one) is converted once to a safetensors folder in the cache
+(``gguf_convert``) and loaded from there; the alias ``smollm2`` is the packaged SmolLM2-135M.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM,
 
 from . import assets
 from .device import best_device
+from .gguf_convert import GGUFError, converted_folder, find_gguf
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +33,13 @@ def _bbmini_dir() -> Path:
     return MODELS_DIR / "bbmini"
 
 
+def _smollm2_dir() -> Path:
+    return converted_folder(assets.smollm2_gguf())
+
+
 # Short names for the offline default models.
-ALIASES: dict[str, Callable[[], Path]] = {"minilm": assets.minilm_dir, "bbmini": _bbmini_dir}
+ALIASES: dict[str, Callable[[], Path]] = {"minilm": assets.minilm_dir, "bbmini": _bbmini_dir,
+                                          "smollm2": _smollm2_dir}
 
 
 class ModelLoadError(OSError):
@@ -39,16 +47,25 @@ class ModelLoadError(OSError):
 
 
 def resolve(name_or_path: str | os.PathLike) -> str:
-    """An alias to its folder; a path stays a path; anything else is taken as a hub name."""
+    """An alias to its folder; a GGUF file (or a folder holding one) to its converted safetensors folder
+    in the cache; another path stays a path; anything else is taken as a hub name."""
     text = str(name_or_path)
     if text in ALIASES:
-        return str(ALIASES[text]())
-    return text
+        try:
+            return str(ALIASES[text]())
+        except (assets.MissingAssetError, GGUFError) as exc:
+            raise ModelLoadError(str(exc)) from None
+    try:
+        gguf = find_gguf(text)
+        return str(converted_folder(gguf)) if gguf is not None else text
+    except GGUFError as exc:
+        raise ModelLoadError(str(exc)) from None
 
 
 def _offline_hint() -> str:
-    return ("Offline models: 'minilm' (packaged all-MiniLM-L6-v2, no MLM head) and 'bbmini' (this "
-            "project's own pre-trained small BERT with an MLM head), or any local model folder.")
+    return ("Offline models: 'minilm' (packaged all-MiniLM-L6-v2, no MLM head), 'bbmini' (this "
+            "project's own pre-trained small BERT with an MLM head), 'smollm2' (packaged SmolLM2-135M, a "
+            "causal LM: head='causal-lm'), or any local model folder or GGUF file.")
 
 
 def load_model(
@@ -63,6 +80,7 @@ def load_model(
 
     Example:
         >>> model, tokenizer = load_model("minilm")           # packaged, offline
+        >>> model, tokenizer = load_model("smollm2", head="causal-lm")  # packaged GGUF, converted once  # doctest: +SKIP
         >>> model, tokenizer = load_model("bert-base-uncased", head="mlm")  # needs the hub  # doctest: +SKIP
     """
     if head not in _AUTO:
@@ -94,7 +112,8 @@ def _check_local_folder(path: Path, allow_pickle: bool) -> None:
     if not path.exists():
         raise ModelLoadError(f"Model folder {path} does not exist. " + _offline_hint())
     if not path.is_dir():
-        raise ModelLoadError(f"{path} is a file; pass the model's folder (with config.json and weights).")
+        raise ModelLoadError(f"{path} is a file; pass the model's folder (with config.json and weights) "
+                             f"or a llama.cpp .gguf file.")
     if not (path / "config.json").exists():
         raise ModelLoadError(
             f"{path} is not a model folder: it has no config.json. Point at a folder written by "
