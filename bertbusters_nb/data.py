@@ -92,12 +92,17 @@ def load_texts(name_or_path: str, split: str = "all", min_words: int = 0) -> lis
 
 
 def sample_texts(texts: Sequence[str], n: int | None, seed: int = 42) -> list[str]:
-    """A seeded sample of ``n`` texts (all of them, shuffled, when n is None or larger)."""
+    """A seeded sample of ``n`` texts (all of them, shuffled, when n is None, 0 or larger).
+
+    A negative ``n`` is refused (it would slice ``texts[:-5]``: all but five)."""
     import random
 
+    from .checks import count
+
+    n = count("n (the number of texts)", n, zero_means="all", none_ok=True)
     texts = list(texts)
     random.Random(seed).shuffle(texts)
-    return texts if n is None else texts[:n]
+    return texts if not n else texts[:n]
 
 
 def corpus_texts(sources: Iterable[str], split: str = "train") -> list[str]:

@@ -57,8 +57,11 @@ def run_scan(model, eval_set, roles: Sequence[str], limit: int | None, checkpoin
     import hashlib
     from pathlib import Path
 
+    from .checks import count
     from .evaluation import scan_dims
 
+    limit = count("limit (dims to scan)", limit, zero_means="every dim", none_ok=True)
+    max_examples = count("max_examples", max_examples, zero_means="all", none_ok=True)
     if max_examples:
         eval_set = eval_set.head(max_examples)
     dims = None if not limit else list(range(min(limit, model.config.hidden_size)))

@@ -66,9 +66,17 @@ def against_random(value: float, random_values: Sequence[float], metric: str, la
     return fig
 
 
-def scan_plot(scan: pd.DataFrame, value: str, highlight: Sequence[int] = (), baseline: float | None = None,
-              title: str = "") -> plt.Figure:
-    """A metric against the disabled dim (x axis: dim index), highlighted dims labelled."""
+def scan_plot(scan: pd.DataFrame, value: str, highlight: Sequence[int] = (), title: str = "") -> plt.Figure:
+    """A metric against the disabled dim (x axis: dim index), highlighted dims labelled.
+
+    The "no ablation" line is the scan's own intact value (column ``intact_<value>``, or
+    ``intact_value`` for ``value``), measured on the same examples as every point: a baseline
+    from another eval set would make every dim look helpful or harmful."""
+    column = "intact_value" if value == "value" else f"intact_{value}"
+    if column not in scan:
+        raise ValueError(f"The scan table has no {column!r} column to draw its baseline from; "
+                         f"make it with scan_dims (columns: {list(scan.columns)}).")
+    baseline = float(scan[column].iloc[0])
     fig, ax = plt.subplots(figsize=(9, 3.2))
     ax.plot(scan["dim"], scan[value], lw=0.7, color="tab:blue")
     for d in highlight:
@@ -76,9 +84,8 @@ def scan_plot(scan: pd.DataFrame, value: str, highlight: Sequence[int] = (), bas
         if len(row):
             ax.scatter(row["dim"], row[value], color="crimson", zorder=3)
             ax.annotate(str(d), (float(row["dim"].iloc[0]), float(row[value].iloc[0])), color="crimson", fontsize=8)
-    if baseline is not None:
-        ax.axhline(baseline, color="grey", ls="--", lw=0.8, label="no ablation")
-        ax.legend(fontsize=8)
+    ax.axhline(baseline, color="grey", ls="--", lw=0.8, label="no ablation (same examples)")
+    ax.legend(fontsize=8)
     ax.set_xlabel("disabled dimension")
     ax.set_ylabel(value)
     ax.set_title(title or f"{value} with one dim disabled at a time")

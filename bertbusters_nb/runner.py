@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Iterable
 
 from . import assets
 from .results import atomic_write_json, atomic_write_text, read_json
+from .schema import ParameterError, check_value, load_schema
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +30,6 @@ NOTEBOOKS_DIR = assets.REPO_ROOT / "notebooks"
 FIGURES_DIR = assets.REPO_ROOT / "figures"
 KERNEL_NAME = "bertbusters_nb"
 RESERVED = ("profile", "out_dir")
-
-
-class ParameterError(ValueError):
-    """A notebook parameter is unknown or has the wrong type."""
 
 
 @dataclass
@@ -101,8 +99,15 @@ def _same_type(default: Any, value: Any) -> bool:
 
 
 def check_parameters(notebook: Path, values: dict[str, Any]) -> dict[str, Any]:
-    """Reject unknown names (with the closest declared name) and values of the wrong type."""
+    """Reject unknown names (with the closest declared name), values of the wrong type and values
+    outside the range declared in the notebook's schema (``NN_name.schema.json``); the notebook's
+    own defaults are checked too, so nothing out of range reaches a kernel."""
     declared = declared_parameters(notebook)
+    schema = load_schema(notebook)
+    undeclared = sorted(set(declared) - set(schema))
+    if undeclared:
+        raise ParameterError(f"{notebook.name}: parameter(s) {undeclared} have no range in "
+                             f"{notebook.with_suffix('.schema.json').name}; declare one for each.")
     for name, value in values.items():
         if name not in declared:
             close = difflib.get_close_matches(name, declared, n=1)
@@ -112,6 +117,8 @@ def check_parameters(notebook: Path, values: dict[str, Any]) -> dict[str, Any]:
             raise ParameterError(
                 f"{notebook.name}: parameter {name!r} must be {type(declared[name]).__name__} "
                 f"(like its default {declared[name]!r}), got {type(value).__name__} {value!r}.")
+    for name, value in {**declared, **values}.items():
+        check_value(notebook.name, name, value, schema[name])
     return values
 
 
@@ -149,16 +156,38 @@ def run_notebook(notebook: Path, profile: str, overrides: dict | None = None, re
             str(notebook), str(out_dir / notebook.name), parameters=params, kernel_name=kernel_name,
             progress_bar=False, cwd=str(assets.REPO_ROOT), log_output=False)
     except PapermillExecutionError as exc:
-        first_line = (exc.source or "").strip().splitlines()[:1]
+        line, code = raising_line(exc.traceback, exc.source)
+        where = f"line {line}: `{code[:100]}`" if line else f"`{code[:100]}`"
         return NotebookResult(notebook.stem, "failed", time.perf_counter() - start,
-                              f"{exc.ename}: {exc.evalue} (in `{first_line[0][:80] if first_line else ''}`)",
-                              exc.exec_count, str(out_dir))
+                              f"{exc.ename}: {exc.evalue} (at {where})", exc.exec_count, str(out_dir))
     except Exception as exc:  # noqa: BLE001 - kernel death, missing kernel: reported, not raised
         return NotebookResult(notebook.stem, "failed", time.perf_counter() - start,
                               f"{type(exc).__name__}: {exc}", None, str(out_dir))
     seconds = time.perf_counter() - start
     atomic_write_json(done_marker, {"fingerprint": stamp, "seconds": seconds, "parameters": params})
     return NotebookResult(notebook.stem, "ok", seconds, out_dir=str(out_dir), findings=_findings(out_dir))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ARROW = re.compile(r"^-+> *(\d+) ?(.*)$")
+
+
+def raising_line(traceback: Iterable[str] | None, source: str | None = None) -> tuple[int | None, str]:
+    """(line number, code) of the line of the failing cell that raised, read from the kernel's
+    traceback (the arrow under ``Cell In[n], line L``); the cell's first line when there is none."""
+    text = _ANSI.sub("", "\n".join(traceback or []))
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Cell In["):
+            for follow in lines[i + 1:]:
+                match = _ARROW.match(follow)
+                if match:
+                    return int(match.group(1)), match.group(2).strip()
+                if follow.startswith("File ") or follow.startswith("Cell In["):
+                    break
+            break
+    first = (source or "").strip().splitlines()[:1]
+    return None, first[0] if first else ""
 
 
 def _findings(out_dir: Path) -> list:

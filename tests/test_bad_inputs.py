@@ -49,6 +49,34 @@ def _disable(dims):
         pass
 
 
+def _eval_set(batch_size=4):
+    from transformers import AutoTokenizer
+
+    from bertbusters_nb import assets
+    from bertbusters_nb.evaluation import prepare_mlm_eval
+
+    return prepare_mlm_eval(AutoTokenizer.from_pretrained(assets.minilm_dir()), ["a few words here", "and a few more"], max_length=16,
+                            batch_size=batch_size)
+
+
+def _scan(limit=None, max_examples=None):
+    from bertbusters_nb import mlm_effects
+
+    return mlm_effects.run_scan(MODEL, _eval_set(), ["block_output"], limit, "/nonexistent/scan.json", max_examples)
+
+
+def _live(tmp_path, seconds):
+    from bertbusters_nb import emergence
+
+    return emergence.live_pretraining(str(tmp_path / "live"), seconds)
+
+
+def _pretrain_config(tmp_path, time_limit_s):
+    from bertbusters_nb.pretraining import PretrainConfig
+
+    return PretrainConfig(data_dir=str(tmp_path), time_limit_s=time_limit_s)
+
+
 CASES = {
     "hub name without a hub": (lambda t: bb.load_model("bert-base-uncased"), ModelLoadError, "Offline models"),
     "folder that is not a model": (lambda t: bb.load_model(str(t)), ModelLoadError, "no config.json"),
@@ -69,6 +97,17 @@ CASES = {
                                        "Did you mean 'model_name'"),
     "papermill parameter of the wrong type": (lambda t: _bad_param(t, {"k": "three"}), runner.ParameterError,
                                               "must be float"),
+    "papermill parameter out of its range": (lambda t: _bad_param(t, {"n_texts": -5}), runner.ParameterError,
+                                             r"n_texts must be an integer >= 1, or 0 \(all\); got -5"),
+    "negative number of texts": (lambda t: data.sample_texts(["a", "b", "c"], -1), ValueError,
+                                 r"must be an integer >= 1, or 0 \(all\); got -1"),
+    "zero random draws": (lambda t: bb.random_dims(32, 2, draws=0), ValueError, "draws must be >= 1"),
+    "negative scan limit": (lambda t: _scan(limit=-3), ValueError, r"limit \(dims to scan\) must be an integer >= 1"),
+    "zero-example scan subset": (lambda t: _scan(max_examples=-1), ValueError, "max_examples must be an integer"),
+    "zero batch size": (lambda t: _eval_set(batch_size=0), ValueError, "batch_size must be a positive integer"),
+    "zero seconds of live pre-training": (lambda t: _live(t, 0), ValueError, "seconds must be a number of seconds > 0"),
+    "negative pre-training time limit": (lambda t: _pretrain_config(t, -1.0), ValueError,
+                                         r"time_limit_s must be a number of seconds > 0, or 0 \(no limit\)"),
     "corrupt results file": (lambda t: _corrupt_json(t), ValueError, "delete it to recompute"),
     "unknown profile": (lambda t: runner.profile_parameters(runner.numbered_notebooks()[0], "quick"), ValueError,
                         "pick one of"),

@@ -42,6 +42,9 @@ def _notebook(path: Path, code: list[str]) -> Path:
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params] + [nbformat.v4.new_code_cell(c) for c in code]
     nbformat.write(nb, path)
+    path.with_suffix(".schema.json").write_text(json.dumps({
+        "out_dir": {"type": "str", "nonempty": True}, "profile": {"type": "str", "choices": list(runner.PROFILES)},
+        "size": {"type": "int", "min": 1, "max": 10}, "name": {"type": "str", "nonempty": True}}))
     return path
 
 
@@ -64,6 +67,7 @@ def test_failing_notebook_is_named_and_others_are_kept(fake_series):
     assert status["01_first"].status == "ok" and status["03_third"].status == "ok"
     broken = status["02_broken"]
     assert broken.status == "failed" and "planted failure" in broken.error and "raise RuntimeError" in broken.error
+    assert "line 1: `raise RuntimeError" in broken.error
     assert broken.cell == 4  # In [4]: parameters, injected parameters, x = 1, then the failure
     assert (figures / "smoke" / "01_first" / "table.csv").exists()
     assert (figures / "smoke" / "03_third" / "table.csv").exists()
@@ -87,6 +91,8 @@ def test_rerun_skips_finished_notebooks_unless_redo(fake_series):
     ({"sise": 4}, "no parameter 'sise'. Did you mean 'size'"),
     ({"size": "four"}, "'size' must be int"),
     ({"name": 3}, "'name' must be str"),
+    ({"size": 0}, "size must be an integer >= 1 and <= 10; got 0"),
+    ({"name": ""}, "name must be a non-empty string"),
 ])
 def test_bad_parameters_are_rejected_before_running(fake_series, values, match):
     with pytest.raises(ParameterError, match=match):
@@ -102,3 +108,55 @@ def test_profiles_files_only_name_declared_parameters():
     for book in numbered_notebooks():
         for profile in runner.PROFILES:
             check_parameters(book, runner.profile_parameters(book, profile))
+
+
+def test_the_line_that_raised_is_reported_not_the_first_line_of_the_cell(fake_series):
+    books = fake_series / "notebooks"
+    _notebook(books / "04_deep.ipynb", ["from pathlib import Path\nx = 1\nPath('/no/such/file').read_text()\ny = 2"])
+    result = run_series("smoke", figures_dir=fake_series / "figures", notebooks_dir=books, kernel_name="python3",
+                        only=["04"])[0]
+    assert result.status == "failed" and "FileNotFoundError" in result.error
+    assert "line 3: `Path('/no/such/file').read_text()`" in result.error, result.error
+
+
+def _every_parameter_out_of_range():
+    from bertbusters_nb.schema import load_schema, out_of_range_example
+
+    for book in numbered_notebooks():
+        for name, spec in load_schema(book).items():
+            if name not in runner.RESERVED:
+                yield pytest.param(book, name, out_of_range_example(spec), id=f"{book.stem[:2]}-{name}")
+
+
+@pytest.mark.parametrize("book, name, value", list(_every_parameter_out_of_range()))
+def test_every_parameter_out_of_its_range_is_refused_before_any_kernel_starts(book, name, value, monkeypatch):
+    """Table-driven: each parameter of each notebook gets a value just outside its declared range."""
+    import papermill
+
+    from bertbusters_nb.schema import describe, load_schema
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("a kernel was started for a refused parameter")
+
+    monkeypatch.setattr(papermill, "execute_notebook", no_kernel)
+    with pytest.raises(ParameterError) as refused:
+        run_series("offline", only=[book.stem], overrides={name: value}, figures_dir=Path("/nonexistent/figures"))
+    message = str(refused.value)
+    assert f"{name} must be {describe(load_schema(book)[name])}" in message, message
+
+
+def test_every_notebook_parameter_has_a_declared_range():
+    from bertbusters_nb.schema import load_schema, out_of_range_example, violation
+
+    for book in numbered_notebooks():
+        schema = load_schema(book)
+        assert set(schema) == set(runner.declared_parameters(book)), book.name
+        for name, spec in schema.items():
+            assert violation(out_of_range_example(spec), spec), f"{book.name}: {name} declares no range"
+
+
+def test_cli_refuses_a_negative_count_naming_the_parameter_and_its_range(capsys):
+    from bertbusters_nb.__main__ import main
+
+    assert main(["run", "--profile", "smoke", "--only", "00", "--set", "n_texts=-5"]) == 2
+    assert "n_texts must be an integer >= 1, or 0 (all); got -5." in capsys.readouterr().err

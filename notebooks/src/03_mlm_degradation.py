@@ -125,7 +125,7 @@ blanks
 # %%
 scan = mlm_effects.run_scan(model, eval_set, roles, scan_limit, f"{out_dir}/scan_checkpoint.json", scan_texts)
 rec.table(scan, "scan")
-fig = plotting.scan_plot(scan, "eval_loss", highlight=dims, baseline=summary["intact_loss"])
+fig = plotting.scan_plot(scan, "eval_loss", highlight=dims)
 rec.figure(fig, "scan")
 
 # %%
