@@ -28,6 +28,7 @@ import base64
 import contextlib
 import html
 import io
+import json
 import logging
 import math
 import time
@@ -723,6 +724,13 @@ def view_html(view: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- the widget layer
+def shown_key(state: ExplorerState) -> str:
+    """The controls' state a shown result was computed for, as compact JSON (the status line's
+    ``data-shown``): a browser test compares it with the controls to prove the view is fresh."""
+    return json.dumps({"dims": sorted(state.dims), "layers": list(state.layers or ()), "roles": sorted(state.roles),
+                       "mode": state.mode}, separators=(",", ":"))
+
+
 class ExplorerWidget:
     """ipywidgets controls wired to an ``Explorer`` through a ``Coalescer`` (see the module docstring).
 
@@ -847,6 +855,7 @@ class ExplorerWidget:
     def _show(self, result) -> None:
         state, view, png, seconds = result
         self._generation += 1
+        self._shown = shown_key(state)
         self.loss.value = loss_html(view)
         self.predictions.value = predictions_html(view)
         self.plot.value = png
@@ -860,8 +869,10 @@ class ExplorerWidget:
 
     def _status_html(self, text: str) -> str:
         c = self.coalescer
+        shown = html.escape(getattr(self, "_shown", ""), quote=True)
         return (f"<span class='bb-status' data-generation='{self._generation}' data-computed='{c.computed}' "
-                f"data-submitted='{c.submitted}' style='color:#555;font-size:12px'>view {self._generation} · {text}"
+                f"data-submitted='{c.submitted}' data-shown='{shown}' style='color:#555;font-size:12px'>"
+                f"view {self._generation} · {text}"
                 f" · {c.computed} of {c.submitted} changes computed</span>")
 
     def _repr_mimebundle_(self, **kwargs) -> dict:
