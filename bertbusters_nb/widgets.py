@@ -6,7 +6,8 @@ Three layers, so that everything but the wiring is testable without a browser:
 * ``Explorer``: the model side. ``compute_view(state)`` returns the numbers and tables for a
   state (MLM loss on a small fixed eval set and its change from the intact model, top-k
   fill-in-the-blank predictions intact vs ablated; for an encoder without an MLM head, the
-  cosine between ablated and intact sentence embeddings); ``figure(state)`` draws the per-layer
+  cosine between ablated and intact sentence embeddings; for a causal LM, the causal-LM loss and
+  next-token predictions for the user's text); ``figure(state)`` draws the per-layer
   LayerNorm parameters with the disabled dims marked. Intact results are computed once and
   cached, every ablation runs inside ``Condition.apply`` (restored on exit).
 * ``ExplorerWidget``: ipywidgets controls wired to the explorer through a ``Coalescer``, so
@@ -41,12 +42,15 @@ import torch
 
 from .ablation import MODES, Condition
 from .fill_mask import count_blanks, fill_mask, has_mlm_head, side_by_side
+from .next_token import CAUSAL_MODEL_TYPES, is_causal_lm, next_tokens
 from .norms import ROLES, NormSite, find_norm_sites, select_sites
 from .outliers import find_outliers, top_dims_by_magnitude
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SENTENCE = "the movie was [MASK] and the acting was [MASK] ."
+DEFAULT_PROMPT = "The movie was"  # a causal LM continues the text: no blanks
+LM_LABELS = {"mlm": ("MLM loss", "masked tokens"), "causal": ("causal-LM loss", "next tokens")}
 SHORT_ROLE_LABELS = {"embeddings": "emb", "attention_output": "attn", "block_output": "block",
                      "cross_attention_output": "cross", "pre_attention": "pre-attn", "pre_cross_attention": "pre-cross",
                      "pre_ffn": "pre-FFN", "final": "final", "head": "head"}
@@ -241,6 +245,8 @@ def load_for_explorer(name_or_path: str, device: str | None = "auto"):
         return load_model(name_or_path, head="mlm", device=device)  # raises ModelLoadError saying why
     architectures = getattr(config, "architectures", None) or []
     head = "mlm" if any("MaskedLM" in a or "ForPreTraining" in a for a in architectures) else "base"
+    if getattr(config, "model_type", "") in CAUSAL_MODEL_TYPES:
+        head = "causal-lm"  # a decoder: next-token predictions instead of fill-in-the-blank
     return load_model(name_or_path, head=head, device=device)
 
 
@@ -298,7 +304,14 @@ class Explorer:
         self.hidden_size = min(s.size for s in self.sites)
         ranked = [r for r in outlier_roles if r in self.roles_available] or [self.roles_available[0]]
         self.top_dims, self.outlier_dims = candidate_dims(select_sites(self.sites, ranked), n_top_dims, k)
-        self.kind = "mlm" if has_mlm_head(model) and tokenizer.mask_token is not None else "embeddings"
+        if is_causal_lm(model):
+            self.kind = "causal"
+        else:
+            self.kind = "mlm" if has_mlm_head(model) and tokenizer.mask_token is not None else "embeddings"
+        if self.kind == "causal" and sentence == DEFAULT_SENTENCE:
+            sentence = DEFAULT_PROMPT
+        if tuple(roles) == ("block_output",) and "block_output" not in self.roles_available:
+            roles = tuple(r for r in ("pre_attention", "pre_ffn") if r in self.roles_available) or roles  # pre-LN
         missing = [r for r in ([roles] if isinstance(roles, str) else roles) if r not in self.roles_available]
         if missing:
             raise ValueError(f"This model has no {missing} norm sites; it has {list(self.roles_available)}.")
@@ -315,13 +328,17 @@ class Explorer:
         """The fixed eval set and the intact results every view compares with."""
         model, tokenizer = self.model, self.tokenizer
         start = time.perf_counter()
-        if self.kind == "mlm":
+        if self.kind in LM_LABELS:
             from .engine import AblationEngine
-            from .masking import prepare_mlm_eval
+            from .masking import prepare_causal_eval, prepare_mlm_eval
 
             device = next(model.parameters()).device
-            self.eval_set = prepare_mlm_eval(tokenizer, texts, max_length=max_length, mask_prob=mask_prob, seed=seed,
-                                             batch_size=batch_size, device=device)
+            if self.kind == "mlm":
+                self.eval_set = prepare_mlm_eval(tokenizer, texts, max_length=max_length, mask_prob=mask_prob,
+                                                 seed=seed, batch_size=batch_size, device=device)
+            else:
+                self.eval_set = prepare_causal_eval(tokenizer, texts, max_length=max_length, batch_size=batch_size,
+                                                    device=device)
             self.engine = AblationEngine(model, self.eval_set, self.sites, prefix_cache=True)
             self.intact_metrics = self.engine.evaluate()
         else:
@@ -376,6 +393,8 @@ class Explorer:
                                    max_length=self.max_length)
 
     def _predict(self, sentence: str) -> pd.DataFrame:
+        if self.kind == "causal":
+            return next_tokens(self.model, self.tokenizer, sentence, top_k=self.top_k, max_length=self.max_length)
         return fill_mask(self.model, self.tokenizer, sentence, top_k=self.top_k, max_length=self.max_length)
 
     def _sentence_intact(self, sentence: str):
@@ -383,6 +402,8 @@ class Explorer:
         if sentence not in self._sentence_cache:
             if self.kind == "mlm":
                 value = self._predict(sentence) if count_blanks(sentence, self.tokenizer) else None
+            elif self.kind == "causal":
+                value = self._predict(sentence) if sentence.strip() else None
             else:
                 value = self._embeddings([sentence]) if sentence.strip() else None
             if len(self._sentence_cache) > 256:
@@ -393,7 +414,7 @@ class Explorer:
     def compute_view(self, state: ExplorerState, use_cache: bool = True) -> dict:
         """Numbers and tables of ``state``: a dict with the keys below (None where they do not apply).
 
-        state, kind ('mlm' / 'embeddings'), description, sites (names edited), n_sites, note (a
+        state, kind ('mlm' / 'causal' / 'embeddings'), description, sites (names edited), n_sites, note (a
         message for the user, '' when none), loss_intact, loss, loss_delta, perplexity_intact,
         perplexity, tokens (scored masked tokens), cosine_mean, cosine_min (embeddings of the eval
         texts vs intact), sentence_cosine, predictions (``side_by_side`` table), changed_predictions
@@ -422,9 +443,11 @@ class Explorer:
         if state.dims and not state.roles:
             notes.append("No site role is ticked, so nothing is switched off.")
         sentence_intact = self._sentence_intact(state.sentence)
-        if self.kind == "mlm":
+        if self.kind in LM_LABELS:
             if sentence_intact is None:
-                notes.append("Your sentence has no [MASK]: type [MASK] where a word should be guessed.")
+                notes.append("Your sentence has no [MASK]: type [MASK] where a word should be guessed."
+                             if self.kind == "mlm" else "Type the beginning of a sentence: the model predicts "
+                             "the next token.")
             metrics = self.engine.evaluate(condition) if state.ablates else self.intact_metrics
             if not state.ablates and not use_cache:
                 metrics = self.engine.evaluate(condition)
@@ -467,7 +490,7 @@ class Explorer:
         with those cached at the start: True when every touched parameter came back exactly."""
         with self.threads():  # same thread count as the cached results: reductions split the same way
             fresh = self.compute_view(self.initial, use_cache=False)
-            if self.kind == "mlm":
+            if self.kind in LM_LABELS:
                 same = fresh["loss"] == self.intact_metrics["eval_loss"]
                 cached = self._sentence_intact(self.initial.sentence)
                 if cached is not None:
@@ -480,15 +503,18 @@ class Explorer:
         intact model comes back exactly when the dims are switched on again (recomputed, not cached)."""
         restored = self.recheck_intact()
         dims = " ".join(map(str, view["state"].dims))
-        if self.kind == "mlm":
+        if self.kind in LM_LABELS:
+            loss_name, scored = LM_LABELS[self.kind]
             table = view["predictions"]
-            guesses = ("no [MASK] in the sentence" if table is None else
-                       f"{view['changed_predictions']} of the {len(table)} top-{self.top_k} guesses for "
-                       f"{table.blank.nunique()} blank(s) changed")
-            claim = "Switching the top outlier dims off raises the MLM loss; switching them on again restores it exactly"
+            where = f"{table.blank.nunique()} blank(s)" if self.kind == "mlm" else "the next token"
+            guesses = (("no [MASK] in the sentence" if self.kind == "mlm" else "no text to continue") if table is None
+                       else f"{view['changed_predictions']} of the {len(table)} top-{self.top_k} guesses for "
+                       f"{where} changed")
+            claim = (f"Switching the top outlier dims off raises the {loss_name}; switching them on again restores "
+                     f"it exactly")
             held = bool(view["loss_delta"] is not None and view["loss_delta"] > 0 and restored)
-            evidence = (f"dims {dims} off in {view['n_sites']} norm modules: MLM loss {view['loss_intact']:.4f} -> "
-                        f"{view['loss']:.4f} ({view['loss_delta']:+.4f}) on {view['tokens']} masked tokens of "
+            evidence = (f"dims {dims} off in {view['n_sites']} norm modules: {loss_name} {view['loss_intact']:.4f} -> "
+                        f"{view['loss']:.4f} ({view['loss_delta']:+.4f}) on {view['tokens']} {scored} of "
                         f"{len(self.texts)} texts; {guesses}; intact loss and predictions recomputed afterwards "
                         f"identical: {restored}.")
         else:
@@ -667,9 +693,10 @@ def view_table(view: dict) -> pd.DataFrame:
 def view_text(view: dict) -> str:
     """Plain-text view: the numbers and, for a masked LM, the predictions table."""
     lines = [f"Explorer: {view['description']} ({view['n_sites']} norm modules edited)"]
-    if view["kind"] == "mlm":
-        lines.append(f"MLM loss: intact {_fmt(view['loss_intact'])} -> now {_fmt(view['loss'])} "
-                     f"(change {_fmt(view['loss_delta'], '+.4f')}) on {view['tokens']} masked tokens")
+    if view["kind"] in LM_LABELS:
+        loss_name, scored = LM_LABELS[view["kind"]]
+        lines.append(f"{loss_name}: intact {_fmt(view['loss_intact'])} -> now {_fmt(view['loss'])} "
+                     f"(change {_fmt(view['loss_delta'], '+.4f')}) on {view['tokens']} {scored}")
         if view["predictions"] is not None:
             lines.append(view["predictions"].to_string(index=False, float_format=lambda p: f"{p:.3f}"))
     else:
@@ -683,10 +710,11 @@ def view_text(view: dict) -> str:
 def loss_html(view: dict) -> str:
     """The headline numbers as HTML (class names ``bb-loss-*`` / ``bb-cos-*`` for tests and styling)."""
     e = html.escape
-    if view["kind"] == "mlm":
+    if view["kind"] in LM_LABELS:
+        loss_name, scored = LM_LABELS[view["kind"]]
         delta = view["loss_delta"] or 0.0
         color = "crimson" if delta > 1e-9 else ("seagreen" if delta < -1e-9 else "black")
-        body = (f"<b>MLM loss</b> on {view['tokens']} masked tokens: intact "
+        body = (f"<b>{loss_name}</b> on {view['tokens']} {scored}: intact "
                 f"<span class='bb-loss-intact'>{_fmt(view['loss_intact'])}</span> &rarr; now "
                 f"<b class='bb-loss-ablated'>{_fmt(view['loss'])}</b> "
                 f"(<span class='bb-loss-delta' style='color:{color}'>{_fmt(view['loss_delta'], '+.4f')}</span>; "
@@ -770,7 +798,8 @@ class ExplorerWidget:
                                     style={"button_width": "60px"})
         self.mode.add_class("bb-mode")
         self.sentence = W.Text(value=ex.initial.sentence, description="sentence:", continuous_update=False,
-                               placeholder="a sentence with [MASK]; press Enter",
+                               placeholder=("the start of a sentence; press Enter" if ex.kind == "causal" else
+                                            "a sentence with [MASK]; press Enter"),
                                layout=W.Layout(width="640px"))
         self.sentence.add_class("bb-sentence")
         self.status = W.HTML()

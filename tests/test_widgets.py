@@ -404,3 +404,39 @@ def test_fill_in_the_blanks_table_matches_fill_mask_and_restores(tiny):
     first = fill_mask(model, tokenizer, sentences[0])
     assert table.intact.iloc[1].split() == first[first.blank == 2].token.tolist()
     assert table["top1_changed"].any()
+
+
+def test_causal_lm_explorer_predicts_next_tokens_on_a_tiny_random_llama(tmp_path):
+    """A decoder (tiny random Llama, pre-LN, planted outlier in every pre-norm): causal-LM loss and next-token
+    predictions for the user's text, the pre-norms toggled by default, restored exactly."""
+    from bertbusters_nb import assets
+    from bertbusters_nb.widgets import DEFAULT_PROMPT
+
+    tokenizer = T.AutoTokenizer.from_pretrained(str(assets.minilm_dir()))
+    torch.manual_seed(0)
+    model = T.LlamaForCausalLM(T.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                             max_position_embeddings=128, architectures=["LlamaForCausalLM"]))
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.input_layernorm.weight[PLANTED] = 30.0
+            layer.post_attention_layernorm.weight[PLANTED] = 30.0
+        model.model.embed_tokens.weight.mul_(20)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, tok = load_for_explorer(str(tmp_path), device="cpu")
+    assert type(loaded).__name__ == "LlamaForCausalLM"
+    ex = Explorer(loaded, tok, TEXTS, top_k=3, max_length=24, n_top_dims=4)
+    assert ex.kind == "causal" and ex.initial.sentence == DEFAULT_PROMPT
+    assert ex.initial.roles == ("pre_attention", "pre_ffn")
+    intact = ex.compute_view(ex.initial)
+    assert intact["predictions"].blank.tolist() == [1, 1, 1] and intact["changed_predictions"] == 0
+    off = ex.compute_view(ex.state_with(dims=(PLANTED,), sentence="the plot made no"))
+    assert off["loss"] != pytest.approx(off["loss_intact"], abs=1e-4) and off["tokens"] == intact["tokens"]
+    assert list(off["predictions"].columns[:4]) == ["blank", "rank", "intact", "p_intact"]
+    assert "causal-LM loss" in view_text(off) and "next tokens" in view_text(off)
+    assert "Type the beginning" in ex.compute_view(ex.state_with(sentence="  "))["note"]
+    claim, held, evidence = ex.summarize(off)
+    assert "causal-LM loss" in claim and "identical: True" in evidence
+    assert held == (off["loss_delta"] > 0)
+    ExplorerWidget(ex)  # the widget builds for a decoder too
