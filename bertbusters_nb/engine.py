@@ -28,7 +28,9 @@ What makes it fast, in order of what it saves:
    repeated K times and each touched norm gets a hook that applies each condition's own
    weight and bias to its slice. FLOPs are the same as K forwards; it pays on a GPU that
    a single small batch does not fill, not on a CPU.
-6. bf16 autocast on CUDA (``device.autocast_dtype``); losses are accumulated in float64.
+6. bf16 autocast on CUDA, and on a CPU where a once-per-process probe finds it pays
+   (``device.eval_autocast_dtype``; ``BERTBUSTERS_FP32=1`` or ``autocast=None`` forces fp32); losses are
+   accumulated in float64.
 7. Out-of-memory back-off: on an OOM the batch (or K) is halved and the failed batch is
    retried; results are sums over tokens, so they do not depend on the batch size.
 
@@ -52,10 +54,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ablation import Condition, validate_dims
-from .device import autocast_dtype as default_autocast_dtype
+from .device import eval_autocast_dtype as default_autocast_dtype
 from .masking import Batch, EvalSet
 from .metrics import compute_metrics, is_regression
-from .norms import NormSite, find_norm_sites
+from .norms import NormSite, disabled_fill, find_norm_sites
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,8 @@ class AblationEngine:
     conditions_per_forward: K conditions per batched forward; "auto": 1 on a CPU (no gain there), and on a
         GPU as many as bring a forward to ~64k tokens, at most 8 (a small batch does not fill a GPU, and
         an in-place context per condition and forward costs a GPU more than the per-condition norm hooks).
-    autocast: dtype for autocast, None for none, "auto": bf16 on CUDA, none on CPU.
+    autocast: dtype for autocast; None or "fp32": plain fp32; "auto": ``device.eval_autocast_dtype`` (bf16 on
+        CUDA and on CPUs where bf16 pays, fp32 elsewhere or when the environment sets BERTBUSTERS_FP32=1).
     chunk_size: conditions per chunk (``run``'s progress and ``on_chunk`` come per chunk).
     cache_budget_bytes: memory for cached layer inputs (default: 1/4 of free GPU memory, 2 GiB on CPU).
     The model is put in eval mode; its parameters are only edited inside contexts that restore them.
@@ -141,7 +144,7 @@ class AblationEngine:
             eval_set = eval_set.to(self.device)
         self.eval_set = eval_set
         self.sites = list(sites) if sites is not None else find_norm_sites(model)
-        self.autocast_dtype = default_autocast_dtype(self.device) if autocast == "auto" else autocast
+        self.autocast_dtype = _autocast_choice(autocast, self.device)
         self.batch_size = self._initial_batch_size(batch_size)
         self.conditions_per_forward = self._initial_k(conditions_per_forward)
         self.chunk_size = max(1, int(chunk_size))
@@ -426,6 +429,9 @@ class AblationEngine:
             sites = cond.sites(self.sites) if cond.dims else []
             if sites:
                 validate_dims(cond.dims, min(s.size for s in sites))
+                for site in sites:
+                    if not site.can_disable:
+                        disabled_fill(site, site.weight, cond.mode)  # raises: nothing to disable there
             plans.append(_Plan(i, cond, sites, *self._level(sites)))
         return plans
 
@@ -616,7 +622,7 @@ class _PerConditionNorms:
                 dims = torch.tensor(plan.condition.dims, device=w.device)
                 for param, original in ((w, module.weight), (b, site.bias)):
                     if param is not None:
-                        fill = 0.0 if plan.condition.mode == "zero" else original.detach().float().mean().to(param.dtype)
+                        fill = disabled_fill(site, original, plan.condition.mode).to(param.dtype)
                         param[dims] = fill
             weights.append(w)
             biases.append(b)
@@ -657,6 +663,17 @@ class _PerConditionNorms:
             handle.remove()
         self.handles.clear()
         return False
+
+
+def _autocast_choice(autocast, device: torch.device) -> torch.dtype | None:
+    """The engine's ``autocast`` argument as a dtype (None: fp32); see the class docstring."""
+    if autocast == "auto":
+        return default_autocast_dtype(device)
+    if autocast is None or autocast == "fp32" or autocast == torch.float32:
+        return None
+    if isinstance(autocast, torch.dtype):
+        return autocast
+    raise ValueError(f"autocast must be 'auto', 'fp32', None or a torch dtype (got {autocast!r}).")
 
 
 def _enclosing_layer(name: str, modules: dict[str, nn.Module]) -> nn.Module | None:

@@ -10,7 +10,8 @@ different scan is refused (ValueError), never silently mixed in.
 
 Table: one row per dim, in the order of ``dims``: ``dim``, the columns of
 ``evaluate_conditions`` (see ``bertbusters_nb.evaluation``), then ``intact_value`` (the
-headline metric of the intact model) and ``delta`` (value - intact_value).
+headline metric of the intact model), ``delta`` (value - intact_value) and ``value_kind`` ("exact": the
+row was evaluated, as opposed to the "estimate" rows of ``screen.screened_scan``).
 """
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def scan_dims(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str] | 
         >>> table = scan_dims(model, eval_set, roles="block_output", checkpoint_path="figures/scan.json")
         >>> table.nlargest(3, "delta")[["dim", "value", "delta"]]  # doctest: +SKIP
     """
-    from .evaluation import condition_row, rows_to_table  # evaluation re-exports scan_dims
+    from .evaluation import condition_row, metric_columns, rows_to_table  # evaluation re-exports scan_dims
 
     all_sites = list(sites) if sites is not None else find_norm_sites(model)
     roles = (roles,) if isinstance(roles, str) else tuple(roles)
@@ -150,5 +151,9 @@ def scan_dims(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str] | 
     table = rows_to_table([{k: v for k, v in by_dim[d].items() if k != "dim"} for d in dims], engine.eval_set)
     table.insert(0, "dim", dims)
     table["intact_value"] = float(intact["value"])
+    for metric in metric_columns(engine.eval_set):  # the baseline of every metric, on the scan's own examples
+        if metric in intact:
+            table[f"intact_{metric}"] = float(intact[metric])
     table["delta"] = table["value"] - table["intact_value"]
+    table["value_kind"] = "exact"  # every row evaluated; a screened scan (screen.py) also has "estimate" rows
     return table

