@@ -157,3 +157,96 @@ def scan_dims(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str] | 
     table["delta"] = table["value"] - table["intact_value"]
     table["value_kind"] = "exact"  # every row evaluated; a screened scan (screen.py) also has "estimate" rows
     return table
+
+
+# ------------------------------------------------------------------ sharded scans (accelerate)
+PART_SCHEMA = "bertbusters_nb.scan-part/1"
+
+
+def _process_state():
+    """accelerate's PartialState (rank, world size, barrier) under ``accelerate launch``; one process otherwise."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _part_path(parts_dir: Path, rank: int, world: int) -> Path:
+    return parts_dir / f"part-{rank:03d}-of-{world:03d}.json"
+
+
+def merge_scan_parts(parts_dir: str | Path, world: int | None = None) -> pd.DataFrame:
+    """The full scan table from the parts a sharded scan wrote in ``parts_dir`` (rows in the scan's dim order).
+
+    Raises FileNotFoundError naming the missing parts (a process that did not finish) and ValueError when
+    the parts belong to different scans.
+    """
+    parts_dir = Path(parts_dir)
+    files = sorted(parts_dir.glob("part-*-of-*.json"))
+    if not files:
+        raise FileNotFoundError(f"No scan parts in {parts_dir}: run sharded_scan (under accelerate launch) first.")
+    world = world or int(files[0].stem.rsplit("-", 1)[1])
+    missing = [str(_part_path(parts_dir, r, world)) for r in range(world) if not _part_path(parts_dir, r, world).exists()]
+    if missing:
+        raise FileNotFoundError(f"Scan parts missing (a process did not finish; rerun it to resume): {missing}")
+    parts = [read_json(_part_path(parts_dir, r, world)) for r in range(world)]
+    if any(p.get("schema") != PART_SCHEMA for p in parts) or any(p["key"] != parts[0]["key"] for p in parts):
+        raise ValueError(f"The parts in {parts_dir} are not all from one scan; delete the folder and rerun.")
+    columns = parts[0]["columns"]
+    by_dim = {row["dim"]: row for p in parts for row in p["rows"]}
+    table = pd.DataFrame([by_dim[d] for d in parts[0]["key"]["dims"]], columns=columns)
+    if "seed" in table:
+        table["seed"] = table["seed"].astype("Int64")
+    return table
+
+
+def sharded_scan(model: torch.nn.Module, eval_set: EvalSet, parts_dir: str | Path,
+                 dims: Iterable[int] | None = None, **scan_options) -> pd.DataFrame:
+    """``scan_dims`` with its dims split across the processes of ``accelerate launch`` (one process: all dims).
+
+    Process r of w scans dims[r::w] (resumable through its own checkpoint in ``parts_dir``), writes its rows
+    atomically to ``parts_dir/part-r-of-w.json``, waits for the others, and every process returns the
+    merged table (``merge_scan_parts``), equal to a single-process ``scan_dims``. Works for verifying a
+    screen's top dims too (pass them as ``dims``).
+
+    Example (``accelerate launch --multi_gpu --num_processes 2 my_scan.py``: one process per GPU, or without a
+    GPU two CPU processes on gloo; ``--cpu --num_processes 2`` would need MPI and runs a single process):
+        >>> table = sharded_scan(model, eval_set, "figures/scan_parts", roles="block_output")  # doctest: +SKIP
+    """
+    state = _process_state()
+    rank, world = state.process_index, state.num_processes
+    parts_dir = Path(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    sites = scan_options.get("sites")
+    all_sites = list(sites) if sites is not None else find_norm_sites(model)
+    roles = scan_options.get("roles", ("block_output",))
+    roles = (roles,) if isinstance(roles, str) else tuple(roles)
+    layers = scan_options.get("layers")
+    chosen = select_sites(all_sites, roles=roles, layers=None if layers is None else tuple(layers),
+                          stack=scan_options.get("stack"))
+    size = min(s.size for s in chosen)
+    dims = list(range(size)) if dims is None else validate_dims(dims, size)
+    mine = dims[rank::world]
+    key = {"eval_set": eval_set.fingerprint(), "model": model_fingerprint(model, all_sites),
+           "sites": [s.name for s in chosen], "mode": scan_options.get("mode", "zero"), "dims": dims, "world": world}
+    if mine:
+        part = scan_dims(model, eval_set, dims=mine, progress=scan_options.pop("progress", rank == 0),
+                         checkpoint_path=parts_dir / f"checkpoint-{rank:03d}-of-{world:03d}.json", **scan_options)
+        rows = [{c: _plain(v) for c, v in zip(part.columns, values)} for values in part.itertuples(index=False)]
+        columns = list(part.columns)
+    else:
+        rows, columns = [], None
+    atomic_write_json(_part_path(parts_dir, rank, world),
+                      {"schema": PART_SCHEMA, "key": key, "rank": rank, "columns": columns, "rows": rows})
+    state.wait_for_everyone()
+    table = merge_scan_parts(parts_dir, world)
+    state.wait_for_everyone()  # nobody removes or rewrites a part before every process has read them
+    return table
+
+
+def _plain(value):
+    """A table cell as JSON keeps it exactly (floats round-trip through repr; pandas NA -> None)."""
+    if value is None or value is pd.NA:
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
