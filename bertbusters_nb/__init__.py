@@ -4,19 +4,20 @@ Importing the package only defines names; it loads no model and touches no globa
 Submodules with heavier imports (evaluation, pretraining, finetuning, widgets, runner) are
 imported where they are used: ``from bertbusters_nb.evaluation import evaluate_conditions``.
 """
-from . import outliers, reporting
+from . import detection, outliers, reporting
 from .ablation import Condition, disabled_dims, fingerprints_equal, state_fingerprint, validate_dims
 from .activations import activation_stats, outlier_share
 from .baselines import random_dims, rank_against
 from .device import best_device
 from .loading import ALIASES, ModelLoadError, load_model
 from .norms import NormLayoutError, NormSite, find_norm_sites, select_sites, sites_table
-from .outliers import OutlierReport, dims_to_ablate, find_outliers, parameter_table
+from .detection import detect, dims_to_ablate
+from .outliers import OutlierReport, find_outliers, parameter_table
 from .results import RunRecorder
 
 __all__ = [
     "Condition", "disabled_dims", "fingerprints_equal", "state_fingerprint", "validate_dims", "activation_stats",
     "outlier_share", "random_dims", "rank_against", "best_device", "ALIASES", "ModelLoadError", "load_model",
     "NormLayoutError", "NormSite", "find_norm_sites", "select_sites", "sites_table", "OutlierReport",
-    "dims_to_ablate", "find_outliers", "parameter_table", "RunRecorder", "outliers", "reporting",
+    "dims_to_ablate", "detect", "detection", "find_outliers", "parameter_table", "RunRecorder", "outliers", "reporting",
 ]

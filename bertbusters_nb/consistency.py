@@ -9,7 +9,8 @@ import pandas as pd
 from .activations import activation_stats, magnitude_by_layer, outlier_share, text_batches
 from .loading import load_model
 from .norms import find_norm_sites, select_sites
-from .outliers import OutlierReport, dims_to_ablate, find_outliers
+from .detection import dims_to_ablate
+from .outliers import OutlierReport, find_outliers
 
 
 def flag_table(report: OutlierReport, top: int = 10) -> pd.DataFrame:
@@ -29,7 +30,8 @@ def top_dim_share(report: OutlierReport) -> float:
 
 def model_profile(name: str, texts: Sequence[str], roles: Sequence[str] = ("block_output",), k: float = 3.0,
                   max_length: int = 128, device: str | None = None, progress: bool = False) -> dict:
-    """One row for the across-models table: outlier dims, how consistently flagged, and activation dominance.
+    """One row for the across-models table: the default dims (``detection.dims_to_ablate``), how consistently
+    the ``roles`` sites flag their top dim, and how much the default dims dominate the hidden states on ``texts``.
 
     Example:
         >>> pd.DataFrame([model_profile(m, texts) for m in ["bbmini", "minilm"]])  # doctest: +SKIP
@@ -38,12 +40,13 @@ def model_profile(name: str, texts: Sequence[str], roles: Sequence[str] = ("bloc
     sites = select_sites(find_norm_sites(model), roles)
     report = find_outliers(sites, k=k)
     per_dim, top = activation_stats(model, text_batches(tokenizer, texts, max_length), progress=progress)
-    dims = dims_to_ablate(report, fallback=1)
+    dims = dims_to_ablate(model, tokenizer)  # the one rule (parameters of every site + activations)
     share = outlier_share(top, dims)
     magnitude = magnitude_by_layer(per_dim, dims)
     return {
         "model": name, "layers": len(sites), "hidden": model.config.hidden_size,
-        "outlier_dims": " ".join(map(str, report.dims)),
+        "outlier_dims": " ".join(map(str, dims)),
+        "block_output_param_outliers": " ".join(map(str, report.dims)),
         "top_dim": int(report.per_dim.dim.iloc[0]) if len(report.per_dim) else None,
         "top_dim_sites_flagged": f"{int(report.per_dim.sites_flagged.iloc[0])}/{report.n_sites}" if len(report.per_dim) else "0",
         "input_share_top_is_outlier": float(share.input_share[share.layer > 0].mean()),

@@ -33,7 +33,8 @@ from .baselines import random_dims, rank_against
 from .finetuning import FinetuneResult, FinetuneSettings, finetune
 from .loading import ALIASES, load_model, resolve
 from .norms import NormSite, find_norm_sites, select_sites
-from .outliers import OutlierReport, find_outliers, top_dims_by_magnitude
+from .detection import detect
+from .outliers import OutlierReport, find_outliers
 from .tasks import GLUE_HUB, get_task, load_task, task_columns
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,8 @@ class DownstreamStudy:
 
     backbones / tasks: names (see ``loading.ALIASES`` and ``tasks.TASKS``). settings: the
     fine-tuning recipe (``max_eval_samples`` also sizes the dev sets). roles: norm-site roles
-    the ablations touch. k / min_share: the outlier criterion (``outliers.find_outliers``).
+    the ablations touch. k / min_share: the descriptive before/after flag tables (``outliers.find_outliers``);
+    the dims disabled come from the one rule, ``detection.dims_to_ablate``, on the pre-trained backbone.
     overrides: per-backbone changes to ``settings``, e.g. ``{"bbmini": {"learning_rate": 3e-4}}``
     (a small model trained from scratch wants a larger rate than a distilled one). Overrides of a
     backbone that is not in the study (say, one left out because it is not built) are ignored.
@@ -236,19 +238,21 @@ class DownstreamStudy:
         """Outlier dims of the pre-trained backbone and of each fine-tuned model, side by side, per dim."""
         self._need("outliers")
         before_cache: dict[str, OutlierReport] = {}
+        rule_cache: dict[str, tuple[list[int], str]] = {}
         frames = []
         for pair in self.pairs:
             if pair.backbone not in before_cache:
-                base, _ = load_model(pair.backbone, head="base", device="cpu")
+                base, base_tokenizer = load_model(pair.backbone, head="base", device="cpu")
                 before_cache[pair.backbone] = find_outliers(select_sites(find_norm_sites(base), roles=self.roles),
                                                             k=self.k, min_share=self.min_share)
+                found = detect(base, base_tokenizer)  # the one rule, on the pre-trained backbone
+                rule_cache[pair.backbone] = found.dims, found.rule
             pair.before = before_cache[pair.backbone]
             pair.after = find_outliers(select_sites(pair.sites, roles=self.roles), k=self.k, min_share=self.min_share)
-            if pair.before.dims:
-                pair.dims, pair.dims_source = list(pair.before.dims), "pre-trained backbone, 3-sigma criterion"
-            else:  # no dim met the criterion: fall back to the most extreme ones, and say so
-                pair.dims = top_dims_by_magnitude(select_sites(pair.sites, roles=self.roles), 2)
-                pair.dims_source = "no dim met the criterion; the 2 largest mean |z| dims instead"
+            dims, rule = rule_cache[pair.backbone]
+            pair.dims = list(dims)
+            pair.dims_source = (f"pre-trained backbone, detection.dims_to_ablate ({rule})" if rule != "strongest candidates"
+                                else "no dim met the rule on the backbone; its strongest candidates instead")
             merged = pair.before.per_dim.merge(pair.after.per_dim, on="dim", how="outer", suffixes=("_before", "_after"))
             merged = merged.fillna({"sites_flagged_before": 0, "sites_flagged_after": 0})
             merged["outlier_before"] = merged.dim.isin(pair.before.dims)

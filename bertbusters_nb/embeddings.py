@@ -37,18 +37,18 @@ def sentence_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int 
 
 
 def embedding_drift(model, tokenizer, texts: Sequence[str], conditions: Sequence[Condition],
-                    progress: bool = True, batch_size: int = 64) -> pd.DataFrame:
+                    progress: bool = True, batch_size: int = 64, max_length: int = 128) -> pd.DataFrame:
     """Per condition, the mean (and min) cosine between ablated and intact sentence embeddings.
 
     Example:
         >>> embedding_drift(model, tok, texts, [Condition("outliers", dims=(223,))])  # doctest: +SKIP
     """
     sites = find_norm_sites(model)
-    intact = sentence_embeddings(model, tokenizer, texts, batch_size)
+    intact = sentence_embeddings(model, tokenizer, texts, batch_size, max_length)
     rows = []
     for condition in tqdm(conditions, desc="conditions", disable=not progress, leave=False):
         with condition.apply(sites):
-            ablated = sentence_embeddings(model, tokenizer, texts, batch_size)
+            ablated = sentence_embeddings(model, tokenizer, texts, batch_size, max_length)
         cos = torch.nn.functional.cosine_similarity(intact, ablated, dim=-1)
         rows.append({"condition": condition.name, **condition.describe(), "cosine_mean": float(cos.mean()),
                      "cosine_min": float(cos.min()),

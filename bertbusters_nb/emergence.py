@@ -196,13 +196,14 @@ def _plateau(folder) -> float | None:
     return None
 
 
-def final_outlier_dims(flags: pd.DataFrame, fallback: int = 0, min_share: float = 0.5) -> list[int]:
-    """Dims flagged in more than ``min_share`` of the sites at the last step (most sites first);
-    with none, the ``fallback`` most-flagged dims at the last step."""
-    last = flags[flags.step == flags.step.max()].sort_values(["sites_flagged", "max_abs_z"], ascending=False)
-    need = math.floor(last.n_sites.iloc[0] * min_share) + 1
-    dims = [int(d) for d in last[last.sites_flagged >= need].dim]
-    return dims or [int(d) for d in last.dim.head(fallback)]
+def final_outlier_dims(flags: pd.DataFrame, fallback: int = 0, min_share: float | None = None) -> list[int]:
+    """The one rule's parameter part (``detection.dims_from_flags``) at the last step of ``flags``: dims flagged
+    in more than ``min_share`` of the sites (default: the rule's), most sites first; with none, the
+    ``fallback`` strongest candidates. A stored trajectory has no weights, so no activations to add."""
+    from .detection import DEFAULT_RULE, dims_from_flags
+
+    last = flags[flags.step == flags.step.max()]
+    return dims_from_flags(last, DEFAULT_RULE["min_share"] if min_share is None else min_share, fallback)
 
 
 def emergence_verdict(emerged: pd.DataFrame, last_step: int, breakout: int | None, plateau: float | None,

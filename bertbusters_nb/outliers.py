@@ -1,12 +1,15 @@
-"""Outlier dimensions in normalization parameters (the paper's 3-sigma criterion).
+"""Outlier dimensions in normalization parameters (the paper's 3-sigma criterion), as a descriptive report.
 
 Per site, weight and bias separately, a dim is flagged when its value lies more than
 ``k`` standard deviations from that parameter vector's mean. A dim counts as a model-level
 outlier when it is flagged in more than ``min_share`` of the layers considered.
+
+Which dims an experiment disables is decided in one place, ``detection.dims_to_ablate``
+(parameters of every norm site and hidden-state magnitudes); ``find_outliers`` describes one
+role set's parameters (plots, flag tables).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -79,7 +82,9 @@ def find_outliers(sites: Sequence[NormSite], k: float = 3.0, min_layers: int | N
         raise ValueError(f"k must be positive, got {k}.")
     params = parameter_table(sites, k)
     if min_layers is None:
-        min_layers = max(1, math.floor(len(sites) * min_share) + 1)
+        from .detection import _strict_share
+
+        min_layers = _strict_share(len(sites), min_share)
     flagged = params[params.flagged]
     flags = (flagged.groupby(["site", "dim"]).size().unstack(fill_value=0) > 0) if len(flagged) else pd.DataFrame()
     per_dim = params.assign(abs_z=params.z.abs()).groupby("dim")["abs_z"].max().rename("max_abs_z").reset_index()
@@ -89,23 +94,3 @@ def find_outliers(sites: Sequence[NormSite], k: float = 3.0, min_layers: int | N
         ["sites_flagged", "max_abs_z"], ascending=False).reset_index(drop=True)
     dims = [int(d) for d in per_dim.loc[per_dim.sites_flagged >= min_layers, "dim"]]
     return OutlierReport(dims, per_dim, flags, params, k, min_layers, len(sites))
-
-
-def top_dims_by_magnitude(sites: Sequence[NormSite], count: int) -> list[int]:
-    """The ``count`` dims with the largest mean |z| over the sites: a ranking that always returns dims."""
-    params = parameter_table(sites)
-    score = params.assign(abs_z=params.z.abs()).groupby("dim")["abs_z"].mean()
-    return [int(d) for d in score.sort_values(ascending=False).index[:count]]
-
-
-def dims_to_ablate(report: OutlierReport, fallback: int = 2) -> list[int]:
-    """The detected outlier dims; when none pass the criterion, the ``fallback`` most-flagged
-    dims, topped up by the highest mean |z| (e.g. at initialisation, when nothing is flagged),
-    so a notebook or a checkpoint series always has the strongest candidates to measure."""
-    if report.dims:
-        return list(report.dims)
-    dims = [int(d) for d in report.per_dim.dim.head(fallback)] if len(report.per_dim) else []
-    if len(dims) < fallback:
-        score = report.params.assign(abs_z=report.params.z.abs()).groupby("dim")["abs_z"].mean()
-        dims += [int(d) for d in score.sort_values(ascending=False).index if int(d) not in dims][:fallback - len(dims)]
-    return dims

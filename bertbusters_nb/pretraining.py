@@ -676,22 +676,28 @@ def load_run_model(run_dir: str | os.PathLike, weights: str | os.PathLike | None
     return model.to(best_device(None if device is None else str(device))).eval()
 
 
-def select_outlier_dims(model, roles: Sequence[str] = ("block_output",), k: float = 3.0,
-                        fallback_count: int = 2) -> tuple[list[int], str, "object"]:
-    """Dims chosen from LayerNorm parameters alone: (dims, rule, OutlierReport).
+def select_outlier_dims(model, chunks: np.ndarray | None = None, fallback_count: int = 2,
+                        max_sequences: int = 64) -> tuple[list[int], str, "object"]:
+    """The project's one rule (``detection.detect``) on a run's model: (dims, rule, Detection).
 
-    Rule 'majority': dims beyond ``k`` sigma in weight or bias in most sites of ``roles``
-    (outliers.find_outliers). When none qualifies, rule 'most-flagged': the ``fallback_count``
-    dims flagged in the most sites (ties: larger |z|), so an ablation always has dims to test.
+    Parameters of every norm site, and, with ``chunks`` (token ids of held-out sequences), the hidden
+    states of the first ``max_sequences`` of them. A snapshot at initialisation has no outliers (its
+    LayerNorms are ones and zeros, its hidden states even): rule 'strongest candidates', the
+    ``fallback_count`` dims ranked best by the same evidence, so an ablation always has dims to test.
 
     Example:
-        >>> dims, rule, report = select_outlier_dims(model)  # doctest: +SKIP
+        >>> dims, rule, found = select_outlier_dims(model, heldout)  # doctest: +SKIP
     """
-    from .norms import find_norm_sites, select_sites
-    from .outliers import dims_to_ablate, find_outliers
+    from .detection import activation_profile, detect
 
-    report = find_outliers(select_sites(find_norm_sites(model), roles=list(roles)), k=k)
-    return dims_to_ablate(report, fallback_count), "majority" if report.dims else "most-flagged", report
+    profile = None
+    if chunks is not None and len(chunks):
+        device = next(model.parameters()).device
+        rows = chunks[:max_sequences].astype(np.int64)
+        batches = [{"input_ids": torch.from_numpy(rows[i:i + 32]).to(device)} for i in range(0, len(rows), 32)]
+        profile = activation_profile(model, batches)
+    found = detect(model, profile=profile, fallback=fallback_count)
+    return found.dims, found.rule, found
 
 
 def ablation_effect(model, chunks: np.ndarray, dims: Sequence[int], draws: int = 20,
@@ -748,7 +754,7 @@ def ablation_trajectory(run_dir: str | os.PathLike, dims: Sequence[int] | None =
     rows = []
     for step, path in tqdm(sorted(snaps.items()), desc="ablation over steps", disable=not progress):
         model = load_run_model(run_dir, path, device)
-        chosen, rule = (list(dims), "given") if dims is not None else select_outlier_dims(model)[:2]
+        chosen, rule = (list(dims), "given") if dims is not None else select_outlier_dims(model, chunks)[:2]
         effect = ablation_effect(model, chunks, chosen, draws, max_sequences=max_sequences)
         rows.append({"step": step, "rule": rule,
                      **{k: v for k, v in effect.items() if k not in ("random_deltas", "roles", "dims")},
@@ -818,7 +824,7 @@ def model_metrics(model_dir: str | os.PathLike, data_dir: str | os.PathLike, dra
         report = find_outliers(select_sites(sites, roles=roles))
         outliers[name] = {"sites": report.n_sites, "min_sites": report.min_layers, "dims": report.dims,
                           "top": report.per_dim.head(8).to_dict(orient="records")}
-    dims, rule, _ = select_outlier_dims(model)
+    dims, rule, _ = select_outlier_dims(model, heldout)
     effect = ablation_effect(model, heldout, dims, draws, seed=seed, max_sequences=ablation_sequences)
     single = {}
     for dim in dims:
@@ -925,7 +931,8 @@ def main(argv: list[str] | None = None) -> int:
         run = Path(args.run)
         dims = args.dims
         if dims is None:
-            dims = select_outlier_dims(load_run_model(run))[0]
+            chunks = load_chunks(read_json(run / "config.json")["data_dir"], "heldout")
+            dims = select_outlier_dims(load_run_model(run), chunks)[0]
         table = ablation_trajectory(run, dims, args.draws, args.max_sequences)
         own = ablation_trajectory(run, None, args.draws, args.max_sequences)
         import pandas as pd

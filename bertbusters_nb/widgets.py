@@ -44,7 +44,6 @@ from .ablation import MODES, Condition
 from .fill_mask import count_blanks, fill_mask, has_mlm_head, side_by_side
 from .next_token import CAUSAL_MODEL_TYPES, is_causal_lm, next_tokens
 from .norms import ROLES, NormSite, find_norm_sites, select_sites
-from .outliers import find_outliers, top_dims_by_magnitude
 
 log = logging.getLogger(__name__)
 
@@ -250,21 +249,20 @@ def load_for_explorer(name_or_path: str, device: str | None = "auto"):
     return load_model(name_or_path, head=head, device=device)
 
 
-def candidate_dims(sites: Sequence[NormSite], count: int, k: float = 3.0) -> tuple[list[int], list[int]]:
-    """(``count`` dims to offer as toggles, the model-level outlier dims among them).
+def candidate_dims(model: torch.nn.Module, tokenizer, count: int, **rule_options) -> tuple[list[int], list[int]]:
+    """(``count`` dims to offer as toggles, the default dims to ablate among them), both from the one rule
+    (``detection.detect``): the default dims first, then the next strongest candidates by its rank combination.
+    ``tokenizer`` None: parameters only."""
+    from .detection import detect
 
-    Toggles: dims flagged (|z| > k) in the most sites, then the highest mean |z|. Outlier dims:
-    those passing ``find_outliers``' criterion, else the two strongest candidates.
-    """
-    report = find_outliers(sites, k=k)
-    dims = [int(d) for d in report.per_dim.dim.head(count)]
-    for d in top_dims_by_magnitude(sites, count + len(dims)):
+    found = detect(model, tokenizer, **rule_options)
+    dims = list(found.dims[:count])
+    for d in found.table.dim:
         if len(dims) >= count:
             break
-        if d not in dims:
-            dims.append(d)
-    outliers = [d for d in report.dims if d in dims] or dims[:2]
-    return dims, outliers
+        if int(d) not in dims:
+            dims.append(int(d))
+    return dims, [d for d in found.dims if d in dims]
 
 
 class Explorer:
@@ -276,7 +274,8 @@ class Explorer:
     sentence: the initial fill-in-the-blank sentence. roles: roles edited at the start.
     n_top_dims: how many candidate dims get a toggle. top_k: predictions per blank.
     max_length, batch_size, mask_prob, seed: of the eval set. k: the outlier criterion (sigmas).
-    outlier_roles: roles whose parameters rank the candidate dims. debounce_s: quiet time before
+    outlier_roles: roles whose parameters the rule weighs (None: every site, the project default; the
+    candidate dims come from ``detection.detect``, parameters and activations). debounce_s: quiet time before
     the widget computes. cache_size: computed views kept (by state). cpu_threads: torch threads while the
     explorer computes on a CPU (restored after each computation; None or 0: leave torch's setting). On a
     small CPU shared with other work, 1 is several times faster than oversubscribed threads.
@@ -289,7 +288,7 @@ class Explorer:
     def __init__(self, model: torch.nn.Module, tokenizer, texts: Sequence[str], *, sentence: str = DEFAULT_SENTENCE,
                  roles: Sequence[str] = ("block_output",), n_top_dims: int = 6, top_k: int = 5,
                  max_length: int = 64, batch_size: int = 64, mask_prob: float = 0.15, seed: int = 42,
-                 k: float = 3.0, outlier_roles: Sequence[str] = ("block_output",), debounce_s: float = 0.15,
+                 k: float = 3.0, outlier_roles: Sequence[str] | None = None, debounce_s: float = 0.15,
                  cache_size: int = 64, cpu_threads: int | None = None):
         texts = list(texts)
         if not texts:
@@ -302,8 +301,9 @@ class Explorer:
         self.roles_available = tuple(r for r in ROLES if any(s.role == r for s in self.sites))
         self.n_layers = 1 + max((s.layer for s in self.sites if s.layer is not None), default=0)
         self.hidden_size = min(s.size for s in self.sites)
-        ranked = [r for r in outlier_roles if r in self.roles_available] or [self.roles_available[0]]
-        self.top_dims, self.outlier_dims = candidate_dims(select_sites(self.sites, ranked), n_top_dims, k)
+        rule = {"k": k} if outlier_roles is None else {
+            "k": k, "param_roles": [r for r in outlier_roles if r in self.roles_available] or [self.roles_available[0]]}
+        self.top_dims, self.outlier_dims = candidate_dims(model, tokenizer, n_top_dims, **rule)
         if is_causal_lm(model):
             self.kind = "causal"
         else:

@@ -12,14 +12,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
-from bertbusters_nb import Condition, find_norm_sites, find_outliers, load_model, random_dims, select_sites  # noqa: E402
+from bertbusters_nb import Condition, dims_to_ablate, find_norm_sites, load_model, random_dims, select_sites  # noqa: E402
 from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval, scan_dims  # noqa: E402
 
 
 def run(device: str, texts: list[str], autocast=None, scan: bool = False) -> dict:
     model, tokenizer = load_model("bbmini", head="mlm", device=device)
     sites = find_norm_sites(model)
-    dims = find_outliers(select_sites(sites, "block_output")).dims
+    dims = dims_to_ablate(model, tokenizer)
     conditions = [Condition("none"), Condition("outliers", dims)] + [
         Condition(f"random {i}", d) for i, d in enumerate(random_dims(model.config.hidden_size, len(dims), 20, dims, 0))]
     eval_set = prepare_mlm_eval(tokenizer, texts, max_length=128, seed=42, batch_size=64, device=device)

@@ -1,42 +1,52 @@
-"""Which dims a notebook disables: the detected outliers, or the strongest candidates when none pass."""
+"""Which dims a notebook disables: the one rule's selected dims, or its strongest candidates when none pass."""
 from __future__ import annotations
 
 import torch
 import transformers as T
 
-from bertbusters_nb.norms import find_norm_sites, select_sites
-from bertbusters_nb.outliers import dims_to_ablate, find_outliers
+from bertbusters_nb import detection as D
+from bertbusters_nb.norms import find_norm_sites
 
 
-def _sites(planted: dict[int, int]):
-    """Block-output LNs of a random 4-layer BERT (hidden 32), weight 1 +- 0.05, with dim -> n of layers planted."""
+def _model(planted: dict[int, int]):
+    """A random 4-layer BERT (hidden 32) with every LayerNorm weight 1 +- 0.05 and bias 0 +- 0.05, and
+    dim -> n of its 9 LayerNorms planted (weight 3)."""
     torch.manual_seed(0)
     model = T.BertModel(T.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
                                      intermediate_size=64))
-    sites = select_sites(find_norm_sites(model), "block_output")
+    sites = find_norm_sites(model)
     with torch.no_grad():
         for site in sites:
             site.weight.normal_(1.0, 0.05)
             site.bias.normal_(0.0, 0.05)
-        for dim, layers in planted.items():
-            for site in sites[:layers]:
+        for dim, count in planted.items():
+            for site in sites[:count]:
                 site.weight[dim] = 3.0
-    return sites
+    return model
 
 
-def test_detected_outliers_are_returned_as_they_are():
-    report = find_outliers(_sites({7: 4, 20: 3}))
-    assert sorted(dims_to_ablate(report)) == [7, 20]
+def test_dims_flagged_in_most_sites_are_returned():
+    found = D.detect(_model({7: 9, 20: 6}))
+    assert sorted(found.dims) == [7, 20] and found.rule == "params"
+    assert found.dims[0] == 7  # flagged in more sites: ranked first
 
 
-def test_one_flagged_dim_is_topped_up_by_mean_abs_z():
-    report = find_outliers(_sites({7: 1}))  # flagged in 1 of 4 layers: not an outlier by the majority rule
-    assert not report.dims
-    dims = dims_to_ablate(report, fallback=3)
-    assert len(dims) == 3 and dims[0] == 7 and len(set(dims)) == 3
+def test_a_minority_dim_is_only_a_candidate():
+    found = D.detect(_model({7: 2}), fallback=3)  # flagged in 2 of 9 sites: not an outlier by the rule
+    assert found.rule == "strongest candidates"
+    assert len(found.dims) == 3 and found.dims[0] == 7 and len(set(found.dims)) == 3
 
 
 def test_nothing_flagged_still_gives_candidates():
-    report = find_outliers(_sites({}), k=50.0)
-    assert len(report.per_dim) == 0
-    assert len(dims_to_ablate(report, fallback=2)) == 2
+    found = D.detect(_model({}), k=50.0, fallback=2)
+    assert found.rule == "strongest candidates" and len(found.dims) == 2
+
+
+def test_flags_of_a_stored_trajectory_use_the_same_threshold():
+    import pandas as pd
+
+    flags = pd.DataFrame({"step": 10, "dim": [1, 2, 3], "sites_flagged": [3, 2, 0], "max_abs_z": [5.0, 9.0, 1.0],
+                          "n_sites": 4})
+    assert D.dims_from_flags(flags) == [1]  # 3 of 4 is more than half; 2 of 4 is not
+    assert D.dims_from_flags(flags, fallback=2) == [1]
+    assert D.dims_from_flags(flags.assign(sites_flagged=[2, 2, 0]), fallback=2) == [2, 1]

