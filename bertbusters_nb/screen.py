@@ -329,7 +329,7 @@ def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str
     table = table[["dim", "estimate", "estimate_rank", "exact", "effect", "value_kind", "objective", "method",
                    "intact_objective"]]
     table.attrs.update({"screen_seconds": screened - start, "verify_seconds": time.perf_counter() - screened,
-                        "top_k": top_k})
+                        "top_k": top_k, "examples": len(eval_set)})
     return table
 
 
@@ -355,6 +355,23 @@ def screen_ranking(table: pd.DataFrame, n: int = 10) -> list[int]:
     return [int(d) for d in table["dim"].head(n)]
 
 
+def screen_summary(table: pd.DataFrame, scan: pd.DataFrame | None = None, n: int = 5) -> str:
+    """One markdown sentence: the screen's most damaging checked dims, and (given an exact ``scan_dims`` table,
+    e.g. on a subset) how many of that scan's top ``n`` dims the screen checked."""
+    checked = table[table["value_kind"] == "exact"]
+    top = ", ".join(f"{int(r.dim)} ({r.exact:+.3f})" for r in checked.head(3).itertuples())
+    examples = table.attrs.get("examples")
+    text = (f"The screened scan{f' on {examples} examples' if examples else ''} (every dim's effect estimated by "
+            f"`{table['method'].iloc[0]}`, the top {len(checked)} checked exactly) finds as most damaging "
+            f"{top} ({table['objective'].iloc[0]} change).")
+    if scan is not None and len(scan):
+        exact_top = scan.nlargest(n, "delta")["dim"].astype(int).tolist()
+        found = [d for d in exact_top if d in set(checked["dim"].astype(int))]
+        text += (f" Of the exact scan's top {len(exact_top)} dims {exact_top}, {len(found)} are among the screen's "
+                 f"checked dims.")
+    return text
+
+
 __all__ = ["EmbeddingEngine", "EmbeddingEvalSet", "METHODS", "VALUE_KINDS", "agreement", "estimate_effects",
            "exact_effects", "make_engine", "objective_name", "prepare_embedding_eval", "screen_ranking",
-           "screened_scan"]
+           "screen_summary", "screened_scan"]

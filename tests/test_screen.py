@@ -8,7 +8,7 @@ from bertbusters_nb.ablation import Condition, state_fingerprint, fingerprints_e
 from bertbusters_nb.embeddings import sentence_embeddings
 from bertbusters_nb.evaluation import prepare_classification_eval, prepare_mlm_eval, scan_dims
 from bertbusters_nb.norms import find_norm_sites, select_sites
-from bertbusters_nb.screen import (agreement, estimate_effects, exact_effects, make_engine,
+from bertbusters_nb.screen import (agreement, estimate_effects, exact_effects, make_engine, screen_summary,
                                    prepare_embedding_eval, screen_ranking, screened_scan)
 from conftest import tiny_model
 from test_evaluation import TOK, random_texts
@@ -130,3 +130,15 @@ def test_bad_arguments_name_the_fix():
         estimate_effects(model, es, method="gauss_newton")
     with pytest.raises(ValueError, match="top_k"):
         screened_scan(model, es, top_k=-1)
+
+
+def test_screen_summary_names_checked_dims_and_the_exact_scans_top_dims_found():
+    model, es = tiny_model("bert"), mlm_set()
+    table = screened_scan(model, es, top_k=3, progress=False, autocast=None)
+    scan = scan_dims(model, es, progress=False, autocast=None)
+    text = screen_summary(table, scan, n=5)
+    first = int(table["dim"].iloc[0])
+    assert f"{first} (" in text and "top 3 checked exactly" in text and "on 16 examples" in text
+    exact_top = scan.nlargest(5, "delta")["dim"].tolist()
+    found = len(set(exact_top) & set(table.loc[table["value_kind"] == "exact", "dim"]))
+    assert f"{found} are among the screen's checked dims" in text
