@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Literal, Sequence
 
 import torch
 
-from .norms import NormSite, find_norm_sites, select_sites
+from .norms import NormSite, disabled_fill, find_norm_sites, select_sites
 
 Mode = Literal["zero", "mean"]
 MODES = ("zero", "mean")
@@ -46,7 +46,9 @@ def _targets(site: NormSite) -> list[torch.Tensor]:
 
 @contextlib.contextmanager
 def disabled_dims(sites: Sequence[NormSite], dims: Iterable[int], mode: Mode = "zero") -> Iterator[list[NormSite]]:
-    """Zero (or set to the site's mean) weight and bias at ``dims`` in ``sites``; restore on exit.
+    """Disable ``dims`` in ``sites`` (effective scale and shift 0, or the site's mean: ``norms.disabled_fill``,
+    which knows Gemma's ``x * (1 + w)``); restore bit for bit on exit. A site without affine parameters
+    has nothing to disable: ValueError naming it.
 
     Example:
         >>> with disabled_dims(select_sites(find_norm_sites(model)), [308, 381]):
@@ -59,6 +61,9 @@ def disabled_dims(sites: Sequence[NormSite], dims: Iterable[int], mode: Mode = "
         raise ValueError(f"Unknown mode {mode!r}; pick one of {MODES}.")
     sizes = {s.size for s in sites}
     dims = validate_dims(dims, min(sizes))
+    for site in sites:
+        if not site.can_disable:
+            disabled_fill(site, site.weight, mode)  # raises, naming the site and why
     saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     indices: dict[torch.device, torch.Tensor] = {}  # one index tensor per device (a GPU copy each is costly)
     try:
@@ -69,8 +74,7 @@ def disabled_dims(sites: Sequence[NormSite], dims: Iterable[int], mode: Mode = "
                         indices[param.device] = torch.tensor(dims, device=param.device)
                     index = indices[param.device]
                     saved.append((param, index, param.data[index]))  # indexing with a tensor copies
-                    fill = 0.0 if mode == "zero" else param.data.float().mean().to(param.dtype)
-                    param.data[index] = fill
+                    param.data[index] = disabled_fill(site, param, mode)
         yield sites
     finally:
         with torch.no_grad():

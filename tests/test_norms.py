@@ -88,7 +88,7 @@ def test_unknown_layout_names_the_model_type():
     model = tiny_model("bert")
     layer = model.bert.encoder.layer[0]
     layer.extra_norm = nn.LayerNorm(32)  # a layout the finder has never seen
-    with pytest.raises(NormLayoutError, match="'bert'.*LAYER_LAYOUTS"):
+    with pytest.raises(NormLayoutError, match="extra_norm.*'bert' model did not run"):
         find_norm_sites(model)
 
 
