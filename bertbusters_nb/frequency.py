@@ -257,19 +257,37 @@ def frequency_table(occurrences: pd.DataFrame, counts: TokenCounts, layer: int, 
 
 
 def _rank(x: np.ndarray) -> np.ndarray:
-    return pd.Series(x).rank().to_numpy()
+    """Average ranks along the last axis (ties share their mean rank)."""
+    from scipy.stats import rankdata
+
+    return rankdata(x, axis=-1)
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
+def _corr_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``a`` with the same row of ``b`` (NaN where one is constant)."""
+    a = a - a.mean(-1, keepdims=True)
+    b = b - b.mean(-1, keepdims=True)
+    denom = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 1e-12, (a * b).sum(-1) / np.where(denom > 1e-12, denom, 1.0), np.nan)
 
 
-def _residual(y: np.ndarray, covariates: np.ndarray) -> np.ndarray:
-    design = np.column_stack([np.ones(len(y)), covariates])
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    return y - design @ coef
+def _residual_rows(y: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+    """Residuals of each row of ``y`` (B, n) after least squares on its covariates (B, n, k) and an intercept
+    (normal equations with a tiny ridge, so a covariate that is constant in a row simply drops out)."""
+    design = np.concatenate([np.ones(y.shape + (1,)), covariates], axis=-1)      # (B, n, k+1)
+    scale = np.sqrt((design ** 2).mean(-2, keepdims=True)).clip(1e-12)             # equilibrate the columns
+    design = design / scale
+    gram = design.transpose(0, 2, 1) @ design + 1e-9 * np.eye(design.shape[-1])   # ridge: constant columns drop out
+    beta = np.linalg.solve(gram, design.transpose(0, 2, 1) @ y[..., None])        # (B, k+1, 1)
+    return y - (design @ beta)[..., 0]
+
+
+def _partial_rows(x: np.ndarray, y: np.ndarray, covariates: np.ndarray, rank: bool) -> np.ndarray:
+    if rank:
+        x, y = _rank(x), _rank(y)
+        covariates = np.stack([_rank(covariates[..., j]) for j in range(covariates.shape[-1])], axis=-1)
+    return _corr_rows(_residual_rows(x, covariates), _residual_rows(y, covariates))
 
 
 def partial_correlation(x: np.ndarray, y: np.ndarray, covariates: np.ndarray, rank: bool = False) -> float:
@@ -281,24 +299,22 @@ def partial_correlation(x: np.ndarray, y: np.ndarray, covariates: np.ndarray, ra
         >>> round(partial_correlation(z + rng.normal(size=500) * .1, z + rng.normal(size=500) * .1, z[:, None]), 1)
         0.0
     """
-    x, y, covariates = np.asarray(x, float), np.asarray(y, float), np.asarray(covariates, float).reshape(len(x), -1)
-    if rank:
-        x, y = _rank(x), _rank(y)
-        covariates = np.column_stack([_rank(c) for c in covariates.T]) if covariates.size else covariates
-    keep = [j for j in range(covariates.shape[1]) if np.std(covariates[:, j]) > 0]
-    return _pearson(_residual(x, covariates[:, keep]), _residual(y, covariates[:, keep]))
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    covariates = np.asarray(covariates, float).reshape(len(x), -1)
+    return float(_partial_rows(x[None], y[None], covariates[None], rank)[0])
 
 
-def _measures(table: pd.DataFrame) -> dict[str, float]:
-    x, y = table.log_count.to_numpy(float), table.mean_abs.to_numpy(float)
-    cov = table[["mean_position", "special"]].to_numpy(float)
-    return {"pearson": _pearson(x, y), "spearman": _pearson(_rank(x), _rank(y)),
-            "partial_pearson": partial_correlation(x, y, cov), "partial_spearman": partial_correlation(x, y, cov, rank=True)}
+def _measures(x: np.ndarray, y: np.ndarray, cov: np.ndarray, index: np.ndarray) -> dict[str, np.ndarray]:
+    """The four correlations on the rows of ``index`` (B, n): one value per resample."""
+    xs, ys, cs = x[index], y[index], cov[index]
+    return {"pearson": _corr_rows(xs, ys), "spearman": _corr_rows(_rank(xs), _rank(ys)),
+            "partial_pearson": _partial_rows(xs, ys, cs, False), "partial_spearman": _partial_rows(xs, ys, cs, True)}
 
 
 def frequency_correlation(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
     """Pearson (log count vs mean |h|), Spearman, and both partial on (mean position, special), each with a
-    percentile bootstrap CI over token types. One row per measure: measure, value, ci_low, ci_high, types.
+    percentile bootstrap CI over token types (resamples computed together). One row per measure: measure,
+    value, ci_low, ci_high, types, boot.
 
     Example:
         >>> frequency_correlation(frequency_table(occ, counts, 2, 81), n_boot=500)  # doctest: +SKIP
@@ -306,17 +322,22 @@ def frequency_correlation(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0
     if len(table) < 5:
         raise ValueError(f"Only {len(table)} token types: too few for a correlation (use more texts or a lower "
                          f"min_occurrences).")
-    point = _measures(table)
+    x, y = table.log_count.to_numpy(float), table.mean_abs.to_numpy(float)
+    cov = table[["mean_position", "special"]].to_numpy(float)
+    n = len(table)
+    point = _measures(x, y, cov, np.arange(n)[None])
     rng = np.random.default_rng(seed)
-    boots = {k: [] for k in point}
-    for _ in range(n_boot):
-        sample = table.iloc[rng.integers(0, len(table), len(table))]
-        for k, v in _measures(sample).items():
+    boots: dict[str, list[np.ndarray]] = {k: [] for k in point}
+    for start in range(0, n_boot, 100):  # 100 resamples at a time bounds the memory
+        part = _measures(x, y, cov, rng.integers(0, n, (min(100, n_boot - start), n)))
+        for k, v in part.items():
             boots[k].append(v)
     alpha = (1 - level) / 2
-    rows = [{"measure": k, "value": v, "ci_low": float(np.nanquantile(boots[k], alpha)),
-             "ci_high": float(np.nanquantile(boots[k], 1 - alpha)), "types": len(table), "boot": n_boot}
-            for k, v in point.items()]
+    rows = []
+    for k, v in point.items():
+        b = np.concatenate(boots[k])
+        rows.append({"measure": k, "value": float(v[0]), "ci_low": float(np.nanquantile(b, alpha)),
+                     "ci_high": float(np.nanquantile(b, 1 - alpha)), "types": n, "boot": n_boot})
     return pd.DataFrame(rows)
 
 
