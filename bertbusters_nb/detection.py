@@ -459,9 +459,10 @@ class Detection:
         for r in self.table[self.table.dim.isin(self.dims)].itertuples():
             bits = [f"params {int(r.param_sites)}/{int(r.n_param_sites)} sites (max|z| {r.param_max_abs_z:.1f})"]
             if "act_ratio_median" in self.table:
-                bits.append(f"mean|h| {r.act_ratio_median:.1f}x median dim in {int(r.act_layers)}/{int(r.n_act_layers)} layers")
+                bits.append(f"mean|h| {r.act_ratio_median:.1f}x the median dim (>= {self.settings['activation_ratio']:g}x "
+                            f"in {int(r.act_layers)}/{int(r.n_act_layers)} layers)")
             parts.append(f"dim {int(r.dim)}: " + ", ".join(bits))
-        return f"dims to ablate ({self.rule}): {self.dims}; " + "; ".join(parts)
+        return f"outlier dims ({self.rule}): {self.dims}; " + "; ".join(parts)
 
 
 def combine(params: pd.DataFrame, activations: pd.DataFrame | None, fallback: int = 2) -> tuple[list[int], str, pd.DataFrame]:

@@ -7,7 +7,7 @@
 #
 # This notebook shows the package's core on the packaged `all-MiniLM-L6-v2` (BERT
 # architecture, 6 layers, hidden 384, no masked-LM head): find the normalization sites,
-# detect outliers with the 3-sigma criterion, disable them reversibly, and compare the
+# detect outliers (3-sigma parameters and hidden-state magnitudes), disable them reversibly, and compare the
 # effect on sentence embeddings with random dimensions. Every number below is computed in this run.
 
 # %% tags=["parameters"]
@@ -67,16 +67,28 @@ fig = plotting.zscore_heatmap(report.params, top)
 rec.figure(fig, "zscore_heatmap")
 
 # %% [markdown]
+# ## The dims to disable: the project's one rule
+# `bb.detect` weighs the parameters of every LayerNorm (beyond `k` sigma in most of them) and the
+# hidden-state magnitudes on offline *train* reviews (many times the median dim in most layers);
+# the held-out reviews below never choose the dims. See README, "Which dims: the detection rule".
+
+# %%
+found = bb.detect(model, tokenizer, k=k)
+dims = found.dims
+rec.table(found.table.head(20), "detection")
+print(found.summary())
+
+# %% [markdown]
 # ## Disabling them, against random dimensions
 # Mean-pooled sentence embeddings of held-out movie reviews, intact vs ablated (cosine similarity;
 # 1 = unchanged). The same number of random dims, excluding the detected outliers, gives the baseline.
 
 # %%
 texts = sample_texts(load_texts("movie_reviews", split="heldout"), n_texts, seed=seed)
-conditions = [bb.Condition("outlier dims", report.dims, tuple(roles))] + [
-    bb.Condition(f"random {i}", dims, tuple(roles))
-    for i, dims in enumerate(bb.random_dims(model.config.hidden_size, len(report.dims), random_draws,
-                                            exclude=report.dims, seed=seed))]
+conditions = [bb.Condition("outlier dims", dims, tuple(roles))] + [
+    bb.Condition(f"random {i}", draw, tuple(roles))
+    for i, draw in enumerate(bb.random_dims(model.config.hidden_size, len(dims), random_draws,
+                                            exclude=dims, seed=seed))]
 before = bb.state_fingerprint(model)
 drift = embedding_drift(model, tokenizer, texts, conditions)
 rec.table(drift, "embedding_drift")
@@ -102,5 +114,5 @@ display(Markdown(f"All parameters identical after {len(conditions)} ablations: *
 # ## What this run found
 
 # %%
-display(Markdown(reporting.verdict(held) + " " + sentence + f" Outlier dims of {model_name}: {report.dims} "
-                 f"({report.summary()})."))
+display(Markdown(reporting.verdict(held) + " " + sentence + f" Dims disabled on {model_name}: {dims} "
+                 f"({found.summary()}); block-output parameters alone: {report.summary()}."))

@@ -23,51 +23,56 @@ max_length = 128
 k = 3.0
 top_dims = 10
 seed = 0
+detection_models = ["minilm", "bbmini"]
+detection_texts = 32
+detection_dims = 0
 
 # %%
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb import activations, consistency, plotting
+from bertbusters_nb import activations, consistency, detection, plotting
 from bertbusters_nb.data import load_texts, sample_texts
 
 rec = bb.RunRecorder(out_dir, config=dict(profile=profile, device=device, model_name=model_name,
                                           compare_models=compare_models, seed_runs=seed_runs, corpus=corpus,
-                                          n_texts=n_texts, max_length=max_length, k=k, top_dims=top_dims, seed=seed))
+                                          n_texts=n_texts, max_length=max_length, k=k, top_dims=top_dims, seed=seed,
+                                          detection_models=detection_models, detection_texts=detection_texts,
+                                          detection_dims=detection_dims))
 model, tokenizer = bb.load_model(model_name, head="base", device=device)
 all_sites = bb.find_norm_sites(model)
 bb.loading.model_summary(model)
 
 # %% [markdown]
 # ## Where the outliers live: LayerNorm parameters per layer
-# Outlier dims are detected on the block-output LayerNorms (`k` sigma, flagged in most layers) and
-# marked in red on every site role, so the reader sees where they stand out and where they do not.
+# The block-output LayerNorms' own `k`-sigma report is printed; the dims marked in red on every site
+# role are the project's default (`bb.dims_to_ablate`: parameters of every LayerNorm and hidden-state
+# magnitudes), so the reader sees where they stand out and where they do not.
 
 # %%
-block = bb.select_sites(all_sites, "block_output")
+paper_roles, roles_reason = bb.norms.default_roles(all_sites)
+display(Markdown(f"Sites standing for the paper's block-output LayerNorms: {roles_reason}."))
+block = bb.select_sites(all_sites, paper_roles)
 report = bb.find_outliers(block, k=k)
-marked = bb.dims_to_ablate(report)
+marked = bb.dims_to_ablate(model, tokenizer, k=k)
 print(report.summary())
-fig = plotting.norm_parameter_lines(block, marked, title=f"{model_name}: block-output LayerNorms")
+fig = plotting.norm_parameter_lines(block, marked, title=f"{model_name}: {bb.norms.role_label(paper_roles)} norms")
 rec.figure(fig, "block_output_params")
 
 # %%
-fig = plotting.norm_parameter_lines(bb.select_sites(all_sites, "attention_output"), marked,
-                                    title=f"{model_name}: attention-output LayerNorms")
-rec.figure(fig, "attention_output_params")
-
-# %%
-fig = plotting.norm_parameter_lines(bb.select_sites(all_sites, "embeddings"), marked,
-                                    title=f"{model_name}: embedding LayerNorm")
-rec.figure(fig, "embedding_params")
+for role in bb.norms.companion_roles(all_sites, paper_roles):  # post-LN: attention-output, then embedding norms
+    fig = plotting.norm_parameter_lines(bb.select_sites(all_sites, role), marked,
+                                        title=f"{model_name}: {bb.norms.role_label(role)} norms")
+    rec.figure(fig, f"{role}_params")  # pyplot figures: the notebook shows each at the end of the cell
 
 # %% [markdown]
-# Above: block-output, attention-output and embedding LayerNorm weight (blue) and bias (orange),
-# with the block-output outlier dims marked. Below: z-scores of the most-flagged dims in every site,
+# Above: the weight (blue) and bias (orange) of the norms of each role (post-LN: block-output,
+# attention-output and embedding LayerNorms),
+# with the default dims marked. Below: z-scores of the most-flagged dims in every site,
 # and which of them pass the `k`-sigma test where.
 
 # %%
-sites_report = bb.find_outliers([s for s in all_sites if s.role != "head"], k=k)
+sites_report = bb.find_outliers([s for s in bb.select_sites(all_sites, None) if s.role != "head"], k=k)
 fig = plotting.zscore_heatmap(sites_report.params, report.per_dim.dim.head(top_dims).tolist(),
                               title=f"{model_name}: LayerNorm weight z-scores, every site")
 rec.figure(fig, "zscore_heatmap")
@@ -146,6 +151,27 @@ held_seeds, evidence = consistency.seeds_finding(across_seeds)
 rec.finding("Outlier positions differ between seeds of the same recipe", held_seeds, evidence)
 display(Markdown(evidence + "."))
 across_seeds
+
+# %% [markdown]
+# ## Which criterion finds the dims that matter
+# Each detection criterion (LayerNorm parameters per role set; hidden-state magnitude, LLM.int8 and
+# massive-activation presets; the paper's dominance; and the default rule) against the ground truth:
+# every dim disabled alone, scored on the model's own objective (masked-LM loss, or embedding cosine
+# for an encoder without a head) over `detection_texts` held-out reviews. Precision and recall are of a
+# criterion's dims against the scan's four most damaging; Spearman is of its scores against the damage.
+# The criteria see only parameters and offline *train* reviews, never the scored texts.
+
+# %%
+agreement = detection.agreement_across_models(detection_models, n_effect_texts=detection_texts,
+                                               effect_dims=detection_dims or None, progress=True)
+rec.table(agreement, "detection_agreement")
+agreement[["model", "most_damaging", "criterion", "dims", "precision", "recall", "names_most_damaging",
+           "top_dim_effect_rank", "spearman"]]
+
+# %%
+claim, held_rule, evidence = detection.rule_finding(agreement)
+rec.finding(claim, held_rule, evidence)
+display(Markdown(evidence + "."))
 
 # %% [markdown]
 # ## What this run found
