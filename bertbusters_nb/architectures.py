@@ -144,10 +144,11 @@ def check_type(model_type: str, head: str) -> Outcome:
         return Outcome(model_type, head, "not-buildable", f"{type(exc).__name__}: {_short(exc)}",
                        seconds=time.perf_counter() - start)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             sites = find_norm_sites(model)
             problems = verify_sites(model, sites)
+        not_run = [str(w.message) for w in caught if "did not run" in str(w.message)]
     except NormLayoutError as exc:
         return Outcome(model_type, head, "layout-error", _short(exc), seconds=time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - a crash of the finder is a bug, shown as such
@@ -157,7 +158,8 @@ def check_type(model_type: str, head: str) -> Outcome:
     if problems:
         return Outcome(model_type, head, "wrong", "; ".join(problems[:3]), roles, layers,
                        time.perf_counter() - start)
-    return Outcome(model_type, head, "covered", f"{len(sites)} sites verified", roles, layers,
+    note = f"; {_short(not_run[0], 200)}" if not_run else ""
+    return Outcome(model_type, head, "covered", f"{len(sites)} sites verified{note}", roles, layers,
                    time.perf_counter() - start)
 
 

@@ -30,7 +30,8 @@ dt norm). Both are left out of hidden-dim ablation (``HIDDEN_ROLES``): their siz
 Outside the layers a norm is ``head`` when it is not in the base model, else ``embeddings`` or
 ``final`` by whether it runs before or after its stack's layers. A single stack is a ``decoder``
 when it is causal (a change at one token leaves earlier tokens alone), else an ``encoder``.
-Anything else (a norm whose output feeds nothing, a post-LN norm after a token-wise sub-layer
+Norms that do not run on the text-only forward (vision / audio towers, the cross-attention norms of a
+decoder used alone) are not sites, with a warning naming them. Anything else (a norm whose output feeds nothing, a post-LN norm after a token-wise sub-layer
 whose output is not the layer's output, a norm of the wrong size on the stream) is a
 ``NormLayoutError`` that says what was seen; module names are only echoed, never decisive, and
 the layer count is checked against the config.
@@ -43,6 +44,7 @@ definition, used by the ablation context, the engine's per-condition path and th
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -416,11 +418,15 @@ class _Tracer:
                     if name not in self.watched:
                         handles.append(mod.register_forward_hook(lambda _m, _a, out: _zero_like(out)))
             with torch.no_grad():
+                first = not getattr(self, "ran_once", False)
                 try:
                     self.model(**self._kwargs())
+                    self.ran_once = True
                 except NormLayoutError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - re-raised with our message on top
+                    if not first:  # the plain forward worked: this error is the model's or the caller's, as is
+                        raise
                     raise NormLayoutError(
                         f"Could not run a {SEQ_LEN}-token dummy forward of this "
                         f"{getattr(self.config, 'model_type', type(self.model).__name__)!r} model to trace its "
@@ -564,10 +570,8 @@ def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
                 per_layer.setdefault(key, []).append((name, c))
     for key in per_layer:
         per_layer[key].sort(key=lambda nc: base[nc[0]][nc[1]].start)
-    for name in norm_in_layer:
-        if not base.get(name):
-            raise NormLayoutError(f"The norm '{name}' of this {getattr(tracer.config, 'model_type', '')!r} model did not run in "
-                                  "a dummy forward; cannot tell its role.")
+    not_run = sorted(n for n in norm_in_layer if not base.get(n))  # e.g. cross-attention norms of a decoder alone
+    norm_in_layer = {n: m for n, m in norm_in_layer.items() if n not in not_run}
 
     # zeroed leaves: skip paths only
     zero_base = tracer.run(layer_input=iso, zero_leaves=True)
@@ -662,7 +666,7 @@ def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
                       for c in range(len(base[ln])) if base[ln][c].outputs)
               for ln in layer_names}
     has_memory = {ln: any(memory.get((ln, c)) for c in range(len(base[ln]))) for ln in layer_names}
-    return facts, per_layer, layer_feeds, base, causal, has_memory
+    return facts, per_layer, layer_feeds, base, causal, has_memory, not_run
 
 
 def _module_kinds(tracer, base, iso, candidates, memory, in_layer, which, norm_in_layer):
@@ -819,12 +823,16 @@ def find_norm_sites(model: nn.Module) -> list[NormSite]:
             (f"{list_name}.{i}", el) for i, el in enumerate(mod))
     layer_items = {n: el for items in owners.values() for n, el in items}
     enc_dec = len(owners) == 2 or bool(getattr(config, "is_encoder_decoder", False))
-    facts, per_layer, layer_feeds, base, causal, has_memory = _trace_layers(model, layer_items, norms, enc_dec)
+    facts, per_layer, layer_feeds, base, causal, has_memory, not_run = _trace_layers(model, layer_items, norms,
+                                                                                     enc_dec)
+    if not_run:
+        warnings.warn(f"{len(not_run)} norm(s) of this {model_type!r} model did not run on a text-only forward and are "
+                      f"not sites (they do not touch its outputs): {not_run[:4]}", stacklevel=2)
     # stacks none of whose layers ran on a text-only forward (vision / audio towers) hold no sites
     ran = {o: items for o, items in owners.items() if any(base.get(ln) for ln, _ in items)}
     if not ran:
         raise NormLayoutError(f"None of the layer stacks of this {model_type!r} model ran on a text-only forward.")
-    dropped = {n for o in owners if o not in ran for n in norms if n.startswith(o + ".")}
+    dropped = {n for o in owners if o not in ran for n in norms if n.startswith(o + ".")} | set(not_run)
     owners = ran
     norms = {n: m for n, m in norms.items() if n not in dropped and (base.get(n) or any(
         n.startswith(ln + ".") for items in owners.values() for ln, _ in items))}
@@ -1072,9 +1080,13 @@ def verify_sites(model: nn.Module, sites: Sequence[NormSite], dim: int = 1) -> l
 
     tracer = _Tracer(model, {}, {}, {}, {})
     inputs: dict[str, tuple] = {}
-    handles = [site.module.register_forward_pre_hook(
-        lambda _m, args, kwargs, name=site.name: inputs.setdefault(name, (args, kwargs)), with_kwargs=True)
-        for site in sites]
+
+    def keep(name):
+        def hook(_m, args, kwargs):
+            inputs.setdefault(name, (args, kwargs))  # the first call's input; returns None: changes nothing
+        return hook
+
+    handles = [site.module.register_forward_pre_hook(keep(site.name), with_kwargs=True) for site in sites]
     try:
         with torch.no_grad(), _eval_mode(model):
             model(**tracer._kwargs())

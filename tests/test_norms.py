@@ -84,12 +84,14 @@ def test_model_without_norms_is_a_clear_error():
         find_norm_sites(model)
 
 
-def test_unknown_layout_names_the_model_type():
+def test_norm_that_never_runs_is_no_site_and_is_named_in_a_warning():
     model = tiny_model("bert")
     layer = model.bert.encoder.layer[0]
-    layer.extra_norm = nn.LayerNorm(32)  # a layout the finder has never seen
-    with pytest.raises(NormLayoutError, match="extra_norm.*'bert' model did not run"):
-        find_norm_sites(model)
+    layer.extra_norm = nn.LayerNorm(32)  # held by the layer, never called: it cannot touch the outputs
+    with pytest.warns(UserWarning, match="'bert' model did not run.*extra_norm"):
+        sites = find_norm_sites(model)
+    assert "bert.encoder.layer.0.extra_norm" not in [s.name for s in sites]
+    assert Counter(s.role for s in sites)["block_output"] == 3
 
 
 @pytest.mark.parametrize("kwargs, match", [
