@@ -8,7 +8,8 @@
 # Model: `model_name` (offline default: `bbmini`, this project's own small BERT pre-trained on the
 # offline corpora, the only offline model with an MLM head). Held-out text, 15% masking fixed by a
 # seed so that every condition is scored on exactly the same masked positions. Outlier dims come
-# from the LayerNorm parameters alone (3-sigma, flagged in most layers). For an encoder without an
+# from the project's one rule (`bb.detect`: LayerNorm parameters beyond 3 sigma in most sites, or
+# hidden states many times the median dim on offline train reviews). For an encoder without an
 # MLM head (the packaged MiniLM) the same ablation is measured on sentence embeddings and an SNLI probe.
 
 # %% tags=["parameters"]
@@ -52,12 +53,12 @@ all_sites = bb.find_norm_sites(model)
 bb.loading.model_summary(model)
 
 # %% [markdown]
-# ## Outlier dims, from the parameters alone
+# ## Outlier dims, from parameters and activations (never from the loss measured below)
 
 # %%
-report = bb.find_outliers(bb.select_sites(all_sites, roles), k=k)
-dims = bb.dims_to_ablate(report)
-print(report.summary())
+found = bb.detect(model, tokenizer, k=k)  # the one rule: parameters of every LayerNorm + activations
+dims = found.dims
+print(found.summary())
 print("dims ablated below:", dims)
 
 # %% [markdown]
@@ -68,7 +69,7 @@ texts = sample_texts(load_texts(corpus, split="heldout", min_words=min_words), n
 eval_set = prepare_mlm_eval(tokenizer, texts, max_length=max_length, mask_prob=mask_prob, seed=seed,
                             batch_size=batch_size)
 conditions = cs.outlier_conditions(dims, roles) + cs.random_conditions(
-    model.config.hidden_size, len(dims), random_draws, exclude=report.dims or dims, roles=roles, seed=seed)
+    model.config.hidden_size, len(dims), random_draws, exclude=dims, roles=roles, seed=seed)
 table = cs.with_groups(evaluate_conditions(model, eval_set, conditions))
 rec.table(table, "mlm_conditions")
 table[["condition", "group", "dims", "eval_loss", "perplexity"]].head(len(dims) + 4)
@@ -155,8 +156,7 @@ display(Markdown(screen.screen_summary(screened, scan)))
 # %%
 head_free, head_free_tok = bb.load_model(no_head_model, device=device)
 hf_sites = bb.find_norm_sites(head_free)
-hf_report = bb.find_outliers(bb.select_sites(hf_sites, roles), k=k)
-hf_dims = bb.dims_to_ablate(hf_report)
+hf_dims = bb.dims_to_ablate(head_free, head_free_tok, k=k)
 hf_conditions = cs.outlier_conditions(hf_dims, roles) + cs.random_conditions(
     head_free.config.hidden_size, len(hf_dims), random_draws, exclude=hf_dims, roles=roles, seed=seed)
 probe = embeddings.snli_probe_table(head_free, head_free_tok, hf_conditions, n_pairs=snli_pairs, seed=seed)
