@@ -43,7 +43,7 @@ import torch
 from .ablation import MODES, Condition
 from .fill_mask import count_blanks, fill_mask, has_mlm_head, side_by_side
 from .next_token import CAUSAL_MODEL_TYPES, is_causal_lm, next_tokens
-from .norms import ROLES, NormSite, find_norm_sites, select_sites
+from .norms import ROLES, NormSite, disabled_fill, find_norm_sites, select_sites
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,15 @@ DEFAULT_PROMPT = "The movie was"  # a causal LM continues the text: no blanks
 LM_LABELS = {"mlm": ("MLM loss", "masked tokens"), "causal": ("causal-LM loss", "next tokens")}
 SHORT_ROLE_LABELS = {"embeddings": "emb", "attention_output": "attn", "block_output": "block",
                      "cross_attention_output": "cross", "pre_attention": "pre-attn", "pre_cross_attention": "pre-cross",
-                     "pre_ffn": "pre-FFN", "final": "final", "head": "head"}
-PANEL_ROLES = ("block_output", "pre_ffn", "pre_attention", "attention_output")  # per-layer panel: first present
+                     "pre_ffn": "pre-FFN", "pre_parallel": "pre-par", "post_attention": "post-attn",
+                     "post_cross_attention": "post-cross", "post_ffn": "post-FFN", "qk_norm": "q/k", "inner": "inner",
+                     "final": "final", "head": "head"}
+PANEL_ROLES = ("block_output", "pre_ffn", "pre_parallel", "pre_attention", "attention_output")  # first present
 ROLE_LABELS = {"embeddings": "embeddings", "attention_output": "attention output", "block_output": "block output",
                "cross_attention_output": "cross-attention output", "pre_attention": "pre-attention",
-               "pre_cross_attention": "pre-cross-attention", "pre_ffn": "pre-FFN", "final": "final", "head": "LM head"}
+               "pre_cross_attention": "pre-cross-attention", "pre_ffn": "pre-FFN", "pre_parallel": "pre-parallel",
+               "post_attention": "post-attention", "post_cross_attention": "post-cross-attention",
+               "post_ffn": "post-FFN", "qk_norm": "query/key", "inner": "inner", "final": "final", "head": "LM head"}
 
 
 # ----------------------------------------------------------------------------- state
@@ -623,7 +627,7 @@ class Explorer:
                     continue
                 for param in (site.weight, site.bias):
                     if param is not None:
-                        new = 0.0 if state.mode == "zero" else float(param.detach().float().mean())
+                        new = float(disabled_fill(site, param, state.mode)) if site.can_disable else float("nan")
                         marks.extend(ax.plot([d], [new], marker="x", color="crimson", ms=6, mew=2, zorder=7))
         marks.append(fig.text(0.5, 0.995, f"LayerNorm weight and bias per dim · {state.describe()}", ha="center",
                               va="top", fontsize=9, color="crimson" if touched else "black"))
