@@ -20,7 +20,8 @@ PLANTED = 5
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    """A 3-layer BERT (hidden 24) whose output-LayerNorm weight is 8 at dim 5 in every layer."""
+    """A 3-layer BERT (hidden 24) whose LayerNorm weight is 8 at dim 5 in every layer (attention and block
+    output: the rule weighs every norm site, as in a real model whose outlier shows in both)."""
     tokenizer = T.AutoTokenizer.from_pretrained(assets.minilm_dir())
     torch.manual_seed(0)
     model = T.BertModel(T.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=24, num_hidden_layers=3,
@@ -28,6 +29,7 @@ def tiny_dir(tmp_path_factory):
     with torch.no_grad():
         for layer in model.encoder.layer:
             layer.output.LayerNorm.weight[PLANTED] = 8.0
+            layer.attention.output.LayerNorm.weight[PLANTED] = 8.0
     folder = tmp_path_factory.mktemp("tiny-outlier-bert")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
