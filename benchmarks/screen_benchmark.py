@@ -6,7 +6,7 @@ SmolLM2-135M on causal-LM loss when it loads):
   * the exact full scan (every block-output dim zeroed alone, through the engine) and its time;
   * each screening method (``bertbusters_nb.screen``): its time, Spearman against the exact effects and
     the recall of the exact top 5 / top 10 within the estimate's top 16 / top 32;
-  * the screened scan (default method, exact check of the top ``--top-k``): time, speed-up over the exact
+  * the screened scan (default method, exact check of the top ``--top-k`` by |estimate|, as ``screened_scan`` does): time, speed-up over the exact
     full scan, and the recall of the exact top 5 in its checked set;
 
 then the precision part (the CPU bf16 probe's decision, and the engine in fp32 against bf16 autocast on
@@ -63,7 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="8 texts, fewer variants: a smoke run")
     p.add_argument("--skip", default="", help="comma list of parts to skip: scan, precision, scaling")
     p.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS.md"))
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None, help="write the figures here (after each part)")
+    p.add_argument("--from-json", nargs="*", default=None,
+                   help="no measuring: merge these JSON files (e.g. parts run separately) and write the report")
     return p.parse_args(argv)
 
 
@@ -135,11 +137,11 @@ def scan_part(args) -> dict:
             first = est if first is None else first
             for m, rank_by in variants:
                 score = est["estimate"].abs() if rank_by == "abs" else est["estimate"]
-                rows.append({"method": m if rank_by == "estimate" else f"{m}, ranked by |estimate|",
+                rows.append({"method": m if rank_by == "estimate" else f"{m}, ranked by abs(estimate)",
                              "cpu_s": c.cpu, "wall_s": c.wall, **agreement(score, exact["exact"])})
             log.info("%s %s: %.1f s, %s", name, method, c.cpu, rows[-1])
         default, est0 = rows[0], first
-        chosen = est0.nlargest(args.top_k, "estimate")["dim"].tolist()
+        chosen = est0.assign(size=est0["estimate"].abs()).nlargest(args.top_k, "size")["dim"].tolist()  # screened_scan's default
         with Clock() as verify:
             exact_effects(model, es, dims=chosen, roles=roles, layers=layers, progress=False, autocast=None)
         exact_top5 = set(exact.nlargest(5, "exact")["dim"])
@@ -221,6 +223,14 @@ def scaling_part(args) -> list[dict]:
     return rows
 
 
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A pipe table (no tabulate dependency); floats with 3 decimals."""
+    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
+    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---:" if frame[c].dtype.kind in "if" else "---" for c in frame.columns) + "|"
+    return "\n".join([head, rule] + ["| " + " | ".join(r) + " |" for r in cells])
+
+
 def report(figures: dict, args) -> str:
     lines = [f"measured {time.strftime('%Y-%m-%d %H:%M')}, machine: {figures['machine']}",
              "",
@@ -228,15 +238,15 @@ def report(figures: dict, args) -> str:
              "jobs (2 cores, load average several), so absolute times are noisy; ratios come from one run.", ""]
     scan = figures.get("scan", {})
     if scan:
-        lines += [f"### Screened scan vs exact full scan ({args.texts} held-out reviews, max length {args.max_length}, "
-                  f"every block-output LayerNorm, zeroing; exact check of the top {args.top_k})", "",
-                  "| model | objective | sites | examples | dims | exact full scan CPU s | screen + verify CPU s | speed-up | ceiling dims/k "
+        lines += [f"### Screened scan vs exact full scan (held-out reviews, zeroing one dim at the sites listed; "
+                  f"exact check of the top {args.top_k})", "",
+                  "| model | objective | sites | examples (tokens) | dims | exact full scan CPU s | screen + verify CPU s | speed-up | ceiling dims/k "
                   "| exact top-5 recall in checked set |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, r in scan.items():
             if "error" in r:
                 lines.append(f"| {name} | not loaded: {r['error']} | | | | | | | | |")
                 continue
-            lines.append(f"| {name} | {r['objective']} | {r['sites']} | {r['examples']} | {r['dims']} | {r['exact_cpu_s']:.1f} | "
+            lines.append(f"| {name} | {r['objective']} | {r['sites']} | {r['examples']} ({r['tokens']}) | {r['dims']} | {r['exact_cpu_s']:.1f} | "
                          f"{r['screened_cpu_s']:.1f} ({r['methods'][0]['cpu_s']:.1f} + {r['verify_cpu_s']:.1f}) | "
                          f"{r['speedup']:.1f}x | {r['speedup_ceiling']:.1f}x | {r['screened_top5_recall']:.2f} |")
         lines += ["", "| model | method | CPU s | Spearman | top-5 in 16 | top-5 in 32 | top-10 in 16 | top-10 in 32 |",
@@ -268,7 +278,7 @@ def report(figures: dict, args) -> str:
     scaling = figures.get("scaling")
     if scaling:
         lines += ["### Cost vs hidden size, tokens and sites (random BERTs, 4 layers, MLM head)", "",
-                  pd.DataFrame(scaling).round(3).to_markdown(index=False), ""]
+                  markdown_table(pd.DataFrame(scaling)), ""]
     return "\n".join(lines)
 
 
@@ -280,18 +290,38 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     figures = {"machine": machine()}
-    if "scan" not in skip:
-        figures["scan"] = scan_part(args)
-    if "precision" not in skip:
-        figures["precision"] = precision_part(args)
-    if "scaling" not in skip:
-        figures["scaling"] = scaling_part(args)
+
+    def save():
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
+
+    if args.from_json:
+        for path in args.from_json:
+            part = json.loads(Path(path).read_text())
+            for key, value in part.items():
+                if key == "scan":
+                    figures.setdefault("scan", {}).update(value)
+                elif key == "machine":
+                    figures["machine"] = value
+                else:
+                    figures[key] = value
+    else:
+        if "scan" not in skip:
+            figures["scan"] = {}
+            for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+                figures["scan"].update(scan_part(argparse.Namespace(**{**vars(args), "models": name})))
+                save()
+        if "precision" not in skip:
+            figures["precision"] = precision_part(args)
+            save()
+        if "scaling" not in skip:
+            figures["scaling"] = scaling_part(args)
+            save()
     text = report(figures, args)
     print(text)
     label = "screened scans and CPU precision" + (" (quick)" if args.quick else "")
     write_section(Path(args.results), label, f"## {label}\n\n{text}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1, default=str))
+    save()
     return figures
 
 

@@ -292,7 +292,7 @@ def exact_effects(model: torch.nn.Module, eval_set: EvalSet, dims: Iterable[int]
 
 def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str] | str = ("block_output",),
                   layers: Iterable[int] | None = None, mode: str = "zero", stack: str | None = None,
-                  top_k: int = 16, method: str | None = None, rank_by: str = "estimate",
+                  top_k: int = 16, method: str | None = None, rank_by: str = "abs",
                   sites: Sequence[NormSite] | None = None, progress: bool = True, steps: int = 4, probes: int = 4,
                   **engine_options) -> pd.DataFrame:
     """Every dim's effect estimated (``estimate_effects``), the top ``top_k`` then evaluated exactly.
@@ -300,8 +300,9 @@ def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str
     One row per dim, the checked dims first, each group sorted by ``effect`` (largest harm first): ``dim``, ``estimate``, ``estimate_rank``,
     ``exact`` (NaN where not checked), ``effect`` (exact where checked, else the estimate), ``value_kind``
     (``exact`` or ``estimate``: which ``effect`` holds), ``objective``, ``method``, ``intact_objective``.
-    ``rank_by``: ``estimate`` (largest estimated harm) or ``abs`` (largest |estimate|, catches dims whose
-    large edit the linearisation gets the sign of wrong). Timings are in ``table.attrs``.
+    ``rank_by``: ``abs`` (default: largest |estimate|, which also checks dims whose large edit the
+    linearisation gets the sign of wrong, as SmolLM2's two most damaging dims in benchmarks/RESULTS.md) or
+    ``estimate`` (largest estimated harm). Timings are in ``table.attrs``.
 
     Example:
         >>> table = screened_scan(model, eval_set, roles="block_output", top_k=16)
