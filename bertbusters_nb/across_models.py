@@ -613,6 +613,8 @@ def figure(result: ProtocolResult):
         ax.scatter([0.85], [damage(row.outliers_mean, row.intact, worse)], color="tab:blue", marker="o", s=40,
                    label="detected dims, mean", zorder=5)
         ax.set_xlim(-0.4, 1.1)
+        values = [damage(v, row.intact, worse) for v in [*draws.value, row.outliers_zero, row.outliers_mean]]
+        ax.set_ylim(min(min(values) * 1.5, -1e-3), max(max(values) * 3.0, 1e-2))  # room above the markers
         ax.set_yscale("symlog", linthresh=1e-3)
         ax.set_title(f"{row.model}\n{row.placement} · dims {row.dims}", fontsize=8)
         ax.set_ylabel("loss increase" if worse == "higher" else "1 - cosine", fontsize=8)
@@ -626,10 +628,11 @@ def figure(result: ProtocolResult):
         ax.set_xlabel("layer (0 = embeddings)", fontsize=8)
         ax.set_ylabel("|h| / median dim", fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0, 0].legend(fontsize=7, loc="best")
-    axes[1, 0].legend(fontsize=7, loc="best")
     fig.suptitle("Detected dims disabled vs 20+ random draws (grey), and their activation dominance", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    handles = [h for ax in (axes[0, 0], axes[1, 0]) for h in ax.get_legend_handles_labels()[0]]
+    labels = [l for ax in (axes[0, 0], axes[1, 0]) for l in ax.get_legend_handles_labels()[1]]
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False)
     plt.close(fig)
     return fig
 
