@@ -153,7 +153,10 @@ for s in subjects:
 # On the first `quant_texts` texts, every linear layer's weight and input fake-quantized to `bits`
 # bits per tensor (symmetric, dynamic min-max; the output embedding kept in full precision), against
 # fp32; then the same keeping the outlier dims of the inputs that read the normalized residual stream
-# in full precision (as LLM.int8 does), against keeping as many random dims. Objective: MLM / causal-LM loss on the held-out texts,
+# in full precision (as LLM.int8 does), against keeping as many random dims. Only the linear layers'
+# inputs and weights are quantized: the residual sums and the norms' inputs, where the largest outliers
+# live (a post-LN BERT's block output before its LayerNorm; SmolLM2's residual stream), stay in fp32,
+# so this is a milder setting than Bondarenko et al.'s full W8A8. Objective: MLM / causal-LM loss on the held-out texts,
 # for MiniLM (no LM head) 1 - cosine of its sentence embeddings to the fp32 ones.
 
 # %%
