@@ -337,18 +337,21 @@ def objective_of(model: torch.nn.Module) -> str:
 def effect_criterion(model: torch.nn.Module, tokenizer, texts: Sequence[str], roles: Iterable[str] | None = None,
                      dims: Iterable[int] | None = None, objective: str | None = None, max_length: int = 64,
                      method: str = "exact", top: int = 4, progress: bool = False,
-                     autocast_dtype: torch.dtype | None = None, seed: int = 42) -> pd.DataFrame:
+                     autocast_dtype: torch.dtype | None = None, seed: int = 42,
+                     screen_top_k: int = 16) -> pd.DataFrame:
     """(c) Each dim disabled alone (zeroed) in the ``roles`` sites (default ``effect_roles``): the damage to
     the model's own objective on ``texts``. ``damage``: loss rise (``mlm``/``causal``) or 1 - mean cosine
     of sentence embeddings to the intact model's (``embeddings``). Score = damage; ``selected``: the
-    ``top`` most damaging. ``method="exact"`` is the exhaustive scan (``scan.scan_dims``); a fast screen
-    can be switched in here (one place).
+    ``top`` most damaging. ``method="exact"`` is the exhaustive scan (``scan.scan_dims``); ``method="screen"``
+    estimates every dim from gradients and checks the ``screen_top_k`` best exactly (``screen.screened_scan``;
+    ``effect_kind`` says which value a row holds).
 
     Example:
         >>> effect_criterion(model, tokenizer, heldout_texts[:32], dims=range(64)).head()  # doctest: +SKIP
     """
-    if method != "exact":
-        raise ValueError(f"Unknown effect method {method!r}; only 'exact' (the exhaustive scan) is available.")
+    if method not in ("exact", "screen"):
+        raise ValueError(f"Unknown effect method {method!r}; pick 'exact' (the exhaustive scan) or 'screen' "
+                         f"(screen.screened_scan: every dim estimated from gradients, the top ones checked exactly).")
     texts = list(texts)
     if not texts:
         raise ValueError("effect_criterion needs texts to measure the damage on.")
@@ -360,6 +363,9 @@ def effect_criterion(model: torch.nn.Module, tokenizer, texts: Sequence[str], ro
     objective = objective or objective_of(model)
     ctx = torch.autocast(next(model.parameters()).device.type, dtype=autocast_dtype) if autocast_dtype else _null()
     with ctx:
+        if method == "screen":
+            return _screened_effect(model, tokenizer, texts, roles, sites, objective, max_length, top, progress,
+                                    seed, screen_top_k)
         if objective == "embeddings":
             from .ablation import Condition
             from .embeddings import embedding_drift
@@ -390,6 +396,33 @@ def effect_criterion(model: torch.nn.Module, tokenizer, texts: Sequence[str], ro
     table = table[["dim", "score", "selected", "damage", "effect_value", "effect_rank"]]
     out = _finish(table, f"effect ({metric}, {'+'.join(roles)})")
     out.attrs.update(objective=objective, metric=metric, roles=list(roles), texts=len(texts))
+    return out
+
+
+def _screened_effect(model, tokenizer, texts, roles, sites, objective, max_length, top, progress, seed,
+                     screen_top_k) -> pd.DataFrame:
+    """``effect_criterion(method="screen")``: ``screen.screened_scan`` on the model's own objective."""
+    from .masking import prepare_causal_eval, prepare_mlm_eval
+    from .screen import prepare_embedding_eval, screened_scan
+
+    if objective == "embeddings":
+        eval_set = prepare_embedding_eval(tokenizer, texts, max_length=max_length)
+    elif objective == "mlm":
+        eval_set = prepare_mlm_eval(tokenizer, texts, max_length=max_length, seed=seed)
+    else:
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        eval_set = prepare_causal_eval(tokenizer, texts, max_length=max_length)
+    scan = screened_scan(model, eval_set, roles=roles, top_k=screen_top_k, sites=sites, progress=progress)
+    table = pd.DataFrame({"dim": scan.dim.astype(int), "damage": scan.effect.astype(float),
+                          "effect_value": scan.effect.astype(float) + scan.intact_objective.astype(float),
+                          "effect_kind": scan.value_kind})
+    table["score"] = table.damage
+    table["effect_rank"] = table.damage.rank(ascending=False, method="min").astype(int)
+    table["selected"] = table.effect_rank <= top
+    table = table[["dim", "score", "selected", "damage", "effect_value", "effect_rank", "effect_kind"]]
+    out = _finish(table, f"effect (screened {objective}, {'+'.join(roles)})")
+    out.attrs.update(objective=objective, metric=f"{objective} (screened)", roles=list(roles), texts=len(texts))
     return out
 
 

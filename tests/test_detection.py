@@ -170,3 +170,11 @@ def test_detect_command_names_a_bad_model():
     out = subprocess.run([sys.executable, "-m", "bertbusters_nb", "detect", "/no/such/folder"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_the_screen_switches_in_behind_the_same_function(bbmini, heldout):
+    model, tokenizer = bbmini
+    effect = D.effect_criterion(model, tokenizer, heldout[:16], method="screen", screen_top_k=8)
+    assert set(effect.dim.head(2)) == {81, 126} and (effect.effect_kind.head(2) == "exact").all()
+    with pytest.raises(ValueError, match="exact"):
+        D.effect_criterion(model, tokenizer, heldout[:4], method="guess")
