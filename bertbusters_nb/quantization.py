@@ -200,6 +200,10 @@ def quantization_verdict(table: pd.DataFrame, label: str) -> tuple[bool, str]:
     random_recovered = (q - random) / lost if lost > 0 else np.full(len(random), np.nan)
     held = bool(lost > 0 and recovered >= RECOVERED_MAJORITY and kept < random.min())
     kind = str(table.kind.iloc[0])
+    if lost <= 0:
+        return held, (f"{label}: {OBJECTIVE_NAMES[kind]} {fp:.4g} in fp32 and {q:.4g} with W8A8: quantization does not "
+                      f"raise it here, so there is nothing for the outlier dims to recover (kept: {kept:.4g}; random "
+                      f"draws {random.mean():.4g} ± {random.std(ddof=1) if len(random) > 1 else 0:.2g}).")
     return held, (f"{label}: {OBJECTIVE_NAMES[kind]} {fp:.4g} in fp32, {q:.4g} with W8A8 ({lost:+.3g}); keeping the "
                   f"outlier dims in full precision gives {kept:.4g} (recovers {recovered:.0%} of the loss), keeping as "
                   f"many random dims {random.mean():.4g} ± {random.std(ddof=1) if len(random) > 1 else 0:.2g} over "

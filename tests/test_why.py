@@ -109,7 +109,20 @@ def test_quantization_table_and_verdict(bbmini):
     assert list(table.group) == ["fp32", "w8a8", "outliers", "random", "random"]
     assert table.delta.iloc[0] == 0 and table.objective.notna().all()
     held, sentence = quantization.quantization_verdict(table, "bbmini")
-    assert isinstance(held, bool) and "W8A8" in sentence and "2 draws" in sentence
+    assert isinstance(held, bool) and "W8A8" in sentence
+
+
+def test_quantization_verdict_on_hand_built_tables():
+    def table(values):
+        groups = ["fp32", "w8a8", "outliers"] + ["random"] * (len(values) - 3)
+        return pd.DataFrame({"group": groups, "objective": values, "kind": "mlm"})
+
+    held, sentence = quantization.quantization_verdict(table([2.0, 3.0, 2.2, 2.9, 2.95]), "m")
+    assert held is True and "recovers 80%" in sentence and "2 draws" in sentence
+    assert quantization.quantization_verdict(table([2.0, 3.0, 2.2, 2.1, 2.95]), "m")[0] is False  # a draw does better
+    assert quantization.quantization_verdict(table([2.0, 3.0, 2.8, 2.9, 2.95]), "m")[0] is False  # recovers only 20%
+    held, sentence = quantization.quantization_verdict(table([2.0, 1.99, 2.0, 2.0, 2.0]), "m")
+    assert held is False and "nothing for the outlier dims to recover" in sentence
 
 
 def test_outlier_metrics_leave_dims_out(bbmini):
