@@ -80,6 +80,9 @@ def _shrink(config, depth: int = 0) -> None:
     if isinstance(getattr(config, "qk_rope_head_dim", None), int) and isinstance(getattr(config, "head_dim", None), int):
         with contextlib.suppress(Exception):
             config.head_dim = config.qk_rope_head_dim
+    if isinstance(getattr(config, "block_sizes", None), (list, tuple)):  # Funnel: layers per pooling block
+        with contextlib.suppress(Exception):
+            config.block_sizes = [1] * len(config.block_sizes)
     for key in ("layer_types", "layers_block_type", "hybrid_override_pattern", "block_types"):
         current = getattr(config, key, None)
         if isinstance(current, (list, tuple)) and len(current) > 2:
@@ -227,6 +230,16 @@ def render_markdown(outcomes: list[Outcome]) -> str:
         f"Buildable types: {buildable} of {len(outcomes)}; covered with verified roles: {counts['covered']} "
         f"({counts['covered'] / max(buildable, 1):.0%} of buildable); clear NormLayoutError: {counts['layout-error']}; "
         f"wrong: {counts['wrong']}; not buildable offline: {counts['not-buildable']}.",
+        "",
+        "Notes on what counts. A *norm* is a LayerNorm or RMSNorm module (by class), plus MobileBERT's `NoNorm` "
+        "(`x * weight + bias`, no normalisation): it takes the LayerNorm's place in MobileBERT, and disabling dim d "
+        "(weight and bias 0) zeroes that dim of its output exactly as for a LayerNorm, so the ablation means the same "
+        "thing there; what it lacks is the normalisation, so a dim's scale is not set relative to the other dims. "
+        "MobileBERT's bottleneck norms (not the stream's width) are `inner` and left out of hidden-dim ablation. "
+        "*Attention* in a role name means any token-mixing sub-layer, found by perturbing one token: RWKV's "
+        "channel-mix shifts tokens, so the norm before it is `pre_attention` too. `block_input` is a norm that alone "
+        "receives the layer's input and whose output is the stream from there on (MiniMax in every layer, RWKV's "
+        "`pre_ln` in the first block).",
         "",
         "| model type | head | outcome | roles (stack:role×count) | layers | detail |",
         "|---|---|---|---|---|---|",

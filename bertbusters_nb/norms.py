@@ -17,7 +17,8 @@ every norm inside a layer, where its input comes from and where its output goes:
   (its input changed at one token, its output changes at other tokens: attention or another token
   mixer) and for reading the encoder output (cross-attention); otherwise it is token-wise (FFN).
 
-From these: pre-LN norms are ``pre_attention`` / ``pre_cross_attention`` / ``pre_ffn`` by the
+From these: a norm that alone receives the layer's input and whose output is the stream from there on is
+``block_input`` (MiniMax normalises the stream on entry to each layer, RWKV in its first block only); pre-LN norms are ``pre_attention`` / ``pre_cross_attention`` / ``pre_ffn`` by the
 sub-layer their output feeds, ``pre_parallel`` when it feeds attention and FFN at once (GPT-J,
 Phi, Falcon, CodeGen); post-LN norms (in call order) are ``attention_output`` /
 ``cross_attention_output`` after the sub-layer that reads the previous residual point, and
@@ -52,14 +53,14 @@ import torch
 from torch import nn
 
 ROLES: tuple[str, ...] = (
-    "embeddings", "attention_output", "cross_attention_output", "block_output",
+    "embeddings", "block_input", "attention_output", "cross_attention_output", "block_output",
     "pre_attention", "pre_cross_attention", "pre_ffn", "pre_parallel",
     "post_attention", "post_cross_attention", "post_ffn", "qk_norm", "inner", "final", "head",
 )
 Role = str
 # Roles whose norm sits on the hidden dim of the stream (what a hidden-dim ablation touches by default).
 HIDDEN_ROLES: tuple[str, ...] = tuple(r for r in ROLES if r not in ("qk_norm", "inner"))
-POST_LN_ROLES = ("attention_output", "cross_attention_output", "block_output")
+POST_LN_ROLES = ("block_input", "attention_output", "cross_attention_output", "block_output")
 PRE_LN_ROLES = ("pre_attention", "pre_cross_attention", "pre_ffn", "pre_parallel")
 SANDWICH_ROLES = ("post_attention", "post_cross_attention", "post_ffn")
 
@@ -132,18 +133,25 @@ def disabled_fill(site: NormSite, param: torch.Tensor, mode: str = "zero") -> to
     return torch.tensor(fill, dtype=param.dtype, device=param.device)
 
 
-_NORM_NAME_ENDS = ("layernorm", "rmsnorm", "layer_norm", "rms_norm")
+_NORM_NAME_ENDS = ("layernorm", "rmsnorm", "layer_norm", "rms_norm", "nonorm")
 
 
 def is_norm(module: nn.Module) -> bool:
     """LayerNorm / RMSNorm (torch's or a model's own class named ``*LayerNorm`` / ``*RMSNorm``), with a 1-D
-    weight or no parameters at all. Gated norms (two inputs, inside a mixer) are not sites."""
+    weight or no parameters at all; children without parameters are allowed (I-BERT's ``IntLayerNorm`` holds
+    an activation quantizer). Gated norms (two inputs, inside a mixer) are not sites.
+
+    MobileBERT's ``NoNorm`` (``x * weight + bias``, no normalisation) counts too: it takes the place of the
+    LayerNorm in MobileBERT's layers and its elementwise scale and shift are what a LayerNorm's disabling sets
+    to zero, so disabling dim d zeroes that dim of its output exactly as for a LayerNorm (verified by the
+    sweep). What it lacks is the normalisation itself: a dim's size is not set relative to the other dims.
+    """
     if isinstance(module, (nn.LayerNorm, getattr(nn, "RMSNorm", nn.LayerNorm))):
         return True
     name = type(module).__name__.lower()
     if not name.endswith(_NORM_NAME_ENDS):
         return False
-    if any(True for _ in module.children()):
+    if any(True for c in module.children() for _ in c.parameters()):
         return False
     params = dict(module.named_parameters(recurse=False))
     weight = getattr(module, "weight", None)
@@ -282,7 +290,7 @@ def _delta(base: torch.Tensor, gen: torch.Generator, token: int | None, length: 
             raise NormLayoutError(f"A layer input of shape {tuple(base.shape)} has no sequence dim of length "
                                   f"{length}; cannot trace the norms.")
         mask = torch.zeros(base.shape[d], dtype=base.dtype)
-        mask[token] = 1
+        mask[_clamp(token, base.shape[d])] = 1
         if others:
             mask = 1 - mask
         noise = noise * mask.reshape([-1 if i == d else 1 for i in range(base.dim())])
@@ -297,12 +305,18 @@ def _differs(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> bool:
     return bool(((a.float() - b.float()).abs() > tol).any())
 
 
+def _clamp(token: int, length: int) -> int:
+    """The probe token of a sequence shorter than the dummy input (Funnel pools 7 tokens to 4, then 2): its last."""
+    return min(token, length - 1)
+
+
 def _changed_elsewhere(base: torch.Tensor, new: torch.Tensor, token: int, length: int) -> bool:
     if base.shape != new.shape:
         return False
     d = _seq_dim(base, length)
     if d is None:
         return False
+    token = _clamp(token, base.shape[d])
     keep = [i for i in range(base.shape[d]) if i != token]
     idx = torch.tensor(keep, device=base.device)
     return _differs(base.index_select(d, idx), new.index_select(d, idx), base)
@@ -312,7 +326,7 @@ def _changed_at(base: torch.Tensor, new: torch.Tensor, token: int, length: int) 
     d = _seq_dim(base, length)
     if d is None or base.shape != new.shape:
         return False
-    idx = torch.tensor([token], device=base.device)
+    idx = torch.tensor([_clamp(token, base.shape[d])], device=base.device)
     return _differs(base.index_select(d, idx), new.index_select(d, idx), base)
 
 
@@ -320,7 +334,7 @@ def _changed_before(base: torch.Tensor, new: torch.Tensor, token: int, length: i
     d = _seq_dim(base, length)
     if d is None or base.shape != new.shape:
         return False
-    idx = torch.arange(token, device=base.device)
+    idx = torch.arange(_clamp(token, base.shape[d]), device=base.device)
     return _differs(base.index_select(d, idx), new.index_select(d, idx), base)
 
 
@@ -501,7 +515,8 @@ class _NormFacts:
     start: int = 0
 
 
-def _trace_layers(model, layer_items: dict[str, nn.Module], norms: dict[str, nn.Module], enc_dec: bool):
+def _trace_layers(model, layer_items: dict[str, nn.Module], norms: dict[str, nn.Module], enc_dec: bool,
+                  stack_of: dict[str, str] | None = None):
     """Facts for every norm in a layer, the call order of everything, memory use and causality."""
     layer_names = list(layer_items)
     named = dict(model.named_modules())  # a module shared by several layers appears once, under its first name
@@ -521,6 +536,7 @@ def _trace_layers(model, layer_items: dict[str, nn.Module], norms: dict[str, nn.
               and not any(True for c in m.children() for _ in c.parameters())}
     tracer = _Tracer(model, layer_items, norms, subs, leaves)
     tracer.enc_dec = enc_dec
+    tracer.stack_of = stack_of or {}
 
     # eval mode (no dropout: every forward deterministic) and distinct norm parameters (two norms of one
     # input must not give equal outputs), both undone on exit
@@ -548,6 +564,10 @@ class _eval_mode:
 def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
     base = tracer.run()
     layer_names = [ln for ln in layer_items if base.get(ln)]
+    # a parametrised leaf that adds two tensors of its output's shape is a residual add (ZAYA's scaled
+    # residual: (residual + b) * s + branch); zeroing it would cut the skip path, so it is left running
+    tracer.leaves = {n: m for n, m in tracer.leaves.items() if not any(
+        call.outputs and sum(t.shape == call.outputs[0].shape for t in call.inputs) >= 2 for call in base.get(n, []))}
     norm_in_layer = {n: m for n, m in norms.items() if in_layer.get(n) in layer_names}
     enc_dec = tracer.enc_dec
     iso = {(ln, c): call.inputs[0] for ln in layer_names for c, call in enumerate(base[ln]) if call.inputs}
@@ -604,11 +624,18 @@ def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
 
     # sub-layers: outermost parametrised modules receiving a tensor, their kind (mix / memory / tokenwise)
     memory: dict[tuple[str, int], list[torch.Tensor]] = {}
+    stack_of = getattr(tracer, "stack_of", {})
+    own_outputs = {}  # per stack: the outputs of its layers (Funnel's pooled layers also get the unpooled stream)
+    for ln in layer_names:
+        own_outputs.setdefault(stack_of.get(ln), []).extend(call.outputs[0] for call in base[ln] if call.outputs)
+    tracer.own_outputs = own_outputs
     for (ln, c) in per_layer:
         first = base[ln][c].inputs[0]
-        # the encoder's output (encoder-decoder models only): same width, another length than the stream
+        # the encoder's output (encoder-decoder models only): same width, another length than the stream,
+        # and not the output of a layer of the same stack
         memory[(ln, c)] = [t for t in base[ln][c].inputs[1:] if enc_dec and t.dim() == first.dim()
-                           and t.dim() >= 2 and t.shape[-1] == first.shape[-1] and _len(t) != _len(first)]
+                           and t.dim() >= 2 and t.shape[-1] == first.shape[-1] and _len(t) != _len(first)
+                           and not any(_same(t, o) for o in own_outputs.get(stack_of.get(ln), []))]
 
     def sub_calls(key):
         ln, c = key
@@ -702,8 +729,19 @@ def _module_kinds(tracer, base, iso, candidates, memory, in_layer, which, norm_i
                 continue
             lengths[(n, k)] = _len(inputs[i])
             others = list(inputs)
-            inputs[i] = _delta(inputs[i], tracer.gen, PROBE_TOKEN, lengths[(n, k)])
-            others[i] = _delta(others[i], tracer.gen, PROBE_TOKEN, lengths[(n, k)], others=True)
+            # every input that is the traced tensor moves with it (Funnel's attention gets it as query, key, value)
+            same = [j for j, t in enumerate(inputs) if j == i or _same(t, inputs[i]) and t.shape == inputs[i].shape]
+            moved = _delta(inputs[i], tracer.gen, PROBE_TOKEN, lengths[(n, k)])
+            moved_others = _delta(others[i], tracer.gen, PROBE_TOKEN, lengths[(n, k)], others=True)
+            for j in same:
+                inputs[j], others[j] = moved, moved_others
+            # and the unpooled stream beside a pooled query (Funnel): an input that is an earlier layer's output
+            # of the same stack moves at the same token
+            earlier = tracer.own_outputs.get(tracer.stack_of.get(in_layer[n]), [])
+            for j, t in enumerate(base[n][k].inputs):
+                if j not in same and _seq_dim(t, _len(t)) is not None and any(_same(t, o) for o in earlier):
+                    inputs[j] = _delta(t, tracer.gen, PROBE_TOKEN, _len(t))
+                    others[j] = _delta(t, tracer.gen, PROBE_TOKEN, _len(t), others=True)
             forced[(n, k)] = inputs
             forced_others[(n, k)] = others
         after = tracer.run(layer_input=iso, module_input=forced)
@@ -760,11 +798,17 @@ def _layer_roles(members, facts, layer_feeds, model_type: str, layer_name: str) 
         if (f.in_res or f.out_res) and f.size != f.hidden:
             fail(f, "a norm on the stream should have the stream's size")
         if f.in_res and f.out_res:
-            if "memory" in prev_feeds:
+            if not layer_feeds and m is post[0] and not prev_feeds:
+                # the layer's input goes to this norm alone, and its output is the stream from here on
+                # (MiniMax's input_layernorm, RWKV's pre_ln in the first block): the stream normalised on entry
+                role = "block_input"
+            elif "memory" in prev_feeds:
                 role = "cross_attention_output"
             elif prev_feeds == {"mix"}:
                 role = "attention_output"
-            elif prev_feeds == {"tokenwise"}:
+            elif "tokenwise" in prev_feeds:
+                # the residual point before it feeds the feed-forward (and in MobileBERT, beside its bottleneck,
+                # also the attention's values): the norm closing the layer, if its output is the layer's output
                 if not (f.is_layer_output and m is post[-1]):
                     fail(f, "a post-LN norm after a feed-forward whose output is not the layer's output")
                 role = "block_output"
@@ -818,20 +862,27 @@ def find_norm_sites(model: nn.Module) -> list[NormSite]:
         extra = f" (its norms sit in ModuleLists of norms: {held[:2]}, outside any layer module)" if held else ""
         raise NormLayoutError(f"No layer stack (ModuleList of layers holding norms) found in {model_type!r}{extra}.")
     owners: dict[str, list[tuple[str, nn.Module]]] = {}
+    def flat(prefix: str, mod: nn.ModuleList):  # blocks of layers (Funnel: ModuleList of ModuleLists) in order
+        for i, el in enumerate(mod):
+            yield from (flat(f"{prefix}.{i}", el) if isinstance(el, nn.ModuleList) else [(f"{prefix}.{i}", el)])
+
     for list_name, mod in lists:
-        owners.setdefault(_stack_owner(list_name, model), []).extend(
-            (f"{list_name}.{i}", el) for i, el in enumerate(mod))
+        owners.setdefault(_stack_owner(list_name, model), []).extend(flat(list_name, mod))
     layer_items = {n: el for items in owners.values() for n, el in items}
     enc_dec = len(owners) == 2 or bool(getattr(config, "is_encoder_decoder", False))
+    stack_of = {n: owner for owner, items in owners.items() for n, _ in items}
     facts, per_layer, layer_feeds, base, causal, has_memory, not_run = _trace_layers(model, layer_items, norms,
-                                                                                     enc_dec)
+                                                                                     enc_dec, stack_of)
     if not_run:
         warnings.warn(f"{len(not_run)} norm(s) of this {model_type!r} model did not run on a text-only forward and are "
                       f"not sites (they do not touch its outputs): {not_run[:4]}", stacklevel=2)
     # stacks none of whose layers ran on a text-only forward (vision / audio towers) hold no sites
     ran = {o: items for o, items in owners.items() if any(base.get(ln) for ln, _ in items)}
     if not ran:
-        raise NormLayoutError(f"None of the layer stacks of this {model_type!r} model ran on a text-only forward.")
+        inside = [n for n in norms if base.get(n) and any(n.startswith(ln + ".") for ln in layer_items)]
+        why = (f" Their norms did run ({inside[:2]}): the model calls its layers past the module hooks "
+               "(layer.forward(...), SqueezeBERT), so the layer boundaries cannot be traced." if inside else "")
+        raise NormLayoutError(f"None of the layer stacks of this {model_type!r} model ran on a text-only forward.{why}")
     dropped = {n for o in owners if o not in ran for n in norms if n.startswith(o + ".")} | set(not_run)
     owners = ran
     norms = {n: m for n, m in norms.items() if n not in dropped and (base.get(n) or any(
@@ -870,7 +921,8 @@ def find_norm_sites(model: nn.Module) -> list[NormSite]:
     loose = {n: m for n, m in norms.items() if n not in placed}
     if loose:
         sites.extend(_place_loose_norms(model, loose, base, owners, stack_names, offsets))
-    disagree = name_disagreements(sites)
+    off_stream = {name for (name, _), f in facts.items() if f.size != f.hidden}
+    disagree = name_disagreements(sites, off_stream)
     if disagree:
         raise NormLayoutError(f"In this {model_type!r} model the traced roles and the module names disagree: "
                               + "; ".join(disagree[:2]) + ". The site finder will not guess which is right.")
@@ -885,7 +937,7 @@ NAME_ROLES = {
     "k_layernorm": {"qk_norm", "inner"}, "query_layernorm": {"qk_norm", "inner"},
     "key_layernorm": {"qk_norm", "inner"},
     "pre_feedforward_layernorm": {"pre_ffn"}, "post_feedforward_layernorm": {"post_ffn"},
-    "input_layernorm": {"pre_attention", "pre_parallel"},
+    "input_layernorm": {"pre_attention", "pre_parallel", "block_input"},
     "post_attention_layernorm": {"pre_ffn", "post_attention", "attention_output"},
     "ln_1": {"pre_attention", "pre_parallel", "attention_output"}, "ln_2": {"pre_ffn", "block_output"},
     "self_attn_layer_norm": {"attention_output", "pre_attention"},
@@ -894,10 +946,15 @@ NAME_ROLES = {
 }
 
 
-def name_disagreements(sites: Sequence[NormSite]) -> list[str]:
-    """Sites whose module name suggests another role than the traced one."""
+def name_disagreements(sites: Sequence[NormSite], off_stream: Iterable[str] = ()) -> list[str]:
+    """Sites whose module name suggests another role than the traced one. ``off_stream``: names of norms whose
+    size is not their layer's stream width (MobileBERT's bottleneck norms): traced ``inner``, they cannot hold a
+    stream role whatever their name says, so their names are not held against them."""
+    off_stream = set(off_stream)
     out = []
     for site in sites:
+        if site.role == "inner" and site.name in off_stream:
+            continue
         for part, allowed in NAME_ROLES.items():
             if (site.name.endswith("." + part) or f".{part}." in site.name) and site.role not in allowed:
                 out.append(f"'{site.name}' traced as {site.role} but its name suggests {sorted(allowed)}")
@@ -939,9 +996,16 @@ def _place_loose_norms(model, loose, base, owners, stack_names, offsets) -> list
         if owner is None:  # the stack sharing the longest module path with the norm (EncoderDecoderModel)
             common = {o: _common_prefix(o, name) for o in owners}
             best = max(common.values())
-            if best == 0 or list(common.values()).count(best) > 1:
+            starts = {o: base[items[0][0]][0].start for o, items in owners.items()}
+            ends = {o: base[items[-1][0]][-1].end for o, items in owners.items()}
+            if best > 0 and list(common.values()).count(best) == 1:
+                owner = max(common, key=common.get)
+            elif calls and calls[0].end < min(starts.values()):  # before every stack (Funnel's embedding norm)
+                owner = min(starts, key=starts.get)
+            elif calls and calls[0].start > max(ends.values()):  # after every stack
+                owner = max(ends, key=ends.get)
+            else:
                 raise NormLayoutError(f"Cannot tell which layer stack the norm '{name}' belongs to.")
-            owner = max(common, key=common.get)
         first_layer = owners[owner][0][0]
         last_layer = owners[owner][-1][0]
         if not calls:
@@ -1033,11 +1097,16 @@ def default_roles(sites: Sequence[NormSite]) -> tuple[tuple[str, ...], str]:
             return (role,), (f"pre-LN model: no norm writes the residual stream, so {what} ({role}) stands in "
                              "for the paper's block-output LayerNorms: it reads the whole stream, and its weight "
                              "scales the outlier dims before the sub-layer")
+    if "block_input" in present:
+        return ("block_input",), ("norm-on-entry model: each layer normalises the incoming stream and carries the "
+                                  "normalised stream on (block_input), so that norm, which reads the previous "
+                                  "layer's output and writes the stream, stands in for the paper's block-output "
+                                  "LayerNorms")
     raise ValueError(f"This model has no layer norms to stand in for block-output sites (roles: {sorted(present)}).")
 
 
 ROLE_LABELS = {
-    "embeddings": "embedding", "attention_output": "attention-output", "cross_attention_output": "cross-attention-output",
+    "embeddings": "embedding", "block_input": "block-input", "attention_output": "attention-output", "cross_attention_output": "cross-attention-output",
     "block_output": "block-output", "pre_attention": "pre-attention", "pre_cross_attention": "pre-cross-attention",
     "pre_ffn": "pre-FFN", "pre_parallel": "pre-parallel", "post_attention": "post-attention",
     "post_cross_attention": "post-cross-attention", "post_ffn": "post-FFN", "qk_norm": "query/key", "inner": "inner",

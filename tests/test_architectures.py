@@ -39,6 +39,12 @@ EXPECTED = {
               ("decoder", "pre_cross_attention"): 2, ("decoder", "pre_ffn"): 2, ("decoder", "final"): 1},
     "deberta-v2": {("encoder", "embeddings"): 1, ("encoder", "attention_output"): 2, ("encoder", "block_output"): 2,
                    ("encoder", "head"): 1},
+    # MiniMax normalises the stream on entry to each layer and carries the normalised stream on
+    "minimax": {("decoder", "block_input"): 2, ("decoder", "attention_output"): 2, ("decoder", "inner"): 1,
+                ("decoder", "final"): 1},
+    # Funnel: blocks of layers (ModuleList of ModuleLists), pooled queries beside the unpooled keys and values
+    "funnel": {("encoder", "embeddings"): 1, ("encoder", "attention_output"): 3, ("encoder", "block_output"): 3,
+               ("decoder", "attention_output"): 2, ("decoder", "block_output"): 2},
 }
 
 
@@ -113,6 +119,23 @@ def test_default_roles_say_why():
     assert roles == ("pre_parallel",)
 
 
+def test_mobilebert_nonorm_is_a_site_that_disables_like_a_layernorm():
+    """MobileBERT's NoNorm (x * w + b) sits where BERT has LayerNorms: its bottleneck norms (not the stream's
+    width) are inner, the one closing each layer is the block output, and disabling zeroes the output dim."""
+    model = _model("mobilebert")
+    sites = find_norm_sites(model)
+    assert {type(s.module).__name__ for s in sites} == {"NoNorm", "LayerNorm"}
+    blocks = select_sites(sites, "block_output")
+    assert [s.name for s in blocks] == [f"mobilebert.encoder.layer.{i}.output.bottleneck.LayerNorm" for i in (0, 1)]
+    assert all(s.size != 32 for s in sites if s.role == "inner")
+    assert verify_sites(model, sites) == []
+
+
+def test_default_roles_of_a_norm_on_entry_model():
+    roles, why = default_roles(find_norm_sites(_model("minimax")))
+    assert roles == ("block_input",) and "stands in" in why
+
+
 def test_unplaceable_norm_is_a_clear_error_naming_what_was_seen():
     model = _model("mra")  # its attention does not mix tokens on a short input: the first LN looks post-FFN
     with pytest.raises(NormLayoutError, match="'mra'.*input is the residual stream.*cannot give it a role"):
@@ -121,8 +144,8 @@ def test_unplaceable_norm_is_a_clear_error_naming_what_was_seen():
 
 def test_whole_registry_sweep_keeps_what_the_table_lists_as_covered():
     """Every type of the three auto mappings; the types docs/ARCHITECTURES.md lists as covered stay covered,
-    none is wrong (a crash or a failed verification), and at least 90% of the buildable ones are covered
-    (issue 14 asks for 95%; the remaining clear NormLayoutErrors are listed in the table)."""
+    none is wrong (a crash or a failed verification), and at least 95% of the buildable ones are covered
+    (issue 14's target; the remaining clear NormLayoutErrors are listed in the table)."""
     listed = architectures.covered_in(architectures.DOC_PATH.read_text())
     outcomes = architectures.sweep(progress=False)
     status = {o.model_type: o for o in outcomes}
@@ -133,6 +156,6 @@ def test_whole_registry_sweep_keeps_what_the_table_lists_as_covered():
     assert not wrong
     buildable = [o for o in outcomes if o.status != "not-buildable"]
     covered = [o for o in buildable if o.status == "covered"]
-    assert len(covered) >= 0.90 * len(buildable), (len(covered), len(buildable))
+    assert len(covered) >= 0.95 * len(buildable), (len(covered), len(buildable))
     doc = architectures.DOC_PATH.read_text()
     assert f"transformers {transformers.__version__}" in doc
