@@ -38,6 +38,8 @@ TINY_SIZES = {
     "mamba_n_heads": 4, "mamba_d_head": 16, "ssm_state_size": 8, "linear_num_key_heads": 2,
     "linear_num_value_heads": 2, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
 }
+# Sizes a config class may leave None although its model needs them (Ministral's head_dim, ESM's vocab_size, ...).
+UNSET_SIZES = ("head_dim", "num_key_value_heads", "vocab_size", "num_experts_per_tok")
 MAX_PARAMS = 3_000_000  # a type whose tiny config is larger than this is recorded as not buildable
 # Which layer-count attributes a config may carry (any that exist are shrunk to 2).
 LAYER_ATTRS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers",
@@ -64,7 +66,9 @@ def _shrink(config, depth: int = 0) -> None:
                 setattr(config, key, 2)
     for key, value in TINY_SIZES.items():
         current = getattr(config, key, None)
-        if isinstance(current, int) and not isinstance(current, bool):
+        # unset (None) sizes that the model derives nothing from and needs: set them too
+        unset = current is None and key in UNSET_SIZES and key in vars(config)
+        if unset or isinstance(current, int) and not isinstance(current, bool):
             with contextlib.suppress(Exception):
                 setattr(config, key, value)
     vocab = getattr(config, "vocab_size", None)
