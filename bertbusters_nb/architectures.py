@@ -29,7 +29,7 @@ TINY_SIZES = {
     "encoder_layers": 2, "decoder_layers": 2, "num_decoder_layers": 2, "num_encoder_layers": 2,
     "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
     "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32, "num_experts": 4, "n_routed_experts": 4,
-    "num_local_experts": 4, "num_experts_per_tok": 2, "first_k_dense_replace": 1,
+    "num_local_experts": 4, "num_experts_per_tok": 2, "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1,
     "d_ff": 64, "d_kv": 16, "d_inner": 64, "ffn_dim": 64, "n_inner": 64,
     "max_position_embeddings": 64, "max_window_layers": 2, "sliding_window": 16,
     "kv_lora_rank": 16, "q_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16,

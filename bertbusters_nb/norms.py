@@ -6,7 +6,8 @@ every norm inside a layer, where its input comes from and where its output goes:
 
 * ``in_res``: the norm's input carries the residual stream. With every parametrised leaf module
   of the layers (Linear, Conv1D, Embedding, ...) forced to output zeros, the sub-layers contribute
-  nothing and only the skip paths remain; the norm's input still changes when the layer input
+  nothing and only the skip paths remain (a parametrised leaf that adds two tensors of its output's shape
+  is the residual add itself, ZAYA's scaled residual, and keeps running); the norm's input still changes when the layer input
   changes. True for pre-LN and post-LN norms, false for sandwich norms (they see a sub-layer's
   output) and for q/k norms (they see a projection).
 * ``out_res``: the norm's output reaches the layer output through the skip paths alone (same
@@ -28,7 +29,11 @@ normalise (Gemma2/3, OLMo2); norms inside a token mixer that see neither stream 
 (Qwen3, OLMo2, Gemma3: their input moves only at the token whose mixer input moved); any other norm that
 sees neither stream is ``inner`` (inside a sub-layer: BitNet's sub-norms, DiffLlama's group norm, Mamba's
 dt norm). Both are left out of hidden-dim ablation (``HIDDEN_ROLES``): their size is not the stream's.
-Outside the layers a norm is ``head`` when it is not in the base model, else ``embeddings`` or
+A stack's layers are the elements of the outermost ModuleList whose every element holds a norm (blocks of
+layers, Funnel's ModuleList of ModuleLists, are flattened in order); a sequence shorter than the probe token
+(Funnel pools 7 tokens to 4, then 2) is probed at its last token, and an input that is an earlier layer's
+output of the same stack (Funnel's unpooled keys and values beside the pooled query) moves with the traced
+tensor and is never taken for the encoder's output. Outside the layers a norm is ``head`` when it is not in the base model, else ``embeddings`` or
 ``final`` by whether it runs before or after its stack's layers. A single stack is a ``decoder``
 when it is causal (a change at one token leaves earlier tokens alone), else an ``encoder``.
 Norms that do not run on the text-only forward (vision / audio towers, the cross-attention norms of a
@@ -655,12 +660,25 @@ def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
     for key, members in per_layer.items():
         for name, nc in members:
             cons[(name, nc)] = consumers(key, base[name][nc].outputs[0])
+            # a norm wrapped in a gated norm (AXK2's GatedRMSNorm: y = norm(x); y * sigmoid(mlp(y))): when all it
+            # feeds is inside the wrapper, it feeds what the wrapper's output feeds
+            wrap = next((n for n in subs if name.startswith(n + ".") and type(subs[n]).__name__.lower().endswith(
+                _NORM_NAME_ENDS)), None)
+            if wrap is not None and cons[(name, nc)] and all(c.startswith(wrap + ".") for c, _ in cons[(name, nc)]):
+                calls = [k for k, call in enumerate(base.get(wrap, [])) if call.start < base[name][nc].start < call.end]
+                if calls and base[wrap][calls[0]].outputs:
+                    cons[(name, nc)] = consumers(key, base[wrap][calls[0]].outputs[0])
     producers: dict[tuple[str, int], list[tuple[str, int]]] = {}
     for (name, nc), f in facts.items():
         if not f.in_res and f.out_res:
             key = (f.layer_name, f.call)
             found = [(n, k) for n, k in sub_calls(key) if base[n][k].outputs and base[n][k].end < f.start
                      and _same(base[n][k].outputs[0], base[name][nc].inputs[0])]
+            if not found:  # the norm closes a sub-layer from inside it (AXK1's post_mlp_layernorm in the MoE):
+                # that sub-layer, when the norm's output is its output
+                found = [(n, k) for n, k in sub_calls(key) if name.startswith(n + ".") and base[n][k].outputs
+                         and base[n][k].start < f.start < base[n][k].end
+                         and _same(base[n][k].outputs[0], base[name][nc].outputs[0])]
             producers[(name, nc)] = outermost(found)
     layer_in_cons = {key: consumers(key, base[key[0]][key[1]].inputs[0]) for key in per_layer}
     candidates = {m for group in (*cons.values(), *producers.values(), *layer_in_cons.values()) for m in group}
