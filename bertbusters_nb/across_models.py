@@ -164,13 +164,14 @@ class DetectedDims:
 
 
 def detect_dims(model: nn.Module, sites: Sequence[NormSite], tokenizer=None, texts: Sequence[str] | None = None,
-                max_length: int = 64) -> DetectedDims:
+                max_length: int | None = None) -> DetectedDims:
     """The project's default rule (``detection.detect``: norm parameters of every non-head site, and hidden-state
     magnitudes on ``texts``): the one call to swap when the rule changes. ``sites`` (the ablated roles of one
     stack) is unused by today's rule, which weighs the whole model."""
     from .detection import detect
 
-    found = detect(model, tokenizer, None if texts is None else list(texts), max_length=max_length)
+    options = {} if max_length is None else {"max_length": max_length}
+    found = detect(model, tokenizer, None if texts is None else list(texts), **options)
     return DetectedDims(list(found.dims), found.rule, found.table)
 
 
@@ -425,7 +426,7 @@ def _run_stack(name, model, tokenizer, sites, stack, objective, intact, texts, r
     placement = norm_placement(sites, stack)
     roles = ablation_roles(sites, stack)
     chosen = select_sites(sites, roles=roles, stack=stack)
-    detected = detect_dims(model, chosen, tokenizer, list(texts)[:activation_texts], max_length)
+    detected = detect_dims(model, chosen, tokenizer)  # the rule's own train texts, never the judged ones
     dims = detected.dims
     hidden = min(s.size for s in chosen)
     label = name if stack is None else f"{name} ({stack})"
