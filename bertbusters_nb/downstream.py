@@ -336,7 +336,10 @@ class DownstreamStudy:
         """
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer (got {every!r}).")
+        from .checks import count
         from .evaluation import evaluate, scan_dims
+
+        max_samples = count("max_samples", max_samples, zero_means="the whole dev set", none_ok=True) or None
 
         self._need("scan")
         if "outliers" not in self.tables:

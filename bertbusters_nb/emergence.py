@@ -111,9 +111,13 @@ def live_pretraining(out_dir: str, seconds: float, n_texts: int = 20_000, vocab_
     """
     from pathlib import Path
 
+    from .checks import count, seconds as check_seconds
     from .data import load_texts, sample_texts
     from .pretraining import PretrainConfig, pretrain
     from .tokenizer_training import prepare_data_from_texts
+
+    seconds = check_seconds("seconds", seconds)
+    n_texts = count("n_texts", n_texts)
 
     root = Path(out_dir)
     data_dir = root / "data"

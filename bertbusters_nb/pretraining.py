@@ -108,6 +108,9 @@ class PretrainConfig:
             raise ValueError(f"mask_rate must lie in (0, 1), got {self.mask_rate}.")
         if self.lr <= 0 or self.warmup_steps < 0 or self.clip <= 0:
             raise ValueError("lr and clip must be positive and warmup_steps >= 0.")
+        from .checks import seconds
+
+        seconds("time_limit_s", self.time_limit_s, zero_means="no limit")
 
     @property
     def data_info(self) -> dict:
