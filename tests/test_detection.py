@@ -16,12 +16,7 @@ from bertbusters_nb.loading import load_model
 PLANTED = 11
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest's: tiny models run faster on one thread
 
 
 @pytest.fixture(scope="module")
