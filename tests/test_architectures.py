@@ -42,6 +42,16 @@ EXPECTED = {
     # MiniMax normalises the stream on entry to each layer and carries the normalised stream on
     "minimax": {("decoder", "block_input"): 2, ("decoder", "attention_output"): 2, ("decoder", "inner"): 1,
                 ("decoder", "final"): 1},
+    # ZAYA's scaled residual add is a parametrised leaf: it must keep running when the sub-layers are silenced
+    "zaya": {("decoder", "inner"): 2, ("decoder", "pre_attention"): 2, ("decoder", "pre_ffn"): 2,
+             ("decoder", "final"): 1},
+    # AXK1: the MoE layer closes with its own norm inside the MoE module (sandwich); AXK2: gated norm wrappers
+    "axk1": {("decoder", "qk_norm"): 4, ("decoder", "pre_attention"): 2, ("decoder", "pre_ffn"): 2,
+             ("decoder", "post_ffn"): 1, ("decoder", "final"): 1},
+    "axk2": {("decoder", "qk_norm"): 6, ("decoder", "pre_attention"): 2, ("decoder", "pre_ffn"): 2,
+             ("decoder", "final"): 1},
+    # RWKV normalises the embeddings inside its first block; its channel mix shifts tokens (a token mixer)
+    "rwkv": {("decoder", "block_input"): 1, ("decoder", "pre_attention"): 4, ("decoder", "final"): 1},
     # Funnel: blocks of layers (ModuleList of ModuleLists), pooled queries beside the unpooled keys and values
     "funnel": {("encoder", "embeddings"): 1, ("encoder", "attention_output"): 3, ("encoder", "block_output"): 3,
                ("decoder", "attention_output"): 2, ("decoder", "block_output"): 2},
