@@ -16,7 +16,9 @@ every norm inside a layer, where its input comes from and where its output goes:
 * the sub-layers a tensor feeds: the outermost parametrised modules of the layer that receive
   that exact tensor (matched by value in the plain forward). Each is tested for token mixing
   (its input changed at one token, its output changes at other tokens: attention or another token
-  mixer) and for reading the encoder output (cross-attention); otherwise it is token-wise (FFN).
+  mixer) and for reading the encoder output (cross-attention); otherwise it is token-wise (FFN). A tensor
+  padded with zeros along the sequence before a sub-layer (Pegasus-X's staggered blocks) still feeds it, and a
+  norm inside a gated-norm wrapper (AXK2) feeds what the wrapper's output feeds.
 
 From these: a norm that alone receives the layer's input and whose output is the stream from there on is
 ``block_input`` (MiniMax normalises the stream on entry to each layer, RWKV in its first block only); pre-LN norms are ``pre_attention`` / ``pre_cross_attention`` / ``pre_ffn`` by the
@@ -261,6 +263,21 @@ def _tensors(obj, depth: int = 0) -> list[torch.Tensor]:
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.numel() == b.numel() and a.numel() > 0 and torch.equal(a.reshape(-1), b.reshape(-1))
+
+
+def _padded(t: torch.Tensor, x: torch.Tensor) -> bool:
+    """``t`` is ``x`` with zeros added before and / or after it along one non-last dim."""
+    if t.dim() != x.dim() or t.dim() < 2 or t.shape == x.shape:
+        return False
+    diff = [d for d in range(t.dim()) if t.shape[d] != x.shape[d]]
+    if len(diff) != 1 or diff[0] == t.dim() - 1 or t.shape[diff[0]] < x.shape[diff[0]]:
+        return False
+    d, n = diff[0], x.shape[diff[0]]
+    for lo in range(t.shape[d] - n + 1):
+        if torch.equal(t.narrow(d, lo, n), x):
+            rest = torch.cat([t.narrow(d, 0, lo), t.narrow(d, lo + n, t.shape[d] - lo - n)], dim=d)
+            return not bool(rest.any())
+    return False
 
 
 def _len(t: torch.Tensor) -> int | None:
@@ -654,6 +671,8 @@ def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
 
     def consumers(key, tensor):
         found = [(n, k) for n, k in sub_calls(key) if any(_same(t, tensor) for t in base[n][k].inputs)]
+        if not found:  # the tensor padded along the sequence before the sub-layer (Pegasus-X's staggered blocks)
+            found = [(n, k) for n, k in sub_calls(key) if any(_padded(t, tensor) for t in base[n][k].inputs)]
         return outermost(found)
 
     cons: dict[tuple[str, int], list[tuple[str, int]]] = {}
@@ -853,6 +872,12 @@ def _layer_roles(members, facts, layer_feeds, model_type: str, layer_name: str) 
             role = "qk_norm"
         else:
             role = "inner"
+        if name in roles and roles[name] != role:
+            # one norm called twice in a layer (Pegasus-X's final_layer_norm on the tokens, then on the global
+            # tokens, a side stream): the role it plays on the stream, else no role with certainty
+            if "inner" not in (roles[name], role):
+                fail(f, f"it is called again in this layer as {roles[name]}")
+            role = roles[name] if role == "inner" else role
         roles[name] = role
     return roles
 

@@ -52,6 +52,11 @@ EXPECTED = {
              ("decoder", "final"): 1},
     # RWKV normalises the embeddings inside its first block; its channel mix shifts tokens (a token mixer)
     "rwkv": {("decoder", "block_input"): 1, ("decoder", "pre_attention"): 4, ("decoder", "final"): 1},
+    # Pegasus-X pads the normed tokens before its staggered block attention, and runs final_layer_norm on the
+    # tokens (pre-FFN) and again on the global tokens (a side stream, whose own norm is inner)
+    "pegasus_x": {("encoder", "pre_attention"): 2, ("encoder", "inner"): 2, ("encoder", "pre_ffn"): 2,
+                  ("encoder", "final"): 1, ("decoder", "pre_attention"): 2, ("decoder", "pre_cross_attention"): 2,
+                  ("decoder", "pre_ffn"): 2, ("decoder", "final"): 1},
     # Funnel: blocks of layers (ModuleList of ModuleLists), pooled queries beside the unpooled keys and values
     "funnel": {("encoder", "embeddings"): 1, ("encoder", "attention_output"): 3, ("encoder", "block_output"): 3,
                ("decoder", "attention_output"): 2, ("decoder", "block_output"): 2},
