@@ -13,11 +13,12 @@ from .loading import ALIASES, ModelLoadError, load_model
 from .norms import NormLayoutError, NormSite, find_norm_sites, select_sites, sites_table
 from .detection import detect, dims_to_ablate
 from .outliers import OutlierReport, find_outliers, parameter_table
-from .results import RunRecorder
+from .reporting import RunRecorder, notebook_parameters
 
 __all__ = [
     "Condition", "disabled_dims", "fingerprints_equal", "state_fingerprint", "validate_dims", "activation_stats",
     "outlier_share", "random_dims", "rank_against", "best_device", "ALIASES", "ModelLoadError", "load_model",
     "NormLayoutError", "NormSite", "find_norm_sites", "select_sites", "sites_table", "OutlierReport",
     "dims_to_ablate", "detect", "detection", "find_outliers", "parameter_table", "RunRecorder", "outliers", "reporting",
+    "notebook_parameters",
 ]

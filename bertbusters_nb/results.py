@@ -1,59 +1,17 @@
-"""One place that saves tables, figures, findings and the run's config, atomically.
-
-Every write goes to a temporary file in the same folder and is renamed into place, so a
-killed run never leaves a half-written file that a later run would trust.
-"""
+"""Old path, kept for one release: the atomic writers live in ``bertbusters_nb.atomic``, ``RunRecorder``
+in ``bertbusters_nb.reporting.recorder``. Package code imports those, never this file."""
 from __future__ import annotations
-
-import logging
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import pandas as pd
 
 # The writers live in the base layer (atomic.py); re-exported here for old imports.
 from .atomic import (atomic_write_bytes, atomic_write_json, atomic_write_text,  # noqa: F401
                      pid_alive, read_json, remove_stale_temporaries)
+from ._moved import forward as _forward
 
-log = logging.getLogger(__name__)
+_recorder, _ = _forward(__name__, "bertbusters_nb.reporting.recorder")
 
 
-@dataclass
-class RunRecorder:
-    """Saves a notebook run's tables, figures and findings under ``out_dir`` with its config beside them.
-
-    Example:
-        >>> rec = RunRecorder("figures/offline/03_mlm", config={"model": "bbmini"})
-        >>> rec.table(df, "conditions"); rec.figure(fig, "scan"); rec.finding("...", held=True)  # doctest: +SKIP
-    """
-
-    out_dir: str | os.PathLike
-    config: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.out_dir = Path(self.out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.out_dir / "config.json", self.config)
-
-    def table(self, frame: pd.DataFrame, name: str) -> Path:
-        """Save a tidy table as CSV (the config lies beside it in config.json)."""
-        return atomic_write_text(self.out_dir / f"{name}.csv", frame.to_csv(index=False))
-
-    def figure(self, fig, name: str, dpi: int = 110) -> Path:
-        """Save a matplotlib Figure as PNG and return its path; the caller still shows it."""
-        import io
-
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-        return atomic_write_bytes(self.out_dir / f"{name}.png", buffer.getvalue())
-
-    def finding(self, claim: str, held: bool | None, evidence: str) -> dict:
-        """Record whether a claim of the paper held in this run, with the numbers that decide it."""
-        path = self.out_dir / "findings.json"
-        findings = read_json(path) if path.exists() else []
-        findings = [f for f in findings if f["claim"] != claim] + [
-            {"claim": claim, "held": held, "evidence": evidence}]
-        atomic_write_json(path, findings)
-        verdict = {True: "HELD", False: "DID NOT HOLD", None: "INCONCLUSIVE"}[held]
-        return {"claim": claim, "verdict": verdict, "evidence": evidence}
+def __getattr__(name: str):
+    """``RunRecorder`` moved to ``bertbusters_nb.reporting.recorder``: warns once with the new path and forwards."""
+    if name == "RunRecorder":
+        return _recorder(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,62 @@
+"""One place that saves a notebook run's tables, figures, findings and config, atomically.
+
+Every write goes through ``bertbusters_nb.atomic`` (a temporary file in the same folder renamed
+into place), so a killed run never leaves a half-written file that a later run would trust.
+The config comes from ``notebook_parameters(globals())``, so it is never retyped by hand.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+
+__all__ = ["RunRecorder"]
+
+
+@dataclass
+class RunRecorder:
+    """Saves a notebook run's tables, figures and findings under ``out_dir`` with its config beside them.
+
+    Example:
+        >>> rec = RunRecorder(out_dir, config=bb.notebook_parameters(globals()))   # doctest: +SKIP
+        >>> rec.table(df, "conditions"); rec.figure(fig, "scan"); rec.finding(*finding)  # doctest: +SKIP
+    """
+
+    out_dir: str | os.PathLike
+    config: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.out_dir = Path(self.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.out_dir / "config.json", self.config)
+
+    def table(self, frame: pd.DataFrame, name: str) -> Path:
+        """Save a tidy table as CSV (the config lies beside it in config.json)."""
+        return atomic_write_text(self.out_dir / f"{name}.csv", frame.to_csv(index=False))
+
+    def figure(self, fig, name: str, dpi: int = 110) -> Path:
+        """Save a matplotlib Figure as PNG and return its path; the caller still shows it."""
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        return atomic_write_bytes(self.out_dir / f"{name}.png", buffer.getvalue())
+
+    def finding(self, claim: str, held: bool | None, evidence: str) -> dict:
+        """Record whether a claim of the paper held in this run, with the numbers that decide it
+        (``rec.finding(*finding)`` with a ``reporting.claims.Finding``)."""
+        path = self.out_dir / "findings.json"
+        findings = read_json(path) if path.exists() else []
+        findings = [f for f in findings if f["claim"] != claim] + [
+            {"claim": claim, "held": held, "evidence": evidence}]
+        atomic_write_json(path, findings)
+        verdict = {True: "HELD", False: "DID NOT HOLD", None: "INCONCLUSIVE"}[held]
+        return {"claim": claim, "verdict": verdict, "evidence": evidence}
+
+    def findings(self) -> list[dict]:
+        """Every finding recorded so far in this run's folder (claim, held, evidence), in order."""
+        path = self.out_dir / "findings.json"
+        return read_json(path) if path.exists() else []
