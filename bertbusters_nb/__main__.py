@@ -39,13 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     if args.command == "assets":
-        from .assets import fetch_source_assets
+        from .data.assets import fetch_source_assets
 
         print(fetch_source_assets())
         return 0
     if args.command == "detect":
         from .detection import main_detect
-        from .loading import ModelLoadError
+        from .model.loading import ModelLoadError
 
         try:
             return main_detect(args.model, args.roles, args.json, args.texts, args.scan)

@@ -7,8 +7,8 @@ from typing import Sequence
 import pandas as pd
 
 from .activations import activation_stats, magnitude_by_layer, outlier_share, text_batches
-from .loading import load_model
-from .norms import find_norm_sites, select_sites
+from .model.loading import load_model
+from .model.norms import find_norm_sites, select_sites
 from .detection import dims_to_ablate
 from .outliers import OutlierReport, find_outliers
 
@@ -79,8 +79,8 @@ def conclusion(model_name: str, held_position: bool, held_activation: bool, shar
 def run_folder(run: str) -> Path:
     """A pre-training run or exported model folder: an alias (``bbmini``), a path, or a path relative to the
     repository (so ``models/bbmini/candidates/h256l4s0`` works from the notebooks folder too)."""
-    from . import assets
-    from .loading import ALIASES
+    from .data import assets
+    from .model.loading import ALIASES
 
     if run in ALIASES:
         return Path(ALIASES[run]())

@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import assets
-from .loading import load_model, resolve
+from .data import assets
+from .model.loading import load_model, resolve
 from .results import atomic_write_json, pid_alive, read_json
 from .tasks import GLUE_HUB, TaskSpec, get_task, load_task, tokenize_split
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import assets
+from .data import assets
 from .results import atomic_write_json, atomic_write_text, read_json
 from .schema import ParameterError, check_value, load_schema
 

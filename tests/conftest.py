@@ -57,7 +57,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> str:
     """A randomly initialised 2-layer BERT encoder (hidden 32) with the bert-base vocabulary, saved as a folder."""
-    from bertbusters_nb import assets
+    from bertbusters_nb.data import assets
 
     tokenizer = T.AutoTokenizer.from_pretrained(assets.minilm_dir())
     torch.manual_seed(0)

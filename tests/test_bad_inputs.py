@@ -53,7 +53,7 @@ def _disable(dims):
 def _eval_set(batch_size=4):
     from transformers import AutoTokenizer
 
-    from bertbusters_nb import assets
+    from bertbusters_nb.data import assets
     from bertbusters_nb.evaluation import prepare_mlm_eval
 
     return prepare_mlm_eval(AutoTokenizer.from_pretrained(assets.minilm_dir()), ["a few words here", "and a few more"], max_length=16,

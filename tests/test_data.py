@@ -1,6 +1,8 @@
 """Corpora from the offline assets, read through datasets; a fixed held-out split."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bertbusters_nb import data
@@ -32,3 +34,65 @@ def test_local_text_file_and_errors(tmp_path):
         data.load_texts(str(blank))
     with pytest.raises(ValueError, match="Unknown corpus"):
         data.load_texts("wikitext-103-typo")
+
+
+def test_importing_data_leaves_library_verbosity_unchanged():
+    """No log verbosity is set at import time: transformers' and datasets' levels stay what the caller chose."""
+    import subprocess
+    import sys
+
+    code = ("import datasets, transformers\n"
+            "datasets.logging.set_verbosity_info(); transformers.logging.set_verbosity_debug()\n"
+            "import bertbusters_nb.data, bertbusters_nb.data.texts, bertbusters_nb.data.assets\n"
+            "from bertbusters_nb.data import load_texts, sample_texts\n"
+            "print(datasets.logging.get_verbosity(), transformers.logging.get_verbosity())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    import logging
+
+    assert out == [str(logging.INFO), str(logging.DEBUG)]
+
+
+def test_reading_a_corpus_quiets_datasets_only_while_it_reads(tmp_path):
+    import datasets
+
+    seen = []
+    path = tmp_path / "t.txt"
+    path.write_text("one line of text\n")
+    before = datasets.logging.get_verbosity()
+    try:
+        datasets.logging.set_verbosity_info()
+        original = datasets.load_dataset
+
+        def spy(*args, **kwargs):
+            seen.append(datasets.logging.get_verbosity())
+            return original(*args, **kwargs)
+
+        datasets.load_dataset = spy
+        try:
+            assert data.load_texts(str(path)) == ["one line of text"]
+        finally:
+            datasets.load_dataset = original
+        assert seen == [datasets.logging.ERROR]
+        assert datasets.logging.get_verbosity() == datasets.logging.INFO
+    finally:
+        datasets.logging.set_verbosity(before)
+
+
+def test_old_assets_path_warns_and_forwards():
+    import importlib
+
+    from bertbusters_nb.data import assets as new
+
+    old = importlib.reload(importlib.import_module("bertbusters_nb.assets"))  # a fresh shim warns again
+    with pytest.warns(FutureWarning, match="bertbusters_nb.data.assets"):
+        assert old.assets_dir is new.assets_dir
+    assert new.REPO_ROOT == Path(__file__).resolve().parent.parent
+    assert (new.REPO_ROOT / "notebooks").is_dir()
+
+
+def test_data_package_re_exports_the_old_module_names():
+    from bertbusters_nb.data import texts
+
+    for name in ("load_texts", "sample_texts", "corpus_texts", "is_held_out", "OFFLINE_CORPORA", "HUB_CORPORA",
+                 "HELD_OUT_PERCENT"):
+        assert getattr(data, name) is getattr(texts, name)

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 torch.set_num_threads(1)
 import transformers as T
-from bertbusters_nb import assets, pretraining as pt
+from bertbusters_nb import pretraining as pt
+from bertbusters_nb.data import assets
 from bertbusters_nb.baselines import random_dims
 from bertbusters_nb.evaluation import evaluate, prepare_classification_eval, prepare_mlm_eval
 from bertbusters_nb.finetuning import FinetuneSettings, finetune

@@ -10,7 +10,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers as T  # noqa: E402
 
-from bertbusters_nb import assets, plotting_glue  # noqa: E402
+from bertbusters_nb.reporting.plots import downstream as plotting_glue  # noqa: E402
+from bertbusters_nb.data import assets  # noqa: E402
 from bertbusters_nb.downstream import (DownstreamStudy, available_backbones, backbones_note, chance_score,  # noqa: E402
                                        findings_markdown, layer_ranges, outlier_conditions)
 from bertbusters_nb.finetuning import FinetuneSettings  # noqa: E402

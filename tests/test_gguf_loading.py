@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertbusters_nb import ModelLoadError, assets, find_norm_sites, load_model
+from bertbusters_nb import ModelLoadError, find_norm_sites, load_model
+from bertbusters_nb.data import assets
 from bertbusters_nb import gguf_convert
 from bertbusters_nb.gguf_convert import SOURCE_FILE, converted_folder, sha256_file
 

@@ -16,7 +16,7 @@ def saved_bert(tmp_path_factory):
     model = T.BertForMaskedLM(T.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                            intermediate_size=64, vocab_size=30522))
     model.save_pretrained(folder)
-    from bertbusters_nb.assets import minilm_dir
+    from bertbusters_nb.data.assets import minilm_dir
 
     T.AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(folder)
     return folder, model

