@@ -5,12 +5,12 @@ Submodules with heavier imports (evaluation, pretraining, finetuning, widgets, r
 imported where they are used: ``from bertbusters_nb.evaluation import evaluate_conditions``.
 """
 from . import detection, outliers, reporting
-from .ablation import Condition, disabled_dims, fingerprints_equal, state_fingerprint, validate_dims
+from .model.ablation import Condition, disabled_dims, fingerprints_equal, state_fingerprint, validate_dims
 from .activations import activation_stats, outlier_share
 from .baselines import random_dims, rank_against
 from .device import best_device
-from .loading import ALIASES, ModelLoadError, load_model
-from .norms import NormLayoutError, NormSite, find_norm_sites, select_sites, sites_table
+from .model.loading import ALIASES, ModelLoadError, load_model
+from .model.norms import NormLayoutError, NormSite, find_norm_sites, select_sites, sites_table
 from .detection import detect, dims_to_ablate
 from .outliers import OutlierReport, find_outliers, parameter_table
 from .reporting import RunRecorder, notebook_parameters

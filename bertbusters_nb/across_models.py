@@ -43,9 +43,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .ablation import Condition
+from .model.ablation import Condition
 from .baselines import random_dims, rank_against
-from .norms import NormSite, find_norm_sites, select_sites
+from .model.norms import NormSite, find_norm_sites, select_sites
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def tiny_random_model(kind: str = "llama", seed: int = 0):
 
     from transformers import AutoTokenizer
 
-    from .loading import resolve
+    from .model.loading import resolve
 
     tokenizer = AutoTokenizer.from_pretrained(resolve("bbmini"))
     torch.manual_seed(seed)
@@ -113,7 +113,7 @@ def load_for_protocol(name: str, device: str | None = "auto"):
     ``tiny-random-llama`` / ``tiny-random-gpt2`` build a random tiny decoder (smoke profile)."""
     from transformers import AutoConfig
 
-    from .loading import load_model, resolve
+    from .model.loading import load_model, resolve
 
     if name in TINY_RANDOM:
         model, tokenizer = tiny_random_model(TINY_RANDOM[name])

@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .ablation import Condition
+from .model.ablation import Condition
 from .frequency import CATEGORIES, _base, token_categories
-from .norms import NormSite, find_norm_sites
+from .model.norms import NormSite, find_norm_sites
 
 SINK = "sink"  # the union of the categories: special, delimiter or first token
 SINK_FACTOR = 2.0  # a head population "sinks" when its mean sink mass is at least twice the sink tokens' base rate

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .norms import NormSite, find_norm_sites, select_sites
+from .model.norms import NormSite, find_norm_sites, select_sites
 
 # Roles whose parameters are weighed by default: every site on the hidden dim except an LM head's own norm.
 PARAM_ROLES_ALL = "all"
@@ -367,7 +367,7 @@ def effect_criterion(model: torch.nn.Module, tokenizer, texts: Sequence[str], ro
             return _screened_effect(model, tokenizer, texts, roles, sites, objective, max_length, top, progress,
                                     seed, screen_top_k)
         if objective == "embeddings":
-            from .ablation import Condition
+            from .model.ablation import Condition
             from .embeddings import embedding_drift
 
             drift = embedding_drift(model, tokenizer, texts, [Condition(f"dim {d}", (d,), roles) for d in dims],
@@ -707,7 +707,7 @@ def _head_for(name: str) -> str:
     """The head to load a model with, from its config's architectures (MLM, causal LM, else the encoder)."""
     from transformers import AutoConfig
 
-    from .loading import resolve
+    from .model.loading import resolve
 
     try:
         architectures = getattr(AutoConfig.from_pretrained(resolve(name)), "architectures", None) or []
@@ -728,7 +728,7 @@ def main_detect(model_name: str, roles: Sequence[str] | None = None, as_json: bo
     import json
     import sys
 
-    from .loading import load_model
+    from .model.loading import load_model
 
     out = out or sys.stdout
     model, tokenizer = load_model(model_name, head=_head_for(model_name), device=device)
@@ -774,7 +774,7 @@ def agreement_across_models(models: Sequence[str], n_effect_texts: int = 32, max
         >>> agreement_across_models(["minilm", "bbmini"], n_effect_texts=16)  # doctest: +SKIP
     """
     from .data import load_texts, sample_texts
-    from .loading import load_model
+    from .model.loading import load_model
 
     if not models:
         raise ValueError("No models given: name at least one (e.g. ['minilm', 'bbmini']).")

@@ -28,11 +28,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .ablation import Condition
+from .model.ablation import Condition
 from .baselines import random_dims, rank_against
 from .finetuning import FinetuneResult, FinetuneSettings, finetune
-from .loading import ALIASES, load_model, resolve
-from .norms import NormSite, find_norm_sites, select_sites
+from .model.loading import ALIASES, load_model, resolve
+from .model.norms import NormSite, find_norm_sites, select_sites
 from .detection import detect
 from .outliers import OutlierReport, find_outliers
 from .tasks import GLUE_HUB, get_task, load_task, task_columns

@@ -23,7 +23,7 @@ def trajectory_from_checkpoints(checkpoints: Sequence[str], steps: Sequence[int]
         >>> names = [f"google/multiberts-seed_0-step_{k}k" for k in (0, 20, 40, 100, 200)]
         >>> traj = trajectory_from_checkpoints(names, steps=[0, 20_000, 40_000, 100_000, 200_000])  # doctest: +SKIP
     """
-    from .loading import load_model
+    from .model.loading import load_model
 
     checkpoints = list(checkpoints)
     if not checkpoints:
@@ -167,7 +167,7 @@ def load_record(source: str, checkpoints: Sequence[str] = (), steps: Sequence[in
     """
     from pathlib import Path
 
-    from .loading import resolve
+    from .model.loading import resolve
     from .results import read_json
 
     if checkpoints:

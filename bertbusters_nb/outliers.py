@@ -16,7 +16,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .norms import NormSite
+from .model.norms import NormSite
 
 
 def parameter_table(sites: Sequence[NormSite], k: float = 3.0) -> pd.DataFrame:

@@ -278,7 +278,7 @@ class NormTrajectory:
 
     @classmethod
     def for_model(cls, model) -> "NormTrajectory":
-        from .norms import find_norm_sites
+        from .model.norms import find_norm_sites
 
         sites = find_norm_sites(model)
         return cls([s.name for s in sites], [s.role for s in sites], [-1 if s.layer is None else s.layer for s in sites])
@@ -715,9 +715,9 @@ def ablation_effect(model, chunks: np.ndarray, dims: Sequence[int], draws: int =
         >>> ablation_effect(model, heldout, [125, 9], draws=20)["share_of_draws_below"]  # doctest: +SKIP
         1.0
     """
-    from .ablation import disabled_dims
+    from .model.ablation import disabled_dims
     from .baselines import random_dims, rank_against
-    from .norms import find_norm_sites, select_sites
+    from .model.norms import find_norm_sites, select_sites
 
     sites = select_sites(find_norm_sites(model), roles=list(roles))
 
@@ -814,8 +814,8 @@ def model_metrics(model_dir: str | os.PathLike, data_dir: str | os.PathLike, dra
         >>> model_metrics("models/bbmini", ".gpu/data")["ablation"]["share_of_draws_below"]  # doctest: +SKIP
         1.0
     """
-    from .loading import load_model
-    from .norms import find_norm_sites, select_sites
+    from .model.loading import load_model
+    from .model.norms import find_norm_sites, select_sites
     from .outliers import find_outliers
 
     model, _ = load_model(str(model_dir), head="mlm")

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .frequency import _base
-from .norms import find_norm_sites
+from .model.norms import find_norm_sites
 
 RECOVERED_MAJORITY = 0.5  # keeping the outlier dims must win back at least half of what W8A8 lost
 

@@ -43,11 +43,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .ablation import Condition, validate_dims
+from .model.ablation import Condition, validate_dims
 from .engine import AblationEngine
 from .masking import IGNORE_INDEX, Batch, EvalSet, _check_batch_size, _pad_id, _padded, _tokenize
 from .device import best_device
-from .norms import NormSite, find_norm_sites, select_sites
+from .model.norms import NormSite, find_norm_sites, select_sites
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from typing import Sequence
 import torch
 
 from . import frequency
-from .loading import load_model, resolve
-from .norms import NormSite, find_norm_sites
+from .model.loading import load_model, resolve
+from .model.norms import NormSite, find_norm_sites
 
 # alias -> (head to load, objective kind for quantization.quantization_table)
 KNOWN = {"bbmini": ("mlm", "mlm"), "minilm": ("base", "embedding"), "smollm2": ("causal-lm", "causal")}
@@ -100,7 +100,7 @@ def has_trajectory(subject: Subject) -> bool:
 def conditions(subject: Subject, draws: int, seed: int = 0) -> list:
     """Intact, the outlier dims disabled, and ``draws`` random sets of as many dims (outliers excluded), all on
     the subject's ablation roles."""
-    from .ablation import Condition
+    from .model.ablation import Condition
 
     randoms = random_draws(subject, draws, seed)
     return ([Condition("none"), Condition("outliers", tuple(subject.dims), subject.roles)]

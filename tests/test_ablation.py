@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from bertbusters_nb import (Condition, disabled_dims, find_norm_sites, find_outliers, random_dims, select_sites,
                             state_fingerprint)
-from bertbusters_nb.ablation import fingerprints_equal
+from bertbusters_nb.model.ablation import fingerprints_equal
 from conftest import tiny_model
 
 MODEL = tiny_model("bert")

@@ -7,9 +7,9 @@ import pytest
 import torch
 import transformers
 
-from bertbusters_nb import architectures
-from bertbusters_nb.ablation import disabled_dims, fingerprints_equal, state_fingerprint
-from bertbusters_nb.norms import (HIDDEN_ROLES, NormLayoutError, default_roles, find_norm_sites, select_sites,
+from bertbusters_nb.model import architectures
+from bertbusters_nb.model.ablation import disabled_dims, fingerprints_equal, state_fingerprint
+from bertbusters_nb.model.norms import (HIDDEN_ROLES, NormLayoutError, default_roles, find_norm_sites, select_sites,
                                   verify_sites)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,8 +13,8 @@ from torch import nn
 
 import bertbusters_nb as bb
 from bertbusters_nb import data, results, runner
-from bertbusters_nb.loading import ModelLoadError
-from bertbusters_nb.norms import NormLayoutError
+from bertbusters_nb.model.loading import ModelLoadError
+from bertbusters_nb.model.norms import NormLayoutError
 from conftest import tiny_model
 
 MODEL = tiny_model("bert")
@@ -29,7 +29,7 @@ def _corrupt_json(tmp_path):
 
 
 def _unknown_layout():
-    from bertbusters_nb import architectures
+    from bertbusters_nb.model import architectures
 
     # MRA's attention does not mix tokens on a short input, so its first LayerNorm looks post-FFN (issue 14)
     return bb.find_norm_sites(architectures.tiny_model("mra", "masked-lm"))

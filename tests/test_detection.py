@@ -11,7 +11,7 @@ import transformers as T
 
 from bertbusters_nb import detection as D
 from bertbusters_nb.data import load_texts, sample_texts
-from bertbusters_nb.loading import load_model
+from bertbusters_nb.model.loading import load_model
 
 PLANTED = 11
 

@@ -9,8 +9,8 @@ import torch
 
 from bertbusters_nb import ModelLoadError, find_norm_sites, load_model
 from bertbusters_nb.data import assets
-from bertbusters_nb import gguf_convert
-from bertbusters_nb.gguf_convert import SOURCE_FILE, converted_folder, sha256_file
+from bertbusters_nb.model import gguf as gguf_module
+from bertbusters_nb.model.gguf import SOURCE_FILE, converted_folder, sha256_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,7 +44,7 @@ def test_conversion_is_cached_with_the_gguf_checksum(smollm2, monkeypatch):
     def no_conversion(*_args, **_kwargs):
         raise AssertionError("converted again although the cache holds the safetensors")
 
-    monkeypatch.setattr(gguf_convert, "_convert", no_conversion)
+    monkeypatch.setattr(gguf_module, "_convert", no_conversion)
     assert converted_folder(gguf) == folder
     model, _ = load_model(gguf, head="causal-lm", device="cpu")  # a GGUF path loads from the same cache folder
     reference = smollm2[0].model.layers[3].post_attention_layernorm.weight
@@ -64,8 +64,8 @@ def test_conversion_is_atomic_and_redone_when_stale(tmp_path, monkeypatch):
         (out / "config.json").write_text("{}")
         raise OSError("disk full")
 
-    monkeypatch.setattr(gguf_convert, "_convert", broken)
-    with pytest.raises(gguf_convert.GGUFError, match="disk full"):
+    monkeypatch.setattr(gguf_module, "_convert", broken)
+    with pytest.raises(gguf_module.GGUFError, match="disk full"):
         converted_folder(gguf, cache)
     assert list(cache.iterdir()) == []  # neither a half folder nor a temporary one
 
@@ -73,7 +73,7 @@ def test_conversion_is_atomic_and_redone_when_stale(tmp_path, monkeypatch):
         (out / "config.json").write_text("{}")
         (out / "model.safetensors").write_bytes(b"x")
 
-    monkeypatch.setattr(gguf_convert, "_convert", fake)
+    monkeypatch.setattr(gguf_module, "_convert", fake)
     folder = converted_folder(gguf, cache)
     assert [p.name for p in cache.iterdir()] == [folder.name] and folder.name.startswith("tiny-")
     (folder / SOURCE_FILE).write_text(json.dumps({"sha256": "0" * 64}))  # written for other bytes

@@ -6,7 +6,7 @@ import torch
 import transformers as T
 
 from bertbusters_nb import ModelLoadError, load_model
-from bertbusters_nb.loading import resolve
+from bertbusters_nb.model.loading import resolve
 
 
 @pytest.fixture(scope="module")

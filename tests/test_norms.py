@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from bertbusters_nb.norms import NormLayoutError, find_norm_sites, select_sites, sites_table
+from bertbusters_nb.model.norms import NormLayoutError, find_norm_sites, select_sites, sites_table
 from conftest import tiny_model
 
 # (stack, role) -> count for the tiny models of conftest (3 layers; BART decoder 2).

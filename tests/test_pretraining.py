@@ -232,7 +232,7 @@ def test_sigkill_then_resume_ends_identical_without_datasets(data_dir, tmp_path)
 
 def test_outlier_selection_and_ablation_effect_on_a_planted_outlier(data_dir, tmp_path):
     model = pt.build_model(tiny(data_dir), 80, 32).eval()
-    from bertbusters_nb.norms import find_norm_sites, select_sites
+    from bertbusters_nb.model.norms import find_norm_sites, select_sites
 
     with torch.no_grad():
         for site in find_norm_sites(model):  # the rule weighs every norm site but the MLM head's
@@ -262,7 +262,7 @@ needs_bbmini = pytest.mark.skipif(not (BBMINI / "METRICS.json").exists(), reason
 
 @needs_bbmini
 def test_bbmini_loads_and_reproduces_its_recorded_eval_loss():
-    from bertbusters_nb.loading import load_model
+    from bertbusters_nb.model.loading import load_model
 
     model, tokenizer = load_model("bbmini", head="mlm", device="cpu")
     metrics = read_json(BBMINI / "METRICS.json")

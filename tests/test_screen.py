@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertbusters_nb.ablation import Condition, state_fingerprint, fingerprints_equal
+from bertbusters_nb.model.ablation import Condition, state_fingerprint, fingerprints_equal
 from bertbusters_nb.embeddings import sentence_embeddings
 from bertbusters_nb.evaluation import prepare_classification_eval, prepare_mlm_eval, scan_dims
-from bertbusters_nb.norms import find_norm_sites, select_sites
+from bertbusters_nb.model.norms import find_norm_sites, select_sites
 from bertbusters_nb.screen import (agreement, estimate_effects, exact_effects, make_engine, screen_summary,
                                    prepare_embedding_eval, screen_ranking, screened_scan)
 from conftest import tiny_model

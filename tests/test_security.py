@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bertbusters_nb import loading
+from bertbusters_nb.model import loading
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "bertbusters_nb"

@@ -8,9 +8,9 @@ import torch
 import transformers as T
 
 from bertbusters_nb import attention_sinks, frequency, quantization, why
-from bertbusters_nb.ablation import Condition, fingerprints_equal, state_fingerprint
+from bertbusters_nb.model.ablation import Condition, fingerprints_equal, state_fingerprint
 from bertbusters_nb.activations import text_batches
-from bertbusters_nb.norms import find_norm_sites
+from bertbusters_nb.model.norms import find_norm_sites
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -289,7 +289,7 @@ def test_token_occurrences_and_tables_on_bbmini(bbmini):
 
 
 def test_snapshot_availability_on_bbmini():
-    from bertbusters_nb.loading import resolve
+    from bertbusters_nb.model.loading import resolve
 
     emerged, sentence = frequency.snapshot_availability(resolve("bbmini"), [81])
     assert emerged.dim.tolist() == [81] and emerged.first_step_in_most_sites.notna().all()

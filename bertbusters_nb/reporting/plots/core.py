@@ -11,7 +11,7 @@ import pandas as pd
 import seaborn as sns
 
 if TYPE_CHECKING:
-    from ...norms import NormSite
+    from ...model.norms import NormSite
 
 
 def norm_parameter_lines(sites: Sequence["NormSite"], outlier_dims: Sequence[int] = (), title: str = "",

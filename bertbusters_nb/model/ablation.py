@@ -1,0 +1,133 @@
+"""Disable chosen hidden dimensions in chosen norm sites, reversibly.
+
+Every edit happens inside a ``with`` block and is undone on exit, also when the body
+raises (KeyboardInterrupt included) and when blocks nest: the original values of exactly
+the touched entries are saved before the edit and copied back after, so the model is
+restored bit for bit without reloading it from disk.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, asdict
+from typing import Iterable, Iterator, Literal, Sequence
+
+import torch
+
+from .norms import NormSite, disabled_fill, find_norm_sites, select_sites
+
+Mode = Literal["zero", "mean"]
+MODES = ("zero", "mean")
+
+
+def validate_dims(dims: Iterable[int], size: int) -> list[int]:
+    """Check ``dims`` against a hidden size: integers, in range, no duplicates, not empty."""
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Iterable):
+        raise TypeError(f"dims must be a list of integers, got {dims!r}.")
+    dims = list(dims)
+    if not dims:
+        raise ValueError("dims is empty: pass at least one hidden dimension to disable.")
+    bad_type = [d for d in dims if isinstance(d, bool) or not isinstance(d, (int,)) and not (
+        hasattr(d, "__index__") and not isinstance(d, float))]
+    if bad_type:
+        raise TypeError(f"dims must be integers; got {bad_type}. Convert them with int(...).")
+    dims = [int(d) for d in dims]
+    bad = [d for d in dims if not 0 <= d < size]
+    if bad:
+        raise ValueError(f"dims {bad} are out of range: this model's hidden size is {size} (valid: 0..{size - 1}).")
+    dupes = sorted({d for d in dims if dims.count(d) > 1})
+    if dupes:
+        raise ValueError(f"dims {dupes} are listed more than once; pass each dimension once.")
+    return dims
+
+
+def _targets(site: NormSite) -> list[torch.Tensor]:
+    return [p for p in (site.weight, site.bias) if p is not None]
+
+
+@contextlib.contextmanager
+def disabled_dims(sites: Sequence[NormSite], dims: Iterable[int], mode: Mode = "zero") -> Iterator[list[NormSite]]:
+    """Disable ``dims`` in ``sites`` (effective scale and shift 0, or the site's mean: ``norms.disabled_fill``,
+    which knows Gemma's ``x * (1 + w)``); restore bit for bit on exit. A site without affine parameters
+    has nothing to disable: ValueError naming it.
+
+    Example:
+        >>> with disabled_dims(select_sites(find_norm_sites(model)), [308, 381]):
+        ...     loss = model(**batch).loss  # doctest: +SKIP
+    """
+    sites = list(sites)
+    if not sites:
+        raise ValueError("No norm sites selected: pick roles/layers that exist (see sites_table(find_norm_sites(model))).")
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; pick one of {MODES}.")
+    sizes = {s.size for s in sites}
+    dims = validate_dims(dims, min(sizes))
+    for site in sites:
+        if not site.can_disable:
+            disabled_fill(site, site.weight, mode)  # raises, naming the site and why
+    saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    indices: dict[torch.device, torch.Tensor] = {}  # one index tensor per device (a GPU copy each is costly)
+    try:
+        with torch.no_grad():
+            for site in sites:
+                for param in _targets(site):
+                    if param.device not in indices:
+                        indices[param.device] = torch.tensor(dims, device=param.device)
+                    index = indices[param.device]
+                    saved.append((param, index, param.data[index]))  # indexing with a tensor copies
+                    param.data[index] = disabled_fill(site, param, mode)
+        yield sites
+    finally:
+        with torch.no_grad():
+            for param, index, original in reversed(saved):
+                param.data[index] = original
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One ablation condition, as data (so it can be tabled, saved and re-run).
+
+    name: label in result tables. dims: hidden dims to disable (empty: intact model).
+    roles: site roles touched. layers: layer indices (None: all). mode: 'zero' or 'mean'.
+    stack: 'encoder'/'decoder' or None for any.
+    """
+
+    name: str
+    dims: tuple[int, ...] = ()
+    roles: tuple[str, ...] = ("block_output",)
+    layers: tuple[int, ...] | None = None
+    mode: str = "zero"
+    stack: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
+        object.__setattr__(self, "roles", (self.roles,) if isinstance(self.roles, str) else tuple(self.roles))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
+        if self.mode not in MODES:
+            raise ValueError(f"Unknown mode {self.mode!r}; pick one of {MODES}.")
+
+    def sites(self, all_sites: Sequence[NormSite]) -> list[NormSite]:
+        return select_sites(all_sites, roles=self.roles, layers=self.layers, stack=self.stack)
+
+    def apply(self, all_sites: Sequence[NormSite]) -> contextlib.AbstractContextManager:
+        """The context that puts this condition in force (a no-op for the intact model)."""
+        if not self.dims:
+            return contextlib.nullcontext([])
+        return disabled_dims(self.sites(all_sites), self.dims, self.mode)
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        d["dims"] = " ".join(map(str, self.dims))
+        d["roles"] = "+".join(self.roles)
+        d["layers"] = "all" if self.layers is None else " ".join(map(str, self.layers))
+        return d
+
+
+def state_fingerprint(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of every parameter and buffer, to assert bit-exact restoration in tests."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fingerprints_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """True when two ``state_fingerprint`` results are bit-identical."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
