@@ -10,6 +10,7 @@ engine) forces fp32. Training (``pretraining``) keeps ``autocast_dtype``: bf16 o
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -124,3 +125,16 @@ def eval_autocast_dtype(device: torch.device) -> torch.dtype | None:
     if device.type == "cpu" and cpu_bf16_pays():
         return torch.bfloat16
     return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """The one autocast context (engine forwards, pre-training steps): ``torch.autocast`` to ``dtype`` on
+    ``device``'s type, or a no-op context for ``dtype=None`` (plain fp32).
+
+    Example:
+        >>> with autocast(torch.device("cpu"), None):
+        ...     pass
+    """
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 torch.set_num_threads(1)
 
-from bertbusters_nb.scan import sharded_scan  # noqa: E402
+from bertbusters_nb.evaluation.scan import sharded_scan  # noqa: E402
 from shard_setup import tiny_scan_setup  # noqa: E402
 
 model, eval_set = tiny_scan_setup()

@@ -9,12 +9,12 @@ import torch
 import transformers as T
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from bertbusters_nb.ablation import Condition, state_fingerprint
-from bertbusters_nb.engine import AblationEngine
+from bertbusters_nb.model.ablation import Condition, state_fingerprint
+from bertbusters_nb.evaluation.engine import AblationEngine
 from bertbusters_nb.evaluation import (compute_metrics, evaluate, evaluate_conditions, prepare_causal_eval,
                                        prepare_classification_eval, prepare_mlm_eval, table_columns)
-from bertbusters_nb.masking import IGNORE_INDEX
-from bertbusters_nb.norms import find_norm_sites
+from bertbusters_nb.evaluation.sets import IGNORE_INDEX
+from bertbusters_nb.model.norms import find_norm_sites
 from conftest import TINY, tiny_model
 
 WORDS = [f"w{i}" for i in range(100)]

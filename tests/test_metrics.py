@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from bertbusters_nb.metrics import (METRIC_FOR_TASK, NUM_LABELS, TASK_METRICS, accuracy, compute_metrics, f1,
+from bertbusters_nb.evaluation.metrics import (METRIC_FOR_TASK, NUM_LABELS, TASK_METRICS, accuracy, compute_metrics, f1,
                                     matthews_correlation, pearson, spearmanr)
 
 

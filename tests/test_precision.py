@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bertbusters_nb import device as devices
-from bertbusters_nb.ablation import Condition
-from bertbusters_nb.engine import AblationEngine
+from bertbusters_nb.model.ablation import Condition
+from bertbusters_nb.evaluation.engine import AblationEngine
 from bertbusters_nb.evaluation import prepare_mlm_eval
 from conftest import tiny_model
 from test_evaluation import TOK, random_texts

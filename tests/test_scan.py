@@ -10,10 +10,10 @@ import pytest
 import transformers as T
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from bertbusters_nb.ablation import Condition
-from bertbusters_nb.engine import AblationEngine
+from bertbusters_nb.model.ablation import Condition
+from bertbusters_nb.evaluation.engine import AblationEngine
 from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval
-from bertbusters_nb.scan import CheckpointWarning, scan_dims
+from bertbusters_nb.evaluation.scan import CheckpointWarning, scan_dims
 from conftest import tiny_model
 
 WORDS = [f"w{i}" for i in range(100)]
@@ -120,7 +120,7 @@ def test_scan_default_dims_cover_the_hidden_size_and_validate():
 
 
 def test_notebook_scan_on_the_first_examples_only(tmp_path):
-    from bertbusters_nb.mlm_effects import run_scan
+    from bertbusters_nb.evaluation.mlm_effects import run_scan
 
     small = run_scan(MODEL, EVAL_SET, ["block_output"], 4, str(tmp_path / "scan.json"), max_examples=5)
     reference = scan_dims(MODEL, EVAL_SET.head(5), dims=[0, 1, 2, 3], progress=False)

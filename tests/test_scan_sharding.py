@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bertbusters_nb.scan import merge_scan_parts, scan_dims, sharded_scan
+from bertbusters_nb.evaluation.scan import merge_scan_parts, scan_dims, sharded_scan
 from shard_setup import tiny_scan_setup
 
 pytestmark = pytest.mark.usefixtures("one_thread")

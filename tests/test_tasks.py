@@ -6,9 +6,9 @@ import json
 import pandas as pd
 import pytest
 
-from bertbusters_nb import metrics
+from bertbusters_nb.evaluation import metrics
 from bertbusters_nb.data import assets
-from bertbusters_nb.tasks import (GLUE_TASKS, OFFLINE_TASKS, RT_DEV_SIZE, TASK_TO_KEYS, TASKS, describe_tasks,
+from bertbusters_nb.evaluation.tasks import (GLUE_TASKS, OFFLINE_TASKS, RT_DEV_SIZE, TASK_TO_KEYS, TASKS, describe_tasks,
                                   get_task, load_task, sample, task_columns, tokenize_split)
 
 

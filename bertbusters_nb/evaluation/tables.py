@@ -1,8 +1,8 @@
 """Evaluate a model, intact or under many ablation conditions, on one fixed eval set.
 
-This module is the public face of the evaluation code; the work is split by concern:
-``masking`` (fixed eval sets), ``metrics`` (task metrics), ``engine`` (the fast forward
-machinery) and ``scan`` (every hidden dim disabled alone, resumable).
+The package ``bertbusters_nb.evaluation`` re-exports these functions; the work is split by concern
+(see the package docstring): ``sets`` (fixed eval sets), ``metrics`` (task metrics), ``engine`` (the
+fast forward machinery) and ``scan`` (every hidden dim disabled alone, resumable).
 
 Result table of ``evaluate_conditions`` (one row per condition, in the given order):
 
@@ -35,12 +35,12 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .ablation import Condition
+from ..model.ablation import Condition
 from .engine import AblationEngine
-from .masking import (CausalEvalSet, ClassificationEvalSet, EvalSet, MLMEvalSet, mask_tokens,
+from .sets import (CausalEvalSet, ClassificationEvalSet, EvalSet, MLMEvalSet, mask_tokens,
                       prepare_causal_eval, prepare_classification_eval, prepare_mlm_eval)
 from .metrics import METRIC_FOR_TASK, NUM_LABELS, TASK_METRICS, compute_metrics
-from .norms import NormSite
+from ..model.norms import NormSite
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,5 @@ def evaluate_conditions(model: torch.nn.Module, eval_set: EvalSet, conditions: S
                           for p, r in zip(plans, results)], engine.eval_set)
 
 
-from .scan import scan_dims  # noqa: E402  (scan builds on the functions above)
-
-__all__ = [
-    "AblationEngine", "CausalEvalSet", "ClassificationEvalSet", "Condition", "EvalSet", "METRIC_FOR_TASK",
-    "MLMEvalSet", "NUM_LABELS", "TASK_METRICS", "compute_metrics", "condition_row", "evaluate",
-    "evaluate_conditions", "mask_tokens", "metric_columns", "prepare_causal_eval",
-    "prepare_classification_eval", "prepare_mlm_eval", "primary_metric", "rows_to_table", "scan_dims",
-]
+__all__ = ["DESCRIPTION_COLUMNS", "TRAILING_COLUMNS", "condition_row", "evaluate", "evaluate_conditions",
+           "metric_columns", "primary_metric", "rows_to_table", "table_columns"]

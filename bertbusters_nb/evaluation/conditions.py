@@ -1,0 +1,68 @@
+"""The standard sets of ablation conditions the notebooks compare, as data.
+
+Each condition's name is ``"<group>: <detail>"`` so result tables group by ``condition_group``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+from ..model.ablation import Condition
+from ..baselines import random_dims
+
+
+def condition_group(name: str) -> str:
+    """'random: 3' -> 'random'; 'none' -> 'none'."""
+    return name.split(":", 1)[0]
+
+
+def with_groups(table: pd.DataFrame) -> pd.DataFrame:
+    """Add a ``group`` column from the condition names (first column after ``condition``)."""
+    table = table.copy()
+    table.insert(1, "group", table["condition"].map(condition_group))
+    return table
+
+
+def outlier_conditions(dims: Sequence[int], roles: Sequence[str] = ("block_output",),
+                       mode: str = "zero") -> list[Condition]:
+    """No ablation, each outlier dim alone, and all of them together."""
+    roles = tuple(roles)
+    out = [Condition("none")]
+    out += [Condition(f"single: {d}", (d,), roles, mode=mode) for d in dims]
+    if dims:
+        out.append(Condition("outliers: all", tuple(dims), roles, mode=mode))
+    return out
+
+
+def random_conditions(size: int, count: int, draws: int, exclude: Sequence[int], roles: Sequence[str] = ("block_output",),
+                      seed: int = 0, mode: str = "zero") -> list[Condition]:
+    """``draws`` random sets of ``count`` dims (excluding the outliers), same roles and mode."""
+    return [Condition(f"random: {i}", d, tuple(roles), mode=mode)
+            for i, d in enumerate(random_dims(size, count, draws, exclude=exclude, seed=seed))]
+
+
+def layer_range_conditions(dims: Sequence[int], n_layers: int, roles: Sequence[str] = ("block_output",)) -> list[Condition]:
+    """The outlier dims disabled in each layer alone, the first half, the second half, and all layers."""
+    roles = tuple(roles)
+    half = n_layers // 2
+    out = [Condition(f"layers: {i}", tuple(dims), roles, layers=(i,)) for i in range(n_layers)]
+    out += [Condition(f"layers: 0-{half - 1}", tuple(dims), roles, layers=tuple(range(half))),
+            Condition(f"layers: {half}-{n_layers - 1}", tuple(dims), roles, layers=tuple(range(half, n_layers))),
+            Condition("layers: all", tuple(dims), roles)]
+    return out
+
+
+def role_conditions(dims: Sequence[int], available: Sequence[str]) -> list[Condition]:
+    """The outlier dims disabled per site role, and in all encoder-layer roles plus embeddings at once."""
+    wanted = [r for r in ("embeddings", "attention_output", "block_output", "pre_attention", "pre_ffn")
+              if r in available]
+    out = [Condition(f"role: {r}", tuple(dims), (r,)) for r in wanted]
+    if len(wanted) > 1:
+        out.append(Condition(f"role: {'+'.join(wanted)}", tuple(dims), tuple(wanted)))
+    return out
+
+
+def mode_conditions(dims: Sequence[int], roles: Sequence[str] = ("block_output",)) -> list[Condition]:
+    """Zeroing vs replacing by the site's mean (Sun et al. 2024: the mean often does little harm)."""
+    return [Condition(f"mode: {m}", tuple(dims), tuple(roles), mode=m) for m in ("zero", "mean")]

@@ -1,0 +1,100 @@
+"""Effects of an ablation on an encoder without an MLM head: sentence-embedding drift.
+
+Mean-pooled last-layer embeddings (the sentence-transformers recipe MiniLM was trained
+with) are compared with the intact model's by cosine similarity, per sentence.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..model.ablation import Condition
+from ..model.norms import find_norm_sites
+
+
+@torch.no_grad()
+def sentence_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 64,
+                        max_length: int = 128) -> torch.Tensor:
+    """Mean-pooled last hidden states, one row per text (on the CPU, float32).
+
+    Example:
+        >>> emb = sentence_embeddings(model, tokenizer, ["a fine film", "a dull film"])  # doctest: +SKIP
+    """
+    if not texts:
+        raise ValueError("No texts given: the dataset is empty.")
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                          max_length=max_length, return_tensors="pt").to(device)
+        hidden = model(**batch).last_hidden_state if hasattr(model, "base_model") else model(**batch)[0]
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        out.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu())
+    return torch.cat(out)
+
+
+def embedding_drift(model, tokenizer, texts: Sequence[str], conditions: Sequence[Condition],
+                    progress: bool = True, batch_size: int = 64, max_length: int = 128) -> pd.DataFrame:
+    """Per condition, the mean (and min) cosine between ablated and intact sentence embeddings.
+
+    Example:
+        >>> embedding_drift(model, tok, texts, [Condition("outliers", dims=(223,))])  # doctest: +SKIP
+    """
+    sites = find_norm_sites(model)
+    intact = sentence_embeddings(model, tokenizer, texts, batch_size, max_length)
+    rows = []
+    for condition in tqdm(conditions, desc="conditions", disable=not progress, leave=False):
+        with condition.apply(sites):
+            ablated = sentence_embeddings(model, tokenizer, texts, batch_size, max_length)
+        cos = torch.nn.functional.cosine_similarity(intact, ablated, dim=-1)
+        rows.append({"condition": condition.name, **condition.describe(), "cosine_mean": float(cos.mean()),
+                     "cosine_min": float(cos.min()),
+                     "texts": len(texts)})
+    return pd.DataFrame(rows)
+
+
+def pair_similarity_auc(model, tokenizer, first: Sequence[str], second: Sequence[str],
+                        positive: Sequence[bool], batch_size: int = 64) -> float:
+    """ROC AUC of cosine(first_i, second_i) separating positive pairs (e.g. SNLI entailment) from the rest."""
+    from sklearn.metrics import roc_auc_score
+
+    a = sentence_embeddings(model, tokenizer, first, batch_size)
+    b = sentence_embeddings(model, tokenizer, second, batch_size)
+    scores = torch.nn.functional.cosine_similarity(a, b, dim=-1).numpy()
+    return float(roc_auc_score(list(positive), scores))
+
+
+def snli_probe_table(model, tokenizer, conditions: Sequence[Condition], n_pairs: int = 400, seed: int = 0,
+                     progress: bool = True, batch_size: int = 64) -> pd.DataFrame:
+    """Per condition: embedding cosine to the intact model and the SNLI probe's ROC AUC.
+
+    The probe scores each SNLI dev pair by the cosine of its two sentence embeddings; the AUC
+    says how well that separates entailment from contradiction (neutral pairs are left out).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    import datasets
+
+    from ..data.assets import snli_files
+    from .tasks import sample
+
+    dev = datasets.load_dataset("json", data_files=str(snli_files()["test"]), split="train")
+    dev = dev.select_columns(["sentence1", "sentence2", "gold_label"])
+    dev = sample(dev.filter(lambda g: g in ("entailment", "contradiction"), input_columns="gold_label"), n_pairs, seed)
+    premises, hypotheses = list(dev["sentence1"]), list(dev["sentence2"])
+    positive = [label == "entailment" for label in dev["gold_label"]]
+    sites = find_norm_sites(model)
+    intact = sentence_embeddings(model, tokenizer, premises, batch_size)
+    rows = []
+    for condition in tqdm(conditions, desc="conditions", disable=not progress, leave=False):
+        with condition.apply(sites):
+            a = sentence_embeddings(model, tokenizer, premises, batch_size)
+            b = sentence_embeddings(model, tokenizer, hypotheses, batch_size)
+        auc = roc_auc_score(positive, torch.nn.functional.cosine_similarity(a, b, dim=-1).numpy())
+        drift = torch.nn.functional.cosine_similarity(intact, a, dim=-1)
+        rows.append({"condition": condition.name, **condition.describe(), "cosine_mean": float(drift.mean()),
+                     "snli_auc": float(auc), "pairs": len(premises)})
+    return pd.DataFrame(rows)

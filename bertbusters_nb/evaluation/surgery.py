@@ -1,0 +1,102 @@
+"""Forward surgery: the temporary edits of a forward that make the engine fast, each undone on exit.
+
+``gather_scored``  the base model hands the head only the hidden states of the scored tokens (a
+                   ``Trace`` edit of the base model's output): the head is token-wise, so the loss is the same.
+``skip_layers``    layers < L replaced by stubs (a ``forward`` attribute, deleted in a ``finally``); the
+                   last one returns a cached intact layer input (or its terminal norm applied to one).
+``capture``        an intact forward that keeps the inputs the stubs need, stopping early (``Trace(stop=True)``).
+``scored_positions``  the flat indices of the scored tokens of K repeats of a batch.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..model.hooks import Trace, first_tensor
+from .probe import LayerStack
+from .sets import Batch
+
+__all__ = ["CacheKey", "capture", "gather_scored", "scored_positions", "skip_layers"]
+
+CacheKey = tuple[int, bool]  # (level, via_norm): start at layer ``level``, from its terminal norm's input or not
+
+
+@contextlib.contextmanager
+def gather_scored(base: nn.Module, scored: torch.Tensor, on_gathered: Callable[[], None]) -> Iterator[None]:
+    """While active, ``base`` (the model's base model) returns as ``last_hidden_state`` only the hidden states
+    at ``scored`` (flat indices), shaped (1, M, H); ``on_gathered`` is called when it did."""
+
+    def edit(_name, out, _call):
+        hidden = getattr(out, "last_hidden_state", None)
+        if hidden is None or hidden.dim() != 3:
+            return out
+        out.last_hidden_state = hidden.reshape(-1, hidden.shape[-1]).index_select(0, scored).unsqueeze(0)
+        on_gathered()
+        return out
+
+    with Trace(base, {"base_model": base}, retain_output=False, edit_output=edit):
+        yield
+
+
+@contextlib.contextmanager
+def skip_layers(stack: LayerStack, key: CacheKey, cache: torch.Tensor | None, repeats: int) -> Iterator[None]:
+    """Replace layers < ``level`` by stubs; the last one returns ``cache`` (repeated for K conditions), or,
+    with ``via_norm``, layer level-1's terminal norm (as the active condition has it) applied to ``cache``."""
+    level, via_norm = key
+    if level == 0:
+        yield
+        return
+    value = cache if repeats == 1 else cache.repeat(repeats, *([1] * (cache.dim() - 1)))
+    norm = stack.terminal[level - 1] if via_norm else None
+
+    def wrap(h):
+        return h if stack.tuple_len == 0 else (h,) + (None,) * (stack.tuple_len - 1)
+
+    def passthrough(*args, **kwargs):
+        return wrap(args[0] if args else kwargs["hidden_states"])
+
+    def cached(*_args, **_kwargs):
+        return wrap(value if norm is None else norm(value))
+
+    patched = stack.layers[:level]
+    try:
+        for i, layer in enumerate(patched):
+            layer.forward = cached if i == level - 1 else passthrough
+        yield
+    finally:
+        for layer in patched:
+            if "forward" in vars(layer):
+                del layer.forward
+
+
+def capture(model: nn.Module, stack: LayerStack, keys: Sequence[CacheKey], run_to_end: bool,
+            forward: Callable[[], object]) -> tuple[dict[CacheKey, torch.Tensor], object | None]:
+    """Run ``forward`` (an intact forward of ``model``) keeping, for each (level, via_norm) in ``keys``, the
+    input of layer ``level`` (layer level-1's output) or, with via_norm, the input of layer level-1's terminal
+    norm; stop as soon as all are kept unless ``run_to_end``.
+
+    Returns (tensors by key, the forward's output or None when it was stopped).
+    """
+    wanted = sorted(set(keys))
+    modules = {key: stack.terminal[key[0] - 1] if key[1] else stack.layers[key[0] - 1] for key in wanted}
+    out = None
+    with Trace(model, {str(key): module for key, module in modules.items()}, retain_input=True,
+               stop=not run_to_end) as trace:
+        out = forward()
+    captured = {key: trace[str(key)].input if key[1] else first_tensor(trace[str(key)].output)
+                for key in wanted if trace[str(key)].calls}
+    return captured, None if trace.stopped else out
+
+
+def scored_positions(batch: Batch, repeats: int) -> torch.Tensor | None:
+    """The flat indices of the scored tokens in ``repeats`` copies of ``batch`` stacked along the batch axis."""
+    if batch.scored is None:
+        return None
+    if repeats == 1:
+        return batch.scored
+    stride = batch.targets.numel()
+    offsets = torch.arange(repeats, device=batch.scored.device).unsqueeze(1) * stride
+    return (offsets + batch.scored.unsqueeze(0)).reshape(-1)
