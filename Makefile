@@ -10,7 +10,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 
-.PHONY: setup reproduce test smoke lab bbmini clean-results
+.PHONY: setup reproduce test smoke lab notebooks bbmini clean-results
 
 setup: $(VENV)/.setup-done
 
@@ -36,6 +36,12 @@ smoke: setup
 
 lab: setup
 	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks/
+
+# Build each notebooks/NN_name.ipynb from its py:percent source notebooks/src/NN_name.py (jupytext,
+# paired by notebooks/jupytext.toml): inputs only, the notebook's kernelspec kept, no outputs.
+notebooks: setup
+	for src in notebooks/src/*.py; do \
+	  $(BIN)/jupytext --update --to ipynb -o notebooks/$$(basename $$src .py).ipynb $$src || exit 1; done
 
 bbmini: setup
 	bash models/bbmini/COMMAND.sh

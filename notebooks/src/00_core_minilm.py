@@ -25,12 +25,11 @@ seed = 0
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb import plotting, reporting
+from bertbusters_nb.reporting import claims, plots
 from bertbusters_nb.data import load_texts, sample_texts
 from bertbusters_nb.embeddings import embedding_drift
 
-rec = bb.RunRecorder(out_dir, config=dict(profile=profile, device=device, model_name=model_name, roles=roles, k=k,
-                                          n_texts=n_texts, random_draws=random_draws, seed=seed))
+rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 model, tokenizer = bb.load_model(model_name, device=device)
 bb.loading.model_summary(model)
 
@@ -55,7 +54,7 @@ print(report.summary())
 report.per_dim.head(10)
 
 # %%
-fig = plotting.norm_parameter_lines(sites, report.dims, title=f"{model_name}: {', '.join(roles)} LayerNorm weight and bias")
+fig = plots.norm_parameter_lines(sites, report.dims, title=f"{model_name}: {', '.join(roles)} LayerNorm weight and bias")
 rec.figure(fig, "norm_parameters")
 
 # %% [markdown]
@@ -63,7 +62,7 @@ rec.figure(fig, "norm_parameters")
 
 # %%
 top = report.per_dim.dim.head(8).tolist()
-fig = plotting.zscore_heatmap(report.params, top)
+fig = plots.zscore_heatmap(report.params, top)
 rec.figure(fig, "zscore_heatmap")
 
 # %% [markdown]
@@ -95,24 +94,23 @@ rec.table(drift, "embedding_drift")
 drift.head()
 
 # %%
-held, sentence = reporting.versus_random(drift.cosine_mean.iloc[0], drift.cosine_mean.iloc[1:], "mean cosine to the intact embeddings", worse="lower")
-fig = plotting.against_random(drift.cosine_mean.iloc[0], drift.cosine_mean.iloc[1:], "mean cosine to intact embeddings")
+embeddings = claims.embeddings_vs_random(drift.cosine_mean.iloc[0], drift.cosine_mean.iloc[1:])
+fig = plots.against_random(drift.cosine_mean.iloc[0], drift.cosine_mean.iloc[1:], "mean cosine to intact embeddings")
 rec.figure(fig, "outliers_vs_random")
-rec.finding("Disabling the outlier dims moves sentence embeddings more than random dims", held, sentence)
-display(Markdown(sentence))
+rec.finding(*embeddings)
+display(Markdown(embeddings.sentence))
 
 # %% [markdown]
 # ## The model is restored exactly
 # Every ablation ran inside a context that restores the touched parameters on exit.
 
 # %%
-restored = bb.fingerprints_equal(before, bb.state_fingerprint(model))
-rec.finding("Ablations restore the model bit-exactly", restored, f"all {len(before)} tensors identical after {len(conditions)} conditions: {restored}")
-display(Markdown(f"All parameters identical after {len(conditions)} ablations: **{restored}**."))
+restored = claims.restored_exactly(bb.fingerprints_equal(before, bb.state_fingerprint(model)), len(before), len(conditions))
+rec.finding(*restored)
+display(Markdown(restored.sentence))
 
 # %% [markdown]
 # ## What this run found
 
 # %%
-display(Markdown(reporting.verdict(held) + " " + sentence + f" Dims disabled on {model_name}: {dims} "
-                 f"({found.summary()}); block-output parameters alone: {report.summary()}."))
+display(Markdown(claims.core_summary(embeddings, model_name, dims, found.summary(), report.summary())))

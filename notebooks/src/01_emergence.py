@@ -35,12 +35,10 @@ seed = 0
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb import emergence, plotting, pretraining, reporting
+from bertbusters_nb import emergence, pretraining
+from bertbusters_nb.reporting import claims, plots
 
-rec = bb.RunRecorder(out_dir, config=dict(profile=profile, device=device, model_name=model_name, checkpoints=checkpoints,
-                                          checkpoint_steps=checkpoint_steps, roles=roles, k=k, middle_layer=middle_layer,
-                                          live_seconds=live_seconds, live_texts=live_texts, live_hidden=live_hidden,
-                                          live_layers=live_layers, live_draws=live_draws, seed=seed))
+rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 record = emergence.load_record(model_name, checkpoints, checkpoint_steps)
 record.describe()
 
@@ -50,7 +48,7 @@ record.describe()
 # same tokenizer on the same text (the loss of a model that ignores context).
 
 # %%
-fig = plotting.loss_curves(record.log, plateau=record.plateau, title=f"{record.name}: MLM loss over pre-training")
+fig = plots.loss_curves(record.log, plateau=record.plateau, title=f"{record.name}: MLM loss over pre-training")
 rec.figure(fig, "losses")
 breakout = emergence.loss_breakout_step(record.log, record.plateau) if record.plateau is not None else None
 print("eval loss 1 nat below the unigram entropy (off the context-free plateau) at step:", breakout)
@@ -60,7 +58,7 @@ print("eval loss 1 nat below the unigram entropy (off the context-free plateau) 
 
 # %%
 snapshots = emergence.middle_layer_snapshots(record.trajectory, middle_layer, roles[0])
-fig = plotting.parameters_over_steps(snapshots, title=f"{record.name}: {roles[0]} LayerNorm of layer {middle_layer}")
+fig = plots.parameters_over_steps(snapshots, title=f"{record.name}: {roles[0]} LayerNorm of layer {middle_layer}")
 rec.figure(fig, "middle_layer_over_steps")
 
 # %% [markdown]
@@ -76,14 +74,14 @@ final_dims = emergence.final_outlier_dims(flags)
 emerged = emergence.emergence_steps(flags, final_dims)
 rec.table(flags[flags.dim.isin(final_dims)], "flags_over_steps")
 rec.table(emerged, "emergence_steps")
-fig = plotting.flags_over_steps(flags, final_dims, breakout=breakout, title=f"{record.name}: sites beyond {k:g} sigma")
+fig = plots.plot_flags_over_steps(flags, final_dims, breakout=breakout, title=f"{record.name}: sites beyond {k:g} sigma")
 rec.figure(fig, "flags_over_steps")
 emerged
 
 # %%
-held, evidence = emergence.emergence_verdict(emerged, record.trajectory.steps[-1], breakout, record.plateau)
-rec.finding("Outlier dims emerge early in pre-training, about when the loss starts to improve", held, evidence)
-display(Markdown(evidence))
+early = claims.emerges_early(emerged, record.trajectory.steps[-1], breakout, record.plateau)
+rec.finding(*early)
+display(Markdown(early.sentence))
 
 # %% [markdown]
 # ## Does disabling them matter at each checkpoint?
@@ -93,11 +91,11 @@ display(Markdown(evidence))
 # %%
 ablation = record.ablation
 rec.table(ablation, "ablation_over_steps")
-fig = plotting.ablation_over_steps(ablation, title=f"{record.name}: MLM loss rise when the outlier dims are zeroed")
+fig = plots.ablation_over_steps(ablation, title=f"{record.name}: MLM loss rise when the outlier dims are zeroed")
 rec.figure(fig, "ablation_over_steps")
-ablation_held, ablation_text = emergence.ablation_verdict(ablation)
-rec.finding("At the end of pre-training the outlier dims matter more than every random draw", ablation_held, ablation_text)
-display(Markdown(ablation_text))
+at_the_end = claims.matters_at_the_end(ablation)
+rec.finding(*at_the_end)
+display(Markdown(at_the_end.sentence))
 
 # %% [markdown]
 # ## Live: a short pre-training in this run
@@ -110,19 +108,19 @@ display(Markdown(ablation_text))
 live = emergence.live_pretraining(f"{out_dir}/live", live_seconds, n_texts=live_texts, hidden=live_hidden,
                                   layers=live_layers, seed=seed, device=device)
 live_record = emergence.load_record(str(live.out_dir))
-fig = plotting.loss_curves(live_record.log, plateau=live_record.plateau, title="live run: MLM loss")
+fig = plots.loss_curves(live_record.log, plateau=live_record.plateau, title="live run: MLM loss")
 rec.figure(fig, "live_losses")
 print(f"{live.step} steps, {live.tokens_per_s:,.0f} tokens/s")
 
 # %%
 live_flags = emergence.flags_over_steps(live_record.trajectory, roles, k)
 live_top = emergence.final_outlier_dims(live_flags, fallback=2)
-fig = plotting.flags_over_steps(live_flags, live_top, title="live run: sites beyond the threshold")
+fig = plots.plot_flags_over_steps(live_flags, live_top, title="live run: sites beyond the threshold")
 rec.figure(fig, "live_flags_over_steps")
 live_ablation = pretraining.ablation_trajectory(live.out_dir, dims=live_top, draws=live_draws, max_sequences=64,
                                                  device=device)
 rec.table(live_ablation, "live_ablation_over_steps")
-fig = plotting.ablation_over_steps(live_ablation, title="live run: loss rise when the top LayerNorm dims are zeroed")
+fig = plots.ablation_over_steps(live_ablation, title="live run: loss rise when the top LayerNorm dims are zeroed")
 rec.figure(fig, "live_ablation_over_steps")
 live_text = emergence.live_summary(live_record, live_flags, live_top, live_ablation)
 display(Markdown(live_text))
@@ -131,4 +129,4 @@ display(Markdown(live_text))
 # ## What this run found
 
 # %%
-display(Markdown(reporting.verdict(held) + " " + evidence + " " + ablation_text + " Live run: " + live_text))
+display(Markdown(claims.emergence_summary(early, at_the_end, live_text)))

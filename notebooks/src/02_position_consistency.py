@@ -31,14 +31,11 @@ detection_dims = 0
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb import activations, consistency, detection, plotting
+from bertbusters_nb import activations, consistency, detection
+from bertbusters_nb.reporting import claims, plots
 from bertbusters_nb.data import load_texts, sample_texts
 
-rec = bb.RunRecorder(out_dir, config=dict(profile=profile, device=device, model_name=model_name,
-                                          compare_models=compare_models, seed_runs=seed_runs, corpus=corpus,
-                                          n_texts=n_texts, max_length=max_length, k=k, top_dims=top_dims, seed=seed,
-                                          detection_models=detection_models, detection_texts=detection_texts,
-                                          detection_dims=detection_dims))
+rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 model, tokenizer = bb.load_model(model_name, head="base", device=device)
 all_sites = bb.find_norm_sites(model)
 bb.loading.model_summary(model)
@@ -56,13 +53,13 @@ block = bb.select_sites(all_sites, paper_roles)
 report = bb.find_outliers(block, k=k)
 marked = bb.dims_to_ablate(model, tokenizer, k=k)
 print(report.summary())
-fig = plotting.norm_parameter_lines(block, marked, title=f"{model_name}: {bb.norms.role_label(paper_roles)} norms")
+fig = plots.norm_parameter_lines(block, marked, title=f"{model_name}: {bb.norms.role_label(paper_roles)} norms")
 rec.figure(fig, "block_output_params")
 
 # %%
 for role in bb.norms.companion_roles(all_sites, paper_roles):  # post-LN: attention-output, then embedding norms
-    fig = plotting.norm_parameter_lines(bb.select_sites(all_sites, role), marked,
-                                        title=f"{model_name}: {bb.norms.role_label(role)} norms")
+    fig = plots.norm_parameter_lines(bb.select_sites(all_sites, role), marked,
+                                     title=f"{model_name}: {bb.norms.role_label(role)} norms")
     rec.figure(fig, f"{role}_params")  # pyplot figures: the notebook shows each at the end of the cell
 
 # %% [markdown]
@@ -73,20 +70,17 @@ for role in bb.norms.companion_roles(all_sites, paper_roles):  # post-LN: attent
 
 # %%
 sites_report = bb.find_outliers([s for s in bb.select_sites(all_sites, None) if s.role != "head"], k=k)
-fig = plotting.zscore_heatmap(sites_report.params, report.per_dim.dim.head(top_dims).tolist(),
-                              title=f"{model_name}: LayerNorm weight z-scores, every site")
+fig = plots.zscore_heatmap(sites_report.params, report.per_dim.dim.head(top_dims).tolist(),
+                           title=f"{model_name}: LayerNorm weight z-scores, every site")
 rec.figure(fig, "zscore_heatmap")
 flags = consistency.flag_table(sites_report, top=top_dims)
 rec.table(flags.reset_index(), "flags_by_site")
 flags
 
 # %%
-share = consistency.top_dim_share(report)
-held_position = bool(report.dims) and share > 0.5
-evidence = (f"top dim {int(report.per_dim.dim.iloc[0])} is beyond {k:g} sigma in {share:.0%} of the "
-            f"{report.n_sites} block-output LayerNorms; outlier dims (flagged in most layers): {report.dims}")
-rec.finding("The outlier is at the same dimension in most layers", held_position, evidence)
-display(Markdown(evidence + "."))
+same_dim = claims.same_dim_in_most_layers(report, k)
+rec.finding(*same_dim)
+display(Markdown(same_dim.sentence))
 
 # %% [markdown]
 # ## Hidden states: is the outlier dim the largest one, input after input?
@@ -102,8 +96,8 @@ rec.table(layer_table, "activation_by_layer")
 layer_table
 
 # %%
-fig = plotting.layer_lines(layer_table, ["ratio", "input_share", "token_share"],
-                           title=f"{model_name}: outlier dims {marked} in the hidden states")
+fig = plots.layer_lines(layer_table, ["ratio", "input_share", "token_share"],
+                        title=f"{model_name}: outlier dims {marked} in the hidden states")
 rec.figure(fig, "activation_by_layer")
 
 # %% [markdown]
@@ -112,14 +106,9 @@ rec.figure(fig, "activation_by_layer")
 # outlier dims has the largest magnitude of all dims.
 
 # %%
-inner = layer_table[layer_table.layer > 0]
-input_share = float(inner.input_share.mean())
-held_activation = input_share >= 0.9
-evidence = (f"averaged over layers 1-{int(inner.layer.max())}, an outlier dim ({marked}) has the largest "
-            f"magnitude for {input_share:.0%} of inputs and {inner.token_share.mean():.0%} of tokens "
-            f"(paper: ~95% of inputs); mean |h| there is {inner.ratio.mean():.1f}x the median dim")
-rec.finding("Hidden states peak at the outlier dim for ~95% of inputs", held_activation, evidence)
-display(Markdown(evidence + "."))
+peaks = claims.peaks_at_the_outlier_dim(layer_table, marked)
+rec.finding(*peaks)
+display(Markdown(peaks.sentence))
 
 # %% [markdown]
 # ## Across models
@@ -132,11 +121,9 @@ rec.table(across, "across_models")
 across
 
 # %%
-distinct = across.top_dim.nunique() == len(across)
-evidence = "; ".join(f"{r.model}: top dim {r.top_dim} ({r.top_dim_sites_flagged} block-output sites), "
-                     f"largest for {r.input_share_top_is_outlier:.0%} of inputs" for r in across.itertuples())
-rec.finding("Outlier positions differ between models", distinct if len(across) > 1 else None, evidence)
-display(Markdown(evidence + "."))
+between_models = claims.positions_differ_between_models(across)
+rec.finding(*between_models)
+display(Markdown(between_models.sentence))
 
 # %% [markdown]
 # ## Across seeds of the same recipe
@@ -147,9 +134,9 @@ display(Markdown(evidence + "."))
 # %%
 across_seeds = consistency.positions_across_runs(seed_runs, k=k)
 rec.table(across_seeds, "across_seeds")
-held_seeds, evidence = consistency.seeds_finding(across_seeds)
-rec.finding("Outlier positions differ between seeds of the same recipe", held_seeds, evidence)
-display(Markdown(evidence + "."))
+between_seeds = claims.positions_differ_between_seeds(across_seeds)
+rec.finding(*between_seeds)
+display(Markdown(between_seeds.sentence))
 across_seeds
 
 # %% [markdown]
@@ -169,13 +156,12 @@ agreement[["model", "most_damaging", "criterion", "dims", "precision", "recall",
            "top_dim_effect_rank", "spearman"]]
 
 # %%
-claim, held_rule, evidence = detection.rule_finding(agreement)
-rec.finding(claim, held_rule, evidence)
-display(Markdown(evidence + "."))
+rule = claims.rule_names_damaging_dims(agreement)
+rec.finding(*rule)
+display(Markdown(rule.sentence))
 
 # %% [markdown]
 # ## What this run found
 
 # %%
-display(Markdown(consistency.conclusion(model_name, held_position, held_activation, share, input_share,
-                                        report.dims, k)))
+display(Markdown(claims.position_summary(model_name, same_dim, peaks, report, layer_table, k)))

@@ -38,16 +38,12 @@ from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
 from bertbusters_nb import conditions as cs
-from bertbusters_nb import embeddings, mlm_effects, plotting, reporting, screen, widgets
+from bertbusters_nb import embeddings, mlm_effects, screen, widgets
+from bertbusters_nb.reporting import claims, plots
 from bertbusters_nb.data import load_texts, sample_texts
 from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval
 
-rec = bb.RunRecorder(out_dir, config=dict(profile=profile, device=device, model_name=model_name, corpus=corpus,
-                                          n_texts=n_texts, min_words=min_words, max_length=max_length,
-                                          mask_prob=mask_prob, seed=seed, batch_size=batch_size, k=k, roles=roles,
-                                          random_draws=random_draws, scan_limit=scan_limit, scan_texts=scan_texts,
-                                          no_head_model=no_head_model,
-                                          snli_pairs=snli_pairs))
+rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 model, tokenizer = bb.load_model(model_name, head="mlm", device=device)
 all_sites = bb.find_norm_sites(model)
 bb.loading.model_summary(model)
@@ -77,14 +73,11 @@ table[["condition", "group", "dims", "eval_loss", "perplexity"]].head(len(dims) 
 # %%
 summary = mlm_effects.loss_summary(table)
 random_losses = table.loc[table.group == "random", "eval_loss"]
-held, sentence = reporting.versus_random(summary["outlier_loss"], random_losses, "the MLM loss (nats)",
-                                         label=f"dims {dims}")
-fig = plotting.against_random(summary["outlier_loss"], random_losses, "eval MLM loss (nats)", label=f"dims {dims}")
+mlm = claims.mlm_loss_vs_random(summary, random_losses, dims)
+fig = plots.against_random(summary["outlier_loss"], random_losses, "eval MLM loss (nats)", label=f"dims {dims}")
 rec.figure(fig, "loss_vs_random")
-rec.finding("Disabling the outlier dims raises MLM loss beyond every random draw", held,
-            sentence + f" Intact loss {summary['intact_loss']:.3f}; the outlier ablation adds "
-                       f"{summary['outlier_delta']:+.3f}, random draws add {summary['random_delta_mean']:+.3f} on average.")
-display(Markdown(sentence))
+rec.finding(*mlm)
+display(Markdown(mlm.sentence))
 
 # %% [markdown]
 # ## By layer range, by site role, zero vs mean
@@ -93,14 +86,14 @@ display(Markdown(sentence))
 by_layer = cs.with_groups(evaluate_conditions(model, eval_set, [bb.Condition("none")] + cs.layer_range_conditions(
     dims, model.config.num_hidden_layers, roles)))
 rec.table(by_layer, "mlm_by_layer")
-fig = plotting.bar_conditions(by_layer, "eval_loss", title=f"MLM loss with dims {dims} disabled, by layers")
+fig = plots.bar_conditions(by_layer, "eval_loss", title=f"MLM loss with dims {dims} disabled, by layers")
 rec.figure(fig, "loss_by_layer")
 
 # %%
 by_role = cs.with_groups(evaluate_conditions(model, eval_set, [bb.Condition("none")] + cs.role_conditions(
     dims, sorted({s.role for s in all_sites})) + cs.mode_conditions(dims, roles)))
 rec.table(by_role, "mlm_by_role_and_mode")
-fig = plotting.bar_conditions(by_role, "eval_loss", title=f"MLM loss with dims {dims} disabled, by site role and mode")
+fig = plots.bar_conditions(by_role, "eval_loss", title=f"MLM loss with dims {dims} disabled, by site role and mode")
 rec.figure(fig, "loss_by_role")
 by_role[["condition", "roles", "mode", "eval_loss", "perplexity"]]
 
@@ -126,11 +119,11 @@ blanks
 # %%
 scan = mlm_effects.run_scan(model, eval_set, roles, scan_limit, f"{out_dir}/scan_checkpoint.json", scan_texts)
 rec.table(scan, "scan")
-fig = plotting.scan_plot(scan, "eval_loss", highlight=dims)
+fig = plots.scan_plot(scan, "eval_loss", highlight=dims)
 rec.figure(fig, "scan")
 
 # %%
-scan_rank = reporting.scan_ranks(scan, dims, "eval_loss")
+scan_rank = claims.scan_ranks(scan, dims, "eval_loss")
 display(Markdown(scan_rank))
 
 # %% [markdown]
@@ -165,14 +158,9 @@ rec.table(probe, "no_head_probe")
 probe[["condition", "group", "dims", "cosine_mean", "snli_auc"]].head(len(hf_dims) + 4)
 
 # %%
-hf_outlier = probe[probe.group == "outliers"].iloc[0]
-hf_random = probe[probe.group == "random"]
-held_hf, sentence_hf = reporting.versus_random(hf_outlier.snli_auc, hf_random.snli_auc, "the SNLI probe AUC",
-                                               worse="lower", label=f"{no_head_model} dims {hf_dims}")
-rec.finding(f"On {no_head_model} (no MLM head) the outlier ablation hurts the SNLI probe beyond random dims",
-            held_hf, sentence_hf + f" Embedding cosine to intact: {hf_outlier.cosine_mean:.3f} vs random "
-                                   f"{hf_random.cosine_mean.mean():.3f}.")
-display(Markdown(sentence_hf))
+no_head = claims.probe_vs_random(probe, no_head_model, hf_dims)
+rec.finding(*no_head)
+display(Markdown(no_head.sentence))
 
 # %% [markdown]
 # ## Try it yourself
@@ -186,4 +174,4 @@ widgets.explore(model, tokenizer, texts=texts[:16])
 # ## What this run found
 
 # %%
-display(Markdown(reporting.verdict(held) + f" On **{model_name}**: " + sentence + " " + scan_rank))
+display(Markdown(claims.mlm_summary(mlm, model_name, scan_rank)))

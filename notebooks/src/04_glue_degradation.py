@@ -50,18 +50,12 @@ scan_every = 1
 # %%
 from IPython.display import Markdown, display
 
-from bertbusters_nb import RunRecorder, downstream, plotting_glue
+from bertbusters_nb import RunRecorder, downstream, notebook_parameters
+from bertbusters_nb.reporting.plots import downstream as downstream_plots
 from bertbusters_nb.finetuning import FinetuneSettings
 from bertbusters_nb.tasks import describe_tasks
 
-rec = RunRecorder(out_dir, config=dict(
-    profile=profile, device=device, backbones=backbones, tasks=tasks, glue_source=glue_source, cache_dir=cache_dir,
-    epochs=epochs, learning_rate=learning_rate, backbone_overrides=backbone_overrides, batch_size=batch_size,
-    max_length=max_length, weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed,
-    max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, max_steps=max_steps,
-    group_by_length=group_by_length, roles=roles, k=k,
-    min_share=min_share, layer_parts=layer_parts, random_draws=random_draws, random_seed=random_seed,
-    scan_tasks=scan_tasks, scan_samples=scan_samples, scan_every=scan_every))
+rec = RunRecorder(out_dir, config=notebook_parameters(globals()))
 settings = FinetuneSettings(
     epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
     weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed, max_train_samples=max_train_samples,
@@ -85,7 +79,7 @@ describe_tasks(tasks)
 # %%
 baseline = study.finetune()
 rec.table(baseline, "baseline")
-rec.figure(plotting_glue.baseline_bars(baseline), "baseline")
+rec.figure(downstream_plots.baseline_bars(baseline), "baseline")
 baseline[["backbone", "task", "split", "metric", "value", "chance", "train_examples", "train_steps", "train_seconds",
           "reused_cache"]]
 
@@ -104,7 +98,7 @@ outliers = study.outliers()
 outlier_sets = study.outlier_sets()
 rec.table(outliers, "outliers_before_after")
 rec.table(outlier_sets, "outlier_sets")
-rec.figure(plotting_glue.outliers_before_after(outliers), "outliers_before_after")
+rec.figure(downstream_plots.outliers_before_after(outliers), "outliers_before_after")
 outlier_sets
 
 # %% [markdown]
@@ -133,7 +127,7 @@ ablations[["backbone", "task", "split", "condition", "dims", "layers", "n_sites"
 # %%
 random = study.random_baseline(draws=random_draws, seed=random_seed)
 rec.table(random, "random_draws")
-rec.figure(plotting_glue.conditions_vs_random(ablations, random), "conditions_vs_random")
+rec.figure(downstream_plots.conditions_vs_random(ablations, random), "conditions_vs_random")
 
 # %% [markdown]
 # Red bars are the outlier conditions; the grey box and points on the right of each panel
@@ -142,7 +136,7 @@ rec.figure(plotting_glue.conditions_vs_random(ablations, random), "conditions_vs
 # %%
 summary = study.summary()
 rec.table(summary, "summary")
-rec.figure(plotting_glue.relative_change_strip(summary, random), "relative_change_vs_random")
+rec.figure(downstream_plots.relative_change_strip(summary, random), "relative_change_vs_random")
 display(Markdown(study.versus_random_text()))
 
 # %% [markdown]
@@ -158,7 +152,7 @@ display(Markdown(study.versus_random_text()))
 # %%
 scan = study.scan(tasks=scan_tasks, max_samples=scan_samples, every=scan_every, checkpoint_dir=out_dir)
 rec.table(scan, "scan")
-rec.figure(plotting_glue.scan_grid(scan), "scan")
+rec.figure(downstream_plots.scan_grid(scan), "scan")
 
 # %% [markdown]
 # The x axis is the disabled dimension; top: the score (dashed: the intact model on the same

@@ -37,11 +37,9 @@ from IPython.display import HTML, Markdown, display
 import bertbusters_nb as bb
 from bertbusters_nb import widgets
 from bertbusters_nb.data import load_texts, sample_texts
+from bertbusters_nb.reporting import claims
 
-rec = bb.RunRecorder(out_dir, config=dict(profile=profile, device=device, model_name=model_name, corpus=corpus,
-                                          split=split, n_texts=n_texts, max_length=max_length, sentence=sentence,
-                                          roles=roles, n_top_dims=n_top_dims, top_k=top_k, k=k, seed=seed,
-                                          debounce_s=debounce_s, cpu_threads=cpu_threads))
+rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 model, tokenizer = widgets.load_for_explorer(model_name, device=device)
 texts = sample_texts(load_texts(corpus, split=split), n_texts, seed=seed)
 bb.loading.model_summary(model)
@@ -82,9 +80,9 @@ display(HTML(explorer.static_html(state)))
 # they are set to); the table compares the intact and the ablated model's guesses.
 
 # %%
-claim, held, evidence = explorer.summarize(view)
-rec.finding(claim, held, evidence)
-display(Markdown(f"**{claim}:** {'held' if held else 'did not hold'} here. {evidence}"))
+summary = claims.Finding(*explorer.summarize(view))
+rec.finding(*summary)
+display(Markdown(summary.headline()))
 
 # %% [markdown]
 # The intact loss and predictions were recomputed after all the ablations above and compared bit

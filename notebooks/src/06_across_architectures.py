@@ -39,10 +39,7 @@ from bertbusters_nb import across_models
 from bertbusters_nb.data import load_texts, sample_texts
 
 started = time.perf_counter()
-rec = bb.RunRecorder(out_dir, config=dict(profile=profile, device=device, models=models, corpus=corpus, split=split,
-                                          min_words=min_words, n_texts=n_texts, max_length=max_length,
-                                          batch_size=batch_size, activation_texts=activation_texts,
-                                          random_draws=random_draws, autocast=autocast, seed=seed))
+rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 texts = sample_texts(load_texts(corpus, split=split, min_words=min_words), n_texts, seed=seed)
 f"{len(texts)} held-out texts, windows of at most {max_length} tokens"
 

@@ -42,15 +42,12 @@ import torch
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb import attention_sinks, frequency, plotting_why, quantization, reporting, why
+from bertbusters_nb import attention_sinks, frequency, quantization, why
+from bertbusters_nb.reporting import claims, plots
 from bertbusters_nb.activations import text_batches
 from bertbusters_nb.data import load_texts, sample_texts
 
-rec = bb.RunRecorder(out_dir, config=dict(
-    profile=profile, device=device, models=models, k=k, corpus=corpus, count_corpora=count_corpora,
-    proxy_max_texts=proxy_max_texts, exact_max_texts=exact_max_texts, n_texts=n_texts,
-    attention_texts=attention_texts, quant_texts=quant_texts, max_length=max_length, batch_size=batch_size,
-    min_occurrences=min_occurrences, n_boot=n_boot, top_share=top_share, random_draws=random_draws, bits=bits, seed=seed))
+rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 texts = sample_texts(load_texts(corpus, split="heldout", min_words=20), n_texts, seed=seed)
 subjects = [why.load_subject(name, device=device, k=k, corpora=count_corpora, proxy_max_texts=proxy_max_texts or None,
                              exact_max_texts=exact_max_texts or None) for name in models]
@@ -74,7 +71,7 @@ correlations = pd.concat([frequency.layer_correlations(occurrences[s.name], s.co
                                                        min_occurrences).assign(model=s.name) for s in subjects],
                          ignore_index=True)
 rec.table(correlations, "frequency_correlations")
-fig = plotting_why.correlation_by_layer(correlations)
+fig = plots.correlation_by_layer(correlations)
 rec.figure(fig, "frequency_correlation_by_layer")
 
 # %%
@@ -83,15 +80,14 @@ scatter = pd.concat([frequency.frequency_table(occurrences[s.name], s.counts, in
                                                s.dims[0], min_occurrences).assign(model=s.name) for s in subjects],
                     ignore_index=True)
 rec.table(scatter, "frequency_by_token")
-fig = plotting_why.frequency_scatter(scatter)
+fig = plots.frequency_scatter(scatter)
 rec.figure(fig, "frequency_scatter")
 
 # %%
 for s in subjects:
-    held_f, sentence_f = frequency.layers_verdict(correlations[correlations.model == s.name], s.counts, s.name)
-    rec.finding(f"{s.name}: the outlier dim's magnitude on a token rises with the token's pre-training frequency",
-                held_f, sentence_f)
-    display(Markdown(reporting.verdict(held_f) + " " + sentence_f))
+    follows = claims.frequency_drives_magnitude(correlations[correlations.model == s.name], s.counts, s.name)
+    rec.finding(*follows)
+    display(Markdown(follows.markdown()))
 
 # %% [markdown]
 # ### Over pre-training (models trained by this project)
@@ -101,9 +97,9 @@ for s in subjects:
 for s in filter(why.has_trajectory, subjects):
     emerged, sentence_snap = frequency.snapshot_availability(bb.loading.resolve(s.name), s.dims, k=k)
     rec.table(emerged, f"emergence_{s.name}")
-    rec.finding(f"{s.name}: the frequency correlation appears when the outlier dim emerges during pre-training",
-                None, sentence_snap)
-    display(emerged, Markdown(reporting.verdict(None) + " " + sentence_snap))
+    over_training = claims.frequency_over_training(s.name, sentence_snap)
+    rec.finding(*over_training)
+    display(emerged, Markdown(over_training.markdown()))
 
 # %% [markdown]
 # ## 2 · Which tokens carry the largest outlier activations
@@ -114,9 +110,9 @@ for s in filter(why.has_trajectory, subjects):
 for s in subjects:
     top_tokens, shares = frequency.top_activation_tokens(occurrences[s.name], s.dims[0], top_share=top_share)
     rec.table(top_tokens.assign(model=s.name), f"top_tokens_{s.name}")
-    held_t, sentence_t = frequency.top_tokens_verdict(shares, s.name)
-    rec.finding(f"{s.name}: the largest outlier activations sit on special tokens and delimiters", held_t, sentence_t)
-    display(top_tokens, Markdown(reporting.verdict(held_t) + " " + sentence_t))
+    on_special = claims.top_activations_on_special_tokens(shares, s.name)
+    rec.finding(*on_special)
+    display(top_tokens, Markdown(on_special.markdown()))
 
 # %% [markdown]
 # ## 3 · Attention sinks, and what disabling the outlier dims does to them
@@ -130,23 +126,17 @@ sinks = pd.concat([attention_sinks.sink_under_conditions(s.model, s.tokenizer, t
                                                          batch_size).assign(model=s.name) for s in subjects],
                   ignore_index=True)
 rec.table(sinks, "attention_sinks")
-fig = plotting_why.sink_heatmaps(sinks)
+fig = plots.sink_heatmaps(sinks)
 rec.figure(fig, "attention_sinks")
 
 # %%
 for s in subjects:
     table_s = sinks[sinks.model == s.name]
-    held_s, sentence_s = attention_sinks.sink_verdict(table_s[table_s.condition == "none"], s.name)
-    rec.finding(f"{s.name}: attention heads put their mass on special tokens, delimiters and the first token",
-                held_s, sentence_s)
-    per_condition = attention_sinks.mean_sink(table_s)
-    held_a, sentence_a = reporting.versus_random(per_condition["outliers"], per_condition.filter(like="random"),
-                                                 "the mean sink mass over heads", worse="lower",
-                                                 label=f"{s.name}'s dims {s.dims}")
-    sentence_a = f"Intact: {per_condition['none']:.3f}. " + sentence_a
-    rec.finding(f"{s.name}: disabling the outlier dims removes attention-sink mass beyond random dims", held_a,
-                sentence_a)
-    display(Markdown(reporting.verdict(held_s) + " " + sentence_s + "\n\n" + reporting.verdict(held_a) + " " + sentence_a))
+    sinking = claims.heads_sink(table_s[table_s.condition == "none"], s.name)
+    rec.finding(*sinking)
+    removed = claims.sinks_removed_vs_random(attention_sinks.mean_sink(table_s), s.name, s.dims)
+    rec.finding(*removed)
+    display(Markdown(sinking.markdown()), Markdown(removed.markdown()))
 
 # %% [markdown]
 # ## 4 · What the outliers break: simulated 8-bit quantization
@@ -166,15 +156,14 @@ quant = pd.concat([quantization.quantization_table(s.model, s.tokenizer, texts[:
                                                    sites=s.sites).assign(model=s.name)
                    for s in subjects], ignore_index=True)
 rec.table(quant, "quantization")
-fig = plotting_why.quantization_bars(quant)
+fig = plots.quantization_bars(quant)
 rec.figure(fig, "quantization")
 
 # %%
 for s in subjects:
-    held_q, sentence_q = quantization.quantization_verdict(quant[quant.model == s.name], s.name)
-    rec.finding(f"{s.name}: keeping the outlier dims in full precision rescues W{bits}A{bits} beyond random dims",
-                held_q, sentence_q)
-    display(Markdown(reporting.verdict(held_q) + " " + sentence_q))
+    rescued = claims.quantization_rescued(quant[quant.model == s.name], s.name, bits)
+    rec.finding(*rescued)
+    display(Markdown(rescued.markdown()))
 
 # %% [markdown]
 # ### Bondarenko's metrics: kurtosis and max infinity norm per layer
@@ -185,20 +174,19 @@ metrics = pd.concat([quantization.outlier_metrics(s.model, text_batches(s.tokeni
                                                   why.random_excluded(s, random_draws, seed)).assign(model=s.name)
                      for s in subjects], ignore_index=True)
 rec.table(metrics, "kurtosis")
-fig = plotting_why.kurtosis_by_layer(metrics)
+fig = plots.kurtosis_by_layer(metrics)
 rec.figure(fig, "kurtosis")
 
 # %%
 for s in subjects:
-    held_k, sentence_k = quantization.kurtosis_verdict(metrics[metrics.model == s.name], s.name)
-    rec.finding(f"{s.name}: the outlier dims are what makes the hidden states heavy-tailed (kurtosis)", held_k,
-                sentence_k)
-    display(Markdown(reporting.verdict(held_k) + " " + sentence_k))
+    tails = claims.heavy_tails(metrics[metrics.model == s.name], s.name)
+    rec.finding(*tails)
+    display(Markdown(tails.markdown()))
 
 # %% [markdown]
 # ## What this run found
 # One line per claim and model, from `findings.json` of this run.
 
 # %%
-findings = pd.DataFrame(bb.results.read_json(rec.out_dir / "findings.json"))
+findings = pd.DataFrame(rec.findings())
 findings[["claim", "held"]]
