@@ -1,6 +1,9 @@
 """Disabling dims: bit-exact restore (property-based), validation, modes, planted outliers."""
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -117,7 +120,7 @@ def test_planted_outliers_are_found():
     report = find_outliers(sites, k=3)
     assert sorted(report.dims) == [7, 20]
     assert report.per_dim.set_index("dim").loc[11, "sites_flagged"] == 1
-    assert report.min_layers == 2
+    assert report.min_sites == 2
 
 
 def test_random_dims_are_seeded_distinct_and_exclude():
@@ -131,3 +134,55 @@ def test_condition_is_noop_without_dims():
     before = state_fingerprint(MODEL)
     with Condition("intact").apply(SITES):
         assert fingerprints_equal(before, state_fingerprint(MODEL))
+
+
+CONDITIONS = [
+    Condition("none"),
+    Condition("outliers", dims=(3, 17)),
+    Condition("one role", dims=[np.int64(5)], roles="attention_output", mode="mean"),
+    Condition("layers", dims=(1, 2, 30), roles=("block_output", "embeddings"), layers=(0, 2), stack="encoder"),
+    Condition("empty layers", dims=(4,), layers=()),
+]
+
+
+@pytest.mark.parametrize("condition", CONDITIONS, ids=[c.name for c in CONDITIONS])
+def test_condition_round_trips_through_json(condition):
+    data = condition.to_dict()
+    again = Condition.from_dict(json.loads(json.dumps(data)))
+    assert again == condition and Condition.from_dict(data) == condition
+    assert again.to_dict() == data and json.dumps(again.to_dict()) == json.dumps(data)
+    assert type(again.dims) is tuple and all(type(d) is int for d in again.dims)
+
+
+@settings(max_examples=30, deadline=None)
+@given(dims=st.lists(st.integers(0, 31), max_size=5, unique=True),
+       roles=st.lists(st.sampled_from(ROLES), min_size=1, max_size=3, unique=True),
+       layers=st.one_of(st.none(), st.lists(st.integers(0, 2), max_size=3, unique=True)),
+       mode=st.sampled_from(["zero", "mean"]), stack=st.sampled_from([None, "encoder"]),
+       name=st.text(max_size=12))
+def test_condition_round_trip_property(dims, roles, layers, mode, stack, name):
+    condition = Condition(name, tuple(dims), tuple(roles), None if layers is None else tuple(layers), mode, stack)
+    assert Condition.from_dict(json.loads(json.dumps(condition.to_dict()))) == condition
+
+
+def test_a_condition_from_its_row_reruns_exactly():
+    """The stored dict puts the same edit in force: same sites, same output."""
+    condition = Condition("outliers", dims=(3, 17), roles=("block_output", "attention_output"), layers=(1, 2))
+    again = Condition.from_dict(json.loads(json.dumps(condition.to_dict())))
+    ids = torch.randint(4, 120, (1, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with condition.apply(SITES) as touched:
+            first = MODEL(input_ids=ids).logits
+        with again.apply(SITES) as touched_again:
+            second = MODEL(input_ids=ids).logits
+    assert [s.name for s in touched] == [s.name for s in touched_again] and touched
+    assert torch.equal(first, second)
+
+
+def test_condition_from_dict_names_unknown_or_missing_keys():
+    with pytest.raises(ValueError, match=r"unknown keys \['dim'\]"):
+        Condition.from_dict({"name": "x", "dim": [1]})
+    with pytest.raises(ValueError, match="'name' is missing"):
+        Condition.from_dict({"dims": [1]})
+    with pytest.raises(ValueError, match="Unknown mode"):
+        Condition.from_dict({"name": "x", "dims": [1], "mode": "zeros"})

@@ -8,8 +8,8 @@ restored bit for bit without reloading it from disk.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, asdict
-from typing import Iterable, Iterator, Literal, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import torch
 
@@ -115,12 +115,45 @@ class Condition:
             return contextlib.nullcontext([])
         return disabled_dims(self.sites(all_sites), self.dims, self.mode)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON-safe data (tuples as lists, None kept), stored with a result row so that the
+        row can be re-run exactly: ``Condition.from_dict(c.to_dict()) == c``.
+
+        Example:
+            >>> Condition("outliers", dims=(308, 381)).to_dict()["dims"]
+            [308, 381]
+        """
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Condition":
+        """The condition ``to_dict`` wrote (also after a JSON round trip); unknown keys are an error naming them.
+
+        Example:
+            >>> Condition.from_dict(json.loads(json.dumps(c.to_dict()))) == c   # doctest: +SKIP
+            True
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Condition.from_dict: unknown keys {unknown}; a condition has {sorted(known)} "
+                             f"(pass what Condition.to_dict() wrote).")
+        if "name" not in data:
+            raise ValueError("Condition.from_dict: 'name' is missing (pass what Condition.to_dict() wrote).")
+        return cls(**data)  # __post_init__ turns the lists back into tuples
+
     def describe(self) -> dict:
         d = asdict(self)
         d["dims"] = " ".join(map(str, self.dims))
         d["roles"] = "+".join(self.roles)
         d["layers"] = "all" if self.layers is None else " ".join(map(str, self.layers))
         return d
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def state_fingerprint(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -181,6 +181,7 @@ class Trace:
             record = self.records[name]
             call = Call(index=len(record.calls), start=self._clock)
             record.calls.append(call)
+            new = None
             if self.edit_input is not None:
                 call.args, call.kwargs = args, kwargs
                 new = self.edit_input(name, call)
@@ -191,7 +192,7 @@ class Trace:
             else:
                 call.args, call.kwargs = (), {}
             self._open.setdefault(name, []).append((call, args, kwargs))
-            return args, kwargs
+            return None if new is None else (args, kwargs)  # None: the module gets its inputs untouched
         return hook
 
     def _post(self, name: str):
@@ -199,6 +200,7 @@ class Trace:
             self._clock += 1
             call, args, kwargs = self._open[name].pop()
             call.end = self._clock
+            new = None
             if self.edit_output is not None:
                 kept = call.args, call.kwargs
                 call.args, call.kwargs = args, kwargs
@@ -214,7 +216,7 @@ class Trace:
             if self.stop and len(self._returned) == len(self.records):
                 self.stopped = True
                 raise _StopForward(self)
-            return output
+            return None if new is None else output  # None: the module's own output goes on
         return hook
 
     def __enter__(self) -> "Trace":
@@ -268,8 +270,6 @@ def _resolve(model: nn.Module, modules: str | Iterable[str] | Mapping[str, nn.Mo
                 raise LookupError(f"{type(model).__name__} has no module named {name!r}"
                                   + (f"; close: {close}" if close else "") + " (see model.named_modules()).")
             resolved[name] = known[name]
-    if not resolved:
-        raise ValueError("Trace: no modules to trace; name at least one.")
     return resolved
 
 

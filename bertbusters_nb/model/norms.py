@@ -59,6 +59,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from .hooks import Trace
+
 ROLES: tuple[str, ...] = (
     "embeddings", "block_input", "attention_output", "cross_attention_output", "block_output",
     "pre_attention", "pre_cross_attention", "pre_ffn", "pre_parallel",
@@ -403,75 +405,54 @@ class _Tracer:
         """One forward. ``layer_input`` / ``module_input``: (name, call) -> replacement of the first tensor input;
         ``norm_output``: (name, call) -> replacement output. Returns {name: [_Call per call]}."""
         layer_input, norm_output, module_input = layer_input or {}, norm_output or {}, module_input or {}
-        record: dict[str, list[_Call]] = {}
-        clock = [0]
-        handles = []
 
-        def pre(name, forced):
-            def hook(_m, args, kwargs):
-                calls = record.setdefault(name, [])
-                key = (name, len(calls))
-                clock[0] += 1
-                new = forced.get(key)
-                if isinstance(new, list):  # every float input replaced, in _tensors order
-                    it = iter(new)
-                    args, kwargs = _substitute(args, it), _substitute(kwargs, it)
-                elif new is not None:
-                    if args and torch.is_tensor(args[0]):
-                        args = (new,) + tuple(args[1:])
-                    elif torch.is_tensor(kwargs.get("hidden_states")):
-                        kwargs = {**kwargs, "hidden_states": new}
-                    else:
-                        raise NormLayoutError(f"Cannot find the hidden-state input of '{name}' to trace it.")
-                # copies: a model may later change a tensor in place (Falcon: mlp_output += attention_output)
-                calls.append(_Call([t.detach().clone() for t in _tensors(args) + _tensors(kwargs)], [], clock[0], -1))
-                return args, kwargs
-            return hook
+        def edit_input(name, call):
+            forced = layer_input if name in self.layers else module_input
+            new = forced.get((name, call.index))
+            if new is None:
+                return None
+            args, kwargs = call.args, call.kwargs
+            if isinstance(new, list):  # every float input replaced, in _tensors order
+                it = iter(new)
+                return _substitute(args, it), _substitute(kwargs, it)
+            if args and torch.is_tensor(args[0]):
+                return (new,) + tuple(args[1:]), kwargs
+            if torch.is_tensor(kwargs.get("hidden_states")):
+                return args, {**kwargs, "hidden_states": new}
+            raise NormLayoutError(f"Cannot find the hidden-state input of '{name}' to trace it.")
 
-        def post(name, forced, zero):
-            def hook(_m, _args, _kwargs, out):
-                call = record[name][-1]
-                clock[0] += 1
-                call.end = clock[0]
-                new = forced.get((name, len(record[name]) - 1))
-                if zero:
-                    out = _zero_like(out)
-                elif new is not None:
-                    out = new if torch.is_tensor(out) else (new,) + tuple(out[1:])
-                call.outputs = [t.detach().clone() for t in _tensors(out)]
-                return out
-            return hook
+        def edit_output(name, out, call):
+            if zero_leaves and name in self.leaves:
+                return _zero_like(out)
+            new = norm_output.get((name, call.index)) if name in self.norms else None
+            if new is None:
+                return None
+            return new if torch.is_tensor(out) else (new,) + tuple(out[1:])
 
-        try:
-            for name, mod in {**self.layers, **self.norms, **self.watched}.items():
-                forced_in = layer_input if name in self.layers else module_input
-                handles.append(mod.register_forward_pre_hook(pre(name, forced_in), with_kwargs=True))
-                handles.append(mod.register_forward_hook(
-                    post(name, norm_output if name in self.norms else {}, zero_leaves and name in self.leaves),
-                    with_kwargs=True))
-            if zero_leaves:
-                for name, mod in self.leaves.items():
-                    if name not in self.watched:
-                        handles.append(mod.register_forward_hook(lambda _m, _a, out: _zero_like(out)))
-            with torch.no_grad():
-                first = not getattr(self, "ran_once", False)
-                try:
-                    self.model(**self._kwargs())
-                    self.ran_once = True
-                except NormLayoutError:
+        # clone: copies taken at hook time, since a model may later change a tensor in place
+        # (Falcon: mlp_output += attention_output)
+        trace = Trace(self.model, {**self.layers, **self.norms, **self.watched}, retain_input=True, clone=True,
+                      edit_input=edit_input, edit_output=edit_output)
+        others = {n: m for n, m in self.leaves.items() if n not in self.watched} if zero_leaves else {}
+        zeroed = Trace(self.model, others, retain_output=False, edit_output=lambda _n, out, _c: _zero_like(out))
+        with trace, zeroed, torch.no_grad():
+            first = not getattr(self, "ran_once", False)
+            try:
+                self.model(**self._kwargs())
+                self.ran_once = True
+            except NormLayoutError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - re-raised with our message on top
+                if not first:  # the plain forward worked: this error is the model's or the caller's, as is
                     raise
-                except Exception as exc:  # noqa: BLE001 - re-raised with our message on top
-                    if not first:  # the plain forward worked: this error is the model's or the caller's, as is
-                        raise
-                    raise NormLayoutError(
-                        f"Could not run a {SEQ_LEN}-token dummy forward of this "
-                        f"{getattr(self.config, 'model_type', type(self.model).__name__)!r} model to trace its "
-                        f"norms ({type(exc).__name__}: {exc}). Pass a model that takes input_ids."
-                    ) from exc
-        finally:
-            for h in handles:
-                h.remove()
-        return record
+                raise NormLayoutError(
+                    f"Could not run a {SEQ_LEN}-token dummy forward of this "
+                    f"{getattr(self.config, 'model_type', type(self.model).__name__)!r} model to trace its "
+                    f"norms ({type(exc).__name__}: {exc}). Pass a model that takes input_ids."
+                ) from exc
+        ran = sorted((r for r in trace.records.values() if r.calls), key=lambda r: r.calls[0].start)  # call order
+        return {r.name: [_Call(_tensors(c.args) + _tensors(c.kwargs), _tensors(c.output), c.start, c.end)
+                         for c in r.calls] for r in ran}
 
 
 def _substitute(obj, it, depth: int = 0):
@@ -1185,26 +1166,17 @@ def sites_table(sites: Sequence[NormSite]):
 
 def verify_sites(model: nn.Module, sites: Sequence[NormSite], dim: int = 1) -> list[str]:
     """Problems found when disabling dim ``dim`` of each site: on the input the norm gets in a forward pass
-    (caught with a forward hook), its output with the dim disabled must be its plain output with that dim
+    (caught with a ``Trace``), its output with the dim disabled must be its plain output with that dim
     zeroed, other dims bit-identical. Sites without affine parameters must refuse the ablation.
     Empty list: every site verified."""
     from .ablation import disabled_dims
 
     tracer = _Tracer(model, {}, {}, {}, {})
-    inputs: dict[str, tuple] = {}
-
-    def keep(name):
-        def hook(_m, args, kwargs):
-            inputs.setdefault(name, (args, kwargs))  # the first call's input; returns None: changes nothing
-        return hook
-
-    handles = [site.module.register_forward_pre_hook(keep(site.name), with_kwargs=True) for site in sites]
-    try:
-        with torch.no_grad(), _eval_mode(model):
-            model(**tracer._kwargs())
-    finally:
-        for h in handles:
-            h.remove()
+    with Trace(model, {site.name: site.module for site in sites}, retain_input=True, retain_output=False) as trace, \
+            torch.no_grad(), _eval_mode(model):
+        model(**tracer._kwargs())
+    # the first call's input of each site that ran
+    inputs = {r.name: (r.calls[0].args, r.calls[0].kwargs) for r in trace.records.values() if r.calls}
     problems = []
     for site in sites:
         if not site.can_disable:
