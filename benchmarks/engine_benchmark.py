@@ -276,7 +276,7 @@ def sync(device):
 
 def resolved_k(model, eval_set, sites, args) -> int:
     """The number of conditions per forward the engine will use with these options."""
-    from bertbusters_nb.engine import AblationEngine
+    from bertbusters_nb.evaluation.engine import AblationEngine
 
     k = args.conditions_per_forward
     return AblationEngine(model, eval_set, sites, conditions_per_forward=k if k == "auto" else int(k)
@@ -356,7 +356,7 @@ def flop_ceiling(model, eval_set, conditions, sites) -> dict:
     (a) runs every layer and the head at every position; (b) runs the layers from the one a condition
     starts at (its first touched layer, the engine's plan) and the head at the masked positions only.
     """
-    from bertbusters_nb.engine import AblationEngine
+    from bertbusters_nb.evaluation.engine import AblationEngine
 
     config = model.config
     tokens, masked = float(eval_set.lengths.sum()), float(eval_set.n_targets)

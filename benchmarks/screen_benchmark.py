@@ -43,7 +43,7 @@ from bertbusters_nb import device as devices  # noqa: E402
 from bertbusters_nb.ablation import Condition  # noqa: E402
 from bertbusters_nb.loading import load_model  # noqa: E402
 from bertbusters_nb.norms import find_norm_sites, select_sites  # noqa: E402
-from bertbusters_nb.masking import prepare_causal_eval, prepare_mlm_eval  # noqa: E402
+from bertbusters_nb.evaluation.sets import prepare_causal_eval, prepare_mlm_eval  # noqa: E402
 from bertbusters_nb.screen import (agreement, estimate_effects, exact_effects, make_engine,  # noqa: E402
                                    prepare_embedding_eval)
 from engine_benchmark import machine, synthetic_texts, synthetic_tokenizer, write_section  # noqa: E402

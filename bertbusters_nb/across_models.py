@@ -95,7 +95,7 @@ def tiny_random_model(kind: str = "llama", seed: int = 0):
 
 def objective_of(model: nn.Module, tokenizer) -> str:
     """'mlm' (an MLM head and a mask token), 'causal' (a decoder-only LM head) or 'cosine' (anything else)."""
-    from .fill_mask import has_mlm_head
+    from .evaluation.fill_mask import has_mlm_head
 
     config = model.config
     if getattr(config, "is_encoder_decoder", False):
@@ -342,8 +342,8 @@ class Objective:
 
     def engine(self, autocast=_DEFAULT):
         """The engine on the fixed eval set (made once); with ``autocast`` (None = fp32), a fresh one."""
-        from .engine import AblationEngine
-        from .masking import prepare_causal_eval, prepare_mlm_eval
+        from .evaluation.engine import AblationEngine
+        from .evaluation.sets import prepare_causal_eval, prepare_mlm_eval
 
         fresh = autocast is not _DEFAULT
         if self._engine is None or fresh:
@@ -361,7 +361,7 @@ class Objective:
         return self._engine
 
     def _embeddings(self) -> torch.Tensor:
-        from .embeddings import sentence_embeddings
+        from .evaluation.embeddings import sentence_embeddings
 
         return sentence_embeddings(self.model, self.tokenizer, self.texts, batch_size=self.batch_size,
                                    max_length=self.max_length)

@@ -368,7 +368,7 @@ def effect_criterion(model: torch.nn.Module, tokenizer, texts: Sequence[str], ro
                                     seed, screen_top_k)
         if objective == "embeddings":
             from .model.ablation import Condition
-            from .embeddings import embedding_drift
+            from .evaluation.embeddings import embedding_drift
 
             drift = embedding_drift(model, tokenizer, texts, [Condition(f"dim {d}", (d,), roles) for d in dims],
                                     progress=progress, max_length=max_length)
@@ -376,8 +376,8 @@ def effect_criterion(model: torch.nn.Module, tokenizer, texts: Sequence[str], ro
             table["damage"] = 1.0 - table.effect_value
             metric = "embedding cosine"
         else:
-            from .masking import prepare_causal_eval, prepare_mlm_eval
-            from .scan import scan_dims
+            from .evaluation.sets import prepare_causal_eval, prepare_mlm_eval
+            from .evaluation.scan import scan_dims
 
             if objective == "mlm":
                 eval_set = prepare_mlm_eval(tokenizer, texts, max_length=max_length, seed=seed)
@@ -402,7 +402,7 @@ def effect_criterion(model: torch.nn.Module, tokenizer, texts: Sequence[str], ro
 def _screened_effect(model, tokenizer, texts, roles, sites, objective, max_length, top, progress, seed,
                      screen_top_k) -> pd.DataFrame:
     """``effect_criterion(method="screen")``: ``screen.screened_scan`` on the model's own objective."""
-    from .masking import prepare_causal_eval, prepare_mlm_eval
+    from .evaluation.sets import prepare_causal_eval, prepare_mlm_eval
     from .screen import prepare_embedding_eval, screened_scan
 
     if objective == "embeddings":

@@ -137,13 +137,13 @@ def _objective_fn(model, tokenizer, texts: Sequence[str], kind: str, max_length:
                   sites: Sequence | None = None):
     if kind in ("mlm", "causal"):
         from .evaluation import evaluate
-        from .masking import prepare_causal_eval, prepare_mlm_eval
+        from .evaluation.sets import prepare_causal_eval, prepare_mlm_eval
 
         eval_set = (prepare_mlm_eval(tokenizer, texts, max_length=max_length, seed=seed, batch_size=batch_size)
                     if kind == "mlm" else prepare_causal_eval(tokenizer, texts, max_length=max_length, batch_size=batch_size))
         return lambda: float(evaluate(model, eval_set, sites=sites, autocast=None)["eval_loss"])  # fp32: the reference is fp32
     if kind == "embedding":
-        from .embeddings import sentence_embeddings
+        from .evaluation.embeddings import sentence_embeddings
 
         reference = sentence_embeddings(model, tokenizer, list(texts), batch_size, max_length)
         return lambda: float(1 - F.cosine_similarity(

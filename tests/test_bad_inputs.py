@@ -130,7 +130,7 @@ def test_too_long_texts_are_truncated_not_an_error(caplog):
 
     model, tokenizer = bb.load_model("minilm", head="base", device="cpu")
     long_text = "word " * 2000
-    with caplog.at_level("WARNING", logger="bertbusters_nb.masking"):
+    with caplog.at_level("WARNING", logger="bertbusters_nb.evaluation.sets"):
         eval_set = prepare_mlm_eval(tokenizer, [long_text, long_text, "a short one"], max_length=32, seed=0)
     assert eval_set.input_ids.shape[1] <= 32
     said = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]

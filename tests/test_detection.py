@@ -40,8 +40,8 @@ def _no_effect(*_args, **_kwargs):
 
 def test_minilm_default_names_99_from_parameters_and_activations_only(minilm, monkeypatch):
     monkeypatch.setattr(D, "effect_criterion", _no_effect)
-    monkeypatch.setattr("bertbusters_nb.scan.scan_dims", _no_effect)
-    monkeypatch.setattr("bertbusters_nb.embeddings.embedding_drift", _no_effect)
+    monkeypatch.setattr("bertbusters_nb.evaluation.scan.scan_dims", _no_effect)
+    monkeypatch.setattr("bertbusters_nb.evaluation.embeddings.embedding_drift", _no_effect)
     model, tokenizer = minilm
     found = D.detect(model, tokenizer)
     assert 99 in found.dims and found.rule == "params+activations"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from bertbusters_nb import Condition, find_norm_sites, find_outliers, random_dims, select_sites
 from bertbusters_nb.data import load_texts, sample_texts
-from bertbusters_nb.embeddings import embedding_drift
+from bertbusters_nb.evaluation.embeddings import embedding_drift
 
 
 def test_outlier_dims_recur_in_most_layers(minilm):
