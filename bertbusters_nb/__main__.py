@@ -1,11 +1,28 @@
-"""Command line: ``python -m bertbusters_nb run --profile smoke``, ``python -m bertbusters_nb assets`` and
-``python -m bertbusters_nb detect MODEL [--roles ...] [--json]``."""
+"""The one command line: ``python -m bertbusters_nb {run,assets,detect,pretrain,finetune} ...`` (app layer).
+
+``run --profile smoke``: the numbered notebooks headless. ``assets``: fetch the source-only offline assets.
+``detect MODEL [--roles ...] [--json]``: which hidden dims matter. ``pretrain COMMAND ...`` and ``finetune ...``
+hand the rest of the command line to ``pretraining.cli.main`` and ``finetuning.cli.main`` unchanged, so
+``python -m bertbusters_nb pretrain train --out runs/tiny`` is ``python -m bertbusters_nb.pretraining train
+--out runs/tiny`` and ``python -m bertbusters_nb finetune --model minilm --task rt`` is
+``python -m bertbusters_nb.finetuning --model minilm --task rt`` (same flags, same help).
+"""
 from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import logging
 import sys
+
+# subcommand -> (module whose main(argv) takes the rest of the command line, its help line)
+DELEGATED = {
+    "pretrain": ("bertbusters_nb.pretraining.cli",
+                 "pre-train a small BERT: prepare, train, throughput, ablation, export, metrics "
+                 "(= python -m bertbusters_nb.pretraining)"),
+    "finetune": ("bertbusters_nb.finetuning.cli",
+                 "fine-tune an encoder on a task, cached (= python -m bertbusters_nb.finetuning)"),
+}
 
 
 def _value(text: str):
@@ -32,10 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--texts", type=int, default=32, help="offline train reviews for the activation criterion")
     det.add_argument("--scan", type=int, default=0, metavar="N",
                      help="also scan every dim on N held-out reviews and print each criterion's agreement")
+    for name, (_, help_line) in DELEGATED.items():  # listed here, parsed by their own command lines
+        sub.add_parser(name, help=help_line, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m bertbusters_nb``; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        return importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     if args.command == "assets":

@@ -70,7 +70,7 @@ def test_a_finetune_writes_a_complete_safetensors_entry(cached):
 
 def test_the_same_key_reuses_the_entry_without_training(cached, tiny_bert_dir, monkeypatch):
     result, cache = cached
-    import bertbusters_nb.finetuning as ft
+    import bertbusters_nb.finetuning.trainer as ft  # finetune() calls trainer._train
 
     monkeypatch.setattr(ft, "_train", lambda *a, **k: pytest.fail("trained although the cache holds the entry"))
     again = finetune(tiny_bert_dir, "rt", FinetuneSettings(**{**FAST, "max_eval_samples": 5}), cache_dir=cache,
@@ -148,3 +148,32 @@ def test_command_line_builds_the_settings():
 def test_unknown_task_is_refused_before_any_training(tiny_bert_dir, tmp_path):
     with pytest.raises(ValueError, match="Unknown task"):
         finetune(tiny_bert_dir, "sst-2", FinetuneSettings(**FAST), cache_dir=tmp_path)
+
+
+def test_command_line_parses_into_the_two_dataclasses_and_refuses_what_it_does_not_know():
+    from bertbusters_nb.finetuning.cli import FinetuneCommand, parse
+
+    command, settings = parse(["--model", "minilm", "--task", "rt", "--recompute", "--max_steps", "7",
+                               "--cache_dir", "/c"])
+    assert command == FinetuneCommand(model="minilm", task="rt", cache_dir="/c", recompute=True)
+    assert settings == FinetuneSettings(max_steps=7)
+    with pytest.raises(SystemExit):
+        parse(["--model", "minilm", "--task", "rt", "--no_such_flag", "1"])
+    with pytest.raises(SystemExit):
+        parse(["--task", "rt"])  # --model is required
+    with pytest.raises(ValueError, match="epochs"):
+        parse(["--model", "minilm", "--task", "rt", "--epochs", "0"])
+
+
+def test_the_command_line_fine_tunes_into_the_cache_and_reuses_it(cached, tiny_bert_dir, capsys):
+    """``python -m bertbusters_nb.finetuning`` and ``python -m bertbusters_nb finetune`` print the same entry."""
+    from bertbusters_nb.__main__ import main as top_main
+    from bertbusters_nb.finetuning.cli import main
+
+    result, cache = cached
+    flags = ["--model", tiny_bert_dir, "--task", "rt", "--cache_dir", str(cache), "--device", "cpu"] + [
+        x for k, v in FAST.items() for x in (f"--{k}", str(v))]
+    assert main(flags) == 0
+    assert capsys.readouterr().out.strip() == str(result.path)
+    assert top_main(["finetune", *flags]) == 0
+    assert capsys.readouterr().out.strip() == str(result.path)
