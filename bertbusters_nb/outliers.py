@@ -10,6 +10,7 @@ role set's parameters (plots, flag tables).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -44,7 +45,8 @@ class OutlierReport:
 
     dims: model-level outlier dims, most consistent first. per_dim: one row per dim flagged
     anywhere (layers flagged, max |z|). flags: site x dim table of flags. params: the full
-    parameter table. k, min_layers: the thresholds used.
+    parameter table. k, min_sites: the thresholds used (min_sites counts norm sites, not layers:
+    a layer has several).
     """
 
     dims: list[int]
@@ -52,23 +54,30 @@ class OutlierReport:
     flags: pd.DataFrame
     params: pd.DataFrame
     k: float
-    min_layers: int
+    min_sites: int
     n_sites: int
+
+    @property
+    def min_layers(self) -> int:
+        """Old name of ``min_sites`` (it counts sites, not layers); warns, works for one release."""
+        warnings.warn("OutlierReport.min_layers is now OutlierReport.min_sites", FutureWarning, stacklevel=2)
+        return self.min_sites
 
     def summary(self) -> str:
         top = self.per_dim.head(5)
         parts = [f"dim {int(r.dim)}: {int(r.sites_flagged)}/{self.n_sites} sites, max|z| {r.max_abs_z:.1f}"
                  for r in top.itertuples()]
-        return (f"outlier dims (|z|>{self.k:g} in >= {self.min_layers} of {self.n_sites} sites): {self.dims}; "
+        return (f"outlier dims (|z|>{self.k:g} in >= {self.min_sites} of {self.n_sites} sites): {self.dims}; "
                 f"top: " + "; ".join(parts))
 
 
-def find_outliers(sites: Sequence[NormSite], k: float = 3.0, min_layers: int | None = None,
-                  min_share: float = 0.5) -> OutlierReport:
+def find_outliers(sites: Sequence[NormSite], k: float = 3.0, min_sites: int | None = None,
+                  min_share: float = 0.5, *, min_layers: int | None = None) -> OutlierReport:
     """Detect outlier dims in ``sites``' norm parameters.
 
-    A dim is kept when weight or bias is beyond ``k`` sigma in at least ``min_layers`` sites
+    A dim is kept when weight or bias is beyond ``k`` sigma in at least ``min_sites`` sites
     (default: more than half of them; the follow-up's code used > 3 of 12, min_share=0.25).
+    ``min_layers`` is the old name of ``min_sites`` (warns, works for one release).
 
     Example:
         >>> report = find_outliers(select_sites(find_norm_sites(model), "block_output"))
@@ -80,11 +89,17 @@ def find_outliers(sites: Sequence[NormSite], k: float = 3.0, min_layers: int | N
         raise ValueError("No sites given; select some with select_sites(find_norm_sites(model), ...).")
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}.")
+    if min_layers is not None:
+        if min_sites is not None:
+            raise TypeError("Give min_sites only (min_layers is its old name).")
+        warnings.warn("find_outliers(min_layers=...) is now find_outliers(min_sites=...): it counts norm sites",
+                      FutureWarning, stacklevel=2)
+        min_sites = min_layers
     params = parameter_table(sites, k)
-    if min_layers is None:
+    if min_sites is None:
         from .detection import _strict_share
 
-        min_layers = _strict_share(len(sites), min_share)
+        min_sites = _strict_share(len(sites), min_share)
     flagged = params[params.flagged]
     flags = (flagged.groupby(["site", "dim"]).size().unstack(fill_value=0) > 0) if len(flagged) else pd.DataFrame()
     per_dim = params.assign(abs_z=params.z.abs()).groupby("dim")["abs_z"].max().rename("max_abs_z").reset_index()
@@ -92,5 +107,5 @@ def find_outliers(sites: Sequence[NormSite], k: float = 3.0, min_layers: int | N
     per_dim.insert(1, "sites_flagged", per_dim["dim"].map(counts).fillna(0).astype(int))
     per_dim = per_dim[per_dim.sites_flagged > 0].sort_values(
         ["sites_flagged", "max_abs_z"], ascending=False).reset_index(drop=True)
-    dims = [int(d) for d in per_dim.loc[per_dim.sites_flagged >= min_layers, "dim"]]
-    return OutlierReport(dims, per_dim, flags, params, k, min_layers, len(sites))
+    dims = [int(d) for d in per_dim.loc[per_dim.sites_flagged >= min_sites, "dim"]]
+    return OutlierReport(dims, per_dim, flags, params, k, min_sites, len(sites))

@@ -3,16 +3,18 @@
 The prediction uses the model as it is when called, so it shows an ablation's effect
 when called inside one::
 
-    intact = fill_mask(model, tokenizer, "The movie was [MASK].")
+    intact = blank_predictions(model, tokenizer, "The movie was [MASK].")
     with Condition("outliers", dims=(308, 381)).apply(find_norm_sites(model)):
-        ablated = fill_mask(model, tokenizer, "The movie was [MASK].")
+        ablated = blank_predictions(model, tokenizer, "The movie was [MASK].")
     side_by_side(intact, ablated)
 
 ``[MASK]`` is the placeholder whatever the tokenizer's own mask token (RoBERTa's ``<mask>``).
+``blank_predictions`` was called ``fill_mask`` (the module's name); the old name works for one release.
 """
 from __future__ import annotations
 
 import re
+import warnings
 
 import pandas as pd
 import torch
@@ -43,13 +45,14 @@ def count_blanks(sentence: str, tokenizer=None) -> int:
 
 
 @torch.no_grad()
-def fill_mask(model: torch.nn.Module, tokenizer, sentence: str, top_k: int = 5, max_length: int = 128) -> pd.DataFrame:
+def blank_predictions(model: torch.nn.Module, tokenizer, sentence: str, top_k: int = 5,
+                      max_length: int = 128) -> pd.DataFrame:
     """Top-``top_k`` predictions for every blank of ``sentence``: columns blank, rank, token, probability.
 
     ``blank`` numbers the [MASK]s from 1 in reading order; ``rank`` runs from 1 (most probable).
 
     Example:
-        >>> fill_mask(model, tokenizer, "Paris is the [MASK] of France.", top_k=3)  # doctest: +SKIP
+        >>> blank_predictions(model, tokenizer, "Paris is the [MASK] of France.", top_k=3)  # doctest: +SKIP
            blank  rank    token  probability
         0      1     1  capital        0.912
     """
@@ -77,13 +80,20 @@ def fill_mask(model: torch.nn.Module, tokenizer, sentence: str, top_k: int = 5, 
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+def fill_mask(model: torch.nn.Module, tokenizer, sentence: str, top_k: int = 5, max_length: int = 128) -> pd.DataFrame:
+    """Old name of ``blank_predictions`` (it repeated the module's name); warns, works for one release."""
+    warnings.warn("fill_mask.fill_mask is now bertbusters_nb.evaluation.fill_mask.blank_predictions",
+                  FutureWarning, stacklevel=2)
+    return blank_predictions(model, tokenizer, sentence, top_k=top_k, max_length=max_length)
+
+
 def side_by_side(intact: pd.DataFrame, ablated: pd.DataFrame) -> pd.DataFrame:
-    """Two ``fill_mask`` tables next to each other: blank, rank, intact, p_intact, ablated, p_ablated, same.
+    """Two ``blank_predictions`` tables next to each other: blank, rank, intact, p_intact, ablated, p_ablated, same.
 
     ``same`` is True where the ablated model ranks the same token at that rank.
 
     Example:
-        >>> side_by_side(fill_mask(m, t, s), ablated_table)  # doctest: +SKIP
+        >>> side_by_side(blank_predictions(m, t, s), ablated_table)  # doctest: +SKIP
     """
     left = intact.rename(columns={"token": "intact", "probability": "p_intact"})
     right = ablated.rename(columns={"token": "ablated", "probability": "p_ablated"})

@@ -1,8 +1,8 @@
 """Next-token predictions of a causal LM: the decoder's counterpart of fill-in-the-blank.
 
-The table has ``fill_mask``'s columns (blank, rank, token, probability; ``blank`` is always 1,
+The table has ``fill_mask.blank_predictions``'s columns (blank, rank, token, probability; ``blank`` is always 1,
 the position after the text), so ``fill_mask.side_by_side`` compares intact and ablated
-predictions of either kind. Like ``fill_mask`` it uses the model as it is when called, so it
+predictions of either kind. Like ``blank_predictions`` it uses the model as it is when called, so it
 shows an ablation's effect when called inside one.
 
 Example:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import pandas as pd
 import torch
 
-from ..evaluation.fill_mask import count_blanks, fill_mask, has_mlm_head, side_by_side
+from ..evaluation.fill_mask import blank_predictions, count_blanks, has_mlm_head, side_by_side
 from ..evaluation.next_token import is_causal_lm, next_tokens
 from ..model.norms import ROLES, NormSite, find_norm_sites
 from .dims import candidate_dims, screen_ranking_table
@@ -175,7 +175,7 @@ class Explorer:
     def _predict(self, sentence: str) -> pd.DataFrame:
         if self.kind == "causal":
             return next_tokens(self.model, self.tokenizer, sentence, top_k=self.top_k, max_length=self.max_length)
-        return fill_mask(self.model, self.tokenizer, sentence, top_k=self.top_k, max_length=self.max_length)
+        return blank_predictions(self.model, self.tokenizer, sentence, top_k=self.top_k, max_length=self.max_length)
 
     def _sentence_intact(self, sentence: str):
         """Intact predictions (MLM) or embedding (encoder) of ``sentence``, cached; None when it has no blank."""
