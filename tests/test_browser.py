@@ -5,7 +5,8 @@ dim, then toggles that dim and moves the layer slider, and checks that the loss 
 shown change, and come back exactly when the dim is switched on again. After a burst of slider
 moves it asserts final state and freshness only (the view shown is the one computed for the
 slider's final position, and no older view follows it), never counts or durations, which depend
-on the machine's speed. A screenshot is kept in
+on the machine's speed. Then it switches on "suggest dims from the screen" and clicks the planted dim
+in the ranking, which must switch it off (the view settles on that state). A screenshot is kept in
 the test's tmp dir and copied to figures/browser/explorer.png (ignored by git).
 
 Needs the `chromium` binary (`apt-get install chromium chromium-driver`; `.ci/run` does it);
@@ -310,6 +311,15 @@ def test_explorer_in_jupyterlab(lab):
             assert after[-1] == ([], final), states
             assert all(st == ([PLANTED], final) for st in after[:after.index(([], final))]), \
                 f"a view of an older state was shown after the final one: {states}"
+
+            # The screen's suggestions: none until asked; switched on, the ranking lists the planted dim, and a
+            # click on it switches it off: the view settles on the planted dim's numbers computed above.
+            assert page.locator(".bb-explorer .bb-suggest-dim").count() == 0
+            page.locator(".bb-explorer .bb-suggest").first.click()
+            page.locator(f".bb-explorer .bb-suggest-{PLANTED}").first.click(timeout=UPDATE_S * 1000)
+            _wait_shown(page, [PLANTED], final)
+            assert _wait_text(page, LOSS, equals=ablated_loss) == ablated_loss
+            assert "mod-active" in (toggle.get_attribute("class") or "")
         except Exception:
             if "page" in locals():
                 page.screenshot(path=str(lab["tmp"] / "failure.png"), full_page=True)

@@ -1,4 +1,5 @@
-"""The explorer without a browser: state, views, fill-in-the-blank, figure, coalescing, widget wiring, static view."""
+"""The explorer without a browser: state, views, fill-in-the-blank, figure, coalescing, widget wiring, static view,
+the screen's suggestions (on bbmini and MiniLM)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +10,9 @@ import pytest
 import torch
 import transformers as T
 
-from bertbusters_nb import ablation
-from bertbusters_nb.fill_mask import count_blanks, fill_mask, side_by_side
+from bertbusters_nb.evaluation.fill_mask import blank_predictions, count_blanks, side_by_side
+from bertbusters_nb import widgets
+from bertbusters_nb.model import ablation
 from bertbusters_nb.widgets import (Coalescer, Explorer, ExplorerState, ExplorerWidget, explore, load_for_explorer,
                                     view_table, view_text)
 
@@ -93,30 +95,30 @@ def test_check_state_names_what_is_out_of_range(explorer):
 # ----------------------------------------------------------------------------- fill-in-the-blank
 def test_fill_mask_table_and_errors(tiny, minilm):
     model, tokenizer = tiny
-    table = fill_mask(model, tokenizer, "the movie was [MASK] and [MASK] .", top_k=3)
+    table = blank_predictions(model, tokenizer, "the movie was [MASK] and [MASK] .", top_k=3)
     assert list(table.columns) == ["blank", "rank", "token", "probability"]
     assert table.blank.tolist() == [1, 1, 1, 2, 2, 2] and table["rank"].tolist() == [1, 2, 3] * 2
     assert (table.groupby("blank").probability.apply(lambda p: p.is_monotonic_decreasing)).all()
     assert count_blanks("a [MASK] b [MASK]") == 2
     with pytest.raises(ValueError, match=r"No \[MASK\]"):
-        fill_mask(model, tokenizer, "no blank here")
+        blank_predictions(model, tokenizer, "no blank here")
     with pytest.raises(ValueError, match="no language-model head"):
-        fill_mask(minilm[0], minilm[1], "a [MASK] .")
+        blank_predictions(minilm[0], minilm[1], "a [MASK] .")
     with pytest.raises(ValueError, match="top_k"):
-        fill_mask(model, tokenizer, "a [MASK] .", top_k=0)
+        blank_predictions(model, tokenizer, "a [MASK] .", top_k=0)
 
 
 def test_fill_mask_sees_an_ablation_and_side_by_side_marks_changes(tiny):
     model, tokenizer = tiny
     sentence = "the movie was [MASK] ."
-    intact = fill_mask(model, tokenizer, sentence)
+    intact = blank_predictions(model, tokenizer, sentence)
     sites = ablation.select_sites(ablation.find_norm_sites(model), "block_output")
     with ablation.disabled_dims(sites, [PLANTED]):
-        ablated = fill_mask(model, tokenizer, sentence)
+        ablated = blank_predictions(model, tokenizer, sentence)
     table = side_by_side(intact, ablated)
     assert list(table.columns) == ["blank", "rank", "intact", "p_intact", "ablated", "p_ablated", "same"]
     assert not table.same.all()
-    pd.testing.assert_frame_equal(fill_mask(model, tokenizer, sentence), intact)
+    pd.testing.assert_frame_equal(blank_predictions(model, tokenizer, sentence), intact)
 
 
 # ----------------------------------------------------------------------------- views
@@ -230,7 +232,7 @@ def test_figure_png_is_fast_path_and_marks_state(explorer):
     d = explorer.figure_png(explorer.state_with(dims=(PLANTED,), roles=("attention_output",)))
     assert a.startswith(b"\x89PNG") and len({a, b, c, d}) == 4
     assert explorer.figure_png(explorer.state_with(dims=(PLANTED,), sentence="another [MASK] .")) == b  # cached
-    explorer._pngs.clear()
+    explorer.drawing.clear_pngs()
     assert explorer.figure_png(explorer.initial) == a  # the marks were removed again after each state
     fig = explorer.figure(explorer.state_with(dims=(PLANTED,), layers=(1, 2), roles=("attention_output", "block_output")))
     labels = [t.get_text() for ax in fig.axes for t in ax.texts if t.get_text().startswith("off:")]
@@ -393,7 +395,7 @@ def test_static_view_when_widgets_cannot_be_made(explorer, monkeypatch):
 
 
 def test_fill_in_the_blanks_table_matches_fill_mask_and_restores(tiny):
-    from bertbusters_nb.mlm_effects import fill_in_the_blanks
+    from bertbusters_nb.evaluation.mlm_effects import fill_in_the_blanks
 
     model, tokenizer = tiny
     sentences = ["the movie was [MASK] and [MASK] .", "a [MASK] film ."]
@@ -401,7 +403,7 @@ def test_fill_in_the_blanks_table_matches_fill_mask_and_restores(tiny):
     table = fill_in_the_blanks(model, tokenizer, sentences, ablation.Condition("planted", (PLANTED,), ("block_output",)))
     assert ablation.fingerprints_equal(before, ablation.state_fingerprint(model))
     assert len(table) == 3 and table["mask"].tolist() == [0, 1, 0]
-    first = fill_mask(model, tokenizer, sentences[0])
+    first = blank_predictions(model, tokenizer, sentences[0])
     assert table.intact.iloc[1].split() == first[first.blank == 2].token.tolist()
     assert table["top1_changed"].any()
 
@@ -440,3 +442,75 @@ def test_causal_lm_explorer_predicts_next_tokens_on_a_tiny_random_llama(tmp_path
     assert "causal-LM loss" in claim and "identical: True" in evidence
     assert held == (off["loss_delta"] > 0)
     ExplorerWidget(ex)  # the widget builds for a decoder too
+
+
+# ----------------------------------------------------------------------------- the screen's suggestions
+@pytest.fixture(scope="module")
+def bbmini_explorer():
+    from bertbusters_nb.data.corpus import explorer_texts
+    from bertbusters_nb.model.loading import load_model
+
+    model, tokenizer = load_model("bbmini", head="mlm", device="cpu")
+    return Explorer(model, tokenizer, explorer_texts(16, seed=42), max_length=64, cpu_threads=1)
+
+
+def test_default_corpus_is_a_seeded_sample_of_held_out_reviews():
+    from bertbusters_nb.data import load_texts
+    from bertbusters_nb.data.corpus import explorer_texts
+
+    texts = explorer_texts(8, seed=3)
+    assert len(texts) == 8 and texts == explorer_texts(8, seed=3) and texts != explorer_texts(8, seed=4)
+    assert set(texts) <= set(load_texts("movie_reviews", split="heldout"))
+
+
+def test_screen_suggests_the_rules_outlier_first_on_bbmini_and_restores_it(bbmini_explorer):
+    """bbmini: the screen's most harmful dim is one the rule detects, every suggestion carries its exact effect
+    (the same number the explorer computes for that dim alone), and the model comes back bit for bit."""
+    ex = bbmini_explorer
+    before = ablation.state_fingerprint(ex.model)
+    ranking = ex.suggest_dims(n=6)
+    assert ablation.fingerprints_equal(before, ablation.state_fingerprint(ex.model))
+    assert list(ranking.columns) == list(widgets.RANKING_COLUMNS) and ranking["rank"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert (ranking.value_kind == "exact").all() and ranking.effect.is_monotonic_decreasing
+    assert (ranking.objective == "eval_loss").all() and ranking.dim.is_unique
+    top = int(ranking.dim[0])
+    assert top in ex.outlier_dims and ranking.effect[0] > 0
+    view = ex.compute_view(ex.state_with(dims=(top,)))
+    assert ranking.effect[0] == pytest.approx(view["loss_delta"], abs=1e-6)
+    late = ex.suggest_dims(ex.state_with(layers=(2, 3)), n=3)  # the state's layers decide where it ranks
+    exact = ex.compute_view(ex.state_with(dims=(int(late.dim[0]),), layers=(2, 3)))["loss_delta"]
+    assert late.effect[0] == pytest.approx(exact, abs=1e-6)
+    with pytest.raises(ValueError, match="site role"):
+        ex.suggest_dims(ex.state_with(roles=()))
+
+
+def test_widget_suggestions_are_off_at_start_and_a_click_switches_the_dim_off(bbmini_explorer):
+    ex = bbmini_explorer
+    ex._rankings.clear()  # nothing computed yet for this widget: it must not rank until asked
+    w = ExplorerWidget(ex)
+    assert not w.suggest.value and w.suggestion_buttons == {} and not ex._rankings
+    w.suggest.value = True
+    ranking = ex.suggest_dims(w.state(), n=w.n_suggestions)
+    assert list(w.suggestion_buttons) == ranking.dim.tolist() and "bb-suggest-label" in w.suggestion_label.value
+    top = int(ranking.dim[0])
+    w.suggestion_buttons[top].click()
+    assert w.state().dims == (top,) and w.dim_buttons[top].value
+    assert w.last_view["state"].dims == (top,) and w.last_view["loss_delta"] == pytest.approx(ranking.effect[0], abs=1e-6)
+    w.layers.value = (1, 3)
+    assert "bb-suggest-stale" in w.suggestion_label.value
+    w.layers.value = (0, 3)
+    assert "bb-suggest-stale" not in w.suggestion_label.value
+    w.suggest.value = False
+    assert w.suggestion_buttons == {} and w.suggestion_box.children == () and w.state().dims == (top,)
+
+
+def test_screen_suggestions_for_an_encoder_rank_by_embedding_distance(minilm):
+    model, tokenizer = minilm
+    ex = Explorer(model, tokenizer, TEXTS[:8], max_length=32, cpu_threads=1)
+    before = ablation.state_fingerprint(model)
+    ranking = ex.suggest_dims(n=4)
+    assert ablation.fingerprints_equal(before, ablation.state_fingerprint(model))
+    assert (ranking.objective == "embedding_distance").all() and (ranking.value_kind == "exact").all()
+    assert ranking.effect.is_monotonic_decreasing and len(ranking) == 4
+    view = ex.compute_view(ex.state_with(dims=(int(ranking.dim[0]),)))
+    assert ranking.effect[0] == pytest.approx(1 - view["cosine_mean"], abs=1e-5)

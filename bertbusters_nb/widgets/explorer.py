@@ -65,8 +65,9 @@ class Explorer:
         >>> ex.compute_view(ex.state_with(dims=ex.outlier_dims))["loss_delta"]  # doctest: +SKIP
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, sentence: str = DEFAULT_SENTENCE,
-                 roles: Sequence[str] = ("block_output",), n_top_dims: int = 6, top_k: int = 5,
+    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *,
+                 sentence: str = DEFAULT_SENTENCE, roles: Sequence[str] = ("block_output",), n_top_dims: int = 6,
+                 top_k: int = 5,
                  max_length: int = 64, batch_size: int = 64, mask_prob: float = 0.15, seed: int = 42,
                  k: float = 3.0, outlier_roles: Sequence[str] | None = None, debounce_s: float = 0.15,
                  cache_size: int = 64, cpu_threads: int | None = None):

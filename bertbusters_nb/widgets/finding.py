@@ -33,7 +33,8 @@ def explorer_finding(kind: str, view: dict, restored: bool, n_texts: int, top_k:
                     f"{n_texts} texts; {guesses}; intact loss and predictions recomputed afterwards "
                     f"identical: {restored}.")
     else:
-        claim = "Switching the top outlier dims off moves sentence embeddings; switching them on again restores them exactly"
+        claim = ("Switching the top outlier dims off moves sentence embeddings; switching them on again restores them "
+                 "exactly")
         held = bool(view["cosine_mean"] is not None and view["cosine_mean"] < 1.0 and restored)
         evidence = (f"dims {dims} off in {view['n_sites']} norm modules: mean cosine to the intact embeddings "
                     f"{view['cosine_mean']:.4f} (min {view['cosine_min']:.4f}) over {n_texts} texts; "

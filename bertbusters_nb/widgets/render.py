@@ -110,7 +110,8 @@ def predictions_html(view: dict) -> str:
     rows = []
     for r in table.itertuples():
         style = "" if r.same else " style='background:#fde2e4'"
-        cells = (r.blank, r.rank, e(str(r.intact)), _fmt(r.p_intact, ".3f"), e(str(r.ablated)), _fmt(r.p_ablated, ".3f"))
+        cells = (r.blank, r.rank, e(str(r.intact)), _fmt(r.p_intact, ".3f"), e(str(r.ablated)),
+                 _fmt(r.p_ablated, ".3f"))
         rows.append(f"<tr{style}>" + "".join(f"<td style='padding:1px 8px'>{c}</td>" for c in cells) + "</tr>")
     head = "<tr>" + "".join(f"<th style='padding:1px 8px'>{h}</th>" for h in
                             ("blank", "rank", "intact", "p", "ablated", "p")) + "</tr>"
