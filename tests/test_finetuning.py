@@ -177,3 +177,10 @@ def test_the_command_line_fine_tunes_into_the_cache_and_reuses_it(cached, tiny_b
     assert capsys.readouterr().out.strip() == str(result.path)
     assert top_main(["finetune", *flags]) == 0
     assert capsys.readouterr().out.strip() == str(result.path)
+
+
+def test_the_cache_keys_backbones_with_the_one_weights_fingerprint(tiny_bert_dir):
+    from bertbusters_nb.model.fingerprint import weights_fingerprint
+
+    assert model_fingerprint is weights_fingerprint
+    assert cache_key(tiny_bert_dir, "rt", FinetuneSettings(**FAST))["weights"] == weights_fingerprint(tiny_bert_dir)

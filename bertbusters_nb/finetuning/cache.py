@@ -18,12 +18,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ..atomic import atomic_folder, atomic_write_json, read_json
 from ..data import assets
 from ..evaluation.tasks import GLUE_HUB, get_task
-from ..model.loading import resolve
+from ..model.fingerprint import sha256_file as _sha256
+from ..model.fingerprint import weights_fingerprint
 from .settings import FinetuneSettings
 
 CACHE_ENV = "BERTBUSTERS_FINETUNED"
 FORMAT_VERSION = 1  # bump when the cached layout or the training recipe changes
 MANIFEST = "finetune.json"
+model_fingerprint = weights_fingerprint  # the old name here: the backbone's identity on disk (model.fingerprint)
 
 
 class CacheWarning(UserWarning):
@@ -35,30 +37,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, assets.assets_dir().parent / "finetuned"))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def model_fingerprint(name_or_path: str | os.PathLike) -> str:
-    """Identity of a backbone: a hash of a local folder's config and weights, else the hub name."""
-    source = Path(resolve(name_or_path))
-    if source.is_dir():
-        files = sorted(source.glob("*.safetensors")) + [source / "config.json"]
-        digest = hashlib.sha256()
-        for f in (f for f in files if f.exists()):
-            digest.update(f.name.encode() + _sha256(f).encode())
-        return "sha256:" + digest.hexdigest()
-    return "hub:" + str(name_or_path)
-
-
 def cache_key(model: str | os.PathLike, task: str, settings: FinetuneSettings, glue_source: str = GLUE_HUB) -> dict:
     """Everything that decides the fine-tuned weights, as a JSON-able dict (hashed for the folder name)."""
     spec = get_task(task)
-    return {"format": FORMAT_VERSION, "model": str(model), "weights": model_fingerprint(model), "task": spec.name,
+    return {"format": FORMAT_VERSION, "model": str(model), "weights": weights_fingerprint(model), "task": spec.name,
             "data": "offline-assets" if spec.source == "offline" else glue_source, **settings.key_fields()}
 
 

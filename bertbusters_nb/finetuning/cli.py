@@ -28,7 +28,8 @@ class FinetuneCommand:
 
     model: str = field(metadata={"help": "alias (minilm, bbmini), local folder or hub name"})
     task: str = field(metadata={"help": "task name, e.g. rt, snli, mnli, sst2"})
-    cache_dir: str | None = field(default=None, metadata={"help": f"cache folder (default ${CACHE_ENV} or ~/.cache/...)"})
+    cache_dir: str | None = field(default=None,
+                                  metadata={"help": f"cache folder (default ${CACHE_ENV} or ~/.cache/...)"})
     glue_source: str = field(default=GLUE_HUB, metadata={"help": "GLUE hub name or a local copy of it"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps ..."})
     recompute: bool = field(default=False, metadata={"help": "train again even when a cached entry exists"})
