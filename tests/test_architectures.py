@@ -10,7 +10,7 @@ import transformers
 from bertbusters_nb.model import architectures
 from bertbusters_nb.model.ablation import disabled_dims, fingerprints_equal, state_fingerprint
 from bertbusters_nb.model.norms import (HIDDEN_ROLES, NormLayoutError, default_roles, find_norm_sites, select_sites,
-                                  verify_sites)
+                                        verify_sites)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -20,8 +20,12 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TINY_SIZES = {
     "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
@@ -170,7 +174,7 @@ def check_type(model_type: str, head: str) -> Outcome:
                    time.perf_counter() - start)
 
 
-def _plain_forward(model) -> None:
+def _plain_forward(model: torch.nn.Module) -> None:
     """The tiny model must run on input_ids alone, else the sweep cannot test the finder on it."""
     from .norms import _Tracer
 
@@ -209,7 +213,7 @@ def sweep(types: dict[str, list[str]] | None = None, progress: bool = True) -> l
         torch.set_num_threads(threads)
 
 
-def outcome_table(outcomes: list[Outcome]):
+def outcome_table(outcomes: list[Outcome]) -> "pd.DataFrame":
     """A tidy table of the outcomes."""
     import pandas as pd
 

@@ -54,12 +54,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from .hooks import Trace
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROLES: tuple[str, ...] = (
     "embeddings", "block_input", "attention_output", "cross_attention_output", "block_output",
@@ -1154,7 +1157,7 @@ def companion_roles(sites: Sequence[NormSite], roles: Iterable[str]) -> tuple[st
     return layered + (("embeddings",) if "embeddings" in present and "embeddings" not in roles else ())
 
 
-def sites_table(sites: Sequence[NormSite]):
+def sites_table(sites: Sequence[NormSite]) -> "pd.DataFrame":
     """A tidy table of the sites (name, role, layer, stack, size, has_bias) to show what an ablation touches."""
     import pandas as pd
 
