@@ -35,7 +35,7 @@ from .model.loading import ALIASES, load_model, resolve
 from .model.norms import NormSite, find_norm_sites, select_sites
 from .detection import detect
 from .outliers import OutlierReport, find_outliers
-from .tasks import GLUE_HUB, get_task, load_task, task_columns
+from .evaluation.tasks import GLUE_HUB, get_task, load_task, task_columns
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def outlier_conditions(dims: Sequence[int], roles: Sequence[str], n_layers: int,
 
 def chance_score(task: str, labels: Sequence) -> float:
     """The headline metric of always answering the most frequent label (0.0 for regression tasks)."""
-    from .metrics import compute_metrics
+    from .evaluation.metrics import compute_metrics
 
     spec = get_task(task)
     if spec.is_regression:
@@ -354,12 +354,10 @@ class DownstreamStudy:
                              glue_source=self.glue_source)[split]
             eval_set, _ = prepare_dev_set(p.tuned.tokenizer, data, p.task, settings.max_length,
                                           settings.eval_batch_size, next(p.tuned.model.parameters()).device)
-            # named by the fine-tune's cache entry and the scan's own knobs, so a changed run never meets
-            # a checkpoint of another scan
-            name = f"scan-{p.tuned.path.name}-n{len(eval_set)}-every{every}-{'+'.join(self.roles)}.json"
-            path = None if checkpoint_dir is None else Path(checkpoint_dir) / name
+            # the checkpoint is named by the scan's key (evaluation.scan.checkpoint_name), so a changed run
+            # never meets a checkpoint of another scan
             dims = sorted(set(range(0, p.hidden, every)) | set(p.dims))
-            table = scan_dims(p.tuned.model, eval_set, roles=self.roles, dims=dims, checkpoint_path=path,
+            table = scan_dims(p.tuned.model, eval_set, roles=self.roles, dims=dims, checkpoint_dir=checkpoint_dir,
                               progress=self.progress, sites=p.sites)
             table.insert(0, "split", split)
             table.insert(0, "task", p.task)
@@ -377,6 +375,39 @@ class DownstreamStudy:
             raise ValueError(f"No pair to scan: tasks={tasks} matches none of {self.tasks}.")
         self.tables["scan"] = pd.concat(frames, ignore_index=True)
         return self.tables["scan"]
+
+    def screened_scan(self, tasks: Sequence[str] | None = None, top_k: int = 16) -> pd.DataFrame:
+        """Every hidden dim's effect on the dev loss of the whole dev set, estimated (``screen.screened_scan``),
+        with the top ``top_k`` by |estimate| and the outlier dims checked exactly (``value_kind`` says which).
+
+        The exact scan costs one dev pass per dim, which is why ``scan`` runs on a subset; the screen
+        costs a few passes for all dims, so it runs on the same dev examples as the ablations.
+        """
+        from .screen import screened_scan
+
+        self._need("screened_scan")
+        if "outliers" not in self.tables:
+            self.outliers()
+        frames = []
+        for p in self.pairs:
+            if tasks is not None and p.task not in tasks:
+                continue
+            spec, settings = get_task(p.task), self.settings_for(p.backbone)
+            split = spec.eval_splits[0]
+            data = load_task(p.task, max_train_samples=1, max_eval_samples=settings.max_eval_samples,
+                             glue_source=self.glue_source)[split]
+            eval_set, _ = prepare_dev_set(p.tuned.tokenizer, data, p.task, settings.max_length,
+                                          settings.eval_batch_size, next(p.tuned.model.parameters()).device)
+            table = screened_scan(p.tuned.model, eval_set, roles=self.roles, top_k=top_k, also_check=p.dims,
+                                  sites=p.sites, progress=self.progress)
+            for column, value in (("split", split), ("task", p.task), ("backbone", p.backbone)):
+                table.insert(0, column, value)
+            table["outlier"] = table.dim.isin(p.dims)
+            frames.append(table)
+        if not frames:
+            raise ValueError(f"No pair to scan: tasks={tasks} matches none of {self.tasks}.")
+        self.tables["screened_scan"] = pd.concat(frames, ignore_index=True)
+        return self.tables["screened_scan"]
 
     # ------------------------------------------------------------ summary
     def summary(self) -> pd.DataFrame:

@@ -43,15 +43,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .model.ablation import Condition, validate_dims
-from .engine import AblationEngine
-from .masking import IGNORE_INDEX, Batch, EvalSet, _check_batch_size, _pad_id, _padded, _tokenize
 from .device import best_device
+from .evaluation.engine import AblationEngine
+from .evaluation.metrics import is_regression
+from .evaluation.sets import IGNORE_INDEX, Batch, EvalSet, _check_batch_size, _pad_id, _padded, _tokenize
+from .model.ablation import Condition, validate_dims
 from .model.norms import NormSite, find_norm_sites, select_sites
 
 log = logging.getLogger(__name__)
 
-METHODS = ("gradient", "midpoint", "integrated", "second_order", "gauss_newton")
+METHODS = ("gradient", "fisher", "midpoint", "integrated", "second_order", "gauss_newton")
 VALUE_KINDS = ("estimate", "exact")
 
 
@@ -159,38 +160,76 @@ class _Shifted:
         return False
 
 
-def _loss_gradients(engine: AblationEngine, params: Sequence[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
+class _Prefix:
+    """Each batch's intact state at the first layer the chosen sites change, computed once without gradients.
+
+    The screen's forward and backward then run from that layer on, as the engine's exact conditions do
+    (``AblationEngine``'s prefix cache): on SmolLM2's last four layers it skips 26 of 30 layers.
+    """
+
+    def __init__(self, engine: AblationEngine, sites: Sequence[NormSite], batch_size: int):
+        self.engine, self.batches = engine, list(engine.eval_set.batches(batch_size))
+        self.key = engine._level(list(sites)) if engine.stack is not None else (0, False)
+        self.caches: list[torch.Tensor | None] = []
+        with torch.no_grad(), engine._autocast():
+            for batch in self.batches:
+                if self.key[0] == 0:
+                    self.caches.append(None)
+                else:
+                    captured, _ = engine._capture(batch, [self.key], run_to_end=False)
+                    self.caches.append(captured[self.key])
+
+    def logits(self, i: int) -> torch.Tensor:
+        """Shaped logits of batch ``i`` with gradients from the cached layer on (call under enable_grad)."""
+        return self.engine._logits(self.batches[i], 1, self.key, self.caches[i])
+
+
+def _total(engine: AblationEngine) -> int:
+    es = engine.eval_set
+    return len(es) if es.kind in ("classification", "embedding") else es.n_targets
+
+
+def _loss_gradients(engine: AblationEngine, params: Sequence[torch.Tensor], prefix: _Prefix) -> list[torch.Tensor]:
     """Gradient of the eval set's objective (mean loss per scored token / example) w.r.t. ``params``."""
     grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
-    total = len(engine.eval_set) if engine.eval_set.kind in ("classification", "embedding") else engine.eval_set.n_targets
-    for batch in engine.eval_set.batches(batch_size):
+    total = _total(engine)
+    for i, batch in enumerate(prefix.batches):
         with torch.enable_grad(), engine._autocast():
-            scored = engine._score(engine._logits(batch, 1), batch)["loss_sum"][0] / total
+            scored = engine._score(prefix.logits(i), batch)["loss_sum"][0] / total
         for g, part in zip(grads, torch.autograd.grad(scored, list(params), allow_unused=True)):
             if part is not None:
                 g += part.double()
     return grads
 
 
-def _gauss_newton(engine: EmbeddingEngine, params: Sequence[torch.Tensor], edits: Sequence[torch.Tensor],
-                  batch_size: int, probes: int, seed: int) -> torch.Tensor:
-    """Per dim, the second-order estimate of the mean 1 - cosine (see the module docstring)."""
+def _fisher(engine: AblationEngine, params: Sequence[torch.Tensor], edits: Sequence[torch.Tensor],
+            prefix: _Prefix, probes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per dim: the first-order change and the Fisher (Gauss-Newton) curvature ``delta' F delta`` of the
+    mean loss, the latter from ``probes`` sets of labels sampled from the model's own predictions."""
     gen = torch.Generator().manual_seed(int(seed))
-    n = len(engine.eval_set)
-    sums = torch.zeros(params[0].shape[0], dtype=torch.float64)
-    for batch in engine.eval_set.batches(batch_size):
-        intact = engine.intact[batch.start:batch.stop].to(engine.device)
-        unit = intact / intact.norm(dim=-1, keepdim=True)
+    total = _total(engine)
+    regression = engine.eval_set.kind == "classification" and is_regression(engine.eval_set.task)
+    first = torch.zeros(params[0].shape[0], dtype=torch.float64)
+    curvature = torch.zeros_like(first)
+    for i, batch in enumerate(prefix.batches):
         with torch.enable_grad(), engine._autocast():
-            emb = engine._logits(batch, 1)[0].float()
+            logits = prefix.logits(i)
+            loss = engine._score(logits, batch)["loss_sum"][0] / total
+        grads = torch.autograd.grad(loss, list(params), retain_graph=True, allow_unused=True)
+        first += _directional([g for g in grads if g is not None], [e for g, e in zip(grads, edits) if g is not None])
+        flat = logits.float().reshape(-1, logits.shape[-1])
         for r in range(probes):
-            noise = torch.randn(intact.shape, generator=gen).to(engine.device)
-            u = (noise - (noise * unit).sum(-1, keepdim=True) * unit) / intact.norm(dim=-1, keepdim=True)
-            grads = torch.autograd.grad((emb * u).sum(), list(params), retain_graph=r + 1 < probes,
-                                        allow_unused=True)
-            c = sum((g.double() * d.double()).cpu() for g, d in zip(grads, edits) if g is not None)
-            sums += c ** 2
-    return sums / (2.0 * n * probes)
+            if regression:  # loss (pred - y)^2: Hessian 2 in pred; s = pred . z with z ~ N(0, 1)
+                z = torch.randn(flat.shape, generator=gen).to(flat.device)
+                sampled, scale = (flat * z).sum(), 2.0
+            else:
+                probs = torch.softmax(flat.detach(), -1).cpu()
+                y = torch.multinomial(probs, 1, generator=gen).squeeze(1).to(flat.device)
+                sampled, scale = F.cross_entropy(flat, y, reduction="sum"), 1.0
+            parts = torch.autograd.grad(sampled, list(params), retain_graph=r + 1 < probes, allow_unused=True)
+            c = _directional([g for g in parts if g is not None], [e for g, e in zip(parts, edits) if g is not None])
+            curvature += scale * c ** 2
+    return first, curvature / (probes * total)
 
 
 def _directional(grads: Sequence[torch.Tensor], edits: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -231,35 +270,38 @@ def estimate_effects(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[
     if len(sizes) != 1:
         raise ValueError(f"The chosen sites have different sizes {sorted(sizes)}; pick sites of one hidden size.")
     if engine is None:
-        engine_options.setdefault("prefix_cache", False)
         engine = make_engine(model, eval_set, all_sites, **engine_options)
     size = sizes.pop()
     params, edits = _params(chosen), _edits(chosen, mode)
     batch_size = int(batch_size or engine.batch_size)
+    prefix = _Prefix(engine, chosen, batch_size)
     with torch.no_grad():
         intact = engine.evaluate(Condition("none"))["eval_loss"] if eval_set.kind != "embedding" else 0.0
 
     if method == "gauss_newton":
-        estimate = _gauss_newton(engine, params, edits, batch_size, probes, seed)
+        estimate = _gauss_newton(engine, params, edits, prefix, probes, seed)
+    elif method == "fisher":
+        first, curvature = _fisher(engine, params, edits, prefix, probes, seed)
+        estimate = first + 0.5 * curvature
     elif method == "gradient":
-        estimate = _directional(_loss_gradients(engine, params, batch_size), edits)
+        estimate = _directional(_loss_gradients(engine, params, prefix), edits)
     elif method in ("midpoint", "integrated"):
         alphas = [0.5] if method == "midpoint" else [(i + 0.5) / steps for i in range(steps)]
         estimate = torch.zeros(size, dtype=torch.float64)
         for alpha in alphas:
             with _Shifted(params, edits, alpha):
-                estimate += _directional(_loss_gradients(engine, params, batch_size), edits) / len(alphas)
+                estimate += _directional(_loss_gradients(engine, params, prefix), edits) / len(alphas)
     else:  # second_order
-        first = _directional(_loss_gradients(engine, params, batch_size), edits)
+        first = _directional(_loss_gradients(engine, params, prefix), edits)
         gen = torch.Generator().manual_seed(int(seed))
         curvature = torch.zeros(size, dtype=torch.float64)
         for _ in range(probes):
             signs = (torch.randint(0, 2, (size,), generator=gen) * 2 - 1).float()
             direction = [e * signs.to(e.device) for e in edits]
             with _Shifted(params, direction, epsilon):
-                plus = _loss_gradients(engine, params, batch_size)
+                plus = _loss_gradients(engine, params, prefix)
             with _Shifted(params, direction, -epsilon):
-                minus = _loss_gradients(engine, params, batch_size)
+                minus = _loss_gradients(engine, params, prefix)
             hv = [(p - m) / (2 * epsilon) for p, m in zip(plus, minus)]
             curvature += signs.double() * _directional(hv, edits)
         estimate = first + 0.5 * curvature / probes
@@ -294,7 +336,7 @@ def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str
                   layers: Iterable[int] | None = None, mode: str = "zero", stack: str | None = None,
                   top_k: int = 16, method: str | None = None, rank_by: str = "abs",
                   sites: Sequence[NormSite] | None = None, progress: bool = True, steps: int = 4, probes: int = 4,
-                  **engine_options) -> pd.DataFrame:
+                  also_check: Iterable[int] = (), **engine_options) -> pd.DataFrame:
     """Every dim's effect estimated (``estimate_effects``), the top ``top_k`` then evaluated exactly.
 
     One row per dim, the checked dims first, each group sorted by ``effect`` (largest harm first): ``dim``, ``estimate``, ``estimate_rank``,
@@ -302,7 +344,8 @@ def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str
     (``exact`` or ``estimate``: which ``effect`` holds), ``objective``, ``method``, ``intact_objective``.
     ``rank_by``: ``abs`` (default: largest |estimate|, which also checks dims whose large edit the
     linearisation gets the sign of wrong, as SmolLM2's two most damaging dims in benchmarks/RESULTS.md) or
-    ``estimate`` (largest estimated harm). Timings are in ``table.attrs``.
+    ``estimate`` (largest estimated harm). ``also_check``: dims checked exactly besides the top ``top_k``
+    (e.g. the detected outlier dims, so their rows hold exact values). Timings are in ``table.attrs``.
 
     Example:
         >>> table = screened_scan(model, eval_set, roles="block_output", top_k=16)
@@ -320,6 +363,7 @@ def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str
     key = est["estimate"].abs() if rank_by == "abs" else est["estimate"]
     est["estimate_rank"] = key.rank(ascending=False, method="first").astype(int)
     top = est.sort_values("estimate_rank")["dim"].head(top_k).tolist()
+    top += [d for d in validate_dims(list(also_check), len(est)) if d not in top]
     exact = exact_effects(model, eval_set, top, roles, layers, mode, stack, all_sites, progress=progress,
                           **engine_options) if top else pd.DataFrame(columns=["dim", "exact"])
     table = est.merge(exact[["dim", "exact"]], on="dim", how="left")

@@ -7,6 +7,7 @@ import torch
 from bertbusters_nb.model.ablation import Condition, state_fingerprint, fingerprints_equal
 from bertbusters_nb.embeddings import sentence_embeddings
 from bertbusters_nb.evaluation import prepare_classification_eval, prepare_mlm_eval, scan_dims
+from bertbusters_nb.evaluation.sets import prepare_causal_eval
 from bertbusters_nb.model.norms import find_norm_sites, select_sites
 from bertbusters_nb.screen import (agreement, estimate_effects, exact_effects, make_engine, screen_summary,
                                    prepare_embedding_eval, screen_ranking, screened_scan)
@@ -142,3 +143,27 @@ def test_screen_summary_names_checked_dims_and_the_exact_scans_top_dims_found():
     exact_top = scan.nlargest(5, "delta")["dim"].tolist()
     found = len(set(exact_top) & set(table.loc[table["value_kind"] == "exact", "dim"]))
     assert f"{found} are among the screen's checked dims" in text
+
+
+@pytest.mark.parametrize("arch,roles,layers", [("bert", "block_output", (1,)), ("llama", "pre_ffn", (1,))])
+def test_estimate_from_the_cached_prefix_equals_the_full_forwards(arch, roles, layers):
+    """Sites in later layers: the screen runs from the engine's cached intact state there (no gradient
+    through the layers before); the estimates are those of the full forward and backward."""
+    model = tiny_model(arch)
+    es = prepare_mlm_eval(TOK, TEXTS, seed=1, batch_size=8) if arch == "bert" else prepare_causal_eval(TOK, TEXTS, batch_size=8)
+    cached = make_engine(model, es, autocast=None)
+    assert cached.stack is not None  # the prefix cache is on for this model
+    full = make_engine(model, es, prefix_cache=False, autocast=None)
+    for method in ("gradient", "fisher"):
+        a = estimate_effects(model, es, roles=roles, layers=layers, method=method, engine=cached)
+        b = estimate_effects(model, es, roles=roles, layers=layers, method=method, engine=full)
+        assert a["estimate"].tolist() == pytest.approx(b["estimate"].tolist(), rel=1e-4, abs=1e-7)
+
+
+def test_also_check_adds_exact_rows_for_the_given_dims():
+    model, es = tiny_model("bert"), mlm_set()
+    table = screened_scan(model, es, top_k=2, also_check=[7, 30], progress=False, autocast=None)
+    exact = table[table["value_kind"] == "exact"]
+    assert {7, 30} <= set(exact["dim"]) and len(exact) == len({7, 30} | set(exact.nsmallest(2, "estimate_rank")["dim"]))
+    with pytest.raises(ValueError):
+        screened_scan(model, es, top_k=2, also_check=[99], progress=False)
