@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from bertbusters_nb.model.ablation import Condition, state_fingerprint
 from bertbusters_nb.evaluation.engine import AblationEngine
 from bertbusters_nb.evaluation import (compute_metrics, evaluate, evaluate_conditions, prepare_causal_eval,
-                                       prepare_classification_eval, prepare_mlm_eval, table_columns)
+                                       prepare_classification_eval, prepare_mlm_eval, row_condition, table_columns)
 from bertbusters_nb.evaluation.sets import IGNORE_INDEX
 from bertbusters_nb.model.norms import find_norm_sites
 from conftest import TINY, tiny_model
@@ -264,7 +264,7 @@ def test_table_schema_and_evaluate():
     table = evaluate_conditions(BERT, eval_set, CONDITIONS[:3], progress=False)
     assert list(table.columns) == ["condition", "dims", "n_dims", "roles", "layers", "stack", "mode", "n_sites",
                                    "metric", "value", "eval_loss", "perplexity", "tokens", "examples", "seed",
-                                   "kind"]
+                                   "kind", "spec"]
     assert table["dims"].tolist() == ["", "3", "5 7"] and table["layers"].tolist() == ["all", "all", "1 2"]
     assert table["n_sites"].tolist() == [0, 3, 2] and (table["seed"] == 42).all()
     intact = evaluate(BERT, eval_set)
@@ -332,3 +332,21 @@ def test_head_is_a_smaller_set_with_the_same_masking():
     assert eval_set.head(len(eval_set) + 10) is eval_set
     with pytest.raises(ValueError, match="positive"):
         eval_set.head(0)
+
+
+def test_every_row_reruns_exactly_from_its_stored_condition(tmp_path):
+    """Each row carries its condition (``spec``, Condition.to_dict as JSON); re-run alone, also after a CSV
+    round trip, it gives the row's numbers bit for bit."""
+    import pandas as pd
+
+    eval_set = prepare_mlm_eval(TOK, TEXTS, max_length=24, batch_size=8, device="cpu")
+    table = evaluate_conditions(BERT, eval_set, CONDITIONS, progress=False)
+    table.to_csv(tmp_path / "table.csv", index=False)
+    stored = pd.read_csv(tmp_path / "table.csv", keep_default_na=False)
+    assert [row_condition(row) for _, row in stored.iterrows()] == CONDITIONS
+    for i in (1, 2, 5, 7):  # all layers, a layer range, mean mode, two roles
+        again = evaluate_conditions(BERT, eval_set, [row_condition(stored.iloc[i])], progress=False)
+        assert again["value"].iloc[0] == table["value"].iloc[i]
+        assert again["eval_loss"].iloc[0] == table["eval_loss"].iloc[i]
+    with pytest.raises(ValueError, match="no 'spec'"):
+        row_condition(stored.drop(columns="spec").iloc[0])

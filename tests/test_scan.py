@@ -12,8 +12,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from bertbusters_nb.model.ablation import Condition
 from bertbusters_nb.evaluation.engine import AblationEngine
-from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval
-from bertbusters_nb.evaluation.scan import CheckpointWarning, scan_dims
+from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval, row_condition
+from bertbusters_nb.evaluation.scan import CheckpointWarning, checkpoint_name, scan_dims
 from conftest import tiny_model
 
 WORDS = [f"w{i}" for i in range(100)]
@@ -129,3 +129,29 @@ def test_notebook_scan_on_the_first_examples_only(tmp_path):
     whole = run_scan(MODEL, EVAL_SET, ["block_output"], 4, str(tmp_path / "scan.json"))
     assert (whole["tokens"] == EVAL_SET.n_targets).all()
     assert len(list(tmp_path.glob("scan-*.json"))) == 2  # one checkpoint per eval set
+
+
+def test_a_scan_row_reruns_exactly_from_its_stored_condition():
+    table = scan_dims(MODEL, EVAL_SET, roles="block_output", layers=(1, 2), dims=DIMS[:4], mode="mean",
+                      progress=False)
+    for _, row in table.iterrows():
+        condition = row_condition(row)
+        assert condition == Condition(f"dim {row['dim']}", (row["dim"],), ("block_output",), (1, 2), "mean")
+        again = evaluate_conditions(MODEL, EVAL_SET, [condition], progress=False)
+        assert again["value"].iloc[0] == row["value"]
+
+
+def test_checkpoint_dir_names_the_file_by_the_scan(tmp_path):
+    """One naming rule: in a checkpoint_dir the file is checkpoint_name(the scan's key); another scan gets
+    another file (never the ValueError of a shared path), the same scan resumes from its own."""
+    first = scan_dims(MODEL, EVAL_SET, dims=DIMS[:3], checkpoint_dir=tmp_path, progress=False)
+    other = scan_dims(MODEL, EVAL_SET, dims=DIMS[:3], mode="mean", checkpoint_dir=tmp_path, progress=False)
+    files = sorted(p.name for p in tmp_path.glob("scan-*.json"))
+    assert len(files) == 2 and all(len(name) == len("scan-") + 16 + len(".json") for name in files)
+    saved = {json.loads((tmp_path / name).read_text())["key"]["mode"]: name for name in files}
+    assert saved["zero"] == checkpoint_name(json.loads((tmp_path / saved["zero"]).read_text())["key"])
+    again = scan_dims(MODEL, EVAL_SET, dims=DIMS[:3], checkpoint_dir=tmp_path, progress=False)
+    pd.testing.assert_frame_equal(again, first)
+    assert not other["value"].equals(first["value"])
+    with pytest.raises(ValueError, match="not both"):
+        scan_dims(MODEL, EVAL_SET, dims=DIMS[:3], checkpoint_dir=tmp_path, checkpoint_path=tmp_path / "x.json")

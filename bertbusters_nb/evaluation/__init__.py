@@ -23,13 +23,13 @@ from .metrics import METRIC_FOR_TASK, NUM_LABELS, TASK_METRICS, compute_metrics
 from .scan import scan_dims
 from .sets import (CausalEvalSet, ClassificationEvalSet, EvalSet, MLMEvalSet, mask_tokens, prepare_causal_eval,
                    prepare_classification_eval, prepare_mlm_eval)
-from .tables import (DESCRIPTION_COLUMNS, TRAILING_COLUMNS, condition_row, evaluate, evaluate_conditions,
-                     metric_columns, primary_metric, rows_to_table, table_columns)
+from .tables import (DESCRIPTION_COLUMNS, TRAILING_COLUMNS, condition_row, condition_spec, evaluate,
+                     evaluate_conditions, metric_columns, primary_metric, row_condition, rows_to_table, table_columns)
 
 __all__ = [
     "AblationEngine", "CausalEvalSet", "ClassificationEvalSet", "Condition", "DESCRIPTION_COLUMNS", "EvalSet",
     "METRIC_FOR_TASK", "MLMEvalSet", "NUM_LABELS", "TASK_METRICS", "TRAILING_COLUMNS", "compute_metrics",
-    "condition_row", "evaluate", "evaluate_conditions", "mask_tokens", "metric_columns", "prepare_causal_eval",
-    "prepare_classification_eval", "prepare_mlm_eval", "primary_metric", "rows_to_table", "scan_dims",
+    "condition_row", "condition_spec", "evaluate", "evaluate_conditions", "mask_tokens", "metric_columns", "prepare_causal_eval",
+    "prepare_classification_eval", "prepare_mlm_eval", "primary_metric", "row_condition", "rows_to_table", "scan_dims",
     "table_columns",
 ]

@@ -1,18 +1,26 @@
 """Masked-LM effects of an ablation that a reader can see: fill-in-the-blank predictions, verdicts."""
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
+import torch
 
+from ..checks import count
 from ..model.ablation import Condition
-from .fill_mask import fill_mask
 from ..model.norms import NormSite, find_norm_sites
+from .fill_mask import blank_predictions
+from .sets import EvalSet
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def top_predictions(model, tokenizer, sentence: str, top_k: int = 5) -> list[list[str]]:
-    """Top-k tokens for each [MASK] of ``sentence`` (one list per mask, in order): ``fill_mask`` as lists."""
-    table = fill_mask(model, tokenizer, sentence, top_k=top_k)
+    """Top-k tokens for each [MASK] of ``sentence`` (one list per mask, in order): ``blank_predictions`` as lists."""
+    table = blank_predictions(model, tokenizer, sentence, top_k=top_k)
     return [group.sort_values("rank").token.tolist() for _, group in table.groupby("blank", sort=True)]
 
 
@@ -50,14 +58,14 @@ def loss_summary(table: pd.DataFrame) -> dict:
     }
 
 
-def run_scan(model, eval_set, roles: Sequence[str], limit: int | None, checkpoint_path: str,
-             max_examples: int | None = None) -> pd.DataFrame:
+def run_scan(model: "PreTrainedModel | torch.nn.Module", eval_set: EvalSet, roles: Sequence[str], limit: int | None,
+             checkpoint_dir: str | os.PathLike, max_examples: int | None = None) -> pd.DataFrame:
     """The single-dim scan over every dim (or the first ``limit`` dims, for smoke runs), resumable, on the
-    eval set or its first ``max_examples`` examples (one pass per dim: the scan is the costly part)."""
-    import hashlib
-    from pathlib import Path
+    eval set or its first ``max_examples`` examples (one pass per dim: the scan is the costly part).
 
-    from ..checks import count
+    checkpoint_dir: the folder for the scan's checkpoint, named by the scan (``scan.checkpoint_name``: a
+    changed parameter starts a new scan); a ``.json`` file path (as notebooks passed before) means its folder.
+    """
     from .scan import scan_dims
 
     limit = count("limit (dims to scan)", limit, zero_means="every dim", none_ok=True)
@@ -65,8 +73,7 @@ def run_scan(model, eval_set, roles: Sequence[str], limit: int | None, checkpoin
     if max_examples:
         eval_set = eval_set.head(max_examples)
     dims = None if not limit else list(range(min(limit, model.config.hidden_size)))
-    # one checkpoint file per (model, eval set, roles, dims): a changed parameter starts a new scan
-    tag = hashlib.sha1(f"{model.name_or_path}|{eval_set.fingerprint()}|{sorted(roles)}|{dims}".encode()).hexdigest()[:10]
-    path = Path(checkpoint_path)
-    path = path.with_name(f"{path.stem}-{tag}{path.suffix}")
-    return scan_dims(model, eval_set, roles=tuple(roles), dims=dims, checkpoint_path=path)
+    folder = Path(checkpoint_dir)
+    if folder.suffix == ".json":
+        folder = folder.parent
+    return scan_dims(model, eval_set, roles=tuple(roles), dims=dims, checkpoint_dir=folder)

@@ -8,8 +8,13 @@ set, model, sites, dims, mode) and a SHA-256 checksum of its content: a corrupt 
 truncated file is reported with a ``CheckpointWarning`` and recomputed; a checkpoint of a
 different scan is refused (ValueError), never silently mixed in.
 
+Naming, the one rule: a caller that gives a folder (``checkpoint_dir``) gets the file
+``checkpoint_name(key)`` = ``scan-<hash of the scan's key>.json`` there, so a scan with any other
+model, eval set, sites, mode or dims never meets it (notebooks 03 and 04, sharded scans);
+``checkpoint_path`` names one file exactly (tests, scripts).
+
 Table: one row per dim, in the order of ``dims``: ``dim``, the columns of
-``evaluate_conditions`` (see ``bertbusters_nb.evaluation``), then ``intact_value`` (the
+``evaluate_conditions`` (see ``evaluation.tables``; ``spec`` holds each row's condition), then ``intact_value`` (the
 headline metric of the intact model), ``delta`` (value - intact_value) and ``value_kind`` ("exact": the
 row was evaluated, as opposed to the "estimate" rows of ``screen.screened_scan``).
 """
@@ -20,7 +25,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -28,10 +33,14 @@ import torch
 from ..model.ablation import Condition, validate_dims
 from .engine import AblationEngine
 from .sets import EvalSet
+from ..model.fingerprint import model_fingerprint  # noqa: F401  (re-exported: scan keys use it)
 from ..model.norms import NormSite, find_norm_sites, select_sites
 from .progress import progress_bar
-from .tables import condition_row, metric_columns, rows_to_table
+from .tables import condition_row, condition_spec, metric_columns, rows_to_table
 from ..atomic import atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +54,6 @@ class CheckpointWarning(UserWarning):
 def _checksum(payload: dict) -> str:
     text = json.dumps(payload, sort_keys=True, default=str, allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def model_fingerprint(model: torch.nn.Module, sites: Sequence[NormSite]) -> str:
-    """A short hash of the model's config, parameter shapes and norm values (cheap; identifies a checkpoint)."""
-    digest = hashlib.sha256()
-    config = getattr(model, "config", None)
-    digest.update(type(model).__name__.encode())
-    if config is not None:
-        digest.update(json.dumps({k: str(v) for k, v in sorted(config.to_dict().items())
-                                  if k not in ("transformers_version", "_name_or_path", "dtype", "torch_dtype")},
-                                 sort_keys=True).encode())
-    for name, param in model.named_parameters():  # names, shapes and a few values (tells random inits apart)
-        digest.update(f"{name}{tuple(param.shape)}".encode())
-        digest.update(param.detach().flatten()[:8].float().cpu().numpy().round(6).tobytes())
-    for site in sites:
-        for param in (site.weight, site.bias):
-            if param is not None:
-                digest.update(param.detach().float().cpu().numpy().round(6).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _load_checkpoint(path: Path, key: dict) -> dict | None:
@@ -87,22 +77,29 @@ def _load_checkpoint(path: Path, key: dict) -> dict | None:
     return saved
 
 
+def checkpoint_name(key: dict) -> str:
+    """The file name of a scan's checkpoint in a ``checkpoint_dir``: ``scan-<16 hex digits of its key>.json``."""
+    return f"scan-{_checksum(key)[:16]}.json"
+
+
 def _save_checkpoint(path: Path, key: dict, intact: dict, rows: list[dict]) -> None:
     payload = {"schema": SCHEMA, "key": key, "intact": intact, "rows": rows}
     atomic_write_json(path, {**payload, "checksum": _checksum(payload)})
 
 
-def scan_dims(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str] | str = ("block_output",),
-              layers: Iterable[int] | None = None, dims: Iterable[int] | None = None, mode: str = "zero",
-              checkpoint_path: str | Path | None = None, progress: bool = True, stack: str | None = None,
-              sites: Sequence[NormSite] | None = None, checkpoint_every: int = 8,
+def scan_dims(model: "PreTrainedModel | torch.nn.Module", eval_set: EvalSet,
+              roles: Iterable[str] | str = ("block_output",), layers: Iterable[int] | None = None,
+              dims: Iterable[int] | None = None, mode: str = "zero", checkpoint_path: str | Path | None = None,
+              progress: bool = True, stack: str | None = None, sites: Sequence[NormSite] | None = None,
+              checkpoint_every: int = 8, checkpoint_dir: str | Path | None = None,
               **engine_options) -> pd.DataFrame:
     """Disable each of ``dims`` (default: every hidden dim) alone in the chosen sites; one row per dim.
 
-    ``engine_options`` go to ``AblationEngine``. With ``checkpoint_path`` a killed scan resumes.
+    ``engine_options`` go to ``AblationEngine``. With ``checkpoint_dir`` (the checkpoint is named by the
+    scan: ``checkpoint_name``) or ``checkpoint_path`` (that file) a killed scan resumes.
 
     Example:
-        >>> table = scan_dims(model, eval_set, roles="block_output", checkpoint_path="figures/scan.json")
+        >>> table = scan_dims(model, eval_set, roles="block_output", checkpoint_dir="figures/03")
         >>> table.nlargest(3, "delta")[["dim", "value", "delta"]]  # doctest: +SKIP
     """
     all_sites = list(sites) if sites is not None else find_norm_sites(model)
@@ -113,17 +110,21 @@ def scan_dims(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str] | 
     dims = list(range(size)) if dims is None else validate_dims(dims, size)
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 (got {checkpoint_every}).")
+    if checkpoint_path is not None and checkpoint_dir is not None:
+        raise ValueError("Pass checkpoint_dir (the scan names its file) or checkpoint_path (one file), not both.")
     engine = AblationEngine(model, eval_set, all_sites, chunk_size=checkpoint_every, **engine_options)
-    path = Path(checkpoint_path) if checkpoint_path is not None else None
     key = {"eval_set": engine.eval_set.fingerprint(), "kind": engine.eval_set.kind,
            "model": model_fingerprint(model, all_sites), "sites": [s.name for s in chosen], "roles": list(roles),
            "layers": None if layers is None else list(layers), "stack": stack, "mode": mode, "dims": dims}
+    path = (Path(checkpoint_path) if checkpoint_path is not None else
+            Path(checkpoint_dir) / checkpoint_name(key) if checkpoint_dir is not None else None)
     saved = _load_checkpoint(path, key) if path is not None else None
     rows: list[dict] = list(saved["rows"]) if saved else []
     intact = saved["intact"] if saved else condition_row(
         Condition("none"), engine.evaluate(Condition("none")), engine.eval_set, 0)
     done = {row["dim"] for row in rows}
-    todo = [Condition(f"dim {d}", (d,), roles, layers, mode, stack) for d in dims if d not in done]
+    conditions = {d: Condition(f"dim {d}", (d,), roles, layers, mode, stack) for d in dims}
+    todo = [conditions[d] for d in dims if d not in done]
     if saved:
         log.info("resuming scan from %s: %d of %d dims done", path, len(done), len(dims))
 
@@ -146,6 +147,7 @@ def scan_dims(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str] | 
     by_dim = {row["dim"]: row for row in rows}
     table = rows_to_table([{k: v for k, v in by_dim[d].items() if k != "dim"} for d in dims], engine.eval_set)
     table.insert(0, "dim", dims)
+    table["spec"] = [condition_spec(conditions[d]) for d in dims]  # also for rows of an older checkpoint
     table["intact_value"] = float(intact["value"])
     for metric in metric_columns(engine.eval_set):  # the baseline of every metric, on the scan's own examples
         if metric in intact:
@@ -195,7 +197,7 @@ def merge_scan_parts(parts_dir: str | Path, world: int | None = None) -> pd.Data
     return table
 
 
-def sharded_scan(model: torch.nn.Module, eval_set: EvalSet, parts_dir: str | Path,
+def sharded_scan(model: "PreTrainedModel | torch.nn.Module", eval_set: EvalSet, parts_dir: str | Path,
                  dims: Iterable[int] | None = None, **scan_options) -> pd.DataFrame:
     """``scan_dims`` with its dims split across the processes of ``accelerate launch`` (one process: all dims).
 
@@ -226,7 +228,7 @@ def sharded_scan(model: torch.nn.Module, eval_set: EvalSet, parts_dir: str | Pat
            "sites": [s.name for s in chosen], "mode": scan_options.get("mode", "zero"), "dims": dims, "world": world}
     if mine:
         part = scan_dims(model, eval_set, dims=mine, progress=scan_options.pop("progress", rank == 0),
-                         checkpoint_path=parts_dir / f"checkpoint-{rank:03d}-of-{world:03d}.json", **scan_options)
+                         checkpoint_dir=parts_dir, **scan_options)  # named by its key, which holds its dims
         rows = [{c: _plain(v) for c, v in zip(part.columns, values)} for values in part.itertuples(index=False)]
         columns = list(part.columns)
     else:

@@ -20,6 +20,8 @@ perplexity     exp(eval_loss), LMs only
 tokens         scored tokens (LM: masked / next tokens) or examples (classification)
 examples       texts in the eval set; seed: the masking seed (None without masking)
 kind           'mlm', 'causal' or 'classification'
+spec           the condition itself as JSON text (``Condition.to_dict``): ``row_condition(row)`` rebuilds it,
+               so any row can be re-run exactly (on the same model and eval set)
 =============  ========================================================================
 
 Example:
@@ -29,8 +31,9 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import logging
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -45,7 +48,7 @@ from ..model.norms import NormSite
 log = logging.getLogger(__name__)
 
 DESCRIPTION_COLUMNS = ("condition", "dims", "n_dims", "roles", "layers", "stack", "mode", "n_sites")
-TRAILING_COLUMNS = ("tokens", "examples", "seed", "kind")
+TRAILING_COLUMNS = ("tokens", "examples", "seed", "kind", "spec")
 
 
 def primary_metric(eval_set: EvalSet) -> str:
@@ -63,6 +66,7 @@ def metric_columns(eval_set: EvalSet) -> tuple[str, ...]:
 
 
 def table_columns(eval_set: EvalSet) -> list[str]:
+    """The columns of a result table for this set, in order (schema in the module docstring)."""
     return [*DESCRIPTION_COLUMNS, "metric", "value", *metric_columns(eval_set), *TRAILING_COLUMNS]
 
 
@@ -75,11 +79,31 @@ def condition_row(condition: Condition, metrics: dict, eval_set: EvalSet, n_site
            "mode": condition.mode, "n_sites": int(n_sites), "metric": metric, "value": float(metrics[metric])}
     row.update({name: float(metrics[name]) for name in metric_columns(eval_set)})
     row.update({"tokens": int(metrics["tokens"]), "examples": int(metrics["examples"]), "seed": eval_set.seed,
-                "kind": eval_set.kind})
+                "kind": eval_set.kind, "spec": condition_spec(condition)})
     return row
 
 
+def condition_spec(condition: Condition) -> str:
+    """The condition as the ``spec`` cell of a result row: ``Condition.to_dict`` as compact, key-sorted JSON."""
+    return json.dumps(condition.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def row_condition(row: Mapping[str, Any] | pd.Series) -> Condition:
+    """The condition a result row (of ``evaluate_conditions``, ``scan_dims``, or a CSV of one) was computed under.
+
+    Example:
+        >>> table = evaluate_conditions(model, eval_set, conditions)  # doctest: +SKIP
+        >>> evaluate_conditions(model, eval_set, [row_condition(table.iloc[3])])  # the same numbers  # doctest: +SKIP
+    """
+    spec = row.get("spec") if hasattr(row, "get") else None
+    if not isinstance(spec, str):
+        raise ValueError("This row has no 'spec' cell (a table from before conditions were stored with their "
+                         "rows?): re-run it with evaluate_conditions or scan_dims to get one.")
+    return Condition.from_dict(json.loads(spec))
+
+
 def rows_to_table(rows: Sequence[dict], eval_set: EvalSet) -> pd.DataFrame:
+    """The result table of ``rows`` (``condition_row`` dicts), columns in schema order."""
     table = pd.DataFrame(list(rows), columns=table_columns(eval_set))
     table["seed"] = table["seed"].astype("Int64")
     return table
@@ -117,5 +141,6 @@ def evaluate_conditions(model: torch.nn.Module, eval_set: EvalSet, conditions: S
                           for p, r in zip(plans, results)], engine.eval_set)
 
 
-__all__ = ["DESCRIPTION_COLUMNS", "TRAILING_COLUMNS", "condition_row", "evaluate", "evaluate_conditions",
-           "metric_columns", "primary_metric", "rows_to_table", "table_columns"]
+__all__ = ["DESCRIPTION_COLUMNS", "TRAILING_COLUMNS", "condition_row", "condition_spec", "evaluate",
+           "evaluate_conditions", "metric_columns", "primary_metric", "row_condition", "rows_to_table",
+           "table_columns"]
