@@ -27,11 +27,11 @@ from IPython.display import Markdown, display
 import bertbusters_nb as bb
 from bertbusters_nb.reporting import claims, plots
 from bertbusters_nb.data import load_texts, sample_texts
-from bertbusters_nb.embeddings import embedding_drift
+from bertbusters_nb.evaluation.embeddings import embedding_drift
 
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 model, tokenizer = bb.load_model(model_name, device=device)
-bb.loading.model_summary(model)
+bb.model.loading.model_summary(model)
 
 # %% [markdown]
 # ## Normalization sites

@@ -38,7 +38,7 @@ from bertbusters_nb.data import load_texts, sample_texts
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 model, tokenizer = bb.load_model(model_name, head="base", device=device)
 all_sites = bb.find_norm_sites(model)
-bb.loading.model_summary(model)
+bb.model.loading.model_summary(model)
 
 # %% [markdown]
 # ## Where the outliers live: LayerNorm parameters per layer
@@ -47,19 +47,19 @@ bb.loading.model_summary(model)
 # magnitudes), so the reader sees where they stand out and where they do not.
 
 # %%
-paper_roles, roles_reason = bb.norms.default_roles(all_sites)
+paper_roles, roles_reason = bb.model.norms.default_roles(all_sites)
 display(Markdown(f"Sites standing for the paper's block-output LayerNorms: {roles_reason}."))
 block = bb.select_sites(all_sites, paper_roles)
 report = bb.find_outliers(block, k=k)
 marked = bb.dims_to_ablate(model, tokenizer, k=k)
 print(report.summary())
-fig = plots.norm_parameter_lines(block, marked, title=f"{model_name}: {bb.norms.role_label(paper_roles)} norms")
+fig = plots.norm_parameter_lines(block, marked, title=f"{model_name}: {bb.model.norms.role_label(paper_roles)} norms")
 rec.figure(fig, "block_output_params")
 
 # %%
-for role in bb.norms.companion_roles(all_sites, paper_roles):  # post-LN: attention-output, then embedding norms
+for role in bb.model.norms.companion_roles(all_sites, paper_roles):  # post-LN: attention-output, then embedding norms
     fig = plots.norm_parameter_lines(bb.select_sites(all_sites, role), marked,
-                                     title=f"{model_name}: {bb.norms.role_label(role)} norms")
+                                     title=f"{model_name}: {bb.model.norms.role_label(role)} norms")
     rec.figure(fig, f"{role}_params")  # pyplot figures: the notebook shows each at the end of the cell
 
 # %% [markdown]

@@ -37,8 +37,9 @@ snli_pairs = 300
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb import conditions as cs
-from bertbusters_nb import embeddings, mlm_effects, screen, widgets
+from bertbusters_nb import screen, widgets
+from bertbusters_nb.evaluation import conditions as cs
+from bertbusters_nb.evaluation import embeddings, mlm_effects
 from bertbusters_nb.reporting import claims, plots
 from bertbusters_nb.data import load_texts, sample_texts
 from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval
@@ -46,7 +47,7 @@ from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 model, tokenizer = bb.load_model(model_name, head="mlm", device=device)
 all_sites = bb.find_norm_sites(model)
-bb.loading.model_summary(model)
+bb.model.loading.model_summary(model)
 
 # %% [markdown]
 # ## Outlier dims, from parameters and activations (never from the loss measured below)

@@ -53,7 +53,7 @@ from IPython.display import Markdown, display
 from bertbusters_nb import RunRecorder, downstream, notebook_parameters
 from bertbusters_nb.reporting.plots import downstream as downstream_plots
 from bertbusters_nb.finetuning import FinetuneSettings
-from bertbusters_nb.tasks import describe_tasks
+from bertbusters_nb.evaluation.tasks import describe_tasks
 
 rec = RunRecorder(out_dir, config=notebook_parameters(globals()))
 settings = FinetuneSettings(

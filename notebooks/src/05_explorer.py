@@ -42,7 +42,7 @@ from bertbusters_nb.reporting import claims
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 model, tokenizer = widgets.load_for_explorer(model_name, device=device)
 texts = sample_texts(load_texts(corpus, split=split), n_texts, seed=seed)
-bb.loading.model_summary(model)
+bb.model.loading.model_summary(model)
 
 # %% [markdown]
 # The model is loaded with its masked-LM head when the checkpoint has one, and `n_texts` held-out

@@ -95,7 +95,7 @@ for s in subjects:
 
 # %%
 for s in filter(why.has_trajectory, subjects):
-    emerged, sentence_snap = frequency.snapshot_availability(bb.loading.resolve(s.name), s.dims, k=k)
+    emerged, sentence_snap = frequency.snapshot_availability(bb.model.loading.resolve(s.name), s.dims, k=k)
     rec.table(emerged, f"emergence_{s.name}")
     over_training = claims.frequency_over_training(s.name, sentence_snap)
     rec.finding(*over_training)
