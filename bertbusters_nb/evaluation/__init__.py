@@ -29,7 +29,7 @@ from .tables import (DESCRIPTION_COLUMNS, TRAILING_COLUMNS, condition_row, condi
 __all__ = [
     "AblationEngine", "CausalEvalSet", "ClassificationEvalSet", "Condition", "DESCRIPTION_COLUMNS", "EvalSet",
     "METRIC_FOR_TASK", "MLMEvalSet", "NUM_LABELS", "TASK_METRICS", "TRAILING_COLUMNS", "compute_metrics",
-    "condition_row", "condition_spec", "evaluate", "evaluate_conditions", "mask_tokens", "metric_columns", "prepare_causal_eval",
-    "prepare_classification_eval", "prepare_mlm_eval", "primary_metric", "row_condition", "rows_to_table", "scan_dims",
-    "table_columns",
+    "condition_row", "condition_spec", "evaluate", "evaluate_conditions", "mask_tokens", "metric_columns",
+    "prepare_causal_eval", "prepare_classification_eval", "prepare_mlm_eval", "primary_metric", "row_condition",
+    "rows_to_table", "scan_dims", "table_columns",
 ]

@@ -4,12 +4,30 @@ Each condition's name is ``"<group>: <detail>"`` so result tables group by ``con
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from ..model.ablation import Condition
-from ..baselines import random_dims
+
+
+def random_dims(size: int, count: int, draws: int, exclude: Iterable[int] = (), seed: int = 0) -> list[tuple[int, ...]]:
+    """``draws`` seeded draws of ``count`` distinct dims from ``range(size)`` minus ``exclude`` (the dims of
+    the random-dimension baseline every outlier result is compared against; ``analysis.baselines`` re-exports it).
+
+    Example:
+        >>> random_dims(384, 2, draws=3, exclude=[223], seed=0)  # doctest: +SKIP
+        [(12, 301), (87, 5), (250, 199)]
+    """
+    excluded = set(int(d) for d in exclude)
+    pool = np.array([d for d in range(size) if d not in excluded])
+    if count < 1 or draws < 1:
+        raise ValueError(f"count and draws must be >= 1 (got count={count}, draws={draws}).")
+    if count > len(pool):
+        raise ValueError(f"Cannot draw {count} dims from the {len(pool)} left after excluding {len(excluded)}.")
+    rng = np.random.default_rng(seed)
+    return [tuple(int(d) for d in sorted(rng.choice(pool, size=count, replace=False))) for _ in range(draws)]
 
 
 def condition_group(name: str) -> str:

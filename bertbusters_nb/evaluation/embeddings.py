@@ -5,7 +5,7 @@ with) are compared with the intact model's by cosine similarity, per sentence.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 import torch
@@ -14,9 +14,13 @@ from tqdm.auto import tqdm
 from ..model.ablation import Condition
 from ..model.norms import find_norm_sites
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 
 @torch.no_grad()
-def sentence_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 64,
+def sentence_embeddings(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                        texts: Sequence[str], batch_size: int = 64,
                         max_length: int = 128) -> torch.Tensor:
     """Mean-pooled last hidden states, one row per text (on the CPU, float32).
 
@@ -36,7 +40,8 @@ def sentence_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int 
     return torch.cat(out)
 
 
-def embedding_drift(model, tokenizer, texts: Sequence[str], conditions: Sequence[Condition],
+def embedding_drift(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                    texts: Sequence[str], conditions: Sequence[Condition],
                     progress: bool = True, batch_size: int = 64, max_length: int = 128) -> pd.DataFrame:
     """Per condition, the mean (and min) cosine between ablated and intact sentence embeddings.
 
@@ -56,7 +61,8 @@ def embedding_drift(model, tokenizer, texts: Sequence[str], conditions: Sequence
     return pd.DataFrame(rows)
 
 
-def pair_similarity_auc(model, tokenizer, first: Sequence[str], second: Sequence[str],
+def pair_similarity_auc(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                        first: Sequence[str], second: Sequence[str],
                         positive: Sequence[bool], batch_size: int = 64) -> float:
     """ROC AUC of cosine(first_i, second_i) separating positive pairs (e.g. SNLI entailment) from the rest."""
     from sklearn.metrics import roc_auc_score
@@ -67,7 +73,8 @@ def pair_similarity_auc(model, tokenizer, first: Sequence[str], second: Sequence
     return float(roc_auc_score(list(positive), scores))
 
 
-def snli_probe_table(model, tokenizer, conditions: Sequence[Condition], n_pairs: int = 400, seed: int = 0,
+def snli_probe_table(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                     conditions: Sequence[Condition], n_pairs: int = 400, seed: int = 0,
                      progress: bool = True, batch_size: int = 64) -> pd.DataFrame:
     """Per condition: embedding cosine to the intact model and the SNLI probe's ROC AUC.
 

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PLACEHOLDER = "[MASK]"
 COLUMNS = ("blank", "rank", "token", "probability")
 
 
-def has_mlm_head(model: torch.nn.Module) -> bool:
+def has_mlm_head(model: PreTrainedModel | torch.nn.Module) -> bool:
     """True when the model maps hidden states to vocabulary logits (a masked- or causal-LM head)."""
     getter = getattr(model, "get_output_embeddings", None)
     return callable(getter) and getter() is not None
@@ -38,15 +42,15 @@ def _with_mask_token(sentence: str, tokenizer) -> str:
     return sentence
 
 
-def count_blanks(sentence: str, tokenizer=None) -> int:
+def count_blanks(sentence: str, tokenizer: PreTrainedTokenizerBase | None = None) -> int:
     """Number of ``[MASK]`` placeholders (or the tokenizer's own mask token) in ``sentence``."""
     tokens = {PLACEHOLDER} | ({tokenizer.mask_token} if tokenizer is not None and tokenizer.mask_token else set())
     return len(re.findall("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)), sentence))
 
 
 @torch.no_grad()
-def blank_predictions(model: torch.nn.Module, tokenizer, sentence: str, top_k: int = 5,
-                      max_length: int = 128) -> pd.DataFrame:
+def blank_predictions(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase, sentence: str,
+                      top_k: int = 5, max_length: int = 128) -> pd.DataFrame:
     """Top-``top_k`` predictions for every blank of ``sentence``: columns blank, rank, token, probability.
 
     ``blank`` numbers the [MASK]s from 1 in reading order; ``rank`` runs from 1 (most probable).
@@ -80,7 +84,8 @@ def blank_predictions(model: torch.nn.Module, tokenizer, sentence: str, top_k: i
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def fill_mask(model: torch.nn.Module, tokenizer, sentence: str, top_k: int = 5, max_length: int = 128) -> pd.DataFrame:
+def fill_mask(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase, sentence: str,
+              top_k: int = 5, max_length: int = 128) -> pd.DataFrame:
     """Old name of ``blank_predictions`` (it repeated the module's name); warns, works for one release."""
     warnings.warn("fill_mask.fill_mask is now bertbusters_nb.evaluation.fill_mask.blank_predictions",
                   FutureWarning, stacklevel=2)

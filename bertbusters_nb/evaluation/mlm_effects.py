@@ -15,16 +15,18 @@ from .fill_mask import blank_predictions
 from .sets import EvalSet
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def top_predictions(model, tokenizer, sentence: str, top_k: int = 5) -> list[list[str]]:
+def top_predictions(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase, sentence: str,
+                    top_k: int = 5) -> list[list[str]]:
     """Top-k tokens for each [MASK] of ``sentence`` (one list per mask, in order): ``blank_predictions`` as lists."""
     table = blank_predictions(model, tokenizer, sentence, top_k=top_k)
     return [group.sort_values("rank").token.tolist() for _, group in table.groupby("blank", sort=True)]
 
 
-def fill_in_the_blanks(model, tokenizer, sentences: Sequence[str], condition: Condition,
+def fill_in_the_blanks(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                       sentences: Sequence[str], condition: Condition,
                        sites: Sequence[NormSite] | None = None, top_k: int = 5) -> pd.DataFrame:
     """Per sentence and mask: the intact model's top-k next to the ablated model's.
 
@@ -58,7 +60,7 @@ def loss_summary(table: pd.DataFrame) -> dict:
     }
 
 
-def run_scan(model: "PreTrainedModel | torch.nn.Module", eval_set: EvalSet, roles: Sequence[str], limit: int | None,
+def run_scan(model: PreTrainedModel | torch.nn.Module, eval_set: EvalSet, roles: Sequence[str], limit: int | None,
              checkpoint_dir: str | os.PathLike, max_examples: int | None = None) -> pd.DataFrame:
     """The single-dim scan over every dim (or the first ``limit`` dims, for smoke runs), resumable, on the
     eval set or its first ``max_examples`` examples (one pass per dim: the scan is the costly part).

@@ -12,15 +12,20 @@ Example:
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import torch
 
 from .fill_mask import COLUMNS, has_mlm_head
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 CAUSAL_MODEL_TYPES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gptj", "opt", "phi", "gemma")
 
 
-def is_causal_lm(model: torch.nn.Module) -> bool:
+def is_causal_lm(model: PreTrainedModel | torch.nn.Module) -> bool:
     """True for a decoder-only model with its LM head (GPT-2, Pythia, Llama/SmolLM2, ...)."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
@@ -29,8 +34,8 @@ def is_causal_lm(model: torch.nn.Module) -> bool:
 
 
 @torch.no_grad()
-def next_tokens(model: torch.nn.Module, tokenizer, text: str, top_k: int = 5, max_length: int = 128
-                ) -> pd.DataFrame:
+def next_tokens(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase, text: str,
+                top_k: int = 5, max_length: int = 128) -> pd.DataFrame:
     """Top-``top_k`` tokens the causal LM predicts right after ``text`` (the last ``max_length`` tokens of it).
 
     Tokens are shown as text (``convert_tokens_to_string``: a byte-level 'Ġgood' reads ' good').

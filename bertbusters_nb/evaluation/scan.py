@@ -87,7 +87,7 @@ def _save_checkpoint(path: Path, key: dict, intact: dict, rows: list[dict]) -> N
     atomic_write_json(path, {**payload, "checksum": _checksum(payload)})
 
 
-def scan_dims(model: "PreTrainedModel | torch.nn.Module", eval_set: EvalSet,
+def scan_dims(model: PreTrainedModel | torch.nn.Module, eval_set: EvalSet,
               roles: Iterable[str] | str = ("block_output",), layers: Iterable[int] | None = None,
               dims: Iterable[int] | None = None, mode: str = "zero", checkpoint_path: str | Path | None = None,
               progress: bool = True, stack: str | None = None, sites: Sequence[NormSite] | None = None,
@@ -197,7 +197,7 @@ def merge_scan_parts(parts_dir: str | Path, world: int | None = None) -> pd.Data
     return table
 
 
-def sharded_scan(model: "PreTrainedModel | torch.nn.Module", eval_set: EvalSet, parts_dir: str | Path,
+def sharded_scan(model: PreTrainedModel | torch.nn.Module, eval_set: EvalSet, parts_dir: str | Path,
                  dims: Iterable[int] | None = None, **scan_options) -> pd.DataFrame:
     """``scan_dims`` with its dims split across the processes of ``accelerate launch`` (one process: all dims).
 

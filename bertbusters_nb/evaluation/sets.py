@@ -18,13 +18,16 @@ import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..device import best_device
 from .metrics import NUM_LABELS, check_task, is_regression
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +230,8 @@ def _check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-def prepare_mlm_eval(tokenizer, texts: Sequence[str], max_length: int = 128, mask_prob: float = 0.15,
-                     seed: int = 42, batch_size: int = 64, device: str | torch.device | None = None) -> MLMEvalSet:
+def prepare_mlm_eval(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int = 128,
+                     mask_prob: float = 0.15, seed: int = 42, batch_size: int = 64, device: str | torch.device | None = None) -> MLMEvalSet:
     """Tokenize ``texts`` once and mask them once (seeded, 80/10/10); batches stay on ``device``.
 
     Example:
@@ -251,8 +254,8 @@ def prepare_mlm_eval(tokenizer, texts: Sequence[str], max_length: int = 128, mas
                       batch_size, int(seed), max_length, mask_prob=float(mask_prob))
 
 
-def prepare_causal_eval(tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 32,
-                        device: str | torch.device | None = None) -> CausalEvalSet:
+def prepare_causal_eval(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int = 128,
+                        batch_size: int = 32, device: str | torch.device | None = None) -> CausalEvalSet:
     """Tokenize ``texts`` once for next-token loss: target at position t is token t+1 of the same text.
 
     Example:
@@ -270,7 +273,7 @@ def prepare_causal_eval(tokenizer, texts: Sequence[str], max_length: int = 128, 
                          batch_size, None, max_length)
 
 
-def prepare_classification_eval(tokenizer, texts: Sequence[str], labels: Sequence, task: str,
+def prepare_classification_eval(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], labels: Sequence, task: str,
                                 text_pairs: Sequence[str] | None = None, max_length: int = 128,
                                 batch_size: int = 64, device: str | torch.device | None = None
                                 ) -> ClassificationEvalSet:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -44,6 +44,9 @@ from .sets import (CausalEvalSet, ClassificationEvalSet, EvalSet, MLMEvalSet, ma
                       prepare_causal_eval, prepare_classification_eval, prepare_mlm_eval)
 from .metrics import METRIC_FOR_TASK, NUM_LABELS, TASK_METRICS, compute_metrics
 from ..model.norms import NormSite
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,7 @@ def rows_to_table(rows: Sequence[dict], eval_set: EvalSet) -> pd.DataFrame:
     return table
 
 
-def evaluate(model: torch.nn.Module, eval_set: EvalSet, **engine_options) -> dict:
+def evaluate(model: PreTrainedModel | torch.nn.Module, eval_set: EvalSet, **engine_options) -> dict:
     """Metrics of the intact model: eval_loss, perplexity, tokens (LM) or eval_loss + task metrics.
 
     Example:
@@ -120,7 +123,7 @@ def evaluate(model: torch.nn.Module, eval_set: EvalSet, **engine_options) -> dic
     return AblationEngine(model, eval_set, **engine_options).evaluate(Condition("none"))
 
 
-def evaluate_conditions(model: torch.nn.Module, eval_set: EvalSet, conditions: Sequence[Condition],
+def evaluate_conditions(model: PreTrainedModel | torch.nn.Module, eval_set: EvalSet, conditions: Sequence[Condition],
                         sites: Sequence[NormSite] | None = None, progress: bool = True,
                         **engine_options) -> pd.DataFrame:
     """One row per condition (schema in the module docstring), with a progress bar over conditions.

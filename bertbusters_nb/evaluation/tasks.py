@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import datasets
 
 from ..data import assets
 from .metrics import METRIC_FOR_TASK
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +195,8 @@ def task_columns(ds: datasets.Dataset, task: str | TaskSpec) -> tuple[list[str],
     return list(ds[first]), (list(ds[second]) if second else None), list(ds["label"])
 
 
-def tokenize_split(ds: datasets.Dataset, tokenizer, task: str | TaskSpec, max_length: int) -> datasets.Dataset:
+def tokenize_split(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, task: str | TaskSpec,
+                   max_length: int) -> datasets.Dataset:
     """Tokenized split (no padding: the collator pads each batch), with ``labels``; texts dropped."""
     spec = task if isinstance(task, TaskSpec) else get_task(task)
     first, second = spec.keys
