@@ -231,7 +231,8 @@ def _check_batch_size(batch_size: int) -> int:
 
 
 def prepare_mlm_eval(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int = 128,
-                     mask_prob: float = 0.15, seed: int = 42, batch_size: int = 64, device: str | torch.device | None = None) -> MLMEvalSet:
+                     mask_prob: float = 0.15, seed: int = 42, batch_size: int = 64,
+                     device: str | torch.device | None = None) -> MLMEvalSet:
     """Tokenize ``texts`` once and mask them once (seeded, 80/10/10); batches stay on ``device``.
 
     Example:
