@@ -400,9 +400,10 @@ def screen_ranking(table: pd.DataFrame, n: int = 10) -> list[int]:
     return [int(d) for d in table["dim"].head(n)]
 
 
-def screen_summary(table: pd.DataFrame, scan: pd.DataFrame | None = None, n: int = 5) -> str:
-    """One markdown sentence: the screen's most damaging checked dims, and (given an exact ``scan_dims`` table,
-    e.g. on a subset) how many of that scan's top ``n`` dims the screen checked."""
+def screen_summary(table: pd.DataFrame, scan: pd.DataFrame | None = None, n: int = 5, delta: str = "delta") -> str:
+    """One markdown sentence: the screen's most damaging checked dims, and (given an exact scan table with the
+    objective's change in column ``delta``, e.g. ``scan_dims`` on a subset) how many of that scan's top ``n``
+    dims the screen checked."""
     checked = table[table["value_kind"] == "exact"]
     top = ", ".join(f"{int(r.dim)} ({r.exact:+.3f})" for r in checked.head(3).itertuples())
     examples = table.attrs.get("examples")
@@ -410,7 +411,7 @@ def screen_summary(table: pd.DataFrame, scan: pd.DataFrame | None = None, n: int
             f"`{table['method'].iloc[0]}`, the top {len(checked)} checked exactly) finds as most damaging "
             f"{top} ({table['objective'].iloc[0]} change).")
     if scan is not None and len(scan):
-        exact_top = scan.nlargest(n, "delta")["dim"].astype(int).tolist()
+        exact_top = scan.nlargest(n, delta)["dim"].astype(int).tolist()
         found = [d for d in exact_top if d in set(checked["dim"].astype(int))]
         text += (f" Of the exact scan's top {len(exact_top)} dims {exact_top}, {len(found)} are among the screen's "
                  f"checked dims.")

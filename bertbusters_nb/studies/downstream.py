@@ -403,11 +403,28 @@ class DownstreamStudy:
             for column, value in (("split", split), ("task", p.task), ("backbone", p.backbone)):
                 table.insert(0, column, value)
             table["outlier"] = table.dim.isin(p.dims)
+            table["examples"] = len(eval_set)
             frames.append(table)
         if not frames:
             raise ValueError(f"No pair to scan: tasks={tasks} matches none of {self.tasks}.")
         self.tables["screened_scan"] = pd.concat(frames, ignore_index=True)
         return self.tables["screened_scan"]
+
+    def screened_summary(self) -> str:
+        """Markdown: per scanned pair, the screen's most damaging checked dims on the whole dev set, and how
+        many of the exact subset scan's top 5 (by dev-loss rise) the screen checked."""
+        from ..evaluation.screen import screen_summary
+
+        if "screened_scan" not in self.tables:
+            raise RuntimeError("Run screened_scan() before screened_summary().")
+        screened, scan = self.tables["screened_scan"], self.tables.get("scan")
+        lines = []
+        for (backbone, task), group in screened.groupby(["backbone", "task"], sort=False):
+            exact = None if scan is None else scan[(scan.backbone == backbone) & (scan.task == task)]
+            group = group.reset_index(drop=True)
+            group.attrs.update(examples=int(group["examples"].iloc[0]))
+            lines.append(f"- **{backbone} / {task}**: " + screen_summary(group, exact, delta="loss_delta"))
+        return "\n".join(lines)
 
     # ------------------------------------------------------------ summary
     def summary(self) -> pd.DataFrame:
