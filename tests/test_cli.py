@@ -33,6 +33,14 @@ def test_run_assets_and_detect_parse_as_before():
         parser.parse_args(["nonsense"])
 
 
+def test_assets_is_a_no_op_when_the_assets_are_unpacked(capsys):
+    from bertbusters_nb.data.assets import assets_dir, snli_files
+
+    assert all(path.exists() for path in snli_files().values())  # unpacked by make setup
+    assert main(["assets"]) == 0
+    assert capsys.readouterr().out.strip() == str(assets_dir())
+
+
 def test_run_refuses_bad_input_before_any_notebook_runs(capsys):
     assert main(["run", "--set", "device"]) == 2
     assert "NAME=VALUE" in capsys.readouterr().err
@@ -40,16 +48,26 @@ def test_run_refuses_bad_input_before_any_notebook_runs(capsys):
     assert "Unknown profile" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command, module", [("pretrain", "bertbusters_nb.pretraining"),
-                                             ("finetune", "bertbusters_nb.finetuning")])
-def test_delegated_help_is_the_module_command_line(command, module):
-    """``python -m bertbusters_nb CMD --help`` prints the same flags as ``python -m MODULE --help``."""
-    def usage(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", *args, "--help"], capture_output=True, text=True, check=True)
-        return done.stdout
+@pytest.mark.parametrize("command, module", [("pretrain", "bertbusters_nb.pretraining.cli"),
+                                             ("finetune", "bertbusters_nb.finetuning.cli")])
+def test_delegated_help_is_the_module_command_line(command, module, capsys):
+    """``python -m bertbusters_nb CMD --help`` prints what the module's own command line prints."""
+    import importlib
 
-    via_top, direct = usage("bertbusters_nb", command), usage(module)
-    assert via_top == direct and "--help" in direct
+    def usage(run, argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            run(argv)
+        assert exit_info.value.code == 0
+        return capsys.readouterr().out
+
+    direct = usage(importlib.import_module(module).main, ["--help"])
+    assert usage(main, [command, "--help"]) == direct and "--help" in direct
+
+
+def test_python_m_finetuning_still_works():
+    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "bertbusters_nb.finetuning", "--help"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("usage: python -m bertbusters_nb.finetuning") and "--max_train_samples" in done.stdout
 
 
 def test_finetune_parse_errors_name_the_problem(capsys):
