@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..model.hooks import Trace, first_tensor
 from ..model.norms import NormSite, find_norm_sites, select_sites
 
 # Roles whose parameters are weighed by default: every site on the hidden dim except an LM head's own norm.
@@ -183,12 +184,11 @@ def activation_profile(model: torch.nn.Module, batches: Iterable[Mapping[str, to
     acc: dict[str, dict[str, torch.Tensor]] = {}
     counts = {"tokens": 0, "inputs": 0, "batches": 0}
     captured: dict[str, torch.Tensor] = {}
-    hooks = []
-    if norm_outputs:
-        for site in find_norm_sites(model):
-            def hook(_module, _inp, out, name=site.name):
-                captured[name] = out[0] if isinstance(out, tuple) else out
-            hooks.append(site.module.register_forward_hook(hook))
+
+    def keep(name: str, output, _call) -> None:  # this batch's norm output; None: the output goes on unchanged
+        captured[name] = first_tensor(output)
+
+    traced = {site.name: site.module for site in find_norm_sites(model)} if norm_outputs else {}
 
     def add(where: str, states: torch.Tensor, mask: torch.Tensor) -> None:  # states (L, B, T, H)
         L, _, _, H = states.shape
@@ -208,7 +208,7 @@ def activation_profile(model: torch.nn.Module, batches: Iterable[Mapping[str, to
         a["inp"] += torch.nn.functional.one_hot(per_input.argmax(-1), H).sum(1)
         a["median"] += real.flatten(1).median(1).values.double()
 
-    try:
+    with Trace(model, traced, retain_output=False, edit_output=keep):
         for batch in tqdm(list(batches), desc="activations", disable=not progress, leave=False):
             batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
             captured.clear()
@@ -225,9 +225,6 @@ def activation_profile(model: torch.nn.Module, batches: Iterable[Mapping[str, to
             counts["tokens"] += int(mask.sum())
             counts["inputs"] += int(mask.shape[0])
             counts["batches"] += 1
-    finally:
-        for h in hooks:
-            h.remove()
     if not counts["batches"]:
         raise ValueError("No batches given: the dataset is empty.")
     frames = []

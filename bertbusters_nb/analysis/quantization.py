@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .frequency import _base
+from ..model.hooks import Trace, first_tensor
 from ..model.norms import find_norm_sites
 
 RECOVERED_MAJORITY = 0.5  # keeping the outlier dims must win back at least half of what W8A8 lost
@@ -63,21 +64,14 @@ def residual_readers(model, batch: dict[str, torch.Tensor], sites: Sequence | No
         ['bert.encoder.layer.0.attention.self.query', ...]
     """
     device = next(model.parameters()).device
-    norm_out: list[torch.Tensor] = []  # held alive, so no later tensor can reuse their memory during the forward
-    read: list[tuple[str, torch.Tensor]] = []
-    handles = []
-    for site in (find_norm_sites(model) if sites is None else sites):
-        handles.append(site.module.register_forward_hook(lambda _m, _a, out: norm_out.append(out)))
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            handles.append(module.register_forward_pre_hook(
-                lambda _m, args, name=name: read.append((name, args[0]))))
-    try:
-        inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    norms = {s.name: s.module for s in (find_norm_sites(model) if sites is None else sites)}
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    # both traces keep the tensors themselves alive, so no later tensor can reuse their memory during the forward
+    with Trace(model, norms) as norm_trace, Trace(model, linears, retain_input=True, retain_output=False) as reads:
         _base(model)(**inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    norm_out = [first_tensor(call.output) for record in norm_trace.records.values() for call in record.calls]
+    read = [(name, call.input) for name, record in reads.records.items() for call in record.calls]
     same = lambda a, b: a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()  # noqa: E731
     return sorted({name for name, x in read if any(same(x, out) for out in norm_out)})
 
@@ -104,7 +98,11 @@ def w8a8(model, bits: int = 8, keep_dims: Sequence[int] = (), readers: Iterable[
         raise ValueError("keep_dims needs the Linears that read the residual stream: pass readers=residual_readers(...).")
     skipped = _skipped(model, skip_output_embeddings)
     chosen = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and id(m) not in skipped]
-    handles, patched, names = [], [], []
+    patched, names, kept = [], [], {}
+
+    def quantize_input(name: str, call):
+        return (fake_quant(call.args[0], bits, kept[name]), *call.args[1:]), call.kwargs
+
     try:
         for name, module in chosen:
             keep = None
@@ -114,20 +112,16 @@ def w8a8(model, bits: int = 8, keep_dims: Sequence[int] = (), readers: Iterable[
             with torch.no_grad():
                 weight = fake_quant(module.weight.detach(), bits, keep)
 
-            def pre_hook(_m, args, keep=keep):
-                return (fake_quant(args[0], bits, keep), *args[1:])
-
             def forward(x, weight=weight, bias=module.bias):
                 return F.linear(x, weight, bias)
 
-            handles.append(module.register_forward_pre_hook(pre_hook))
+            kept[name] = keep
             module.forward = forward
             patched.append(module)
             names.append(name)
-        yield names
+        with Trace(model, dict(chosen), retain_output=False, edit_input=quantize_input):
+            yield names
     finally:
-        for h in handles:
-            h.remove()
         for module in patched:
             if "forward" in module.__dict__:
                 del module.forward
