@@ -26,11 +26,11 @@ torch.set_num_threads(1)
 import transformers as T
 from bertbusters_nb import pretraining as pt
 from bertbusters_nb.data import assets
-from bertbusters_nb.baselines import random_dims
+from bertbusters_nb.analysis.baselines import random_dims
 from bertbusters_nb.evaluation import evaluate, prepare_classification_eval, prepare_mlm_eval
 from bertbusters_nb.finetuning import FinetuneSettings, finetune
-from bertbusters_nb.scan import scan_dims
-from bertbusters_nb.tokenizer_training import train_tokenizer
+from bertbusters_nb.evaluation.scan import scan_dims
+from bertbusters_nb.pretraining.tokenizer import train_tokenizer
 
 work = Path(sys.argv[1])
 words = ("the a film movie story actor plot scene good bad great boring funny long short love hate watch "
@@ -114,7 +114,7 @@ def two_runs(tmp_path_factory) -> tuple[dict, dict]:
     """The script's output from two fresh interpreters (string hashing randomised), run side by side."""
     import random
 
-    from bertbusters_nb.tokenizer_training import prepare_data_from_texts
+    from bertbusters_nb.pretraining.tokenizer import prepare_data_from_texts
 
     root = tmp_path_factory.mktemp("determinism")
     rng = random.Random(0)

@@ -166,18 +166,18 @@ def test_finetune_killed_with_sigkill_resumes_to_the_uninterrupted_result(tiny_b
 
 
 def test_a_writer_killed_mid_write_leaves_a_temp_file_that_the_next_write_removes(tmp_path):
-    from bertbusters_nb.results import atomic_write_bytes, atomic_write_text
+    from bertbusters_nb.atomic import atomic_write_bytes, atomic_write_text
 
     target = tmp_path / "table.csv"
     atomic_write_text(target, "old\n")
     pid = os.fork()
     if pid == 0:  # child: start a write whose data never ends, then wait to be killed
         try:
-            import bertbusters_nb.results as results
+            import bertbusters_nb.atomic as atomic
 
             original = os.fsync
             os.fsync = lambda fd: (time.sleep(60), original(fd))  # hold the temp file open, mid-write
-            results.atomic_write_bytes(target, b"half")
+            atomic.atomic_write_bytes(target, b"half")
         finally:
             os._exit(0)
     deadline = time.time() + 30

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from bertbusters_nb import pretraining as pt
-from bertbusters_nb.results import read_json
-from bertbusters_nb.tokenizer_training import (SPECIAL_TOKENS, load_chunks, pack_chunks, prepare_data_from_texts,
-                                               train_tokenizer, unigram_entropy)
+from bertbusters_nb.analysis import trajectory
+from bertbusters_nb.atomic import read_json
+from bertbusters_nb.pretraining.tokenizer import (SPECIAL_TOKENS, load_chunks, pack_chunks, prepare_data_from_texts,
+                                                  train_tokenizer, unigram_entropy)
 
 REPO = Path(__file__).resolve().parent.parent
 BBMINI = REPO / "models" / "bbmini"
@@ -88,7 +89,7 @@ def test_mask_tokens_counts_and_proportions():
     ids = torch.randint(5, 100, (400, 128))
     ids[:, 0], ids[:, -1], ids[:, 50] = 2, 3, 3
     generator = torch.Generator().manual_seed(0)
-    inputs, positions, labels = pt.mask_tokens(ids, 0.15, 100, generator)
+    inputs, positions, labels = pt.mask_fixed_count(ids, 0.15, 100, generator)
     assert positions.shape == labels.shape == (400, 19)
     assert (labels == ids.gather(1, positions)).all()              # labels: the original tokens
     assert not torch.isin(positions, torch.tensor([0, 50, 127])).any()  # specials are never picked
@@ -103,7 +104,7 @@ def test_mask_tokens_counts_and_proportions():
 def test_masked_position_loss_equals_full_head_loss(data_dir):
     model = pt.build_model(tiny(data_dir), 80, 32).eval()
     ids = torch.from_numpy(load_chunks(data_dir)[:4].astype(np.int64))
-    inputs, positions, labels = pt.mask_tokens(ids, 0.15, 80, torch.Generator().manual_seed(1))
+    inputs, positions, labels = pt.mask_fixed_count(ids, 0.15, 80, torch.Generator().manual_seed(1))
     full_labels = torch.full_like(ids, -100).scatter(1, positions, labels)
     with torch.no_grad():
         reference = model(input_ids=inputs, labels=full_labels).loss
@@ -223,7 +224,7 @@ def test_sigkill_then_resume_ends_identical_without_datasets(data_dir, tmp_path)
     child.wait(timeout=10)
     reached = int(pt.checkpoint_dirs(killed)[-1].name.split("_")[1])
     assert 0 < reached < 120
-    config = pt._config_from_args(pt.build_parser().parse_args(["train", "--out", "x", *args]))
+    config = pt.config_from_args(pt.build_parser().parse_args(["train", "--out", "x", *args]))
     result = pt.pretrain(config, killed, progress=False)
     assert result.step == 120
     pt.pretrain(config, tmp_path / "straight", progress=False)
@@ -239,20 +240,57 @@ def test_outlier_selection_and_ablation_effect_on_a_planted_outlier(data_dir, tm
             site.weight.normal_(1.0, 0.05)
             if site.role != "head":
                 site.weight[7] = 4.0
-    dims, rule, found = pt.select_outlier_dims(model, load_chunks(data_dir, "heldout"), max_sequences=8)
+    dims, rule, found = trajectory.select_outlier_dims(model, load_chunks(data_dir, "heldout"), max_sequences=8)
     assert dims == [7] and rule == "params+activations"
     assert found.table.set_index("dim").loc[7, "param_selected"]
-    effect = pt.ablation_effect(model, load_chunks(data_dir, "heldout"), dims, draws=3, max_sequences=16)
+    effect = trajectory.ablation_effect(model, load_chunks(data_dir, "heldout"), dims, draws=3, max_sequences=16)
     assert effect["draws"] == 3 and len(effect["random_deltas"]) == 3
     assert effect["outlier_loss"] == pytest.approx(effect["base_loss"] + effect["delta"])
 
 
 def test_cli_parses_without_running():
     args = pt.build_parser().parse_args(["train", "--out", "x", "--hidden", "64", "--snapshot-steps", "0", "10"])
-    config = pt._config_from_args(args)
+    config = pt.config_from_args(args)
     assert config.hidden == 64 and config.snapshot_steps == (0, 10) and config.layers == 4
+    assert config == pt.PretrainConfig(hidden=64, snapshot_steps=[10, 0])  # every other flag: the field's default
+    assert pt.config_from_args(pt.build_parser().parse_args(["throughput", "--data_dir", "d"])).data_dir == "d"
     with pytest.raises(ValueError):
         pt.PretrainConfig(hidden=30, heads=4)
+
+
+def test_cli_flags_come_from_the_config_fields_and_errors_name_the_fix(capsys):
+    from dataclasses import fields
+
+    parser = pt.build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for f in fields(pt.PretrainConfig):  # each field is a flag, with its help text and its default
+        assert f"--{f.name.replace('_', '-')}" in shown and " ".join(f.metadata["help"].split()) in shown
+    assert "(default: 256)" in shown
+    with pytest.raises(SystemExit) as exit_:
+        pt.main(["train", "--out", "x", "--hidden", "30", "--heads", "4"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "hidden (30) must be divisible by heads (4)" in err and "train --help" in err
+    with pytest.raises(SystemExit):
+        pt.main(["train", "--out", "x", "--hiden", "3"])
+    assert "unrecognized arguments: --hiden" in capsys.readouterr().err
+
+
+def test_old_paths_warn_and_forward():
+    import importlib
+
+    from bertbusters_nb.pretraining import tokenizer
+
+    old = importlib.import_module("bertbusters_nb.tokenizer_training")
+    with pytest.warns(FutureWarning, match="bertbusters_nb.pretraining.tokenizer"):
+        assert old.load_chunks is tokenizer.load_chunks
+    with pytest.warns(FutureWarning, match="analysis.trajectory"):
+        assert pt.ablation_trajectory is trajectory.ablation_trajectory
+    assert pt.mask_tokens is pt.mask_fixed_count
+    with pytest.raises(AttributeError):
+        pt.no_such_name
 
 
 # ----------------------------------------------------------------------------- the committed model
@@ -296,7 +334,7 @@ def test_bbmini_eval_check_is_the_first_held_out_movie_reviews():
     from transformers import AutoTokenizer
 
     from bertbusters_nb.data import load_texts
-    from bertbusters_nb.tokenizer_training import _encode
+    from bertbusters_nb.pretraining.tokenizer import _encode
 
     tokenizer = AutoTokenizer.from_pretrained(BBMINI)
     chunks = np.load(BBMINI / "eval_check.npy")
