@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(fetch_source_assets())
         return 0
     if args.command == "detect":
-        from .detection import main_detect
+        from .analysis.detection import main_detect
         from .model.loading import ModelLoadError
 
         try:
