@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bertbusters_nb import pretraining as pt
-from bertbusters_nb.tokenizer_training import load_chunks
+from bertbusters_nb.pretraining.tokenizer import load_chunks
 
 
 class _Chunks(torch.utils.data.Dataset):

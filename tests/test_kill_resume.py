@@ -31,7 +31,7 @@ import torch
 import transformers as T
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from bertbusters_nb import scan
+from bertbusters_nb.evaluation import scan
 from bertbusters_nb.evaluation import prepare_mlm_eval
 from bertbusters_nb.finetuning import FinetuneSettings, finetune
 
