@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from bertbusters_nb.model.ablation import Condition, state_fingerprint, fingerprints_equal
-from bertbusters_nb.embeddings import sentence_embeddings
+from bertbusters_nb.evaluation.embeddings import sentence_embeddings
 from bertbusters_nb.evaluation import prepare_classification_eval, prepare_mlm_eval, scan_dims
 from bertbusters_nb.evaluation.sets import prepare_causal_eval
 from bertbusters_nb.model.norms import find_norm_sites, select_sites
-from bertbusters_nb.screen import (agreement, estimate_effects, exact_effects, make_engine, screen_summary,
+from bertbusters_nb.evaluation.screen import (agreement, estimate_effects, exact_effects, make_engine, screen_summary,
                                    prepare_embedding_eval, screen_ranking, screened_scan)
 from conftest import tiny_model
 from test_evaluation import TOK, random_texts
@@ -167,3 +167,36 @@ def test_also_check_adds_exact_rows_for_the_given_dims():
     assert {7, 30} <= set(exact["dim"]) and len(exact) == len({7, 30} | set(exact.nsmallest(2, "estimate_rank")["dim"]))
     with pytest.raises(ValueError):
         screened_scan(model, es, top_k=2, also_check=[99], progress=False)
+
+
+def test_check_order_takes_estimate_abs_and_energy_lists_in_turn():
+    import pandas as pd
+
+    from bertbusters_nb.evaluation.screen import check_order
+
+    frame = pd.DataFrame({"dim": [0, 1, 2, 3, 4], "estimate": [0.5, -2.0, 0.1, 0.0, 0.3],
+                          "energy": [1.0, 2.0, 3.0, 9.0, 0.0]})
+    assert check_order(frame, "estimate") == [0, 4, 2, 3, 1]
+    assert check_order(frame, "abs") == [1, 0, 4, 2, 3]
+    assert check_order(frame, "energy") == [3, 2, 1, 0, 4]
+    assert check_order(frame) == [0, 1, 3, 4, 2]  # 0 (estimate), 1 (abs), 3 (energy), 4 (estimate), 2 (energy)
+    with pytest.raises(ValueError, match="rank_by"):
+        check_order(frame, "size")
+
+
+def test_energy_is_the_squared_output_of_the_chosen_sites_over_real_tokens():
+    from bertbusters_nb.model.hooks import Trace, first_tensor
+
+    model, es = tiny_model("bert"), mlm_set()
+    sites = select_sites(find_norm_sites(model), roles="block_output")
+    est = estimate_effects(model, es, roles="block_output", prefix_cache=False)
+    expected = torch.zeros(sites[0].size, dtype=torch.float64)
+    with torch.no_grad(), Trace(model, {s.name: s.module for s in sites}) as trace:
+        for batch in es.batches(es.batch_size):
+            before = {s.name: len(trace[s.name].calls) for s in sites}
+            model(**batch.inputs)
+            mask = batch.inputs["attention_mask"].bool()
+            for s in sites:
+                for call in trace[s.name].calls[before[s.name]:]:
+                    expected += (first_tensor(call.output).double()[mask] ** 2).sum(0)
+    assert est["energy"].tolist() == pytest.approx(expected.tolist(), rel=1e-6)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -48,7 +49,8 @@ from .engine import AblationEngine
 from .metrics import is_regression
 from .sets import IGNORE_INDEX, Batch, EvalSet, _check_batch_size, _pad_id, _padded, _tokenize
 from ..model.ablation import Condition, validate_dims
-from ..model.norms import NormSite, find_norm_sites, select_sites
+from ..model.hooks import Trace, first_tensor
+from ..model.norms import NormSite, disabled_fill, find_norm_sites, select_sites
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +126,18 @@ def objective_name(eval_set: EvalSet) -> str:
 
 
 # ------------------------------------------------------------------ gradients
+def _pairs(sites: Sequence[NormSite]) -> list[tuple[NormSite, torch.Tensor]]:
+    return [(s, p) for s in sites for p in (s.weight, s.bias) if p is not None]
+
+
 def _params(sites: Sequence[NormSite]) -> list[torch.Tensor]:
-    return [p for s in sites for p in (s.weight, s.bias) if p is not None]
+    return [p for _, p in _pairs(sites)]
 
 
 def _edits(sites: Sequence[NormSite], mode: str) -> list[torch.Tensor]:
-    """For each site parameter, the change disabling makes at every dim (fill - value), float32."""
-    out = []
-    for param in _params(sites):
-        value = param.detach().float()
-        fill = torch.zeros_like(value) if mode == "zero" else torch.full_like(value, float(value.mean()))
-        out.append(fill - value)
-    return out
+    """For each site parameter, the change disabling makes at every dim (the one definition,
+    ``norms.disabled_fill``, minus the value), float32."""
+    return [disabled_fill(site, param, mode).float() - param.detach().float() for site, param in _pairs(sites)]
 
 
 class _Shifted:
@@ -161,15 +163,22 @@ class _Shifted:
 
 
 class _Prefix:
-    """Each batch's intact state at the first layer the chosen sites change, computed once without gradients.
+    """Each batch's intact state at the first layer the chosen sites change, computed once without gradients,
+    and the size of the edit disabling makes there.
 
     The screen's forward and backward then run from that layer on, as the engine's exact conditions do
-    (``AblationEngine``'s prefix cache): on SmolLM2's last four layers it skips 26 of 30 layers.
+    (``AblationEngine``'s prefix cache): on SmolLM2's last four layers it skips 26 of 30 layers. The first
+    forward of each batch also sums, per dim, the squared change disabling makes to the chosen sites'
+    outputs over the real tokens (``energy``: exact, no linearisation; zeroing a dim removes h_d, so it is
+    sum h_d^2). Large edits are where a linearisation misjudges most, so the screen checks the largest ones too.
     """
 
-    def __init__(self, engine: AblationEngine, sites: Sequence[NormSite], batch_size: int):
+    def __init__(self, engine: AblationEngine, sites: Sequence[NormSite], batch_size: int, mode: str):
         self.engine, self.batches = engine, list(engine.eval_set.batches(batch_size))
-        self.key = engine._level(list(sites)) if engine.stack is not None else (0, False)
+        self.sites, self.mode = list(sites), mode
+        self.key = engine._level(self.sites) if engine.stack is not None else (0, False)
+        self.energy = torch.zeros(self.sites[0].size, dtype=torch.float64)
+        self._measured: set[int] = set()
         self.caches: list[torch.Tensor | None] = []
         with torch.no_grad(), engine._autocast():
             for batch in self.batches:
@@ -179,9 +188,49 @@ class _Prefix:
                     captured, _ = engine._capture(batch, [self.key], run_to_end=False)
                     self.caches.append(captured[self.key])
 
+    def _edit_energy(self, site: NormSite, output: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = first_tensor(output).detach().double()
+        if h.dim() != 3 or h.shape[:2] != mask.shape:
+            return torch.zeros_like(self.energy)
+        h = h[mask]  # (real tokens, H)
+        if self.mode == "zero":
+            change = h  # the disabled output is 0
+        else:  # mean: the output becomes fill_w * xhat + fill_b, xhat recovered from h = w * xhat + b
+            w = site.weight.detach().double() + site.scale_offset
+            b = site.bias.detach().double() if site.bias is not None else torch.zeros_like(w)
+            xhat = torch.where(w != 0, (h - b) / torch.where(w != 0, w, torch.ones_like(w)), torch.zeros_like(h))
+            fill_w = float(disabled_fill(site, site.weight, "mean")) + site.scale_offset
+            fill_b = float(disabled_fill(site, site.bias, "mean")) if site.bias is not None else 0.0
+            change = fill_w * xhat + fill_b - h
+        return (change ** 2).sum(0).cpu()
+
     def logits(self, i: int) -> torch.Tensor:
         """Shaped logits of batch ``i`` with gradients from the cached layer on (call under enable_grad)."""
-        return self.engine._logits(self.batches[i], 1, self.key, self.caches[i])
+        batch = self.batches[i]
+        if i in self._measured:
+            return self.engine._logits(batch, 1, self.key, self.caches[i])
+        self._measured.add(i)
+        mask = batch.inputs["attention_mask"].bool()
+        by_name = {s.name: s for s in self.sites}
+
+        def measure(name, output, _call):  # returns None: the output goes on unchanged
+            self.energy += self._edit_energy(by_name[name], output, mask)
+
+        with Trace(self.engine.model, {s.name: s.module for s in self.sites}, retain_output=False,
+                   edit_output=measure):
+            return self.engine._logits(batch, 1, self.key, self.caches[i])
+
+
+_INTACT: "weakref.WeakKeyDictionary[AblationEngine, float]" = weakref.WeakKeyDictionary()
+
+
+def _intact_objective(engine: AblationEngine) -> float:
+    """The intact model's objective on the engine's set, evaluated once per engine (the screen and its
+    exact check share an engine, and the model is restored bit for bit between them)."""
+    if engine not in _INTACT:
+        with torch.no_grad():
+            _INTACT[engine] = float(engine.evaluate(Condition("none"))["eval_loss"])
+    return _INTACT[engine]
 
 
 def _total(engine: AblationEngine) -> int:
@@ -232,6 +281,27 @@ def _fisher(engine: AblationEngine, params: Sequence[torch.Tensor], edits: Seque
     return first, curvature / (probes * total)
 
 
+def _gauss_newton(engine: EmbeddingEngine, params: Sequence[torch.Tensor], edits: Sequence[torch.Tensor],
+                  prefix: _Prefix, probes: int, seed: int) -> torch.Tensor:
+    """Per dim, the second-order estimate of the mean 1 - cosine (see the module docstring)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    n = len(engine.eval_set)
+    sums = torch.zeros(params[0].shape[0], dtype=torch.float64)
+    for i, batch in enumerate(prefix.batches):
+        intact = engine.intact[batch.start:batch.stop].to(engine.device)
+        unit = intact / intact.norm(dim=-1, keepdim=True)
+        with torch.enable_grad(), engine._autocast():
+            emb = prefix.logits(i)[0].float()
+        for r in range(probes):
+            noise = torch.randn(intact.shape, generator=gen).to(engine.device)
+            u = (noise - (noise * unit).sum(-1, keepdim=True) * unit) / intact.norm(dim=-1, keepdim=True)
+            grads = torch.autograd.grad((emb * u).sum(), list(params), retain_graph=r + 1 < probes,
+                                        allow_unused=True)
+            c = sum((g.double() * d.double()).cpu() for g, d in zip(grads, edits) if g is not None)
+            sums += c ** 2
+    return sums / (2.0 * n * probes)
+
+
 def _directional(grads: Sequence[torch.Tensor], edits: Sequence[torch.Tensor]) -> torch.Tensor:
     """Per dim: sum over site parameters of gradient times edit."""
     return sum((g.double() * e.double()).cpu() for g, e in zip(grads, edits))
@@ -244,7 +314,8 @@ def estimate_effects(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[
                      engine: AblationEngine | None = None, **engine_options) -> pd.DataFrame:
     """Estimated change of the objective when each hidden dim alone is disabled at the chosen sites.
 
-    One row per dim: ``dim``, ``estimate`` (estimated objective change; > 0 is harm), ``objective``,
+    One row per dim: ``dim``, ``estimate`` (estimated objective change; > 0 is harm), ``energy`` (the
+    squared change disabling makes to the sites' outputs, summed over real tokens: exact), ``objective``,
     ``method``, ``intact_objective``. ``method`` defaults to ``gradient`` (``gauss_newton`` for embedding
     sets); see the module docstring for each and its cost. Model parameters are restored bit for bit.
 
@@ -274,9 +345,8 @@ def estimate_effects(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[
     size = sizes.pop()
     params, edits = _params(chosen), _edits(chosen, mode)
     batch_size = int(batch_size or engine.batch_size)
-    prefix = _Prefix(engine, chosen, batch_size)
-    with torch.no_grad():
-        intact = engine.evaluate(Condition("none"))["eval_loss"] if eval_set.kind != "embedding" else 0.0
+    prefix = _Prefix(engine, chosen, batch_size, mode)
+    intact = _intact_objective(engine) if eval_set.kind != "embedding" else 0.0
 
     if method == "gauss_newton":
         estimate = _gauss_newton(engine, params, edits, prefix, probes, seed)
@@ -305,15 +375,15 @@ def estimate_effects(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[
             hv = [(p - m) / (2 * epsilon) for p, m in zip(plus, minus)]
             curvature += signs.double() * _directional(hv, edits)
         estimate = first + 0.5 * curvature / probes
-    return pd.DataFrame({"dim": np.arange(size), "estimate": estimate.numpy(), "objective": objective_name(eval_set),
-                         "method": method, "intact_objective": float(intact)})
+    return pd.DataFrame({"dim": np.arange(size), "estimate": estimate.numpy(), "energy": prefix.energy.numpy(),
+                         "objective": objective_name(eval_set), "method": method, "intact_objective": float(intact)})
 
 
 # ------------------------------------------------------------------ exact + screened
 def exact_effects(model: torch.nn.Module, eval_set: EvalSet, dims: Iterable[int] | None = None,
                   roles: Iterable[str] | str = ("block_output",), layers: Iterable[int] | None = None,
                   mode: str = "zero", stack: str | None = None, sites: Sequence[NormSite] | None = None,
-                  progress: bool = True, **engine_options) -> pd.DataFrame:
+                  progress: bool = True, engine: AblationEngine | None = None, **engine_options) -> pd.DataFrame:
     """Exact objective change of disabling each of ``dims`` alone (engine): ``dim``, ``exact``, ``value``.
 
     ``value`` is the objective under the condition (``eval_loss`` or mean 1 - cosine), ``exact`` its
@@ -324,28 +394,58 @@ def exact_effects(model: torch.nn.Module, eval_set: EvalSet, dims: Iterable[int]
     layers = None if layers is None else tuple(int(l) for l in layers)
     chosen = select_sites(all_sites, roles=roles, layers=layers, stack=stack)
     dims = list(range(min(s.size for s in chosen))) if dims is None else validate_dims(dims, min(s.size for s in chosen))
-    engine = make_engine(model, eval_set, all_sites, **engine_options)
-    intact = engine.evaluate(Condition("none"))["eval_loss"]
+    engine = engine if engine is not None else make_engine(model, eval_set, all_sites, **engine_options)
+    intact = _intact_objective(engine)
     conditions = [Condition(f"dim {d}", (d,), roles, layers, mode, stack) for d in dims]
     values = [r["eval_loss"] for r in engine.run(conditions, progress=progress)] if dims else []
     return pd.DataFrame({"dim": dims, "value": values, "exact": [v - intact for v in values],
                          "intact_objective": intact})
 
 
+RANKINGS = ("mixed", "abs", "estimate", "energy")
+
+
+def check_order(estimates: pd.DataFrame, rank_by: str = "mixed") -> list[int]:
+    """Every dim, in the order a screened scan checks them exactly.
+
+    ``estimate``: largest estimated harm first. ``abs``: largest |estimate| (a large edit whose sign the
+    linearisation gets wrong still counts). ``energy``: largest edit (``estimate_effects``'s exact
+    ``energy``). ``mixed`` (default): the three lists taken in turn, one dim from each (skipping dims
+    already taken): measured on bbmini, MiniLM and SmolLM2 in ``benchmarks/RESULTS.md``, no single list
+    finds every model's most damaging dims (SmolLM2's are large edits whose sign first order gets wrong;
+    MiniLM's embedding distance follows the edit's size more than its curvature).
+    """
+    if rank_by not in RANKINGS:
+        raise ValueError(f"rank_by must be one of {RANKINGS} (got {rank_by!r}).")
+    frame = estimates.set_index("dim")
+    lists = {"estimate": frame["estimate"], "abs": frame["estimate"].abs(), "energy": frame["energy"]}
+    ordered = {k: v.sort_values(ascending=False, kind="stable").index.tolist() for k, v in lists.items()}
+    if rank_by != "mixed":
+        return [int(d) for d in ordered[rank_by]]
+    out: list[int] = []
+    seen: set[int] = set()
+    for row in zip(ordered["estimate"], ordered["abs"], ordered["energy"]):
+        for d in row:
+            if d not in seen:
+                seen.add(d)
+                out.append(int(d))
+    return out
+
+
 def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str] | str = ("block_output",),
                   layers: Iterable[int] | None = None, mode: str = "zero", stack: str | None = None,
-                  top_k: int = 16, method: str | None = None, rank_by: str = "abs",
+                  top_k: int = 16, method: str | None = None, rank_by: str = "mixed",
                   sites: Sequence[NormSite] | None = None, progress: bool = True, steps: int = 4, probes: int = 4,
                   also_check: Iterable[int] = (), **engine_options) -> pd.DataFrame:
-    """Every dim's effect estimated (``estimate_effects``), the top ``top_k`` then evaluated exactly.
+    """Every dim's effect estimated (``estimate_effects``), the first ``top_k`` in ``check_order`` then
+    evaluated exactly, through one engine (its layer-stack probe and intact pass shared by both steps).
 
-    One row per dim, the checked dims first, each group sorted by ``effect`` (largest harm first): ``dim``, ``estimate``, ``estimate_rank``,
-    ``exact`` (NaN where not checked), ``effect`` (exact where checked, else the estimate), ``value_kind``
-    (``exact`` or ``estimate``: which ``effect`` holds), ``objective``, ``method``, ``intact_objective``.
-    ``rank_by``: ``abs`` (default: largest |estimate|, which also checks dims whose large edit the
-    linearisation gets the sign of wrong, as SmolLM2's two most damaging dims in benchmarks/RESULTS.md) or
-    ``estimate`` (largest estimated harm). ``also_check``: dims checked exactly besides the top ``top_k``
-    (e.g. the detected outlier dims, so their rows hold exact values). Timings are in ``table.attrs``.
+    One row per dim, the checked dims first, each group sorted by ``effect`` (largest harm first): ``dim``,
+    ``estimate``, ``energy``, ``estimate_rank`` (position in the check order, 1 = checked first), ``exact``
+    (NaN where not checked), ``effect`` (exact where checked, else the estimate), ``value_kind`` (``exact`` or
+    ``estimate``: which ``effect`` holds), ``objective``, ``method``, ``intact_objective``. ``rank_by``: see
+    ``check_order``. ``also_check``: dims checked exactly besides the first ``top_k`` (e.g. the detected
+    outlier dims, so their rows hold exact values). Timings are in ``table.attrs``.
 
     Example:
         >>> table = screened_scan(model, eval_set, roles="block_output", top_k=16)
@@ -353,28 +453,30 @@ def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
         raise ValueError(f"top_k must be a non-negative integer (got {top_k!r}).")
-    if rank_by not in ("estimate", "abs"):
-        raise ValueError(f"rank_by must be 'estimate' or 'abs' (got {rank_by!r}).")
+    if rank_by not in RANKINGS:
+        raise ValueError(f"rank_by must be one of {RANKINGS} (got {rank_by!r}).")
     all_sites = list(sites) if sites is not None else find_norm_sites(model)
     start = time.perf_counter()
+    engine = make_engine(model, eval_set, all_sites, **engine_options)
     est = estimate_effects(model, eval_set, roles, layers, mode, stack, all_sites, method, steps=steps, probes=probes,
-                           **{k: v for k, v in engine_options.items() if k in ("batch_size", "autocast")})
+                           engine=engine)
     screened = time.perf_counter()
-    key = est["estimate"].abs() if rank_by == "abs" else est["estimate"]
-    est["estimate_rank"] = key.rank(ascending=False, method="first").astype(int)
-    top = est.sort_values("estimate_rank")["dim"].head(top_k).tolist()
-    top += [d for d in validate_dims(list(also_check), len(est)) if d not in top]
+    order = check_order(est, rank_by)
+    est["estimate_rank"] = est["dim"].map({d: i + 1 for i, d in enumerate(order)}).astype(int)
+    top = order[:top_k]
+    also_check = list(also_check)
+    top += [d for d in (validate_dims(also_check, len(est)) if also_check else []) if d not in top]
     exact = exact_effects(model, eval_set, top, roles, layers, mode, stack, all_sites, progress=progress,
-                          **engine_options) if top else pd.DataFrame(columns=["dim", "exact"])
+                          engine=engine) if top else pd.DataFrame(columns=["dim", "exact"])
     table = est.merge(exact[["dim", "exact"]], on="dim", how="left")
     table["value_kind"] = np.where(table["exact"].notna(), "exact", "estimate")
     table["effect"] = table["exact"].where(table["exact"].notna(), table["estimate"])
     table["_checked"] = table["value_kind"] == "exact"  # checked dims first: an estimate may overshoot
     table = table.sort_values(["_checked", "effect"], ascending=False, kind="stable").reset_index(drop=True)
-    table = table[["dim", "estimate", "estimate_rank", "exact", "effect", "value_kind", "objective", "method",
-                   "intact_objective"]]
+    table = table[["dim", "estimate", "energy", "estimate_rank", "exact", "effect", "value_kind", "objective",
+                   "method", "intact_objective"]]
     table.attrs.update({"screen_seconds": screened - start, "verify_seconds": time.perf_counter() - screened,
-                        "top_k": top_k, "examples": len(eval_set)})
+                        "top_k": top_k, "examples": len(eval_set), "rank_by": rank_by})
     return table
 
 
@@ -418,6 +520,7 @@ def screen_summary(table: pd.DataFrame, scan: pd.DataFrame | None = None, n: int
     return text
 
 
-__all__ = ["EmbeddingEngine", "EmbeddingEvalSet", "METHODS", "VALUE_KINDS", "agreement", "estimate_effects",
+__all__ = ["EmbeddingEngine", "EmbeddingEvalSet", "METHODS", "RANKINGS", "VALUE_KINDS", "agreement", "check_order",
+           "estimate_effects",
            "exact_effects", "make_engine", "objective_name", "prepare_embedding_eval", "screen_ranking",
            "screen_summary", "screened_scan"]
