@@ -10,6 +10,7 @@ engine         ``AblationEngine``: plans conditions and schedules them over span
                probe (the layer stack and its check), surgery (forward edits: stubs, gathering, capture),
                batched (K conditions in one forward), scoring (losses and metrics), memory (out-of-memory policy)
 scan           every hidden dim disabled alone, resumable and shardable; progress: the one progress bar
+screen         fast scans: every dim's effect estimated from gradients, the top ones checked exactly
 conditions     the standard condition sets; embeddings, fill_mask, mlm_effects, next_token: other probes
 =============  ==========================================================================================
 
