@@ -1,4 +1,4 @@
-"""atomic.py: a write is complete or absent; a folder is replaced all-or-nothing; killed writers' temps are reclaimed."""
+"""atomic.py: writes complete or absent, folders replaced all-or-nothing, killed writers' temps reclaimed."""
 from __future__ import annotations
 
 import os

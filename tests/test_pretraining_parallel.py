@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from bertbusters_nb import pretraining as pt
@@ -98,5 +97,6 @@ def test_two_processes_write_checkpoints_resume_and_match_one_process(tmp_path):
     np.testing.assert_allclose(log_two.eval_loss, log_one.eval_loss, rtol=1e-5)
     traj = pt.NormTrajectory.load(parallel / "norm_trajectory.npz")
     assert traj.steps == list(log_one.step)
-    assert torch.equal(torch.from_numpy(np.stack(traj.weight)[0]),
-                       torch.from_numpy(np.stack(pt.NormTrajectory.load(single.out_dir / "norm_trajectory.npz").weight)[0]))
+    single_traj = pt.NormTrajectory.load(single.out_dir / "norm_trajectory.npz")
+    assert np.array_equal(traj.weight[0], single_traj.weight[0])  # the same seeded initialisation
+    np.testing.assert_allclose(np.stack(traj.weight), np.stack(single_traj.weight), rtol=0, atol=ATOL)

@@ -180,7 +180,10 @@ def model_metrics(model_dir: str | os.PathLike, data_dir: str | os.PathLike, dra
 
 def ablation_command(run: str | os.PathLike, dims: Sequence[int] | None = None, draws: int = 20,
                      max_sequences: int = 256) -> "pd.DataFrame":
-    """The ``ablation`` command: both selections (the final model's dims, each snapshot's own) -> ablation_trajectory.csv."""
+    """The ``ablation`` command: both selections (the final model's dims, each snapshot's own).
+
+    Writes them to ``run/ablation_trajectory.csv`` (column ``selection``: final / own) and returns the table.
+    """
     import pandas as pd
 
     run = Path(run)

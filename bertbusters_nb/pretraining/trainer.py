@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,9 +35,6 @@ from .model import build_model
 from .norm_trajectory import NormTrajectory
 from .objective import MaskedLM, eval_mlm_loss, mask_fixed_count, masked_loss, train_autocast
 from .tokenizer import load_chunks
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel
 
 __all__ = ["PretrainResult", "pretrain", "train_step", "make_optimizer", "lr_at", "world_size"]
 
@@ -114,11 +111,15 @@ class _Parallel:
         cpu = config.device == "cpu" or not torch.cuda.is_available()
         self.accelerator = Accelerator(cpu=cpu, mixed_precision="no")  # autocast is the trainer's own (bf16 on GPU)
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        if config.device not in ("auto", "cpu", "cuda"):
+            log.warning("device=%r ignored on %d processes: each process uses its own, here %s", config.device,
+                        self.world, self.accelerator.device)
         if config.batch_size % self.world:
+            fits = config.batch_size // self.world * self.world or self.world
             raise ValueError(f"batch_size ({config.batch_size}) must divide by the number of processes "
-                             f"({self.world}): pass --batch-size {config.batch_size // self.world * self.world or self.world} "
-                             f"or launch another number of processes.")
-        self.rows = slice(self.rank * config.batch_size // self.world, (self.rank + 1) * config.batch_size // self.world)
+                             f"({self.world}): pass --batch-size {fits} or launch another number of processes.")
+        share = config.batch_size // self.world
+        self.rows = slice(self.rank * share, (self.rank + 1) * share)
 
     @property
     def device(self) -> torch.device:
