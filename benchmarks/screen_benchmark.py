@@ -44,7 +44,7 @@ from bertbusters_nb.ablation import Condition  # noqa: E402
 from bertbusters_nb.loading import load_model  # noqa: E402
 from bertbusters_nb.norms import find_norm_sites, select_sites  # noqa: E402
 from bertbusters_nb.evaluation.sets import prepare_causal_eval, prepare_mlm_eval  # noqa: E402
-from bertbusters_nb.screen import (agreement, estimate_effects, exact_effects, make_engine,  # noqa: E402
+from bertbusters_nb.evaluation.screen import (agreement, estimate_effects, exact_effects, make_engine,  # noqa: E402
                                    prepare_embedding_eval)
 from engine_benchmark import machine, synthetic_texts, synthetic_tokenizer, write_section  # noqa: E402
 
@@ -96,7 +96,7 @@ def setups(args):
             if name == "bbmini":
                 model, tok = load_model("bbmini", head="mlm", device="cpu")
                 es = prepare_mlm_eval(tok, texts, max_length=args.max_length, seed=0, batch_size=args.texts)
-                methods, roles, layers = ["gradient", "midpoint", "integrated", "second_order"], ("block_output",), None
+                methods, roles, layers = ["gradient", "fisher", "midpoint", "integrated", "second_order"], ("block_output",), None
             elif name == "minilm":
                 model, tok = load_model("minilm", device="cpu")
                 es = prepare_embedding_eval(tok, texts, max_length=args.max_length, batch_size=args.texts)
@@ -105,7 +105,7 @@ def setups(args):
                 model, tok = load_model("smollm2", head="causal-lm", device="cpu")
                 n = min(len(texts), args.causal_texts)
                 es = prepare_causal_eval(tok, texts[:n], max_length=args.max_length, batch_size=n)
-                methods, roles = ["gradient", "midpoint", "second_order"], ("pre_ffn",)
+                methods, roles = ["gradient", "fisher", "midpoint", "second_order"], ("pre_ffn",)
                 n_layers = model.config.num_hidden_layers  # the last 4 layers: a full exact scan of all 30 is ~1 h here
                 layers = tuple(range(n_layers - 4, n_layers))
             else:
@@ -120,6 +120,12 @@ def setups(args):
     return out
 
 
+def _recalls(order: list[int], exact: pd.DataFrame) -> dict:
+    """Recall of the exact top 5 / top 10 within the first 16 / 32 dims of a check order."""
+    ranked = exact.sort_values("exact", ascending=False, kind="stable")["dim"].tolist()
+    return {f"recall_top{n}_in{m}": len(set(ranked[:n]) & set(order[:m])) / n for n in (5, 10) for m in (16, 32)}
+
+
 def scan_part(args) -> dict:
     results = {}
     for name, model, es, error, methods, roles, layers in setups(args):
@@ -129,34 +135,34 @@ def scan_part(args) -> dict:
         log.info("%s: exact full scan", name)
         with Clock() as full:
             exact = exact_effects(model, es, roles=roles, layers=layers, progress=False, autocast=None)
-        rows, first = [], None
+        rows = []
         for method in methods:
-            variants = [(method, "estimate")] + ([(method, "abs")] if method in ("gradient", "gauss_newton") else [])
             with Clock() as c:
-                est = estimate_effects(model, es, roles=roles, layers=layers, method=method, probes=args.probes, autocast=None)
-            first = est if first is None else first
-            for m, rank_by in variants:
-                score = est["estimate"].abs() if rank_by == "abs" else est["estimate"]
-                rows.append({"method": m if rank_by == "estimate" else f"{m}, ranked by abs(estimate)",
-                             "cpu_s": c.cpu, "wall_s": c.wall, **agreement(score, exact["exact"])})
+                est = estimate_effects(model, es, roles=roles, layers=layers, method=method, probes=args.probes,
+                                       autocast=None)
+            spearman = agreement(est["estimate"], exact["exact"])["spearman"]
+            for rank_by in RANKINGS:
+                rows.append({"method": method, "rank_by": rank_by, "cpu_s": c.cpu, "wall_s": c.wall,
+                             "spearman": spearman, **_recalls(check_order(est, rank_by), exact)})
             log.info("%s %s: %.1f s, %s", name, method, c.cpu, rows[-1])
-        default, est0 = rows[0], first
-        chosen = est0.assign(size=est0["estimate"].abs()).nlargest(args.top_k, "size")["dim"].tolist()  # screened_scan's default
-        with Clock() as verify:
-            exact_effects(model, es, dims=chosen, roles=roles, layers=layers, progress=False, autocast=None)
-        exact_top5 = set(exact.nlargest(5, "exact")["dim"])
-        screened_cpu = default["cpu_s"] + verify.cpu
+        log.info("%s: screened scan (default method and ranking, exact check of the first %d)", name, args.top_k)
+        with Clock() as screened:
+            table = screened_scan(model, es, roles=roles, layers=layers, top_k=args.top_k, probes=args.probes,
+                                  progress=False, autocast=None)
+        checked = set(table.loc[table["value_kind"] == "exact", "dim"].astype(int))
+        by_exact = exact.set_index("dim")["exact"]
+        exact_top5 = by_exact.sort_values(ascending=False, kind="stable").index[:5].tolist()
         results[name] = {
             "dims": len(exact), "examples": len(es), "sites": "+".join(roles) + ("" if layers is None else f" (layers {layers[0]}-{layers[-1]})"), "tokens": int(es.attention_mask.sum()),
             "objective": "embedding distance (1 - cos)" if es.kind == "embedding" else f"{es.kind} loss",
             "exact_cpu_s": full.cpu, "exact_wall_s": full.wall, "methods": rows,
-            "verify_cpu_s": verify.cpu, "screened_cpu_s": screened_cpu, "speedup": full.cpu / screened_cpu,
+            "screen_method": str(table["method"].iloc[0]), "rank_by": table.attrs["rank_by"],
+            "screened_cpu_s": screened.cpu, "screened_wall_s": screened.wall, "speedup": full.cpu / screened.cpu,
             "speedup_ceiling": len(exact) / args.top_k,
-            "screened_top5_recall": len(exact_top5 & set(chosen)) / 5,
-            "exact_top5": sorted(exact_top5, key=lambda d: -float(exact.set_index("dim").loc[d, "exact"])),
-            "exact_top5_effects": [round(float(exact.set_index("dim").loc[d, "exact"]), 5)
-                                   for d in sorted(exact_top5, key=lambda d: -float(exact.set_index("dim").loc[d, "exact"]))],
-            "estimate_top5": est0.nlargest(5, "estimate")["dim"].tolist(),
+            "screened_top5_recall": len(set(exact_top5) & checked) / 5,
+            "exact_top5": [int(d) for d in exact_top5],
+            "exact_top5_effects": [round(float(by_exact[d]), 5) for d in exact_top5],
+            "checked_top5": table.loc[table["value_kind"] == "exact", "dim"].astype(int).tolist()[:5],
         }
     return results
 
@@ -239,28 +245,30 @@ def report(figures: dict, args) -> str:
     scan = figures.get("scan", {})
     if scan:
         lines += [f"### Screened scan vs exact full scan (held-out reviews, zeroing one dim at the sites listed; "
-                  f"exact check of the top {args.top_k})", "",
-                  "| model | objective | sites | examples (tokens) | dims | exact full scan CPU s | screen + verify CPU s | speed-up | ceiling dims/k "
-                  "| exact top-5 recall in checked set |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  f"`screened_scan` with its defaults, exact check of the first {args.top_k} in its check order)", "",
+                  "| model | objective | sites | examples (tokens) | dims | exact full scan CPU s | screened scan CPU s "
+                  "| speed-up | ceiling dims/k | exact top-5 recall in checked set |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, r in scan.items():
             if "error" in r:
                 lines.append(f"| {name} | not loaded: {r['error']} | | | | | | | | |")
                 continue
-            lines.append(f"| {name} | {r['objective']} | {r['sites']} | {r['examples']} ({r['tokens']}) | {r['dims']} | {r['exact_cpu_s']:.1f} | "
-                         f"{r['screened_cpu_s']:.1f} ({r['methods'][0]['cpu_s']:.1f} + {r['verify_cpu_s']:.1f}) | "
+            lines.append(f"| {name} | {r['objective']} | {r['sites']} | {r['examples']} ({r['tokens']}) | {r['dims']} | "
+                         f"{r['exact_cpu_s']:.1f} | {r['screened_cpu_s']:.1f} ({r['screen_method']}, {r['rank_by']}) | "
                          f"{r['speedup']:.1f}x | {r['speedup_ceiling']:.1f}x | {r['screened_top5_recall']:.2f} |")
-        lines += ["", "| model | method | CPU s | Spearman | top-5 in 16 | top-5 in 32 | top-10 in 16 | top-10 in 32 |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "Each estimate alone (its own engine) and each check order (`check_order`):", "",
+                  "| model | method | check order | CPU s | Spearman | top-5 in 16 | top-5 in 32 | top-10 in 16 | top-10 in 32 |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
         for name, r in scan.items():
             for m in r.get("methods", []):
-                lines.append(f"| {name} | {m['method']} | {m['cpu_s']:.1f} | {m['spearman']:.3f} | "
+                lines.append(f"| {name} | {m['method']} | {m.get('rank_by', '')} | {m['cpu_s']:.1f} | {m['spearman']:.3f} | "
                              f"{m['recall_top5_in16']:.2f} | {m['recall_top5_in32']:.2f} | {m['recall_top10_in16']:.2f} | "
                              f"{m['recall_top10_in32']:.2f} |")
         lines.append("")
         for name, r in scan.items():
             if "exact_top5" in r:
                 lines.append(f"* {name}: exact top 5 dims {r['exact_top5']} (effects {r['exact_top5_effects']}); "
-                             f"estimate top 5 {r['estimate_top5']}")
+                             f"the screened scan's 5 most damaging checked dims {r.get('checked_top5')}")
         lines.append("")
     prec = figures.get("precision")
     if prec:

@@ -200,3 +200,17 @@ def test_energy_is_the_squared_output_of_the_chosen_sites_over_real_tokens():
                 for call in trace[s.name].calls[before[s.name]:]:
                     expected += (first_tensor(call.output).double()[mask] ** 2).sum(0)
     assert est["energy"].tolist() == pytest.approx(expected.tolist(), rel=1e-6)
+
+
+def test_every_screened_row_stores_the_condition_that_reproduces_its_exact_value():
+    from bertbusters_nb.evaluation.tables import row_condition
+
+    model, es = tiny_model("bert"), mlm_set()
+    table = screened_scan(model, es, top_k=2, progress=False, autocast=None)
+    engine = make_engine(model, es, autocast=None)
+    intact = engine.evaluate()["eval_loss"]
+    for _, row in table[table["value_kind"] == "exact"].iterrows():
+        condition = row_condition(row)
+        assert condition.dims == (int(row["dim"]),)
+        assert engine.evaluate(condition)["eval_loss"] - intact == pytest.approx(row["exact"], abs=1e-9)
+    assert table["spec"].notna().all()

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from ..device import best_device
 from .engine import AblationEngine
 from .metrics import is_regression
+from .tables import condition_spec
 from .sets import IGNORE_INDEX, Batch, EvalSet, _check_batch_size, _pad_id, _padded, _tokenize
 from ..model.ablation import Condition, validate_dims
 from ..model.hooks import Trace, first_tensor
@@ -399,7 +400,7 @@ def exact_effects(model: torch.nn.Module, eval_set: EvalSet, dims: Iterable[int]
     conditions = [Condition(f"dim {d}", (d,), roles, layers, mode, stack) for d in dims]
     values = [r["eval_loss"] for r in engine.run(conditions, progress=progress)] if dims else []
     return pd.DataFrame({"dim": dims, "value": values, "exact": [v - intact for v in values],
-                         "intact_objective": intact})
+                         "intact_objective": intact, "spec": [condition_spec(c) for c in conditions]})
 
 
 RANKINGS = ("mixed", "abs", "estimate", "energy")
@@ -443,7 +444,8 @@ def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str
     One row per dim, the checked dims first, each group sorted by ``effect`` (largest harm first): ``dim``,
     ``estimate``, ``energy``, ``estimate_rank`` (position in the check order, 1 = checked first), ``exact``
     (NaN where not checked), ``effect`` (exact where checked, else the estimate), ``value_kind`` (``exact`` or
-    ``estimate``: which ``effect`` holds), ``objective``, ``method``, ``intact_objective``. ``rank_by``: see
+    ``estimate``: which ``effect`` holds), ``objective``, ``method``, ``intact_objective``, ``spec`` (the row's
+    condition, ``evaluation.tables.row_condition`` rebuilds it). ``rank_by``: see
     ``check_order``. ``also_check``: dims checked exactly besides the first ``top_k`` (e.g. the detected
     outlier dims, so their rows hold exact values). Timings are in ``table.attrs``.
 
@@ -473,8 +475,11 @@ def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str
     table["effect"] = table["exact"].where(table["exact"].notna(), table["estimate"])
     table["_checked"] = table["value_kind"] == "exact"  # checked dims first: an estimate may overshoot
     table = table.sort_values(["_checked", "effect"], ascending=False, kind="stable").reset_index(drop=True)
+    roles = (roles,) if isinstance(roles, str) else tuple(roles)
+    layers = None if layers is None else tuple(int(l) for l in layers)
+    table["spec"] = [condition_spec(Condition(f"dim {d}", (int(d),), roles, layers, mode, stack)) for d in table["dim"]]
     table = table[["dim", "estimate", "energy", "estimate_rank", "exact", "effect", "value_kind", "objective",
-                   "method", "intact_objective"]]
+                   "method", "intact_objective", "spec"]]
     table.attrs.update({"screen_seconds": screened - start, "verify_seconds": time.perf_counter() - screened,
                         "top_k": top_k, "examples": len(eval_set), "rank_by": rank_by})
     return table
