@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bertbusters_nb.outliers import OutlierReport
+from bertbusters_nb.analysis.outliers import OutlierReport
 from bertbusters_nb.reporting import RunRecorder, claims
 from bertbusters_nb.reporting.claims import Finding
 

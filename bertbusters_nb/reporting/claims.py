@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
-from ..baselines import rank_against
+from ..analysis.baselines import rank_against
 
 if TYPE_CHECKING:
-    from ..outliers import OutlierReport
+    from ..analysis.outliers import OutlierReport
 
 
 def versus_random(value: float, random_values: Sequence[float], metric: str, worse: str = "higher",
@@ -128,7 +128,7 @@ def core_summary(embeddings: Finding, model_name: str, dims: Sequence[int], dete
 
 def emerges_early(emerged: pd.DataFrame, last_step: int, breakout: int | None, plateau: float | None) -> Finding:
     """Notebook 01: the top final outlier dim stood out in most layers early (``emergence.emergence_verdict``)."""
-    from ..emergence import emergence_verdict
+    from ..analysis.emergence import emergence_verdict
 
     return _as_finding("Outlier dims emerge early in pre-training, about when the loss starts to improve",
                        emergence_verdict(emerged, last_step, breakout, plateau))
@@ -136,7 +136,7 @@ def emerges_early(emerged: pd.DataFrame, last_step: int, breakout: int | None, p
 
 def matters_at_the_end(ablation: pd.DataFrame | None) -> Finding:
     """Notebook 01: at the last snapshot the outlier ablation beats every random draw (``emergence.ablation_verdict``)."""
-    from ..emergence import ablation_verdict
+    from ..analysis.emergence import ablation_verdict
 
     return _as_finding("At the end of pre-training the outlier dims matter more than every random draw",
                        ablation_verdict(ablation))
@@ -152,7 +152,7 @@ def emergence_summary(early: Finding, at_the_end: Finding, live_text: str) -> st
 def same_dim_in_most_layers(report: "OutlierReport", k: float, min_share: float = SAME_DIM_SHARE) -> Finding:
     """Notebook 02: the top dim of the block-output ``report`` is beyond ``k`` sigma in more than ``min_share``
     of its sites (and the report names outlier dims)."""
-    from ..consistency import top_dim_share
+    from ..analysis.consistency import top_dim_share
 
     share = top_dim_share(report)
     held = bool(report.dims) and share > min_share
@@ -185,14 +185,14 @@ def positions_differ_between_models(across: pd.DataFrame) -> Finding:
 
 def positions_differ_between_seeds(across_seeds: pd.DataFrame) -> Finding:
     """Notebook 02: runs of one recipe with other seeds put the outlier elsewhere (``consistency.seeds_finding``)."""
-    from ..consistency import seeds_finding
+    from ..analysis.consistency import seeds_finding
 
     return _as_finding("Outlier positions differ between seeds of the same recipe", seeds_finding(across_seeds), ".")
 
 
 def rule_names_damaging_dims(agreement: pd.DataFrame) -> Finding:
     """Notebook 02: the default rule against the single-dim scan (``detection.rule_finding``)."""
-    from ..detection import rule_finding
+    from ..analysis.detection import rule_finding
 
     claim, held, evidence = rule_finding(agreement)
     return Finding(claim, held, evidence, evidence + ".")
@@ -201,7 +201,7 @@ def rule_names_damaging_dims(agreement: pd.DataFrame) -> Finding:
 def position_summary(model_name: str, same_dim: Finding, peaks: Finding, report: "OutlierReport", layer_table: pd.DataFrame,
                      k: float) -> str:
     """Notebook 02's closing paragraph (``consistency.conclusion`` on the two findings' numbers)."""
-    from ..consistency import conclusion, top_dim_share
+    from ..analysis.consistency import conclusion, top_dim_share
 
     input_share = float(layer_table[layer_table.layer > 0].input_share.mean())
     return conclusion(model_name, bool(same_dim.held), bool(peaks.held), top_dim_share(report), input_share,
@@ -242,7 +242,7 @@ def mlm_summary(mlm: Finding, model_name: str, scan_rank: str) -> str:
 
 def frequency_drives_magnitude(correlations: pd.DataFrame, counts: Any, name: str) -> Finding:
     """Notebook 07 (Puccetti 2022): per-layer frequency correlations of one model (``frequency.layers_verdict``)."""
-    from ..frequency import layers_verdict
+    from ..analysis.frequency import layers_verdict
 
     return _as_finding(f"{name}: the outlier dim's magnitude on a token rises with the token's pre-training frequency",
                        layers_verdict(correlations, counts, name))
@@ -256,7 +256,7 @@ def frequency_over_training(name: str, sentence: str) -> Finding:
 
 def top_activations_on_special_tokens(shares: Mapping, name: str) -> Finding:
     """Notebook 07 (Bondarenko 2023): where the top share of |h| sits (``frequency.top_tokens_verdict``)."""
-    from ..frequency import top_tokens_verdict
+    from ..analysis.frequency import top_tokens_verdict
 
     return _as_finding(f"{name}: the largest outlier activations sit on special tokens and delimiters",
                        top_tokens_verdict(shares, name))
@@ -264,7 +264,7 @@ def top_activations_on_special_tokens(shares: Mapping, name: str) -> Finding:
 
 def heads_sink(intact: pd.DataFrame, name: str) -> Finding:
     """Notebook 07 (Sun 2024): attention-sink mass of the intact model (``attention_sinks.sink_verdict``)."""
-    from ..attention_sinks import sink_verdict
+    from ..analysis.attention_sinks import sink_verdict
 
     return _as_finding(f"{name}: attention heads put their mass on special tokens, delimiters and the first token",
                        sink_verdict(intact, name))
@@ -281,7 +281,7 @@ def sinks_removed_vs_random(per_condition: pd.Series, name: str, dims: Sequence[
 
 def quantization_rescued(table: pd.DataFrame, name: str, bits: int) -> Finding:
     """Notebook 07 (LLM.int8): keeping the outlier dims in full precision (``quantization.quantization_verdict``)."""
-    from ..quantization import quantization_verdict
+    from ..analysis.quantization import quantization_verdict
 
     return _as_finding(f"{name}: keeping the outlier dims in full precision rescues W{bits}A{bits} beyond random dims",
                        quantization_verdict(table, name))
@@ -289,7 +289,7 @@ def quantization_rescued(table: pd.DataFrame, name: str, bits: int) -> Finding:
 
 def heavy_tails(metrics: pd.DataFrame, name: str) -> Finding:
     """Notebook 07 (Bondarenko 2023): kurtosis with and without the outlier dims (``quantization.kurtosis_verdict``)."""
-    from ..quantization import kurtosis_verdict
+    from ..analysis.quantization import kurtosis_verdict
 
     return _as_finding(f"{name}: the outlier dims are what makes the hidden states heavy-tailed (kurtosis)",
                        kurtosis_verdict(metrics, name))

@@ -35,7 +35,8 @@ seed = 0
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb import emergence, pretraining
+from bertbusters_nb.analysis import emergence
+from bertbusters_nb.analysis.trajectory import ablation_trajectory
 from bertbusters_nb.reporting import claims, plots
 
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
@@ -117,8 +118,7 @@ live_flags = emergence.flags_over_steps(live_record.trajectory, roles, k)
 live_top = emergence.final_outlier_dims(live_flags, fallback=2)
 fig = plots.plot_flags_over_steps(live_flags, live_top, title="live run: sites beyond the threshold")
 rec.figure(fig, "live_flags_over_steps")
-live_ablation = pretraining.ablation_trajectory(live.out_dir, dims=live_top, draws=live_draws, max_sequences=64,
-                                                 device=device)
+live_ablation = ablation_trajectory(live.out_dir, dims=live_top, draws=live_draws, max_sequences=64, device=device)
 rec.table(live_ablation, "live_ablation_over_steps")
 fig = plots.ablation_over_steps(live_ablation, title="live run: loss rise when the top LayerNorm dims are zeroed")
 rec.figure(fig, "live_ablation_over_steps")

@@ -31,7 +31,7 @@ detection_dims = 0
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb import activations, consistency, detection
+from bertbusters_nb.analysis import activations, consistency, detection
 from bertbusters_nb.reporting import claims, plots
 from bertbusters_nb.data import load_texts, sample_texts
 

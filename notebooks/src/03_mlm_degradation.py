@@ -37,9 +37,9 @@ snli_pairs = 300
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb import screen, widgets
+from bertbusters_nb import widgets
 from bertbusters_nb.evaluation import conditions as cs
-from bertbusters_nb.evaluation import embeddings, mlm_effects
+from bertbusters_nb.evaluation import embeddings, mlm_effects, screen
 from bertbusters_nb.reporting import claims, plots
 from bertbusters_nb.data import load_texts, sample_texts
 from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval

@@ -35,7 +35,7 @@ import time
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb import across_models
+from bertbusters_nb.studies import across_models
 from bertbusters_nb.data import load_texts, sample_texts
 
 started = time.perf_counter()

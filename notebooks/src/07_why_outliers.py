@@ -42,9 +42,10 @@ import torch
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb import attention_sinks, frequency, quantization, why
+from bertbusters_nb.analysis import attention_sinks, frequency, quantization
+from bertbusters_nb.studies import why
 from bertbusters_nb.reporting import claims, plots
-from bertbusters_nb.activations import text_batches
+from bertbusters_nb.analysis.activations import text_batches
 from bertbusters_nb.data import load_texts, sample_texts
 
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))

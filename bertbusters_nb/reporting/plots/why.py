@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ...frequency import MIN_CORRELATION
+from ...analysis.frequency import MIN_CORRELATION
 
 
 def frequency_scatter(tables: pd.DataFrame, title: str = "") -> plt.Figure:
