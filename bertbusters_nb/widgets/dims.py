@@ -2,7 +2,7 @@
 
 ``candidate_dims`` asks the project's one rule (``detection.detect``) for the toggles shown at start.
 ``screen_ranking_table`` ranks every dim by its effect on the explorer's own objective and texts,
-through the screen (``screen.screened_scan``: every dim estimated from gradients at once, the top ``n``
+through the screen (``evaluation.screen.screened_scan``: every dim estimated from gradients at once, the top ``n``
 checked exactly by the engine). It costs a forward and a backward over the eval set plus ``n``
 evaluations, so the explorer computes it only when asked (the "suggest dims from the screen" toggle).
 
@@ -31,7 +31,7 @@ def candidate_dims(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | 
     """(``count`` dims to offer as toggles, the default dims to ablate among them), both from the one rule
     (``detection.detect``): the default dims first, then the next strongest candidates by its rank combination.
     ``tokenizer`` None: parameters only."""
-    from ..detection import detect
+    from ..analysis.detection import detect
 
     found = detect(model, tokenizer, **rule_options)
     dims = list(found.dims[:count])
@@ -53,7 +53,7 @@ def screen_ranking_table(model: torch.nn.Module, eval_set: EvalSet, roles: Seque
     ``value_kind``, ``estimate`` (the gradient estimate that chose it), ``objective`` (``eval_loss`` or
     ``embedding_distance``), ``method``. The model is restored bit for bit (the screen's edits are undone).
     """
-    from ..screen import screen_ranking, screened_scan
+    from ..evaluation.screen import screen_ranking, screened_scan
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer (got {n!r}).")

@@ -308,7 +308,7 @@ class Explorer:
         if self.kind in LM_LABELS:
             model, eval_set, sites = self.model, self.eval_set, self.sites
         else:  # the screen's embedding objective, on the encoder whose embeddings the view compares
-            from ..screen import prepare_embedding_eval
+            from ..evaluation.screen import prepare_embedding_eval
 
             if self._embedding_set is None:
                 self._embedding_set = prepare_embedding_eval(self.tokenizer, self.texts, max_length=self.max_length,
