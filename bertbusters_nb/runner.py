@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .data import assets
-from .results import atomic_write_json, atomic_write_text, read_json
+from .atomic import atomic_write_json, atomic_write_text, read_json
 from .schema import ParameterError, check_value, load_schema
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,8 @@ import torch
 import transformers
 
 from bertbusters_nb.model import architectures
-from bertbusters_nb.model.ablation import disabled_dims, fingerprints_equal, state_fingerprint
-from bertbusters_nb.model.norms import (HIDDEN_ROLES, NormLayoutError, default_roles, find_norm_sites, select_sites,
-                                        verify_sites)
+from bertbusters_nb.model.ablation import disabled_dims, fingerprints_equal, state_fingerprint, verify_sites
+from bertbusters_nb.model.norms import HIDDEN_ROLES, NormLayoutError, default_roles, find_norm_sites, select_sites
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -102,7 +102,7 @@ def positions_across_runs(runs: Sequence[str], roles: Sequence[str] = ("block_ou
     """
     from .emergence import final_outlier_dims, flags_over_steps
     from ..pretraining import NormTrajectory
-    from ..results import read_json
+    from ..atomic import read_json
 
     if not runs:
         raise ValueError("seed_runs is empty: name at least one pre-training run folder.")

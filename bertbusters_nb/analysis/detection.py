@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..model.hooks import Trace, first_tensor
 from ..model.norms import NormSite, find_norm_sites, select_sites
+from .outliers import parameter_table, strict_share
 
 # Roles whose parameters are weighed by default: every site on the hidden dim except an LM head's own norm.
 PARAM_ROLES_ALL = "all"
@@ -95,11 +96,6 @@ def _finish(table: pd.DataFrame, name: str) -> pd.DataFrame:
     return table
 
 
-def _strict_share(n: int, share: float) -> int:
-    """Sites needed for 'more than ``share`` of ``n``' (at least 1)."""
-    return max(1, math.floor(n * share) + 1)
-
-
 # ----------------------------------------------------------------------------- (a) parameters
 
 def parameter_counts(params: pd.DataFrame, k: float = 3.0, which: Sequence[str] = ("weight", "bias")) -> pd.DataFrame:
@@ -137,7 +133,6 @@ def parameter_criterion(model_or_sites, roles: Iterable[str] | str = PARAM_ROLES
     Example:
         >>> parameter_criterion(model, roles="all").head(3)  # doctest: +SKIP
     """
-    from .outliers import parameter_table
 
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}.")
@@ -157,7 +152,7 @@ def criterion_from_counts(table: pd.DataFrame, min_share: float = DEFAULT_RULE["
     flags of a stored LayerNorm trajectory (``emergence.flags_over_steps``): selected when flagged in
     more than ``min_share`` of the sites."""
     table = table.copy()
-    need = _strict_share(int(table.n_param_sites.iloc[0]), min_share)
+    need = strict_share(int(table.n_param_sites.iloc[0]), min_share)
     top_z = float(table.param_max_abs_z.max()) + 1.0
     table.insert(1, "score", table.param_sites + table.param_max_abs_z / top_z)
     table.insert(2, "selected", table.param_sites >= need)

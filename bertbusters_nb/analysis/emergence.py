@@ -168,7 +168,7 @@ def load_record(source: str, checkpoints: Sequence[str] = (), steps: Sequence[in
     from pathlib import Path
 
     from ..model.loading import resolve
-    from ..results import read_json
+    from ..atomic import read_json
 
     if checkpoints:
         trajectory = trajectory_from_checkpoints(checkpoints, list(steps) or None, device=device)
@@ -188,7 +188,7 @@ def load_record(source: str, checkpoints: Sequence[str] = (), steps: Sequence[in
 
 def _plateau(folder) -> float | None:
     """Unigram cross-entropy of the held-out text: from METRICS.json, else from the run's data folder."""
-    from ..results import read_json
+    from ..atomic import read_json
     from ..pretraining.tokenizer import load_chunks, unigram_entropy
 
     if (folder / "METRICS.json").exists():

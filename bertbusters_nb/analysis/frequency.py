@@ -64,7 +64,7 @@ def _cached(key: dict, compute) -> tuple[np.ndarray, dict]:
         with np.load(path, allow_pickle=False) as data:
             return data["counts"], json.loads(str(data["meta"]))
     counts, meta = compute()
-    from ..results import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
     import io
 
     buffer = io.BytesIO()

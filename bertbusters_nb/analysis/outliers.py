@@ -10,6 +10,8 @@ role set's parameters (plots, flag tables).
 """
 from __future__ import annotations
 
+import math
+
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -71,6 +73,11 @@ class OutlierReport:
                 f"top: " + "; ".join(parts))
 
 
+def strict_share(n: int, share: float) -> int:
+    """Sites needed for 'more than ``share`` of ``n``' (at least 1)."""
+    return max(1, math.floor(n * share) + 1)
+
+
 def find_outliers(sites: Sequence[NormSite], k: float = 3.0, min_sites: int | None = None,
                   min_share: float = 0.5, *, min_layers: int | None = None) -> OutlierReport:
     """Detect outlier dims in ``sites``' norm parameters.
@@ -97,9 +104,7 @@ def find_outliers(sites: Sequence[NormSite], k: float = 3.0, min_sites: int | No
         min_sites = min_layers
     params = parameter_table(sites, k)
     if min_sites is None:
-        from .detection import _strict_share
-
-        min_sites = _strict_share(len(sites), min_share)
+        min_sites = strict_share(len(sites), min_share)
     flagged = params[params.flagged]
     flags = (flagged.groupby(["site", "dim"]).size().unstack(fill_value=0) > 0) if len(flagged) else pd.DataFrame()
     per_dim = params.assign(abs_z=params.z.abs()).groupby("dim")["abs_z"].max().rename("max_abs_z").reset_index()

@@ -13,7 +13,10 @@ from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import torch
 
-from .norms import NormSite, disabled_fill, find_norm_sites, select_sites
+from torch import nn
+
+from .hooks import Trace
+from .norms import NormSite, _eval_mode, _first, _Tracer, disabled_fill, find_norm_sites, select_sites
 
 Mode = Literal["zero", "mean"]
 MODES = ("zero", "mean")
@@ -164,3 +167,41 @@ def state_fingerprint(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def fingerprints_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     """True when two ``state_fingerprint`` results are bit-identical."""
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def verify_sites(model: nn.Module, sites: Sequence[NormSite], dim: int = 1) -> list[str]:
+    """Problems found when disabling dim ``dim`` of each site: on the input the norm gets in a forward pass
+    (caught with a ``Trace``), its output with the dim disabled must be its plain output with that dim
+    zeroed, other dims bit-identical. Sites without affine parameters must refuse the ablation.
+    Empty list: every site verified."""
+    tracer = _Tracer(model, {}, {}, {}, {})
+    with Trace(model, {site.name: site.module for site in sites}, retain_input=True, retain_output=False) as trace, \
+            torch.no_grad(), _eval_mode(model):
+        model(**tracer._kwargs())
+    # the first call's input of each site that ran
+    inputs = {r.name: (r.calls[0].args, r.calls[0].kwargs) for r in trace.records.values() if r.calls}
+    problems = []
+    for site in sites:
+        if not site.can_disable:
+            try:
+                with disabled_dims([site], [0]):
+                    pass
+                problems.append(f"{site.name}: nothing to disable, yet the ablation ran")
+            except ValueError:
+                pass
+            continue
+        if site.name not in inputs:
+            problems.append(f"{site.name}: did not run")
+            continue
+        args, kwargs = inputs[site.name]
+        d = dim % site.size
+        with torch.no_grad(), _eval_mode(model):
+            before = _first(site.module(*args, **kwargs))
+            with disabled_dims([site], [d]):
+                after = _first(site.module(*args, **kwargs))
+        want = before.clone()
+        want[..., d] = 0
+        if not torch.allclose(after.float(), want.float(), atol=1e-6, rtol=0):
+            problems.append(f"{site.name} ({site.role}): disabling dim {d} != zeroing it in the output "
+                            f"(max diff {float((after - want).abs().max()):.3g})")
+    return problems

@@ -142,7 +142,8 @@ def _role_summary(sites) -> tuple[str, str]:
 
 def check_type(model_type: str, head: str) -> Outcome:
     """Build, find sites, verify every site; never raises (the outcome says what happened)."""
-    from .norms import NormLayoutError, find_norm_sites, verify_sites
+    from .ablation import verify_sites
+    from .norms import NormLayoutError, find_norm_sites
 
     start = time.perf_counter()
     try:

@@ -1167,45 +1167,5 @@ def sites_table(sites: Sequence[NormSite]) -> "pd.DataFrame":
     )
 
 
-def verify_sites(model: nn.Module, sites: Sequence[NormSite], dim: int = 1) -> list[str]:
-    """Problems found when disabling dim ``dim`` of each site: on the input the norm gets in a forward pass
-    (caught with a ``Trace``), its output with the dim disabled must be its plain output with that dim
-    zeroed, other dims bit-identical. Sites without affine parameters must refuse the ablation.
-    Empty list: every site verified."""
-    from .ablation import disabled_dims
-
-    tracer = _Tracer(model, {}, {}, {}, {})
-    with Trace(model, {site.name: site.module for site in sites}, retain_input=True, retain_output=False) as trace, \
-            torch.no_grad(), _eval_mode(model):
-        model(**tracer._kwargs())
-    # the first call's input of each site that ran
-    inputs = {r.name: (r.calls[0].args, r.calls[0].kwargs) for r in trace.records.values() if r.calls}
-    problems = []
-    for site in sites:
-        if not site.can_disable:
-            try:
-                with disabled_dims([site], [0]):
-                    pass
-                problems.append(f"{site.name}: nothing to disable, yet the ablation ran")
-            except ValueError:
-                pass
-            continue
-        if site.name not in inputs:
-            problems.append(f"{site.name}: did not run")
-            continue
-        args, kwargs = inputs[site.name]
-        d = dim % site.size
-        with torch.no_grad(), _eval_mode(model):
-            before = _first(site.module(*args, **kwargs))
-            with disabled_dims([site], [d]):
-                after = _first(site.module(*args, **kwargs))
-        want = before.clone()
-        want[..., d] = 0
-        if not torch.allclose(after.float(), want.float(), atol=1e-6, rtol=0):
-            problems.append(f"{site.name} ({site.role}): disabling dim {d} != zeroing it in the output "
-                            f"(max diff {float((after - want).abs().max()):.3g})")
-    return problems
-
-
 def _first(out) -> torch.Tensor:
     return (out[0] if isinstance(out, (tuple, list)) else out).detach().clone()
