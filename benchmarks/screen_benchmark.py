@@ -44,8 +44,8 @@ from bertbusters_nb.ablation import Condition  # noqa: E402
 from bertbusters_nb.loading import load_model  # noqa: E402
 from bertbusters_nb.norms import find_norm_sites, select_sites  # noqa: E402
 from bertbusters_nb.evaluation.sets import prepare_causal_eval, prepare_mlm_eval  # noqa: E402
-from bertbusters_nb.evaluation.screen import (agreement, estimate_effects, exact_effects, make_engine,  # noqa: E402
-                                   prepare_embedding_eval)
+from bertbusters_nb.evaluation.screen import (RANKINGS, agreement, check_order, estimate_effects,  # noqa: E402
+                                              exact_effects, make_engine, prepare_embedding_eval, screened_scan)
 from engine_benchmark import machine, synthetic_texts, synthetic_tokenizer, write_section  # noqa: E402
 
 log = logging.getLogger("screen_benchmark")
