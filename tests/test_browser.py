@@ -7,7 +7,8 @@ moves it asserts final state and freshness only (the view shown is the one compu
 slider's final position, and no older view follows it), never counts or durations, which depend
 on the machine's speed. Then it switches on "suggest dims from the screen" and clicks the planted dim
 in the ranking, which must switch it off (the view settles on that state). A screenshot is kept in
-the test's tmp dir and copied to figures/browser/explorer.png (ignored by git).
+the test's tmp dir and copied to figures/browser/explorer.png (ignored by git), one with the screen's
+suggestions shown to figures/browser/explorer_suggestions.png.
 
 Needs the `chromium` binary (`apt-get install chromium chromium-driver`; `.ci/run` does it);
 never `playwright install`. Every wait is bounded; JupyterLab is shut down in any case.
@@ -320,6 +321,7 @@ def test_explorer_in_jupyterlab(lab):
             _wait_shown(page, [PLANTED], final)
             assert _wait_text(page, LOSS, equals=ablated_loss) == ablated_loss
             assert "mod-active" in (toggle.get_attribute("class") or "")
+            page.locator(".bb-explorer").first.screenshot(path=str(lab["tmp"] / "explorer_suggestions.png"))
         except Exception:
             if "page" in locals():
                 page.screenshot(path=str(lab["tmp"] / "failure.png"), full_page=True)
@@ -330,5 +332,6 @@ def test_explorer_in_jupyterlab(lab):
     target = REPO / "figures" / "browser" / "explorer.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot, target)
+    shutil.copyfile(lab["tmp"] / "explorer_suggestions.png", target.with_name("explorer_suggestions.png"))
     findings = json.loads((lab["tmp"] / "out" / "findings.json").read_text())
     assert findings and "held" in findings[0]

@@ -1,6 +1,6 @@
 """Which dims the explorer offers: the one rule's candidates as toggles, and the screen's ranking on demand.
 
-``candidate_dims`` asks the project's one rule (``detection.detect``) for the toggles shown at start.
+``candidate_dims`` asks the project's one rule (``analysis.detection.detect``) for the toggles shown at start.
 ``screen_ranking_table`` ranks every dim by its effect on the explorer's own objective and texts,
 through the screen (``evaluation.screen.screened_scan``: every dim estimated from gradients at once, the top ``n``
 checked exactly by the engine). It costs a forward and a backward over the eval set plus ``n``
@@ -29,7 +29,7 @@ RANKING_COLUMNS = ("rank", "dim", "effect", "value_kind", "estimate", "objective
 def candidate_dims(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None, count: int,
                    **rule_options) -> tuple[list[int], list[int]]:
     """(``count`` dims to offer as toggles, the default dims to ablate among them), both from the one rule
-    (``detection.detect``): the default dims first, then the next strongest candidates by its rank combination.
+    (``analysis.detection.detect``): the default dims first, then the next strongest candidates by its rank combination.
     ``tokenizer`` None: parameters only."""
     from ..analysis.detection import detect
 

@@ -55,7 +55,7 @@ class Explorer:
     n_top_dims: how many candidate dims get a toggle. top_k: predictions per blank.
     max_length, batch_size, mask_prob, seed: of the eval set. k: the outlier criterion (sigmas).
     outlier_roles: roles whose parameters the rule weighs (None: every site, the project default; the
-    candidate dims come from ``detection.detect``, parameters and activations). debounce_s: quiet time before
+    candidate dims come from ``analysis.detection.detect``, parameters and activations). debounce_s: quiet time before
     the widget computes. cache_size: computed views kept (by state). cpu_threads: torch threads while the
     explorer computes on a CPU (restored after each computation; None or 0: leave torch's setting). On a
     small CPU shared with other work, 1 is several times faster than oversubscribed threads.
