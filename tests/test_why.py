@@ -7,9 +7,10 @@ import pytest
 import torch
 import transformers as T
 
-from bertbusters_nb import attention_sinks, frequency, quantization, why
+from bertbusters_nb.analysis import attention_sinks, frequency, quantization
+from bertbusters_nb.studies import why
 from bertbusters_nb.model.ablation import Condition, fingerprints_equal, state_fingerprint
-from bertbusters_nb.activations import text_batches
+from bertbusters_nb.analysis.activations import text_batches
 from bertbusters_nb.model.norms import find_norm_sites
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -122,6 +122,21 @@ def pretraining_token_counts(model_dir: str | os.PathLike, max_texts: int | None
                        exact, int(meta["tokens"]))
 
 
+def _whole_texts(tokenizer):
+    """A copy of the fast tokenizer's backend that neither pads nor truncates.
+
+    The backend keeps whatever padding and truncation the last ``tokenizer(...)`` call or the saved
+    ``tokenizer.json`` set (MiniLM's pads every text to 128), so counting through it directly counted
+    padding and cut long texts, depending on what ran before.
+    """
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    backend.no_truncation()
+    return backend
+
+
 def proxy_token_counts(tokenizer, corpora: Sequence[str] = DEFAULT_PROXY_CORPORA,
                        max_texts: int | None = None, cache: bool = True) -> TokenCounts:
     """Per-token counts of the offline corpora (train split) with ``tokenizer``, special tokens included.
@@ -135,14 +150,15 @@ def proxy_token_counts(tokenizer, corpora: Sequence[str] = DEFAULT_PROXY_CORPORA
 
     def compute():
         texts = [t for c in corpora for t in load_texts(c, split="train")[:max_texts]]
-        backend = tokenizer.backend_tokenizer
+        backend = _whole_texts(tokenizer)
         counts = np.zeros(len(tokenizer), dtype=np.int64)
         for start in range(0, len(texts), 2048):
             for enc in backend.encode_batch(texts[start:start + 2048], add_special_tokens=True):
                 np.add.at(counts, np.asarray(enc.ids, dtype=np.int64), 1)
         return counts, {"tokens": int(counts.sum())}
 
-    key = {"kind": "proxy", "vocab": _vocab_key(tokenizer), "corpora": list(corpora), "max_texts": max_texts}
+    key = {"kind": "proxy", "vocab": _vocab_key(tokenizer), "corpora": list(corpora), "max_texts": max_texts,
+           "whole_texts": True}  # counts before this key counted the backend's padding when it had some
     counts, meta = _cached(key, compute) if cache else compute()
     limit = f", first {max_texts:,} texts each" if max_texts else ""
     return TokenCounts(counts, f"the offline corpora ({', '.join(corpora)}{limit}) as a proxy", False, int(meta["tokens"]))
