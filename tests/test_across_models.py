@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from bertbusters_nb import across_models as am
+from bertbusters_nb.reporting import claims as claims_module
+from bertbusters_nb.studies import across_models as am
 from bertbusters_nb import find_norm_sites, fingerprints_equal, state_fingerprint
 from bertbusters_nb.data import load_texts, sample_texts
 
@@ -97,7 +98,7 @@ def test_the_protocol_on_a_real_model_and_a_tiny_decoder_gives_one_tidy_table(te
     claims = am.findings(result.table)
     assert [held for _, held, _ in claims] == [True, bool(llama.beyond_every_draw)]
     assert "81" in claims[0][2] and "GPT-2 analogue" in claims[1][2]
-    assert "bbmini" in am.report_markdown(result.table)
+    assert "bbmini" in claims_module.across_models_report(result.table)
     fig = am.figure(result)
     assert len(fig.axes) == 4
 

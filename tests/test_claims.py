@@ -182,3 +182,36 @@ def test_frequency_drives_magnitude_both_ways():
 @pytest.mark.parametrize("name", ["SAME_DIM_SHARE", "ACTIVATION_INPUT_SHARE"])
 def test_thresholds_are_named(name):
     assert 0 < getattr(claims, name) < 1
+
+
+class _Study:
+    """What claims.downstream_versus_random reads from a DownstreamStudy: summary() and tables['random']."""
+
+    def __init__(self, outliers_disabled):
+        self._summary = pd.DataFrame({"backbone": ["bbmini"], "task": ["rt"], "split": ["validation"],
+                                      "metric": ["accuracy"], "outliers_disabled": [outliers_disabled]})
+        self.tables = {"random": pd.DataFrame({"backbone": ["bbmini"] * 3 + ["other"], "task": ["rt"] * 4,
+                                               "split": ["validation"] * 4, "value": [0.80, 0.82, 0.81, 0.1]})}
+
+    def summary(self):
+        return self._summary
+
+
+def test_downstream_versus_random_both_ways():
+    text = claims.downstream_versus_random(_Study(0.55))
+    assert text.startswith("**bbmini / rt (validation)**: With the outlier dims disabled, accuracy is 0.55; over 3 "
+                           "random draws")  # the other backbone's draw is not among them
+    assert "beyond every random draw" in text and "not beyond" not in text
+    assert "not beyond every random draw" in claims.downstream_versus_random(_Study(0.805))
+
+
+def test_across_models_report_lists_each_finding_and_zero_vs_mean(monkeypatch):
+    from bertbusters_nb.studies import across_models
+
+    monkeypatch.setattr(across_models, "findings", lambda table: [("bbmini: dims matter", True, "e1."),
+                                                                   ("smollm2: dims matter", False, "e2.")])
+    monkeypatch.setattr(across_models, "zero_vs_mean_finding", lambda table: ("zero vs mean", None, "e3."))
+    assert claims.across_models_report(pd.DataFrame()) == (
+        "- **bbmini** **The paper's claim held here.** e1.\n"
+        "- **smollm2** **The paper's claim did not hold here.** e2.\n"
+        "- **Zero vs mean.** **Inconclusive here.** e3.")

@@ -10,9 +10,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers as T  # noqa: E402
 
+from bertbusters_nb.reporting import claims  # noqa: E402
 from bertbusters_nb.reporting.plots import downstream as plotting_glue  # noqa: E402
 from bertbusters_nb.data import assets  # noqa: E402
-from bertbusters_nb.downstream import (DownstreamStudy, available_backbones, backbones_note, chance_score,  # noqa: E402
+from bertbusters_nb.studies.downstream import (DownstreamStudy, available_backbones, backbones_note, chance_score,  # noqa: E402
                                        findings_markdown, layer_ranges, outlier_conditions)
 from bertbusters_nb.finetuning import FinetuneSettings  # noqa: E402
 
@@ -122,7 +123,7 @@ def test_summary_findings_and_prose_come_from_the_tables(study):
     assert f"{row.intact:.3f}" in findings[0]["evidence"]
     text = study.describe()
     assert "rt" in text and "snli" in text and f"{row.intact:.3f}" in text
-    assert "random draws" in study.versus_random_text()
+    assert "random draws" in claims.downstream_versus_random(study)
     assert findings_markdown([{"verdict": "HELD", "claim": "c", "evidence": "e"}]) == "- **HELD**: c. e"
 
 

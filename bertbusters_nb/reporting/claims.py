@@ -293,3 +293,30 @@ def heavy_tails(metrics: pd.DataFrame, name: str) -> Finding:
 
     return _as_finding(f"{name}: the outlier dims are what makes the hidden states heavy-tailed (kurtosis)",
                        kurtosis_verdict(metrics, name))
+
+
+# --- 04 · downstream, 06 · across architectures: the studies' findings in sentences -------------------
+
+def downstream_versus_random(study: Any) -> str:
+    """Notebook 04: per fine-tuned pair, where the outlier result falls among the random draws (markdown).
+
+    ``study``: a ``studies.downstream.DownstreamStudy`` after ``random_baseline`` (its ``summary()`` and
+    ``tables["random"]``)."""
+    random = study.tables["random"]
+    parts = []
+    for r in study.summary().itertuples():
+        draws = random[(random.backbone == r.backbone) & (random.task == r.task) & (random.split == r.split)]
+        parts.append(f"**{r.backbone} / {r.task} ({r.split})**: " + versus_random(
+            r.outliers_disabled, draws["value"], r.metric, worse="lower", label="the outlier dims")[1])
+    return "\n\n".join(parts)
+
+
+def across_models_report(table: pd.DataFrame) -> str:
+    """Notebook 06: what the run found, one line per model and one for zero vs mean, from the protocol's table
+    (``studies.across_models.findings`` and ``zero_vs_mean_finding``)."""
+    from ..studies.across_models import findings, zero_vs_mean_finding
+
+    lines = [f"- **{claim.split(':')[0]}** {verdict(held)} {evidence}" for claim, held, evidence in findings(table)]
+    claim, held, evidence = zero_vs_mean_finding(table)
+    lines.append(f"- **Zero vs mean.** {verdict(held)} {evidence}")
+    return "\n".join(lines)

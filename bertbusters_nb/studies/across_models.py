@@ -693,15 +693,3 @@ def precision_table(table: pd.DataFrame) -> pd.DataFrame:
     lm = table[table.bf16_minus_fp32_intact.notna()]
     return lm[["model", "precision", "intact", "outliers_zero", "bf16_minus_fp32_intact",
                "bf16_minus_fp32_outliers"]].reset_index(drop=True)
-
-
-def report_markdown(table: pd.DataFrame) -> str:
-    """What the run found, per model, in sentences built from the table."""
-    from ..reporting import verdict
-
-    lines = []
-    for claim, held, evidence in findings(table):
-        lines.append(f"- **{claim.split(':')[0]}** {verdict(held)} {evidence}")
-    claim, held, evidence = zero_vs_mean_finding(table)
-    lines.append(f"- **Zero vs mean.** {verdict(held)} {evidence}")
-    return "\n".join(lines)

@@ -471,18 +471,6 @@ class DownstreamStudy:
                             "scan_dims": len(mine)})
         return row
 
-    def versus_random_text(self) -> str:
-        """Markdown: per pair, where the outlier result falls among the random draws (``reporting.versus_random``)."""
-        from ..reporting import versus_random
-
-        random = self.tables["random"]
-        parts = []
-        for r in self.summary().itertuples():
-            draws = random[(random.backbone == r.backbone) & (random.task == r.task) & (random.split == r.split)]
-            parts.append(f"**{r.backbone} / {r.task} ({r.split})**: " + versus_random(
-                r.outliers_disabled, draws["value"], r.metric, worse="lower", label="the outlier dims")[1])
-        return "\n\n".join(parts)
-
     def findings(self) -> list[dict]:
         """The claims this study tests, each with held (computed) and evidence (numbers of the run)."""
         summary = self.summary()

@@ -37,6 +37,7 @@ from IPython.display import Markdown, display
 import bertbusters_nb as bb
 from bertbusters_nb.studies import across_models
 from bertbusters_nb.data import load_texts, sample_texts
+from bertbusters_nb.reporting import claims
 
 started = time.perf_counter()
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
@@ -120,7 +121,7 @@ precision
 for claim, held, evidence in across_models.findings(result.table):
     rec.finding(claim, held, evidence)
 rec.finding(*across_models.zero_vs_mean_finding(result.table))
-display(Markdown(across_models.report_markdown(result.table)))
+display(Markdown(claims.across_models_report(result.table)))
 
 # %%
 timing = result.timing(time.perf_counter() - started)
