@@ -468,13 +468,15 @@ def test_screen_suggests_the_rules_outlier_first_on_bbmini_and_restores_it(bbmin
     (the same number the explorer computes for that dim alone), and the model comes back bit for bit."""
     ex = bbmini_explorer
     before = ablation.state_fingerprint(ex.model)
+    alone = widgets.screen_ranking_table(ex.model, ex.eval_set, roles=("block_output",), n=4, sites=ex.sites)
+    assert int(alone.dim[0]) in ex.outlier_dims and alone.effect[0] > 0  # the screen alone finds the outlier
     ranking = ex.suggest_dims(n=6)
     assert ablation.fingerprints_equal(before, ablation.state_fingerprint(ex.model))
     assert list(ranking.columns) == list(widgets.RANKING_COLUMNS) and ranking["rank"].tolist() == [1, 2, 3, 4, 5, 6]
     assert (ranking.value_kind == "exact").all() and ranking.effect.is_monotonic_decreasing
     assert (ranking.objective == "eval_loss").all() and ranking.dim.is_unique
     top = int(ranking.dim[0])
-    assert top in ex.outlier_dims and ranking.effect[0] > 0
+    assert top == int(alone.dim[0]) and ranking.effect[0] == pytest.approx(alone.effect[0], abs=1e-9)
     view = ex.compute_view(ex.state_with(dims=(top,)))
     assert ranking.effect[0] == pytest.approx(view["loss_delta"], abs=1e-6)
     late = ex.suggest_dims(ex.state_with(layers=(2, 3)), n=3)  # the state's layers decide where it ranks

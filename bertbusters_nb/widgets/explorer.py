@@ -288,9 +288,10 @@ class Explorer:
     def suggest_dims(self, state: ExplorerState | None = None, n: int = 8) -> pd.DataFrame:
         """The ``n`` dims the screen ranks most harmful to switch off alone, at the sites, layers and mode of
         ``state`` (default: what the controls show; its dims are ignored), on this explorer's eval texts and
-        objective (its loss, or the embedding distance for an encoder without an LM head); see
+        objective (its loss, or the embedding distance for an encoder without an LM head), among the screen's
+        first ``n`` and the rule's dims (``outlier_dims``), all checked exactly; see
         ``dims.screen_ranking_table`` for the columns. Computed when first asked (a forward and a backward
-        over the texts plus ``n`` exact evaluations), then cached by (roles, layers, mode, n).
+        over the texts plus one exact evaluation per checked dim), then cached by (roles, layers, mode, n).
 
         Example:
             >>> ex.suggest_dims(n=5)[["rank", "dim", "effect"]]  # doctest: +SKIP
@@ -315,7 +316,7 @@ class Explorer:
                                                              batch_size=self.batch_size, device=self.device)
             model, eval_set, sites = getattr(self.model, "base_model", self.model), self._embedding_set, None
         return screen_ranking_table(model, eval_set, roles=state.roles, layers=state.layer_indices, mode=state.mode,
-                                    n=n, sites=sites)
+                                    n=n, sites=sites, also_check=self.outlier_dims)
 
     # ------------------------------------------------------------- figure
     def plotted_sites(self) -> list[NormSite]:

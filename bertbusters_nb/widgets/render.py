@@ -253,7 +253,8 @@ class NormFigure:
 def ranking_html(where: str, loss_name: str) -> str:
     """The label of the screen's ranking (class ``bb-suggest-label``): what it ranks and where."""
     return (f"<span class='bb-suggest-label' style='font-size:12px'>screen: dims most harmful alone "
-            f"({html.escape(loss_name)} change, checked exactly) in {html.escape(where)}; click to switch off:</span>")
+            f"({html.escape(loss_name)} change; the screen's top and the rule's dims, checked exactly) in "
+            f"{html.escape(where)}; click to switch off:</span>")
 
 
 __all__ = ["LM_LABELS", "NormFigure", "PANEL_ROLES", "ROLE_LABELS", "SHORT_ROLE_LABELS", "loss_html",
