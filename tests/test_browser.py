@@ -31,7 +31,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from test_widgets import PLANTED, TEXTS, save_tiny_mlm
 
 pytestmark = pytest.mark.browser
@@ -172,7 +171,7 @@ def _wait_text(page, selector: str, *, differs_from: str | None = None, equals: 
     """Wait (bounded) until the element's text differs from / equals a value, and the status is settled."""
     try:
         _wait_for(page, selector, differs_from, equals)
-    except Exception as exc:  # noqa: BLE001 - re-raised with what the page shows
+    except Exception as exc:
         raise AssertionError(f"{selector} did not become {'!= ' + repr(differs_from) if differs_from else repr(equals)}"
                              f" within {UPDATE_S}s; page shows {_snapshot(page)}") from exc
     return _text(page, selector)

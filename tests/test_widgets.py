@@ -10,11 +10,23 @@ import pytest
 import torch
 import transformers as T
 
-from bertbusters_nb.evaluation.fill_mask import blank_predictions, count_blanks, side_by_side
 from bertbusters_nb import widgets
+from bertbusters_nb.evaluation.fill_mask import (
+    blank_predictions,
+    count_blanks,
+    side_by_side,
+)
 from bertbusters_nb.model import ablation
-from bertbusters_nb.widgets import (Coalescer, Explorer, ExplorerState, ExplorerWidget, explore, load_for_explorer,
-                                    view_table, view_text)
+from bertbusters_nb.widgets import (
+    Coalescer,
+    Explorer,
+    ExplorerState,
+    ExplorerWidget,
+    explore,
+    load_for_explorer,
+    view_table,
+    view_text,
+)
 
 PLANTED = 7  # the outlier dim planted in every block-output LayerNorm of the tiny model
 TEXTS = ["the plot made no sense at all but the actors tried hard",

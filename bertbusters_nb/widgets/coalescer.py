@@ -8,7 +8,8 @@ models or widgets, so it is tested with a hand-driven loop, whatever the machine
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _NOTHING = object()
 
@@ -91,7 +92,7 @@ class Coalescer:
                 value, self._pending = self._pending, _NOTHING
                 try:
                     result = self.compute(value)
-                except Exception as exc:  # noqa: BLE001 - reported to the UI, the explorer keeps running
+                except Exception as exc:
                     self.computed += 1
                     if self.on_error is None:
                         raise

@@ -253,4 +253,4 @@ class ExplorerWidget:
         return self.box._repr_mimebundle_(**kwargs)
 
 
-__all__ = ["ExplorerWidget", "N_SUGGESTIONS", "shown_key"]
+__all__ = ["N_SUGGESTIONS", "ExplorerWidget", "shown_key"]

@@ -23,12 +23,18 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 
-from ..evaluation.fill_mask import blank_predictions, count_blanks, has_mlm_head, side_by_side
+from ..evaluation.fill_mask import (
+    blank_predictions,
+    count_blanks,
+    has_mlm_head,
+    side_by_side,
+)
 from ..evaluation.next_token import is_causal_lm, next_tokens
 from ..model.norms import ROLES, NormSite, find_norm_sites
 from .dims import candidate_dims, screen_ranking_table
@@ -339,7 +345,7 @@ class Explorer:
         return self.drawing.png(self.check_state(state), dpi)
 
     # ------------------------------------------------------------- display
-    def widget(self) -> "ExplorerWidget":
+    def widget(self) -> ExplorerWidget:
         """The live ipywidgets explorer (made once, then reused)."""
         if getattr(self, "_widget", None) is None:
             from .controls import ExplorerWidget

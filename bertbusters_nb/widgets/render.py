@@ -13,7 +13,7 @@ import base64
 import html
 import io
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -198,8 +198,8 @@ class NormFigure:
         self._pngs.clear()
 
     def _base_figure(self, sites: Sequence[NormSite], dpi: int):
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
         import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
 
         from ..reporting.plots.core import norm_parameter_lines
 
@@ -257,5 +257,17 @@ def ranking_html(where: str, loss_name: str) -> str:
             f"{html.escape(where)}; click to switch off:</span>")
 
 
-__all__ = ["LM_LABELS", "NormFigure", "PANEL_ROLES", "ROLE_LABELS", "SHORT_ROLE_LABELS", "loss_html",
-           "predictions_html", "ranking_html", "static_view_html", "view_html", "view_table", "view_text"]
+__all__ = [
+    "LM_LABELS",
+    "PANEL_ROLES",
+    "ROLE_LABELS",
+    "SHORT_ROLE_LABELS",
+    "NormFigure",
+    "loss_html",
+    "predictions_html",
+    "ranking_html",
+    "static_view_html",
+    "view_html",
+    "view_table",
+    "view_text",
+]

@@ -12,8 +12,8 @@ Example:
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
 
 from ..model.ablation import MODES, Condition
 from ..model.norms import ROLES, NormSite
@@ -88,7 +88,7 @@ class ExplorerState:
             return []
         return self.condition().sites(sites)
 
-    def with_changes(self, **changes) -> "ExplorerState":
+    def with_changes(self, **changes) -> ExplorerState:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
