@@ -45,12 +45,12 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bertbusters_nb.ablation import Condition  # noqa: E402
-from bertbusters_nb.baselines import random_dims  # noqa: E402
+from bertbusters_nb.model.ablation import Condition  # noqa: E402
+from bertbusters_nb.analysis.baselines import random_dims  # noqa: E402
 from bertbusters_nb.device import best_device  # noqa: E402
 from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval  # noqa: E402
-from bertbusters_nb.norms import find_norm_sites, select_sites  # noqa: E402
-from bertbusters_nb.results import atomic_write_text  # noqa: E402
+from bertbusters_nb.model.norms import find_norm_sites, select_sites  # noqa: E402
+from bertbusters_nb.atomic import atomic_write_text  # noqa: E402
 
 log = logging.getLogger("engine_benchmark")
 

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bertbusters_nb.data import load_texts, sample_texts  # noqa: E402
-from bertbusters_nb.loading import ModelLoadError  # noqa: E402
+from bertbusters_nb.model.loading import ModelLoadError  # noqa: E402
 from bertbusters_nb.widgets import Explorer, load_for_explorer  # noqa: E402
 
 log = logging.getLogger("explorer_latency")

@@ -4,7 +4,7 @@ In one run, on each real model here (bbmini on masked-LM loss, MiniLM on embeddi
 SmolLM2-135M on causal-LM loss when it loads):
 
   * the exact full scan (every block-output dim zeroed alone, through the engine) and its time;
-  * each screening method (``bertbusters_nb.screen``): its time, Spearman against the exact effects and
+  * each screening method (``bertbusters_nb.evaluation.screen``): its time, Spearman against the exact effects and
     the recall of the exact top 5 / top 10 within the estimate's top 16 / top 32;
   * the screened scan (default method, exact check of the top ``--top-k`` by |estimate|, as ``screened_scan`` does): time, speed-up over the exact
     full scan, and the recall of the exact top 5 in its checked set;
@@ -40,9 +40,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bertbusters_nb import device as devices  # noqa: E402
-from bertbusters_nb.ablation import Condition  # noqa: E402
-from bertbusters_nb.loading import load_model  # noqa: E402
-from bertbusters_nb.norms import find_norm_sites, select_sites  # noqa: E402
+from bertbusters_nb.model.ablation import Condition  # noqa: E402
+from bertbusters_nb.model.loading import load_model  # noqa: E402
+from bertbusters_nb.model.norms import find_norm_sites, select_sites  # noqa: E402
 from bertbusters_nb.evaluation.sets import prepare_causal_eval, prepare_mlm_eval  # noqa: E402
 from bertbusters_nb.evaluation.screen import (RANKINGS, agreement, check_order, estimate_effects,  # noqa: E402
                                               exact_effects, make_engine, prepare_embedding_eval, screened_scan)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import bertbusters_nb as bb
-from bertbusters_nb import data, results, runner
+from bertbusters_nb import atomic, data, runner
 from bertbusters_nb.model.loading import ModelLoadError
 from bertbusters_nb.model.norms import NormLayoutError
 from conftest import tiny_model
@@ -25,7 +25,7 @@ BLOCK = bb.select_sites(SITES, "block_output")
 def _corrupt_json(tmp_path):
     path = tmp_path / "results.json"
     path.write_text('{"rows": [1, 2')
-    return results.read_json(path)
+    return atomic.read_json(path)
 
 
 def _unknown_layout():
@@ -61,13 +61,13 @@ def _eval_set(batch_size=4):
 
 
 def _scan(limit=None, max_examples=None):
-    from bertbusters_nb import mlm_effects
+    from bertbusters_nb.evaluation import mlm_effects
 
     return mlm_effects.run_scan(MODEL, _eval_set(), ["block_output"], limit, "/nonexistent/scan.json", max_examples)
 
 
 def _live(tmp_path, seconds):
-    from bertbusters_nb import emergence
+    from bertbusters_nb.analysis import emergence
 
     return emergence.live_pretraining(str(tmp_path / "live"), seconds)
 

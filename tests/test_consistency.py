@@ -5,7 +5,7 @@ import pytest
 
 
 def test_outlier_positions_across_our_own_seeds():
-    from bertbusters_nb.consistency import positions_across_runs, seeds_finding
+    from bertbusters_nb.analysis.consistency import positions_across_runs, seeds_finding
 
     table = positions_across_runs(["bbmini", "models/bbmini/candidates/h256l4s0"])
     assert table.seed.tolist() == [1, 0]

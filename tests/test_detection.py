@@ -129,7 +129,8 @@ def test_init_model_still_gets_strongest_candidates():
 
 def test_every_place_that_chose_dims_calls_the_one_rule(monkeypatch, bbmini):
     """Swap the rule's core for a sentinel: every former chooser must return the sentinel's dims."""
-    from bertbusters_nb import consistency, emergence, pretraining, widgets
+    from bertbusters_nb import widgets
+    from bertbusters_nb.analysis import consistency, emergence, trajectory
     from bertbusters_nb.pretraining import NormTrajectory
 
     sentinel = [5, 3]
@@ -142,14 +143,14 @@ def test_every_place_that_chose_dims_calls_the_one_rule(monkeypatch, bbmini):
     monkeypatch.setattr(D, "combine", fake)
     model, tokenizer = bbmini
     assert D.dims_to_ablate(model) == sentinel
-    assert pretraining.select_outlier_dims(model)[0] == sentinel
+    assert trajectory.select_outlier_dims(model)[0] == sentinel
     assert widgets.candidate_dims(model, None, 4)[1] == sentinel
     flags = emergence.flags_over_steps(NormTrajectory.load(consistency.run_folder("bbmini") / "norm_trajectory.npz"))
     assert emergence.final_outlier_dims(flags) == sentinel
     assert consistency.model_profile("bbmini", ["a short text", "another one"])["outlier_dims"] == "5 3"
     import bertbusters_nb as bb
     assert bb.dims_to_ablate is D.dims_to_ablate
-    from bertbusters_nb import outliers
+    from bertbusters_nb.analysis import outliers
     assert not hasattr(outliers, "top_dims_by_magnitude") and not hasattr(outliers, "dims_to_ablate")
 
 

@@ -219,7 +219,8 @@ def test_pretraining_counts_rebuild_the_recorded_chunks(tmp_path, monkeypatch):
     import hashlib
     import json
 
-    from bertbusters_nb import data, tokenizer_training as tt
+    from bertbusters_nb import data
+    from bertbusters_nb.pretraining import tokenizer as tt
 
     monkeypatch.setattr(frequency, "CACHE_DIR", tmp_path / "cache")
     texts = ["the cat sat . the dog ran .", "a bird , a tree .", "the end of the story ."] * 5

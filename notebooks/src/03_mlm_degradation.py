@@ -130,7 +130,7 @@ display(Markdown(scan_rank))
 # %% [markdown]
 # ## The screened scan, on the whole eval set
 # An exact scan costs one pass over the eval set per dim, which is why it runs on `scan_texts` texts
-# only. The screen (`bertbusters_nb.screen`) estimates every dim's effect on the whole eval set from one
+# only. The screen (`bertbusters_nb.evaluation.screen`) estimates every dim's effect on the whole eval set from one
 # forward and one backward pass (first order: the loss gradient of each block-output LayerNorm's weight
 # and bias times the edit that zeroing makes), then evaluates its 16 top dims exactly; `value_kind` says
 # which rows hold exact values. How often it finds the exact scan's top dims is measured in
