@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make reproduce   set up, then run the whole notebook series (offline profile)
-#   make test        set up, then run the test suite (smoke profile of every notebook included)
+#   make test        set up, lint (ruff check + ruff format --check), then run the test suite (smoke profile of
+#                    every notebook included)
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -28,8 +29,12 @@ $(VENV)/.setup-done: requirements.txt pyproject.toml
 reproduce: setup
 	$(BIN)/python -m bertbusters_nb run --profile offline
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q -rs
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 smoke: setup
 	$(BIN)/python -m bertbusters_nb run --profile smoke

@@ -18,6 +18,7 @@ the weights' values.
     python benchmarks/explorer_latency.py --cpu-threads 0       # torch's own thread count (default: 1, as notebook 05)
     python benchmarks/explorer_latency.py --model minilm        # the no-MLM-head path (embedding cosine)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,14 @@ def stand_in_model():
 
     tokenizer = T.AutoTokenizer.from_pretrained(str(assets.minilm_dir()))
     torch.manual_seed(0)
-    config = T.BertConfig(vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                          intermediate_size=1024, max_position_embeddings=128)
+    config = T.BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        max_position_embeddings=128,
+    )
     return T.BertForMaskedLM(config).eval(), tokenizer
 
 
@@ -71,12 +78,14 @@ def session(widget) -> list[tuple[str, callable]]:
     steps.append((f"layers 0-{last}", lambda: setattr(widget.layers, "value", (0, last))))
     if other_role:
         steps.append((f"+ role {other_role}", lambda: setattr(widget.roles[other_role], "value", True)))
-    steps += [("mode mean", lambda: setattr(widget.mode, "value", "mean")),
-              ("mode zero", lambda: setattr(widget.mode, "value", "zero")),
-              (f"dim {second} off", lambda: setattr(widget.dim_buttons[second], "value", True)),
-              ("new sentence", lambda: setattr(widget.sentence, "value", "what a [MASK] film , i [MASK] it .")),
-              (f"dim {second} on", lambda: setattr(widget.dim_buttons[second], "value", False)),
-              (f"dim {first} on", lambda: setattr(widget.dim_buttons[first], "value", False))]
+    steps += [
+        ("mode mean", lambda: setattr(widget.mode, "value", "mean")),
+        ("mode zero", lambda: setattr(widget.mode, "value", "zero")),
+        (f"dim {second} off", lambda: setattr(widget.dim_buttons[second], "value", True)),
+        ("new sentence", lambda: setattr(widget.sentence, "value", "what a [MASK] film , i [MASK] it .")),
+        (f"dim {second} on", lambda: setattr(widget.dim_buttons[second], "value", False)),
+        (f"dim {first} on", lambda: setattr(widget.dim_buttons[first], "value", False)),
+    ]
     return steps
 
 
@@ -86,8 +95,12 @@ def main(argv=None) -> int:
     parser.add_argument("--n-texts", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2, help="times the session is replayed")
-    parser.add_argument("--cpu-threads", type=int, default=1,
-                        help="torch threads while the explorer computes (0: torch's default of %d)" % torch.get_num_threads())
+    parser.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=1,
+        help="torch threads while the explorer computes (0: torch's default of %d)" % torch.get_num_threads(),
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
@@ -118,30 +131,57 @@ def main(argv=None) -> int:
             action()
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
             view = widget.last_view
-            rows.append({"repeat": repeat, "step": label, "seconds": seconds, "cpu_s": cpu, "kind": view["kind"],
-                         "loss": view["loss"], "cosine": view["cosine_mean"], "n_sites": view["n_sites"]})
+            rows.append(
+                {
+                    "repeat": repeat,
+                    "step": label,
+                    "seconds": seconds,
+                    "cpu_s": cpu,
+                    "kind": view["kind"],
+                    "loss": view["loss"],
+                    "cosine": view["cosine_mean"],
+                    "n_sites": view["n_sites"],
+                }
+            )
     times = [r["seconds"] for r in rows]
     cpu_times = [r["cpu_s"] for r in rows]
     ablating = [r["seconds"] for r in rows if r["n_sites"]]
     summary = {
-        "model": model_label, "kind": explorer.kind, "n_texts": len(texts), "max_length": args.max_length,
+        "model": model_label,
+        "kind": explorer.kind,
+        "n_texts": len(texts),
+        "max_length": args.max_length,
         "scored_tokens": explorer.eval_set.n_targets if explorer.eval_set is not None else None,
-        "threads": args.cpu_threads or torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(), "load_average": os.getloadavg()[0], "setup_s": setup,
-        "updates": len(times), "median_s": statistics.median(times), "max_s": max(times),
+        "threads": args.cpu_threads or torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg()[0],
+        "setup_s": setup,
+        "updates": len(times),
+        "median_s": statistics.median(times),
+        "max_s": max(times),
         "median_ablated_s": statistics.median(ablating) if ablating else None,
-        "median_cpu_s": statistics.median(cpu_times), "max_cpu_s": max(cpu_times),
+        "median_cpu_s": statistics.median(cpu_times),
+        "max_cpu_s": max(cpu_times),
         "debounce_s": explorer.debounce_s,
     }
     for r in rows[: len(rows) // args.repeats]:
-        print(f"  {r['step']:<22s} {r['seconds'] * 1000:7.0f} ms wall {r['cpu_s'] * 1000:7.0f} ms CPU  sites={r['n_sites']}")
-    print(f"model: {model_label} ({explorer.kind}), {len(texts)} texts x {args.max_length} tokens, "
-          f"{summary['scored_tokens']} scored tokens, torch threads {summary['threads']}, "
-          f"load average {summary['load_average']:.1f} on {summary['cpus']} CPUs")
-    print(f"setup {setup:.2f} s; {len(times)} updates: median {summary['median_s'] * 1000:.0f} ms, "
-          f"max {summary['max_s'] * 1000:.0f} ms (target < 1000 ms) + debounce {explorer.debounce_s * 1000:.0f} ms")
-    print(f"CPU time per update (what the wall time is on an otherwise idle machine when it is one thread): "
-          f"median {summary['median_cpu_s'] * 1000:.0f} ms, max {summary['max_cpu_s'] * 1000:.0f} ms")
+        print(
+            f"  {r['step']:<22s} {r['seconds'] * 1000:7.0f} ms wall {r['cpu_s'] * 1000:7.0f} ms CPU  sites={r['n_sites']}"
+        )
+    print(
+        f"model: {model_label} ({explorer.kind}), {len(texts)} texts x {args.max_length} tokens, "
+        f"{summary['scored_tokens']} scored tokens, torch threads {summary['threads']}, "
+        f"load average {summary['load_average']:.1f} on {summary['cpus']} CPUs"
+    )
+    print(
+        f"setup {setup:.2f} s; {len(times)} updates: median {summary['median_s'] * 1000:.0f} ms, "
+        f"max {summary['max_s'] * 1000:.0f} ms (target < 1000 ms) + debounce {explorer.debounce_s * 1000:.0f} ms"
+    )
+    print(
+        f"CPU time per update (what the wall time is on an otherwise idle machine when it is one thread): "
+        f"median {summary['median_cpu_s'] * 1000:.0f} ms, max {summary['max_cpu_s'] * 1000:.0f} ms"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "updates": rows}, indent=2, default=str))
     return 0 if summary["max_s"] < 1.0 else 1

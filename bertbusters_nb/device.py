@@ -8,6 +8,7 @@ process by ``cpu_bf16_pays``: native support and a short timing probe (a few mat
 transformer-layer shape, ~0.1 s). ``BERTBUSTERS_FP32=1`` (or ``autocast=None`` / ``"fp32"`` to the
 engine) forces fp32. Training (``pretraining``) keeps ``autocast_dtype``: bf16 on CUDA only.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -76,8 +77,9 @@ def native_cpu_bf16(flags: set[str] | None = None) -> bool:
         return True
 
 
-def cpu_bf16_decision(native: bool, fp32_seconds: float | None, bf16_seconds: float | None,
-                      min_speedup: float = CPU_BF16_MIN_SPEEDUP) -> bool:
+def cpu_bf16_decision(
+    native: bool, fp32_seconds: float | None, bf16_seconds: float | None, min_speedup: float = CPU_BF16_MIN_SPEEDUP
+) -> bool:
     """The rule, apart from measuring: bf16 only with native support and a probe at least ``min_speedup`` faster."""
     if not native or fp32_seconds is None or bf16_seconds is None or bf16_seconds <= 0:
         return False
@@ -110,8 +112,12 @@ def cpu_bf16_pays() -> bool:
         return False
     fp32, bf16 = _probe_seconds(torch.float32), _probe_seconds(torch.bfloat16)
     decision = cpu_bf16_decision(native, fp32, bf16)
-    log.info("CPU bf16 probe: fp32 %.2f ms, bf16 %.2f ms -> %s", fp32 * 1e3, bf16 * 1e3,
-             "bf16 autocast" if decision else "fp32")
+    log.info(
+        "CPU bf16 probe: fp32 %.2f ms, bf16 %.2f ms -> %s",
+        fp32 * 1e3,
+        bf16 * 1e3,
+        "bf16 autocast" if decision else "fp32",
+    )
     return decision
 
 

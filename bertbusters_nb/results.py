@@ -1,11 +1,19 @@
 """Old path, kept for one release: the atomic writers live in ``bertbusters_nb.atomic``, ``RunRecorder``
 in ``bertbusters_nb.reporting.recorder``. Package code imports those, never this file."""
+
 from __future__ import annotations
 
-# The writers live in the base layer (atomic.py); re-exported here for old imports.
-from .atomic import (atomic_write_bytes, atomic_write_json, atomic_write_text,  # noqa: F401
-                     pid_alive, read_json, remove_stale_temporaries)
 from ._moved import forward as _forward
+
+# The writers live in the base layer (atomic.py); re-exported here for old imports.
+from .atomic import (  # noqa: F401
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    pid_alive,
+    read_json,
+    remove_stale_temporaries,
+)
 
 _recorder, _ = _forward(__name__, "bertbusters_nb.reporting.recorder")
 

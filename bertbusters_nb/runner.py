@@ -7,6 +7,7 @@ figures, ``config.json`` and ``findings.json``; then ``figures/P/SUMMARY.md`` co
 verdicts. A failing notebook is reported by name, cell and error and the others go on; a
 re-run skips notebooks that already finished with the same parameters unless ``redo``.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .data import assets
 from .atomic import atomic_write_json, atomic_write_text, read_json
+from .data import assets
 from .schema import ParameterError, check_value, load_schema
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,10 @@ def check_parameters(notebook: Path, values: dict[str, Any]) -> dict[str, Any]:
     schema = load_schema(notebook)
     undeclared = sorted(set(declared) - set(schema))
     if undeclared:
-        raise ParameterError(f"{notebook.name}: parameter(s) {undeclared} have no range in "
-                             f"{notebook.with_suffix('.schema.json').name}; declare one for each.")
+        raise ParameterError(
+            f"{notebook.name}: parameter(s) {undeclared} have no range in "
+            f"{notebook.with_suffix('.schema.json').name}; declare one for each."
+        )
     for name, value in values.items():
         if name not in declared:
             close = difflib.get_close_matches(name, declared, n=1)
@@ -116,7 +119,8 @@ def check_parameters(notebook: Path, values: dict[str, Any]) -> dict[str, Any]:
         if not _same_type(declared[name], value):
             raise ParameterError(
                 f"{notebook.name}: parameter {name!r} must be {type(declared[name]).__name__} "
-                f"(like its default {declared[name]!r}), got {type(value).__name__} {value!r}.")
+                f"(like its default {declared[name]!r}), got {type(value).__name__} {value!r}."
+            )
     for name, value in {**declared, **values}.items():
         check_value(notebook.name, name, value, schema[name])
     return values
@@ -128,8 +132,14 @@ def _fingerprint(notebook: Path, params: dict) -> str:
     return h.hexdigest()
 
 
-def run_notebook(notebook: Path, profile: str, overrides: dict | None = None, redo: bool = False,
-                 figures_dir: Path = FIGURES_DIR, kernel_name: str | None = KERNEL_NAME) -> NotebookResult:
+def run_notebook(
+    notebook: Path,
+    profile: str,
+    overrides: dict | None = None,
+    redo: bool = False,
+    figures_dir: Path = FIGURES_DIR,
+    kernel_name: str | None = KERNEL_NAME,
+) -> NotebookResult:
     """Execute one notebook headless with papermill; never raises for a failing cell."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -153,16 +163,29 @@ def run_notebook(notebook: Path, profile: str, overrides: dict | None = None, re
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(notebook), str(out_dir / notebook.name), parameters=params, kernel_name=kernel_name,
-            progress_bar=False, cwd=str(assets.REPO_ROOT), log_output=False)
+            str(notebook),
+            str(out_dir / notebook.name),
+            parameters=params,
+            kernel_name=kernel_name,
+            progress_bar=False,
+            cwd=str(assets.REPO_ROOT),
+            log_output=False,
+        )
     except PapermillExecutionError as exc:
         line, code = raising_line(exc.traceback, exc.source)
         where = f"line {line}: `{code[:100]}`" if line else f"`{code[:100]}`"
-        return NotebookResult(notebook.stem, "failed", time.perf_counter() - start,
-                              f"{exc.ename}: {exc.evalue} (at {where})", exc.exec_count, str(out_dir))
+        return NotebookResult(
+            notebook.stem,
+            "failed",
+            time.perf_counter() - start,
+            f"{exc.ename}: {exc.evalue} (at {where})",
+            exc.exec_count,
+            str(out_dir),
+        )
     except Exception as exc:  # noqa: BLE001 - kernel death, missing kernel: reported, not raised
-        return NotebookResult(notebook.stem, "failed", time.perf_counter() - start,
-                              f"{type(exc).__name__}: {exc}", None, str(out_dir))
+        return NotebookResult(
+            notebook.stem, "failed", time.perf_counter() - start, f"{type(exc).__name__}: {exc}", None, str(out_dir)
+        )
     seconds = time.perf_counter() - start
     atomic_write_json(done_marker, {"fingerprint": stamp, "seconds": seconds, "parameters": params})
     return NotebookResult(notebook.stem, "ok", seconds, out_dir=str(out_dir), findings=_findings(out_dir))
@@ -179,7 +202,7 @@ def raising_line(traceback: Iterable[str] | None, source: str | None = None) -> 
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if line.startswith("Cell In["):
-            for follow in lines[i + 1:]:
+            for follow in lines[i + 1 :]:
                 match = _ARROW.match(follow)
                 if match:
                     return int(match.group(1)), match.group(2).strip()
@@ -198,9 +221,15 @@ def _findings(out_dir: Path) -> list:
         return []
 
 
-def run_series(profile: str, only: Iterable[str] | None = None, redo: bool = False,
-               overrides: dict | None = None, figures_dir: Path = FIGURES_DIR,
-               notebooks_dir: Path = NOTEBOOKS_DIR, kernel_name: str | None = KERNEL_NAME) -> list[NotebookResult]:
+def run_series(
+    profile: str,
+    only: Iterable[str] | None = None,
+    redo: bool = False,
+    overrides: dict | None = None,
+    figures_dir: Path = FIGURES_DIR,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    kernel_name: str | None = KERNEL_NAME,
+) -> list[NotebookResult]:
     """Run the numbered notebooks in order and write ``figures/<profile>/SUMMARY.md``.
 
     Example:
@@ -212,8 +241,14 @@ def run_series(profile: str, only: Iterable[str] | None = None, redo: bool = Fal
 
     books = numbered_notebooks(notebooks_dir, only)
     for book in books:  # fail fast on bad parameters before hours of work
-        check_parameters(book, {k: v for k, v in {**profile_parameters(book, profile), **(overrides or {})}.items()
-                                if k in declared_parameters(book) or k not in RESERVED})
+        check_parameters(
+            book,
+            {
+                k: v
+                for k, v in {**profile_parameters(book, profile), **(overrides or {})}.items()
+                if k in declared_parameters(book) or k not in RESERVED
+            },
+        )
     results = []
     for book in tqdm(books, desc=f"notebooks ({profile})"):
         result = run_notebook(book, profile, overrides, redo, figures_dir, kernel_name)
@@ -227,8 +262,12 @@ def run_series(profile: str, only: Iterable[str] | None = None, redo: bool = Fal
 
 def write_summary(results: list[NotebookResult], profile: str, figures_dir: Path = FIGURES_DIR) -> Path:
     """A one-page markdown summary: per notebook, status, time and the verdict of each claim."""
-    lines = [f"# Summary of the `{profile}` run", "",
-             "| notebook | status | seconds | note |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"# Summary of the `{profile}` run",
+        "",
+        "| notebook | status | seconds | note |",
+        "| --- | --- | --- | --- |",
+    ]
     for r in results:
         note = f"cell {r.cell}: {r.error}" if r.status == "failed" else ""
         lines.append(f"| {r.notebook} | {r.status} | {r.seconds:.0f} | {note.replace('|', '/')[:300]} |")

@@ -16,6 +16,7 @@ a kernel minutes later. A spec is a small JSON object:
 - ``{"type": "dict", "value_keys": ["learning_rate"], "values": {"learning_rate": {...}}}``
 - any spec with ``"nullable": true`` also takes ``null``.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,10 @@ def load_schema(notebook: Path) -> dict[str, dict]:
     """The notebook's parameter specs; a missing or malformed schema is an error naming the file."""
     path = schema_path(notebook)
     if not path.exists():
-        raise ParameterError(f"{Path(notebook).name} has no parameter schema: add {path.name} beside it "
-                             f"(one spec per parameter, see bertbusters_nb.schema).")
+        raise ParameterError(
+            f"{Path(notebook).name} has no parameter schema: add {path.name} beside it "
+            f"(one spec per parameter, see bertbusters_nb.schema)."
+        )
     try:
         schema = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -118,7 +121,11 @@ def violation(value: Any, spec: Mapping) -> str | None:
         return None if spec.get("nullable") else "null is not allowed"
     kind = spec["type"]
     if kind in ("int", "float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and isinstance(value, float)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (kind == "int" and isinstance(value, float))
+        ):
             return f"got {type(value).__name__} {value!r}"
         if value in spec.get("also", ()):
             return None

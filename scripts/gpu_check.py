@@ -1,7 +1,8 @@
 """CUDA-path check (run on a GPU machine): the engine on bbmini in fp32 and bf16 against CPU reference numbers.
 
-    python scripts/gpu_check.py .gpu/check/reference.json   # written on the CPU by --make-reference
+python scripts/gpu_check.py .gpu/check/reference.json   # written on the CPU by --make-reference
 """
+
 from __future__ import annotations
 
 import json
@@ -12,16 +13,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
-from bertbusters_nb import Condition, dims_to_ablate, find_norm_sites, load_model, random_dims, select_sites  # noqa: E402
+from bertbusters_nb import Condition, dims_to_ablate, load_model, random_dims  # noqa: E402
 from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval, scan_dims  # noqa: E402
 
 
 def run(device: str, texts: list[str], autocast=None, scan: bool = False) -> dict:
     model, tokenizer = load_model("bbmini", head="mlm", device=device)
-    sites = find_norm_sites(model)
     dims = dims_to_ablate(model, tokenizer)
     conditions = [Condition("none"), Condition("outliers", dims)] + [
-        Condition(f"random {i}", d) for i, d in enumerate(random_dims(model.config.hidden_size, len(dims), 20, dims, 0))]
+        Condition(f"random {i}", d) for i, d in enumerate(random_dims(model.config.hidden_size, len(dims), 20, dims, 0))
+    ]
     eval_set = prepare_mlm_eval(tokenizer, texts, max_length=128, seed=42, batch_size=64, device=device)
     options = {"autocast": autocast}
     start = time.perf_counter()
@@ -30,8 +31,15 @@ def run(device: str, texts: list[str], autocast=None, scan: bool = False) -> dic
     start = time.perf_counter()
     top = scan_dims(model, eval_set, progress=False, **options).nlargest(3, "eval_loss").dim.tolist() if scan else None
     scan_seconds = time.perf_counter() - start
-    return {"device": device, "dims": dims, "losses": table.eval_loss.tolist(), "seconds": seconds,
-            "scan_seconds": scan_seconds, "scan_top": top, "autocast": str(autocast)}
+    return {
+        "device": device,
+        "dims": dims,
+        "losses": table.eval_loss.tolist(),
+        "seconds": seconds,
+        "scan_seconds": scan_seconds,
+        "scan_top": top,
+        "autocast": str(autocast),
+    }
 
 
 if __name__ == "__main__":
@@ -49,7 +57,12 @@ if __name__ == "__main__":
     bf16 = run("cuda", ref["texts"], autocast=torch.bfloat16, scan=True)
     diff32 = max(abs(a - b) for a, b in zip(fp32["losses"], ref["cpu"]["losses"]))
     diff16 = max(abs(a - b) for a, b in zip(bf16["losses"], ref["cpu"]["losses"]))
-    out = {"cpu": ref["cpu"], "cuda_fp32": fp32, "cuda_bf16": bf16, "max_abs_diff_fp32_vs_cpu": diff32,
-           "max_abs_diff_bf16_vs_cpu": diff16}
+    out = {
+        "cpu": ref["cpu"],
+        "cuda_fp32": fp32,
+        "cuda_bf16": bf16,
+        "max_abs_diff_fp32_vs_cpu": diff32,
+        "max_abs_diff_bf16_vs_cpu": diff16,
+    }
     print(json.dumps(out, indent=1))
     assert diff32 < 1e-3, diff32

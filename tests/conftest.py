@@ -1,4 +1,5 @@
 """Shared fixtures: tiny randomly initialised models of each architecture, and the packaged MiniLM."""
+
 from __future__ import annotations
 
 import os
@@ -23,15 +24,28 @@ def tiny_model(arch: str) -> torch.nn.Module:
     builders = {
         "bert": lambda: T.BertForMaskedLM(T.BertConfig(**TINY)),
         "roberta": lambda: T.RobertaForMaskedLM(T.RobertaConfig(**TINY)),
-        "distilbert": lambda: T.DistilBertForMaskedLM(T.DistilBertConfig(dim=32, n_layers=3, n_heads=2, hidden_dim=64, vocab_size=120)),
+        "distilbert": lambda: T.DistilBertForMaskedLM(
+            T.DistilBertConfig(dim=32, n_layers=3, n_heads=2, hidden_dim=64, vocab_size=120)
+        ),
         "albert": lambda: T.AlbertForMaskedLM(T.AlbertConfig(embedding_size=16, **TINY)),
         "electra": lambda: T.ElectraForMaskedLM(T.ElectraConfig(**TINY)),
         "xlnet": lambda: T.XLNetLMHeadModel(T.XLNetConfig(d_model=32, n_layer=3, n_head=2, d_inner=64, vocab_size=120)),
-        "bart": lambda: T.BartForConditionalGeneration(T.BartConfig(
-            d_model=32, encoder_layers=3, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
-            encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=120, max_position_embeddings=64)),
-        "gpt2": lambda: T.GPT2LMHeadModel(T.GPT2Config(n_embd=32, n_layer=3, n_head=2, vocab_size=120,
-                                                       bos_token_id=0, eos_token_id=0)),
+        "bart": lambda: T.BartForConditionalGeneration(
+            T.BartConfig(
+                d_model=32,
+                encoder_layers=3,
+                decoder_layers=2,
+                encoder_attention_heads=2,
+                decoder_attention_heads=2,
+                encoder_ffn_dim=64,
+                decoder_ffn_dim=64,
+                vocab_size=120,
+                max_position_embeddings=64,
+            )
+        ),
+        "gpt2": lambda: T.GPT2LMHeadModel(
+            T.GPT2Config(n_embd=32, n_layer=3, n_head=2, vocab_size=120, bos_token_id=0, eos_token_id=0)
+        ),
         "llama": lambda: T.LlamaForCausalLM(T.LlamaConfig(**TINY)),
     }
     return builders[arch]().eval()
@@ -61,8 +75,14 @@ def tiny_bert_dir(tmp_path_factory) -> str:
 
     tokenizer = T.AutoTokenizer.from_pretrained(assets.minilm_dir())
     torch.manual_seed(0)
-    config = T.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=64, max_position_embeddings=64)
+    config = T.BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     folder = tmp_path_factory.mktemp("tiny-bert")
     T.BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -2,6 +2,7 @@
 
 argv: parts folder, output pickle (written by process 0: the merged table).
 """
+
 from __future__ import annotations
 
 import sys
@@ -14,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 torch.set_num_threads(1)
 
-from bertbusters_nb.evaluation.scan import sharded_scan  # noqa: E402
 from shard_setup import tiny_scan_setup  # noqa: E402
+
+from bertbusters_nb.evaluation.scan import sharded_scan  # noqa: E402
 
 model, eval_set = tiny_scan_setup()
 table = sharded_scan(model, eval_set, sys.argv[1], dims=list(range(12)), progress=False, autocast=None)

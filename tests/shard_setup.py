@@ -1,9 +1,11 @@
 """The tiny model and eval set of the sharding test, built the same way in every process."""
+
 from __future__ import annotations
 
-from bertbusters_nb.evaluation import prepare_mlm_eval
 from conftest import tiny_model
 from test_evaluation import TOK, random_texts
+
+from bertbusters_nb.evaluation import prepare_mlm_eval
 
 
 def tiny_scan_setup():

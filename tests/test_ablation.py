@@ -1,4 +1,5 @@
 """Disabling dims: bit-exact restore (property-based), validation, modes, planted outliers."""
+
 from __future__ import annotations
 
 import json
@@ -6,12 +7,20 @@ import json
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
-
-from bertbusters_nb import (Condition, disabled_dims, find_norm_sites, find_outliers, random_dims, select_sites,
-                            state_fingerprint)
-from bertbusters_nb.model.ablation import fingerprints_equal
 from conftest import tiny_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bertbusters_nb import (
+    Condition,
+    disabled_dims,
+    find_norm_sites,
+    find_outliers,
+    random_dims,
+    select_sites,
+    state_fingerprint,
+)
+from bertbusters_nb.model.ablation import fingerprints_equal
 
 MODEL = tiny_model("bert")
 SITES = find_norm_sites(MODEL)
@@ -26,9 +35,13 @@ dims_strategy = st.lists(st.integers(0, 31), min_size=1, max_size=6, unique=True
 
 
 @settings(max_examples=40, deadline=None)
-@given(dims=dims_strategy, roles=st.lists(st.sampled_from(ROLES), min_size=1, max_size=4, unique=True),
-       mode=st.sampled_from(["zero", "mean"]), raise_inside=st.booleans(),
-       inner=st.one_of(st.none(), dims_strategy))
+@given(
+    dims=dims_strategy,
+    roles=st.lists(st.sampled_from(ROLES), min_size=1, max_size=4, unique=True),
+    mode=st.sampled_from(["zero", "mean"]),
+    raise_inside=st.booleans(),
+    inner=st.one_of(st.none(), dims_strategy),
+)
 def test_restore_is_bit_exact(dims, roles, mode, raise_inside, inner):
     before = state_fingerprint(MODEL)
     chosen = select_sites(SITES, roles)
@@ -81,19 +94,24 @@ def test_only_chosen_sites_and_dims_change():
     with disabled_dims(chosen, [3]):
         after = state_fingerprint(model)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
-    assert all(torch.equal(before[k][[i for i in range(32) if i != 3]], after[k][[i for i in range(32) if i != 3]])
-               for k in changed)
+    assert all(
+        torch.equal(before[k][[i for i in range(32) if i != 3]], after[k][[i for i in range(32) if i != 3]])
+        for k in changed
+    )
     assert changed == ["bert.encoder.layer.1.output.LayerNorm.weight", "bert.encoder.layer.1.output.LayerNorm.bias"]
 
 
-@pytest.mark.parametrize("dims, error, match", [
-    ([], ValueError, "empty"),
-    ([32], ValueError, "out of range.*hidden size is 32"),
-    ([-1], ValueError, "out of range"),
-    ([1, 1], ValueError, "more than once"),
-    ([1.5], TypeError, "integers"),
-    ("12", TypeError, "list of integers"),
-])
+@pytest.mark.parametrize(
+    "dims, error, match",
+    [
+        ([], ValueError, "empty"),
+        ([32], ValueError, "out of range.*hidden size is 32"),
+        ([-1], ValueError, "out of range"),
+        ([1, 1], ValueError, "more than once"),
+        ([1.5], TypeError, "integers"),
+        ("12", TypeError, "list of integers"),
+    ],
+)
 def test_bad_dims_are_clear_errors(dims, error, match):
     with pytest.raises(error, match=match):
         with disabled_dims(select_sites(SITES, "block_output"), dims):
@@ -155,11 +173,14 @@ def test_condition_round_trips_through_json(condition):
 
 
 @settings(max_examples=30, deadline=None)
-@given(dims=st.lists(st.integers(0, 31), max_size=5, unique=True),
-       roles=st.lists(st.sampled_from(ROLES), min_size=1, max_size=3, unique=True),
-       layers=st.one_of(st.none(), st.lists(st.integers(0, 2), max_size=3, unique=True)),
-       mode=st.sampled_from(["zero", "mean"]), stack=st.sampled_from([None, "encoder"]),
-       name=st.text(max_size=12))
+@given(
+    dims=st.lists(st.integers(0, 31), max_size=5, unique=True),
+    roles=st.lists(st.sampled_from(ROLES), min_size=1, max_size=3, unique=True),
+    layers=st.one_of(st.none(), st.lists(st.integers(0, 2), max_size=3, unique=True)),
+    mode=st.sampled_from(["zero", "mean"]),
+    stack=st.sampled_from([None, "encoder"]),
+    name=st.text(max_size=12),
+)
 def test_condition_round_trip_property(dims, roles, layers, mode, stack, name):
     condition = Condition(name, tuple(dims), tuple(roles), None if layers is None else tuple(layers), mode, stack)
     assert Condition.from_dict(json.loads(json.dumps(condition.to_dict()))) == condition

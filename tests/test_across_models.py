@@ -1,17 +1,17 @@
 """Notebook 06's protocol: norm placement, the pre-LN output-projection analogue, activations, one tidy table."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+from conftest import tiny_model
 
-from bertbusters_nb.reporting import claims as claims_module
-from bertbusters_nb.studies import across_models as am
 from bertbusters_nb import find_norm_sites, fingerprints_equal, state_fingerprint
 from bertbusters_nb.data import load_texts, sample_texts
-
-from conftest import tiny_model
+from bertbusters_nb.reporting import claims as claims_module
+from bertbusters_nb.studies import across_models as am
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,10 +21,15 @@ def texts():
     return sample_texts(load_texts("movie_reviews", split="heldout"), 8, seed=0)
 
 
-@pytest.mark.parametrize("arch, placement, roles", [
-    ("bert", "post-LN", ("block_output",)), ("bart", "post-LN", ("block_output",)),
-    ("gpt2", "pre-LN", ("pre_attention", "pre_ffn")), ("llama", "pre-LN", ("pre_attention", "pre_ffn")),
-])
+@pytest.mark.parametrize(
+    "arch, placement, roles",
+    [
+        ("bert", "post-LN", ("block_output",)),
+        ("bart", "post-LN", ("block_output",)),
+        ("gpt2", "pre-LN", ("pre_attention", "pre_ffn")),
+        ("llama", "pre-LN", ("pre_attention", "pre_ffn")),
+    ],
+)
 def test_norm_placement_and_the_roles_disabled(arch, placement, roles):
     sites = find_norm_sites(tiny_model(arch))
     stacks = am.stacks_of(sites)
@@ -80,13 +85,25 @@ def test_activation_profile_finds_a_planted_massive_dim_on_the_first_token(texts
 
 
 def test_the_protocol_on_a_real_model_and_a_tiny_decoder_gives_one_tidy_table(texts):
-    result = am.run_protocol(["bbmini", "tiny-random-llama"], texts, random_draws=20, max_length=32,
-                             batch_size=8, activation_texts=8, device="cpu", progress=False)
+    result = am.run_protocol(
+        ["bbmini", "tiny-random-llama"],
+        texts,
+        random_draws=20,
+        max_length=32,
+        batch_size=8,
+        activation_texts=8,
+        device="cpu",
+        progress=False,
+    )
     table = result.table.set_index("model")
     assert list(table.index) == ["bbmini", "tiny-random-llama"]
     bb, llama = table.loc["bbmini"], table.loc["tiny-random-llama"]
     assert (bb.placement, bb.objective, llama.placement, llama.objective) == (
-        "post-LN", "masked-LM loss", "pre-LN", "causal-LM loss")
+        "post-LN",
+        "masked-LM loss",
+        "pre-LN",
+        "causal-LM loss",
+    )
     assert "81" in bb.dims.split() and bb.beyond_every_draw  # the pretrained outlier wrecks the MLM loss
     assert bb.outliers_zero > bb.random_max > bb.intact - 0.1
     assert math.isnan(bb.output_dense_zero) and not math.isnan(llama.output_dense_zero)

@@ -1,4 +1,5 @@
 """Norm roles from the dataflow, over the architectures of issue 14 and over the whole transformers registry."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -17,48 +18,112 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 EXPECTED = {
     # OPT is pre-LN (was mislabelled post-LN by name matching), and a decoder
     "opt": {("decoder", "pre_attention"): 2, ("decoder", "pre_ffn"): 2, ("decoder", "final"): 1},
-    "t5": {("encoder", "pre_attention"): 2, ("encoder", "pre_ffn"): 2, ("encoder", "final"): 1,
-           ("decoder", "pre_attention"): 2, ("decoder", "pre_cross_attention"): 2, ("decoder", "pre_ffn"): 2,
-           ("decoder", "final"): 1},
-    "mpnet": {("encoder", "embeddings"): 1, ("encoder", "attention_output"): 2, ("encoder", "block_output"): 2,
-              ("encoder", "head"): 1},
-    "gemma2": {("decoder", "pre_attention"): 2, ("decoder", "post_attention"): 2, ("decoder", "pre_ffn"): 2,
-               ("decoder", "post_ffn"): 2, ("decoder", "final"): 1},
+    "t5": {
+        ("encoder", "pre_attention"): 2,
+        ("encoder", "pre_ffn"): 2,
+        ("encoder", "final"): 1,
+        ("decoder", "pre_attention"): 2,
+        ("decoder", "pre_cross_attention"): 2,
+        ("decoder", "pre_ffn"): 2,
+        ("decoder", "final"): 1,
+    },
+    "mpnet": {
+        ("encoder", "embeddings"): 1,
+        ("encoder", "attention_output"): 2,
+        ("encoder", "block_output"): 2,
+        ("encoder", "head"): 1,
+    },
+    "gemma2": {
+        ("decoder", "pre_attention"): 2,
+        ("decoder", "post_attention"): 2,
+        ("decoder", "pre_ffn"): 2,
+        ("decoder", "post_ffn"): 2,
+        ("decoder", "final"): 1,
+    },
     "phi": {("decoder", "pre_parallel"): 2, ("decoder", "final"): 1},
     "gptj": {("decoder", "pre_parallel"): 2, ("decoder", "final"): 1},
     "falcon": {("decoder", "pre_parallel"): 2, ("decoder", "final"): 1},
-    "qwen3": {("decoder", "pre_attention"): 2, ("decoder", "qk_norm"): 4, ("decoder", "pre_ffn"): 2,
-              ("decoder", "final"): 1},
-    "olmo2": {("decoder", "post_attention"): 2, ("decoder", "qk_norm"): 4, ("decoder", "post_ffn"): 2,
-              ("decoder", "final"): 1},
+    "qwen3": {
+        ("decoder", "pre_attention"): 2,
+        ("decoder", "qk_norm"): 4,
+        ("decoder", "pre_ffn"): 2,
+        ("decoder", "final"): 1,
+    },
+    "olmo2": {
+        ("decoder", "post_attention"): 2,
+        ("decoder", "qk_norm"): 4,
+        ("decoder", "post_ffn"): 2,
+        ("decoder", "final"): 1,
+    },
     # GPT-NeoX's parallel residual has one norm per sub-layer, both reading the stream
     "gpt_neox": {("decoder", "pre_attention"): 2, ("decoder", "pre_ffn"): 2, ("decoder", "final"): 1},
-    "mbart": {("encoder", "embeddings"): 1, ("encoder", "pre_attention"): 2, ("encoder", "pre_ffn"): 2,
-              ("encoder", "final"): 1, ("decoder", "embeddings"): 1, ("decoder", "pre_attention"): 2,
-              ("decoder", "pre_cross_attention"): 2, ("decoder", "pre_ffn"): 2, ("decoder", "final"): 1},
-    "deberta-v2": {("encoder", "embeddings"): 1, ("encoder", "attention_output"): 2, ("encoder", "block_output"): 2,
-                   ("encoder", "head"): 1},
+    "mbart": {
+        ("encoder", "embeddings"): 1,
+        ("encoder", "pre_attention"): 2,
+        ("encoder", "pre_ffn"): 2,
+        ("encoder", "final"): 1,
+        ("decoder", "embeddings"): 1,
+        ("decoder", "pre_attention"): 2,
+        ("decoder", "pre_cross_attention"): 2,
+        ("decoder", "pre_ffn"): 2,
+        ("decoder", "final"): 1,
+    },
+    "deberta-v2": {
+        ("encoder", "embeddings"): 1,
+        ("encoder", "attention_output"): 2,
+        ("encoder", "block_output"): 2,
+        ("encoder", "head"): 1,
+    },
     # MiniMax normalises the stream on entry to each layer and carries the normalised stream on
-    "minimax": {("decoder", "block_input"): 2, ("decoder", "attention_output"): 2, ("decoder", "inner"): 1,
-                ("decoder", "final"): 1},
+    "minimax": {
+        ("decoder", "block_input"): 2,
+        ("decoder", "attention_output"): 2,
+        ("decoder", "inner"): 1,
+        ("decoder", "final"): 1,
+    },
     # ZAYA's scaled residual add is a parametrised leaf: it must keep running when the sub-layers are silenced
-    "zaya": {("decoder", "inner"): 2, ("decoder", "pre_attention"): 2, ("decoder", "pre_ffn"): 2,
-             ("decoder", "final"): 1},
+    "zaya": {
+        ("decoder", "inner"): 2,
+        ("decoder", "pre_attention"): 2,
+        ("decoder", "pre_ffn"): 2,
+        ("decoder", "final"): 1,
+    },
     # AXK1: the MoE layer closes with its own norm inside the MoE module (sandwich); AXK2: gated norm wrappers
-    "axk1": {("decoder", "qk_norm"): 4, ("decoder", "pre_attention"): 2, ("decoder", "pre_ffn"): 2,
-             ("decoder", "post_ffn"): 1, ("decoder", "final"): 1},
-    "axk2": {("decoder", "qk_norm"): 6, ("decoder", "pre_attention"): 2, ("decoder", "pre_ffn"): 2,
-             ("decoder", "final"): 1},
+    "axk1": {
+        ("decoder", "qk_norm"): 4,
+        ("decoder", "pre_attention"): 2,
+        ("decoder", "pre_ffn"): 2,
+        ("decoder", "post_ffn"): 1,
+        ("decoder", "final"): 1,
+    },
+    "axk2": {
+        ("decoder", "qk_norm"): 6,
+        ("decoder", "pre_attention"): 2,
+        ("decoder", "pre_ffn"): 2,
+        ("decoder", "final"): 1,
+    },
     # RWKV normalises the embeddings inside its first block; its channel mix shifts tokens (a token mixer)
     "rwkv": {("decoder", "block_input"): 1, ("decoder", "pre_attention"): 4, ("decoder", "final"): 1},
     # Pegasus-X pads the normed tokens before its staggered block attention, and runs final_layer_norm on the
     # tokens (pre-FFN) and again on the global tokens (a side stream, whose own norm is inner)
-    "pegasus_x": {("encoder", "pre_attention"): 2, ("encoder", "inner"): 2, ("encoder", "pre_ffn"): 2,
-                  ("encoder", "final"): 1, ("decoder", "pre_attention"): 2, ("decoder", "pre_cross_attention"): 2,
-                  ("decoder", "pre_ffn"): 2, ("decoder", "final"): 1},
+    "pegasus_x": {
+        ("encoder", "pre_attention"): 2,
+        ("encoder", "inner"): 2,
+        ("encoder", "pre_ffn"): 2,
+        ("encoder", "final"): 1,
+        ("decoder", "pre_attention"): 2,
+        ("decoder", "pre_cross_attention"): 2,
+        ("decoder", "pre_ffn"): 2,
+        ("decoder", "final"): 1,
+    },
     # Funnel: blocks of layers (ModuleList of ModuleLists), pooled queries beside the unpooled keys and values
-    "funnel": {("encoder", "embeddings"): 1, ("encoder", "attention_output"): 3, ("encoder", "block_output"): 3,
-               ("decoder", "attention_output"): 2, ("decoder", "block_output"): 2},
+    "funnel": {
+        ("encoder", "embeddings"): 1,
+        ("encoder", "attention_output"): 3,
+        ("encoder", "block_output"): 3,
+        ("decoder", "attention_output"): 2,
+        ("decoder", "block_output"): 2,
+    },
 }
 
 
@@ -163,8 +228,11 @@ def test_whole_registry_sweep_keeps_what_the_table_lists_as_covered():
     listed = architectures.covered_in(architectures.DOC_PATH.read_text())
     outcomes = architectures.sweep(progress=False)
     status = {o.model_type: o for o in outcomes}
-    lost = {t: status[t].detail if t in status else "no longer in the registry" for t in listed
-            if t not in status or status[t].status != "covered"}
+    lost = {
+        t: status[t].detail if t in status else "no longer in the registry"
+        for t in listed
+        if t not in status or status[t].status != "covered"
+    }
     assert not lost, f"types listed as covered in docs/ARCHITECTURES.md are no longer covered: {lost}"
     wrong = {o.model_type: o.detail for o in outcomes if o.status == "wrong"}
     assert not wrong

@@ -1,4 +1,5 @@
 """atomic.py: writes complete or absent, folders replaced all-or-nothing, killed writers' temps reclaimed."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,14 @@ import signal
 import pytest
 
 from bertbusters_nb import atomic, results
-from bertbusters_nb.atomic import (atomic_folder, atomic_write_bytes, atomic_write_json, atomic_write_text,
-                                   read_json, remove_stale_folders)
+from bertbusters_nb.atomic import (
+    atomic_folder,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    remove_stale_folders,
+)
 
 
 def test_results_reexports_the_same_writers():

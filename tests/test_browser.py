@@ -13,6 +13,7 @@ suggestions shown to figures/browser/explorer_suggestions.png.
 Needs the `chromium` binary (`apt-get install chromium chromium-driver`; `.ci/run` does it);
 never `playwright install`. Every wait is bounded; JupyterLab is shut down in any case.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +39,16 @@ pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "05_explorer.ipynb"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SERVER_START_S = 120
 NOTEBOOK_RUN_S = 300
 UPDATE_S = 60
@@ -57,8 +66,17 @@ def _notebook_for_test(root: Path, out_dir: Path) -> Path:
     corpus = root / "texts.txt"
     corpus.write_text("\n".join(TEXTS) + "\n")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    overrides = {"model_name": str(model_dir), "corpus": str(corpus), "split": "all", "n_texts": 16,
-                 "max_length": 32, "device": "cpu", "out_dir": str(out_dir), "profile": "smoke", "debounce_s": 0.3}
+    overrides = {
+        "model_name": str(model_dir),
+        "corpus": str(corpus),
+        "split": "all",
+        "n_texts": 16,
+        "max_length": 32,
+        "device": "cpu",
+        "out_dir": str(out_dir),
+        "profile": "smoke",
+        "debounce_s": 0.3,
+    }
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     lines = cell.source.splitlines()
     for name, value in overrides.items():
@@ -93,14 +111,31 @@ def running_lab(tmp_path: Path):
     root.mkdir()
     notebook = _notebook_for_test(root, tmp_path / "out")
     token, port = uuid.uuid4().hex, _free_port()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-               f"--ServerApp.root_dir={root}", "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.news_url=None",
+        "--LabApp.extension_manager=readonly",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     if os.geteuid() == 0:  # CI containers run as root
         command.append("--allow-root")
     # no "get notified about official Jupyter news?" toast over the explorer, no update checks
@@ -134,8 +169,9 @@ def _shut_down(proc: subprocess.Popen, url: str, token: str) -> None:
     """Ask the server to shut down (kernels included), then terminate, then kill; each step bounded."""
     if proc.poll() is None:
         try:
-            request = urllib.request.Request(f"{url}/api/shutdown", method="POST",
-                                             headers={"Authorization": f"token {token}"})
+            request = urllib.request.Request(
+                f"{url}/api/shutdown", method="POST", headers={"Authorization": f"token {token}"}
+            )
             urllib.request.urlopen(request, timeout=10).close()
         except OSError:
             pass
@@ -172,8 +208,10 @@ def _wait_text(page, selector: str, *, differs_from: str | None = None, equals: 
     try:
         _wait_for(page, selector, differs_from, equals)
     except Exception as exc:
-        raise AssertionError(f"{selector} did not become {'!= ' + repr(differs_from) if differs_from else repr(equals)}"
-                             f" within {UPDATE_S}s; page shows {_snapshot(page)}") from exc
+        raise AssertionError(
+            f"{selector} did not become {'!= ' + repr(differs_from) if differs_from else repr(equals)}"
+            f" within {UPDATE_S}s; page shows {_snapshot(page)}"
+        ) from exc
     return _text(page, selector)
 
 
@@ -185,7 +223,9 @@ def _wait_for(page, selector: str, differs_from: str | None, equals: str | None)
              const text = el.innerText;
              return (differs === null || text !== differs) && (equals === null || text === equals);
            }""",
-        arg=[selector, STATUS, differs_from, equals], timeout=UPDATE_S * 1000)
+        arg=[selector, STATUS, differs_from, equals],
+        timeout=UPDATE_S * 1000,
+    )
 
 
 # Every view the page shows from now on, in order: (generation, the state it was computed for).
@@ -219,7 +259,10 @@ def _wait_shown(page, dims: list[int], layers: list[int]) -> None:
              const shown = JSON.parse(st.getAttribute('data-shown'));
              return JSON.stringify(shown.dims) === JSON.stringify(dims)
                  && JSON.stringify(shown.layers) === JSON.stringify(layers);
-           }""", arg=[dims, layers], timeout=UPDATE_S * 1000)
+           }""",
+        arg=[dims, layers],
+        timeout=UPDATE_S * 1000,
+    )
 
 
 def _menu(page, menu: str, item: str) -> None:
@@ -234,7 +277,8 @@ def _wait_notebook_ready(page) -> None:
         """() => { const name = document.querySelector('.jp-NotebookPanel .jp-Toolbar-kernelName');
                    const state = document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator');
                    return name && /Python/.test(name.textContent) && state && state.dataset.status === 'idle'; }""",
-        timeout=SERVER_START_S * 1000)
+        timeout=SERVER_START_S * 1000,
+    )
     page.locator(".jp-NotebookPanel .jp-Cell").first.click()
 
 
@@ -263,12 +307,15 @@ def test_explorer_in_jupyterlab(lab):
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1200})
             page.set_default_timeout(UPDATE_S * 1000)
-            page.goto(f"{lab['url']}/lab/tree/{lab['notebook'].name}?token={lab['token']}",
-                      timeout=SERVER_START_S * 1000)
+            page.goto(
+                f"{lab['url']}/lab/tree/{lab['notebook'].name}?token={lab['token']}", timeout=SERVER_START_S * 1000
+            )
             _wait_notebook_ready(page)
             _run_all_cells(page)
             # the last code cell prints the finding: everything above it ran without error
-            page.wait_for_selector(".jp-OutputArea-output:has-text('restores it exactly')", timeout=NOTEBOOK_RUN_S * 1000)
+            page.wait_for_selector(
+                ".jp-OutputArea-output:has-text('restores it exactly')", timeout=NOTEBOOK_RUN_S * 1000
+            )
             page.wait_for_selector(LOSS, timeout=UPDATE_S * 1000)
             page.locator(".bb-explorer").first.scroll_into_view_if_needed()
             intact_loss, intact_predictions = _text(page, LOSS), _text(page, PREDICTIONS)
@@ -309,8 +356,9 @@ def test_explorer_in_jupyterlab(lab):
             first_final = states.index(([PLANTED], final))
             after = states[first_final:]
             assert after[-1] == ([], final), states
-            assert all(st == ([PLANTED], final) for st in after[:after.index(([], final))]), \
+            assert all(st == ([PLANTED], final) for st in after[: after.index(([], final))]), (
                 f"a view of an older state was shown after the final one: {states}"
+            )
 
             # The screen's suggestions: none until asked; switched on, the ranking lists the planted dim, and a
             # click on it switches it off: the view settles on the planted dim's numbers computed above.

@@ -1,4 +1,5 @@
 """reporting.claims: every notebook verdict on hand-made numbers, held and not held, with its sentence."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -29,27 +30,39 @@ def test_finding_unpacks_into_the_recorder_and_shows_its_verdict(tmp_path):
 
 def test_embeddings_vs_random_both_ways():
     held = claims.embeddings_vs_random(0.75, [0.99, 0.98, 0.97])
-    assert held.held is True and held.claim == "Disabling the outlier dims moves sentence embeddings more than random dims"
-    assert "mean cosine to the intact embeddings is 0.75" in held.sentence and "beyond every random draw" in held.sentence
+    assert (
+        held.held is True and held.claim == "Disabling the outlier dims moves sentence embeddings more than random dims"
+    )
+    assert (
+        "mean cosine to the intact embeddings is 0.75" in held.sentence and "beyond every random draw" in held.sentence
+    )
     missed = claims.embeddings_vs_random(0.98, [0.99, 0.97, 0.96])
     assert missed.held is False and "not beyond every random draw" in missed.sentence
 
 
 def test_restored_exactly_both_ways():
     ok = claims.restored_exactly(True, 101, 21)
-    assert tuple(ok) == ("Ablations restore the model bit-exactly", True, "all 101 tensors identical after 21 conditions: True")
+    assert tuple(ok) == (
+        "Ablations restore the model bit-exactly",
+        True,
+        "all 101 tensors identical after 21 conditions: True",
+    )
     assert ok.sentence == "All parameters identical after 21 ablations: **True**."
     assert claims.restored_exactly(False, 101, 21).held is False
     summary = claims.core_summary(ok, "minilm", [223, 99], "rule summary", "params summary")
     assert summary.startswith("**The paper's claim held here.** All parameters")
-    assert summary.endswith("Dims disabled on minilm: [223, 99] (rule summary); block-output parameters alone: params summary.")
+    assert summary.endswith(
+        "Dims disabled on minilm: [223, 99] (rule summary); block-output parameters alone: params summary."
+    )
 
 
 def test_same_dim_in_most_layers_threshold():
     held = claims.same_dim_in_most_layers(report([7], [3]), k=3.0)  # 3 of 4 sites
     assert held.held is True
-    assert held.evidence == ("top dim 7 is beyond 3 sigma in 75% of the 4 block-output LayerNorms; "
-                             "outlier dims (flagged in most layers): [7]")
+    assert held.evidence == (
+        "top dim 7 is beyond 3 sigma in 75% of the 4 block-output LayerNorms; "
+        "outlier dims (flagged in most layers): [7]"
+    )
     assert held.sentence == held.evidence + "."
     half = claims.same_dim_in_most_layers(report([7], [2]), k=3.0)  # exactly half is not "most"
     assert half.held is False and "50% of the 4" in half.evidence
@@ -57,27 +70,41 @@ def test_same_dim_in_most_layers_threshold():
 
 
 def test_peaks_at_the_outlier_dim_threshold():
-    table = pd.DataFrame({"layer": [0, 1, 2], "input_share": [0.1, 0.9, 0.9], "token_share": [0.0, 0.5, 0.7],
-                          "ratio": [1.0, 10.0, 20.0]})
+    table = pd.DataFrame(
+        {"layer": [0, 1, 2], "input_share": [0.1, 0.9, 0.9], "token_share": [0.0, 0.5, 0.7], "ratio": [1.0, 10.0, 20.0]}
+    )
     held = claims.peaks_at_the_outlier_dim(table, [7])
     assert held.held is True
-    assert held.evidence == ("averaged over layers 1-2, an outlier dim ([7]) has the largest magnitude for 90% of "
-                             "inputs and 60% of tokens (paper: ~95% of inputs); mean |h| there is 15.0x the median dim")
+    assert held.evidence == (
+        "averaged over layers 1-2, an outlier dim ([7]) has the largest magnitude for 90% of "
+        "inputs and 60% of tokens (paper: ~95% of inputs); mean |h| there is 15.0x the median dim"
+    )
     missed = claims.peaks_at_the_outlier_dim(table.assign(input_share=[1.0, 0.9, 0.85]), [7])
     assert missed.held is False and "for 88% of inputs" in missed.evidence
-    summary = claims.position_summary("bbmini", claims.same_dim_in_most_layers(report([7], [3]), 3.0), held,
-                                      report([7], [3]), table, 3.0)
-    assert summary == ("On **bbmini**, the same dim is beyond 3 sigma in 75% of the block-output LayerNorms "
-                       "(outlier dims [7]); the outlier dims dominate the hidden states for 90% of inputs, as in the paper.")
+    summary = claims.position_summary(
+        "bbmini", claims.same_dim_in_most_layers(report([7], [3]), 3.0), held, report([7], [3]), table, 3.0
+    )
+    assert summary == (
+        "On **bbmini**, the same dim is beyond 3 sigma in 75% of the block-output LayerNorms "
+        "(outlier dims [7]); the outlier dims dominate the hidden states for 90% of inputs, as in the paper."
+    )
 
 
 def test_positions_differ_between_models():
-    across = pd.DataFrame({"model": ["a", "b"], "top_dim": [5, 9], "top_dim_sites_flagged": [4, 3],
-                           "input_share_top_is_outlier": [0.95, 0.5]})
+    across = pd.DataFrame(
+        {
+            "model": ["a", "b"],
+            "top_dim": [5, 9],
+            "top_dim_sites_flagged": [4, 3],
+            "input_share_top_is_outlier": [0.95, 0.5],
+        }
+    )
     held = claims.positions_differ_between_models(across)
     assert held.held is True
-    assert held.evidence == ("a: top dim 5 (4 block-output sites), largest for 95% of inputs; "
-                             "b: top dim 9 (3 block-output sites), largest for 50% of inputs")
+    assert held.evidence == (
+        "a: top dim 5 (4 block-output sites), largest for 95% of inputs; "
+        "b: top dim 9 (3 block-output sites), largest for 50% of inputs"
+    )
     assert claims.positions_differ_between_models(across.assign(top_dim=[5, 5])).held is False
     assert claims.positions_differ_between_models(across.head(1)).held is None
 
@@ -86,16 +113,23 @@ def test_mlm_loss_vs_random_both_ways():
     summary = {"outlier_loss": 6.0, "intact_loss": 2.0, "outlier_delta": 4.0, "random_delta_mean": 0.01}
     held = claims.mlm_loss_vs_random(summary, pd.Series([2.0, 2.02, 2.01]), [81])
     assert held.held is True and held.sentence.startswith("With dims [81] disabled, the MLM loss (nats) is 6;")
-    assert held.evidence == held.sentence + (" Intact loss 2.000; the outlier ablation adds +4.000, random draws add "
-                                             "+0.010 on average.")
+    assert held.evidence == held.sentence + (
+        " Intact loss 2.000; the outlier ablation adds +4.000, random draws add +0.010 on average."
+    )
     assert claims.mlm_loss_vs_random({**summary, "outlier_loss": 2.01}, [2.0, 2.02], [81]).held is False
     assert claims.mlm_summary(held, "bbmini", "scan ranks.") == (
-        "**The paper's claim held here.** On **bbmini**: " + held.sentence + " scan ranks.")
+        "**The paper's claim held here.** On **bbmini**: " + held.sentence + " scan ranks."
+    )
 
 
 def test_probe_vs_random_both_ways():
-    probe = pd.DataFrame({"group": ["intact", "outliers", "random", "random"], "snli_auc": [0.8, 0.6, 0.79, 0.78],
-                          "cosine_mean": [1.0, 0.7, 0.99, 0.97]})
+    probe = pd.DataFrame(
+        {
+            "group": ["intact", "outliers", "random", "random"],
+            "snli_auc": [0.8, 0.6, 0.79, 0.78],
+            "cosine_mean": [1.0, 0.7, 0.99, 0.97],
+        }
+    )
     held = claims.probe_vs_random(probe, "minilm", [223, 99])
     assert held.held is True
     assert held.claim == "On minilm (no MLM head) the outlier ablation hurts the SNLI probe beyond random dims"
@@ -109,8 +143,16 @@ def test_emergence_claims_both_ways():
     assert early.held is True and early.claim.startswith("Outlier dims emerge early")
     assert "first stood out in most layers at step 1,000 of 10,000 (10% of training)" in early.sentence
     assert claims.emerges_early(emerged.assign(first_step_in_most_sites=[9000]), 10000, 1200, 6.0).held is False
-    ablation = pd.DataFrame({"step": [1, 2], "delta": [0.1, 3.0], "random_max": [0.2, 0.1], "random_mean": [0.1, 0.05],
-                             "dims": ["[81]", "[81]"], "draws": [20, 20]})
+    ablation = pd.DataFrame(
+        {
+            "step": [1, 2],
+            "delta": [0.1, 3.0],
+            "random_max": [0.2, 0.1],
+            "random_mean": [0.1, 0.05],
+            "dims": ["[81]", "[81]"],
+            "draws": [20, 20],
+        }
+    )
     end = claims.matters_at_the_end(ablation)
     assert end.held is True and "raises the MLM loss by +3.000 nats" in end.sentence
     assert claims.matters_at_the_end(ablation.assign(delta=[3.0, 0.05])).held is False
@@ -119,15 +161,26 @@ def test_emergence_claims_both_ways():
 
 
 def test_why_claims_both_ways():
-    shares = {"top": 100, "threshold": 12.0, "top_any": 0.97, "top_special": 0.5, "top_delimiter": 0.4,
-              "top_first": 0.07, "all_any": 0.11}
+    shares = {
+        "top": 100,
+        "threshold": 12.0,
+        "top_any": 0.97,
+        "top_special": 0.5,
+        "top_delimiter": 0.4,
+        "top_first": 0.07,
+        "all_any": 0.11,
+    }
     assert claims.top_activations_on_special_tokens(shares, "bbmini").held is True
     low = claims.top_activations_on_special_tokens({**shares, "top_any": 0.25}, "bbmini")
-    assert low.held is False and low.claim == "bbmini: the largest outlier activations sit on special tokens and delimiters"
+    assert (
+        low.held is False
+        and low.claim == "bbmini: the largest outlier activations sit on special tokens and delimiters"
+    )
     assert "25% sit on special tokens" in low.sentence
 
-    heads = pd.DataFrame({"category": ["sink"] * 2, "mass": [0.6, 0.4], "base": [0.1, 0.1], "layer": [0, 1],
-                          "head": [0, 0]})
+    heads = pd.DataFrame(
+        {"category": ["sink"] * 2, "mass": [0.6, 0.4], "base": [0.1, 0.1], "layer": [0, 1], "head": [0, 0]}
+    )
     assert claims.heads_sink(heads, "m").held is True
     assert claims.heads_sink(heads.assign(mass=[0.15, 0.15]), "m").held is False
 
@@ -136,24 +189,42 @@ def test_why_claims_both_ways():
     assert removed.held is True and removed.sentence.startswith("Intact: 0.310. With m's dims [81] disabled,")
     assert claims.sinks_removed_vs_random(per_condition.replace({0.15: 0.317}), "m", [81]).held is False
 
-    quant = pd.DataFrame({"group": ["fp32", "w8a8", "outliers", "random", "random"], "objective": [2.0, 3.0, 2.2, 2.9, 2.95],
-                          "kind": ["mlm"] * 5})
+    quant = pd.DataFrame(
+        {
+            "group": ["fp32", "w8a8", "outliers", "random", "random"],
+            "objective": [2.0, 3.0, 2.2, 2.9, 2.95],
+            "kind": ["mlm"] * 5,
+        }
+    )
     rescued = claims.quantization_rescued(quant, "m", 8)
-    assert rescued.held is True and rescued.claim == "m: keeping the outlier dims in full precision rescues W8A8 beyond random dims"
+    assert (
+        rescued.held is True
+        and rescued.claim == "m: keeping the outlier dims in full precision rescues W8A8 beyond random dims"
+    )
     assert "recovers 80% of the loss" in rescued.sentence
     assert claims.quantization_rescued(quant.assign(objective=[2.0, 3.0, 2.9, 2.8, 2.95]), "m", 8).held is False
 
-    metrics = pd.DataFrame({"excluded": ["none", "outliers", "random 0", "random 1"] * 2, "layer": [0] * 4 + [1] * 4,
-                            "kurtosis": [20.0, 3.0, 19.0, 19.5, 18.0, 3.2, 17.0, 17.5],
-                            "max_inf_norm": [100.0, 10.0, 99.0, 98.0, 90.0, 9.0, 89.0, 88.0]})
+    metrics = pd.DataFrame(
+        {
+            "excluded": ["none", "outliers", "random 0", "random 1"] * 2,
+            "layer": [0] * 4 + [1] * 4,
+            "kurtosis": [20.0, 3.0, 19.0, 19.5, 18.0, 3.2, 17.0, 17.5],
+            "max_inf_norm": [100.0, 10.0, 99.0, 98.0, 90.0, 9.0, 89.0, 88.0],
+        }
+    )
     tails = claims.heavy_tails(metrics, "m")
-    assert tails.held is True and "kurtosis" in tails.claim and "leaving out the outlier dims it is 3.1" in tails.sentence
+    assert (
+        tails.held is True and "kurtosis" in tails.claim and "leaving out the outlier dims it is 3.1" in tails.sentence
+    )
     flat = metrics.assign(kurtosis=[20.0, 18.0, 19.0, 19.5, 18.0, 17.0, 17.0, 17.5])
     assert claims.heavy_tails(flat, "m").held is False
 
     snap = claims.frequency_over_training("bbmini", "no intermediate weights.")
-    assert tuple(snap) == ("bbmini: the frequency correlation appears when the outlier dim emerges during pre-training",
-                           None, "no intermediate weights.")
+    assert tuple(snap) == (
+        "bbmini: the frequency correlation appears when the outlier dim emerges during pre-training",
+        None,
+        "no intermediate weights.",
+    )
 
 
 class _Counts:
@@ -165,8 +236,17 @@ def correlations(partial):
     rows = []
     for layer, value in enumerate(partial):
         for measure in ("pearson", "spearman", "partial_spearman"):
-            rows.append({"layer": layer, "dim": 81, "measure": measure, "value": value, "ci_low": value - 0.1,
-                         "ci_high": value + 0.1, "types": 50})
+            rows.append(
+                {
+                    "layer": layer,
+                    "dim": 81,
+                    "measure": measure,
+                    "value": value,
+                    "ci_low": value - 0.1,
+                    "ci_high": value + 0.1,
+                    "types": 50,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -188,10 +268,25 @@ class _Study:
     """What claims.downstream_versus_random reads from a DownstreamStudy: summary() and tables['random']."""
 
     def __init__(self, outliers_disabled):
-        self._summary = pd.DataFrame({"backbone": ["bbmini"], "task": ["rt"], "split": ["validation"],
-                                      "metric": ["accuracy"], "outliers_disabled": [outliers_disabled]})
-        self.tables = {"random": pd.DataFrame({"backbone": ["bbmini"] * 3 + ["other"], "task": ["rt"] * 4,
-                                               "split": ["validation"] * 4, "value": [0.80, 0.82, 0.81, 0.1]})}
+        self._summary = pd.DataFrame(
+            {
+                "backbone": ["bbmini"],
+                "task": ["rt"],
+                "split": ["validation"],
+                "metric": ["accuracy"],
+                "outliers_disabled": [outliers_disabled],
+            }
+        )
+        self.tables = {
+            "random": pd.DataFrame(
+                {
+                    "backbone": ["bbmini"] * 3 + ["other"],
+                    "task": ["rt"] * 4,
+                    "split": ["validation"] * 4,
+                    "value": [0.80, 0.82, 0.81, 0.1],
+                }
+            )
+        }
 
     def summary(self):
         return self._summary
@@ -199,8 +294,9 @@ class _Study:
 
 def test_downstream_versus_random_both_ways():
     text = claims.downstream_versus_random(_Study(0.55))
-    assert text.startswith("**bbmini / rt (validation)**: With the outlier dims disabled, accuracy is 0.55; over 3 "
-                           "random draws")  # the other backbone's draw is not among them
+    assert text.startswith(
+        "**bbmini / rt (validation)**: With the outlier dims disabled, accuracy is 0.55; over 3 random draws"
+    )  # the other backbone's draw is not among them
     assert "beyond every random draw" in text and "not beyond" not in text
     assert "not beyond every random draw" in claims.downstream_versus_random(_Study(0.805))
 
@@ -208,10 +304,14 @@ def test_downstream_versus_random_both_ways():
 def test_across_models_report_lists_each_finding_and_zero_vs_mean(monkeypatch):
     from bertbusters_nb.studies import across_models
 
-    monkeypatch.setattr(across_models, "findings", lambda table: [("bbmini: dims matter", True, "e1."),
-                                                                   ("smollm2: dims matter", False, "e2.")])
+    monkeypatch.setattr(
+        across_models,
+        "findings",
+        lambda table: [("bbmini: dims matter", True, "e1."), ("smollm2: dims matter", False, "e2.")],
+    )
     monkeypatch.setattr(across_models, "zero_vs_mean_finding", lambda table: ("zero vs mean", None, "e3."))
     assert claims.across_models_report(pd.DataFrame()) == (
         "- **bbmini** **The paper's claim held here.** e1.\n"
         "- **smollm2** **The paper's claim did not hold here.** e2.\n"
-        "- **Zero vs mean.** **Inconclusive here.** e3.")
+        "- **Zero vs mean.** **Inconclusive here.** e3."
+    )

@@ -1,5 +1,6 @@
 """The one command line ``python -m bertbusters_nb``: its subcommands parse, and pretrain / finetune hand the rest
 of the command line to the pre-training and fine-tuning command lines unchanged (a real tiny run of each)."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,13 @@ def test_every_subcommand_is_listed():
 def test_run_assets_and_detect_parse_as_before():
     parser = build_parser()
     run = parser.parse_args(["run", "--profile", "smoke", "--only", "00", "03", "--redo", "--set", "device=cpu"])
-    assert (run.command, run.profile, run.only, run.redo, run.set) == ("run", "smoke", ["00", "03"], True,
-                                                                      ["device=cpu"])
+    assert (run.command, run.profile, run.only, run.redo, run.set) == (
+        "run",
+        "smoke",
+        ["00", "03"],
+        True,
+        ["device=cpu"],
+    )
     default = parser.parse_args(["run"])
     assert (default.profile, default.only, default.redo, default.set) == ("offline", None, False, [])
     assert parser.parse_args(["assets"]).command == "assets"
@@ -48,8 +54,9 @@ def test_run_refuses_bad_input_before_any_notebook_runs(capsys):
     assert "Unknown profile" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command, module", [("pretrain", "bertbusters_nb.pretraining.cli"),
-                                             ("finetune", "bertbusters_nb.finetuning.cli")])
+@pytest.mark.parametrize(
+    "command, module", [("pretrain", "bertbusters_nb.pretraining.cli"), ("finetune", "bertbusters_nb.finetuning.cli")]
+)
 def test_delegated_help_is_the_module_command_line(command, module, capsys):
     """``python -m bertbusters_nb CMD --help`` prints what the module's own command line prints."""
     import importlib
@@ -65,8 +72,12 @@ def test_delegated_help_is_the_module_command_line(command, module, capsys):
 
 
 def test_python_m_finetuning_still_works():
-    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "bertbusters_nb.finetuning", "--help"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "bertbusters_nb.finetuning", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.startswith("usage: python -m bertbusters_nb.finetuning") and "--max_train_samples" in done.stdout
 
 
@@ -80,12 +91,61 @@ def test_pretrain_prepares_and_trains_a_tiny_run_through_the_one_command_line(tm
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("".join(f"sentence {i} : the cat and the dog sat on mat {i % 7} .\n" for i in range(400)))
     data_dir, out = tmp_path / "data", tmp_path / "run"
-    assert main(["pretrain", "prepare", "--out", str(data_dir), "--corpora", str(corpus), "--vocab-size", "120",
-                 "--seq-len", "16"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "prepare",
+                "--out",
+                str(data_dir),
+                "--corpora",
+                str(corpus),
+                "--vocab-size",
+                "120",
+                "--seq-len",
+                "16",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["pretrain", "train", "--out", str(out), "--data-dir", str(data_dir), "--hidden", "16",
-                 "--layers", "1", "--heads", "1", "--intermediate", "32", "--batch-size", "4", "--max-steps", "2",
-                 "--warmup-steps", "1", "--log-every", "1", "--save-every", "2", "--eval-sequences", "4",
-                 "--eval-batch-size", "4", "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "train",
+                "--out",
+                str(out),
+                "--data-dir",
+                str(data_dir),
+                "--hidden",
+                "16",
+                "--layers",
+                "1",
+                "--heads",
+                "1",
+                "--intermediate",
+                "32",
+                "--batch-size",
+                "4",
+                "--max-steps",
+                "2",
+                "--warmup-steps",
+                "1",
+                "--log-every",
+                "1",
+                "--save-every",
+                "2",
+                "--eval-sequences",
+                "4",
+                "--eval-batch-size",
+                "4",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("step 2:")
     assert json.loads((data_dir / "data.json").read_text())["seq_len"] == 16

@@ -1,4 +1,5 @@
 """Outlier positions across pre-training runs of our own (notebook 02, across seeds)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Corpora from the offline assets, read through datasets; a fixed held-out split."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,11 +42,13 @@ def test_importing_data_leaves_library_verbosity_unchanged():
     import subprocess
     import sys
 
-    code = ("import datasets, transformers\n"
-            "datasets.logging.set_verbosity_info(); transformers.logging.set_verbosity_debug()\n"
-            "import bertbusters_nb.data, bertbusters_nb.data.texts, bertbusters_nb.data.assets\n"
-            "from bertbusters_nb.data import load_texts, sample_texts\n"
-            "print(datasets.logging.get_verbosity(), transformers.logging.get_verbosity())\n")
+    code = (
+        "import datasets, transformers\n"
+        "datasets.logging.set_verbosity_info(); transformers.logging.set_verbosity_debug()\n"
+        "import bertbusters_nb.data, bertbusters_nb.data.texts, bertbusters_nb.data.assets\n"
+        "from bertbusters_nb.data import load_texts, sample_texts\n"
+        "print(datasets.logging.get_verbosity(), transformers.logging.get_verbosity())\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     import logging
 
@@ -93,6 +96,13 @@ def test_old_assets_path_warns_and_forwards():
 def test_data_package_re_exports_the_old_module_names():
     from bertbusters_nb.data import texts
 
-    for name in ("load_texts", "sample_texts", "corpus_texts", "is_held_out", "OFFLINE_CORPORA", "HUB_CORPORA",
-                 "HELD_OUT_PERCENT"):
+    for name in (
+        "load_texts",
+        "sample_texts",
+        "corpus_texts",
+        "is_held_out",
+        "OFFLINE_CORPORA",
+        "HUB_CORPORA",
+        "HELD_OUT_PERCENT",
+    ):
         assert getattr(data, name) is getattr(texts, name)

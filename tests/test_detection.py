@@ -1,4 +1,5 @@
 """Detection: the criteria, the one rule, its agreement with the scan, effect selection on disjoint splits."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ def _planted_activation_model():
     """A random BERT (hidden 128) whose FFN output bias is huge at one dim in every layer: the hidden states
     peak there, while every LayerNorm weight and bias stays ordinary noise."""
     torch.manual_seed(0)
-    model = T.BertModel(T.BertConfig(vocab_size=120, hidden_size=128, num_hidden_layers=4, num_attention_heads=2,
-                                     intermediate_size=128)).eval()
+    model = T.BertModel(
+        T.BertConfig(vocab_size=120, hidden_size=128, num_hidden_layers=4, num_attention_heads=2, intermediate_size=128)
+    ).eval()
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.LayerNorm):
@@ -121,8 +123,9 @@ def test_report_agreement_on_bbmini(bbmini, heldout):
 
 def test_init_model_still_gets_strongest_candidates():
     torch.manual_seed(0)
-    model = T.BertModel(T.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64)).eval()
+    model = T.BertModel(
+        T.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    ).eval()
     found = D.detect(model)  # LayerNorms at init: all ones and zeros, nothing stands out
     assert found.rule == "strongest candidates" and len(found.dims) == D.DEFAULT_RULE["fallback"]
 
@@ -149,22 +152,32 @@ def test_every_place_that_chose_dims_calls_the_one_rule(monkeypatch, bbmini):
     assert emergence.final_outlier_dims(flags) == sentinel
     assert consistency.model_profile("bbmini", ["a short text", "another one"])["outlier_dims"] == "5 3"
     import bertbusters_nb as bb
+
     assert bb.dims_to_ablate is D.dims_to_ablate
     from bertbusters_nb.analysis import outliers
+
     assert not hasattr(outliers, "top_dims_by_magnitude") and not hasattr(outliers, "dims_to_ablate")
 
 
 def test_detect_command_prints_json_with_dims():
-    out = subprocess.run([sys.executable, "-m", "bertbusters_nb", "detect", "bbmini", "--json", "--texts", "8"],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "bertbusters_nb", "detect", "bbmini", "--json", "--texts", "8"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout.strip().splitlines()[-1])
     assert payload["dims"][0] == 81 and payload["rule"] == "params+activations"
 
 
 def test_detect_command_names_a_bad_model():
-    out = subprocess.run([sys.executable, "-m", "bertbusters_nb", "detect", "/no/such/folder"],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "bertbusters_nb", "detect", "/no/such/folder"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 2 and "does not exist" in out.stderr
 
 

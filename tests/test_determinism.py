@@ -6,6 +6,7 @@ texts, data folder, seeded model and masking), the masking of ``prepare_mlm_eval
 (``finetune`` with its own cache in a temporary folder). It prints one JSON object; the test
 runs it twice in separate processes and compares the two objects exactly (floats included).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-SCRIPT = r'''
+SCRIPT = r"""
 import hashlib, json, random, sys, tempfile
 from pathlib import Path
 import torch
@@ -86,19 +87,34 @@ out["finetune_train"] = {k: tuned.manifest["train"][k] for k in ("steps", "train
 out["finetune_eval"] = evaluate(tuned.model, cls_set)
 out["finetune_weights"] = digest(*tuned.model.state_dict().values())
 print("RESULT " + json.dumps(out, sort_keys=True, default=float))
-'''
+"""
 
 
-WORDS = ("the a film movie story actor plot scene good bad great boring funny long short love hate watch "
-         "saw man woman dog cat ran sat on in over under because and but very really not quite").split()
+WORDS = (
+    "the a film movie story actor plot scene good bad great boring funny long short love hate watch "
+    "saw man woman dog cat ran sat on in over under because and but very really not quite"
+).split()
 
 
 def _run(tmp: Path, data: Path) -> subprocess.Popen:
     tmp.mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "random", "BERTBUSTERS_FINETUNED": str(tmp / "cache")}
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp), str(data)], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONHASHSEED": "random",
+        "BERTBUSTERS_FINETUNED": str(tmp / "cache"),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(tmp), str(data)],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _result(proc: subprocess.Popen) -> dict:
@@ -106,7 +122,7 @@ def _result(proc: subprocess.Popen) -> dict:
     assert proc.returncode == 0, stderr[-3000:]
     line = [l for l in stdout.splitlines() if l.startswith("RESULT ")]
     assert line, stdout[-2000:] + stderr[-2000:]
-    return json.loads(line[-1][len("RESULT "):])
+    return json.loads(line[-1][len("RESULT ") :])
 
 
 @pytest.fixture(scope="module")
@@ -119,24 +135,34 @@ def two_runs(tmp_path_factory) -> tuple[dict, dict]:
     root = tmp_path_factory.mktemp("determinism")
     rng = random.Random(0)
     texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30))) + "." for _ in range(300)]
-    data = prepare_data_from_texts(texts[:250], texts[250:], root / "data", vocab_size=80, seq_len=32,
-                                   min_frequency=1)
+    data = prepare_data_from_texts(texts[:250], texts[250:], root / "data", vocab_size=80, seq_len=32, min_frequency=1)
     first, second = _run(root / "a", data), _run(root / "b", data)
     return _result(first), _result(second)
 
 
 def test_same_seed_gives_identical_numbers_in_fresh_processes(two_runs):
     a, b = two_runs
-    assert set(a) == {"trained_vocab", "pretrain_log", "mlm_eval_set", "random_dims", "scan", "finetune_train",
-                      "finetune_eval", "finetune_weights"}
+    assert set(a) == {
+        "trained_vocab",
+        "pretrain_log",
+        "mlm_eval_set",
+        "random_dims",
+        "scan",
+        "finetune_train",
+        "finetune_eval",
+        "finetune_weights",
+    }
     assert len(a["pretrain_log"]) == 4 and len(a["scan"]["dim"]) == 6 and a["finetune_train"]["steps"] == 3
     for key in sorted(set(a) - {"trained_vocab"}):
         assert a[key] == b[key], f"{key} differs between two runs with the same seed"
 
 
-@pytest.mark.xfail(strict=False, reason="HF tokenizers' WordPiece/BPE trainer breaks frequency ties in hash-map "
-                   "order: ids (and, on tiny corpora, the vocabulary itself) can differ between processes. "
-                   "Prepare the data folder once and reuse it; pre-training from a given folder is deterministic.")
+@pytest.mark.xfail(
+    strict=False,
+    reason="HF tokenizers' WordPiece/BPE trainer breaks frequency ties in hash-map "
+    "order: ids (and, on tiny corpora, the vocabulary itself) can differ between processes. "
+    "Prepare the data folder once and reuse it; pre-training from a given folder is deterministic.",
+)
 def test_wordpiece_training_gives_the_same_vocabulary(two_runs):
     a, b = two_runs
     assert a["trained_vocab"] == b["trained_vocab"]

@@ -1,4 +1,5 @@
 """The notebook-04 study on a tiny BERT with a planted outlier dim: stages, tables, verdicts, figures."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -10,12 +11,19 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers as T  # noqa: E402
 
+from bertbusters_nb.data import assets  # noqa: E402
+from bertbusters_nb.finetuning import FinetuneSettings  # noqa: E402
 from bertbusters_nb.reporting import claims  # noqa: E402
 from bertbusters_nb.reporting.plots import downstream as plotting_glue  # noqa: E402
-from bertbusters_nb.data import assets  # noqa: E402
-from bertbusters_nb.studies.downstream import (DownstreamStudy, available_backbones, backbones_note, chance_score,  # noqa: E402
-                                       findings_markdown, layer_ranges, outlier_conditions)
-from bertbusters_nb.finetuning import FinetuneSettings  # noqa: E402
+from bertbusters_nb.studies.downstream import (  # noqa: E402
+    DownstreamStudy,
+    available_backbones,
+    backbones_note,
+    chance_score,
+    findings_markdown,
+    layer_ranges,
+    outlier_conditions,
+)
 
 PLANTED = 5
 
@@ -26,8 +34,16 @@ def tiny_dir(tmp_path_factory):
     output: the rule weighs every norm site, as in a real model whose outlier shows in both)."""
     tokenizer = T.AutoTokenizer.from_pretrained(assets.minilm_dir())
     torch.manual_seed(0)
-    model = T.BertModel(T.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=24, num_hidden_layers=3,
-                                     num_attention_heads=2, intermediate_size=48, max_position_embeddings=64))
+    model = T.BertModel(
+        T.BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=24,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            intermediate_size=48,
+            max_position_embeddings=64,
+        )
+    )
     with torch.no_grad():
         for layer in model.encoder.layer:
             layer.output.LayerNorm.weight[PLANTED] = 8.0
@@ -40,10 +56,18 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def study(tiny_dir, tmp_path_factory):
-    settings = FinetuneSettings(epochs=1.0, max_steps=2, batch_size=8, max_length=24, max_train_samples=16,
-                                max_eval_samples=24, checkpoint_steps=0)
-    s = DownstreamStudy([tiny_dir], ["rt", "snli"], settings, device="cpu", progress=False,
-                        cache_dir=tmp_path_factory.mktemp("cache"))
+    settings = FinetuneSettings(
+        epochs=1.0,
+        max_steps=2,
+        batch_size=8,
+        max_length=24,
+        max_train_samples=16,
+        max_eval_samples=24,
+        checkpoint_steps=0,
+    )
+    s = DownstreamStudy(
+        [tiny_dir], ["rt", "snli"], settings, device="cpu", progress=False, cache_dir=tmp_path_factory.mktemp("cache")
+    )
     s.finetune()
     s.outliers()
     s.ablate(layer_parts=3)
@@ -62,8 +86,15 @@ def test_layer_ranges_cover_every_layer_once():
 
 def test_outlier_conditions_each_alone_together_and_by_layer_range():
     names = [c.name for c in outlier_conditions([7, 9], ["block_output"], n_layers=6, parts=3)]
-    assert names == ["none", "dim 7", "dim 9", "outlier dims", "outlier dims, layers 0-1",
-                     "outlier dims, layers 2-3", "outlier dims, layers 4-5"]
+    assert names == [
+        "none",
+        "dim 7",
+        "dim 9",
+        "outlier dims",
+        "outlier dims, layers 0-1",
+        "outlier dims, layers 2-3",
+        "outlier dims, layers 4-5",
+    ]
     single = outlier_conditions([7], ["block_output"], n_layers=2, parts=2)
     assert [c.name for c in single][:3] == ["none", "dim 7", "outlier dims"]
 
@@ -129,9 +160,13 @@ def test_summary_findings_and_prose_come_from_the_tables(study):
 
 def test_the_figures_draw_from_the_tables(study):
     t = study.tables
-    figures = [plotting_glue.baseline_bars(t["baseline"]), plotting_glue.conditions_vs_random(t["ablations"], t["random"]),
-               plotting_glue.relative_change_strip(study.summary(), t["random"]), plotting_glue.scan_grid(t["scan"]),
-               plotting_glue.outliers_before_after(t["outliers"])]
+    figures = [
+        plotting_glue.baseline_bars(t["baseline"]),
+        plotting_glue.conditions_vs_random(t["ablations"], t["random"]),
+        plotting_glue.relative_change_strip(study.summary(), t["random"]),
+        plotting_glue.scan_grid(t["scan"]),
+        plotting_glue.outliers_before_after(t["outliers"]),
+    ]
     assert all(isinstance(f, plt.Figure) for f in figures)
     plt.close("all")
 
@@ -150,10 +185,24 @@ def test_per_backbone_overrides_change_only_that_backbone(tiny_dir):
 
 
 def test_an_override_reaches_the_fine_tune(tiny_dir, tmp_path):
-    settings = FinetuneSettings(epochs=1.0, max_steps=1, batch_size=8, max_length=16, max_train_samples=8,
-                                max_eval_samples=8, checkpoint_steps=0)
-    s = DownstreamStudy([tiny_dir], ["rt"], settings, device="cpu", progress=False, cache_dir=tmp_path,
-                        overrides={tiny_dir: {"learning_rate": 7e-4}})
+    settings = FinetuneSettings(
+        epochs=1.0,
+        max_steps=1,
+        batch_size=8,
+        max_length=16,
+        max_train_samples=8,
+        max_eval_samples=8,
+        checkpoint_steps=0,
+    )
+    s = DownstreamStudy(
+        [tiny_dir],
+        ["rt"],
+        settings,
+        device="cpu",
+        progress=False,
+        cache_dir=tmp_path,
+        overrides={tiny_dir: {"learning_rate": 7e-4}},
+    )
     baseline = s.finetune()
     assert baseline.learning_rate.tolist() == [7e-4]
     assert s.pairs[0].tuned.manifest["settings"]["learning_rate"] == 7e-4

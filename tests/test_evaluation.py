@@ -1,4 +1,5 @@
 """Evaluation engine: fixed masking, agreement with straightforward per-condition evaluation, OOM back-off."""
+
 from __future__ import annotations
 
 import random
@@ -7,15 +8,23 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
+from conftest import TINY, tiny_model
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from bertbusters_nb.model.ablation import Condition, state_fingerprint
+from bertbusters_nb.evaluation import (
+    compute_metrics,
+    evaluate,
+    evaluate_conditions,
+    prepare_causal_eval,
+    prepare_classification_eval,
+    prepare_mlm_eval,
+    row_condition,
+    table_columns,
+)
 from bertbusters_nb.evaluation.engine import AblationEngine
-from bertbusters_nb.evaluation import (compute_metrics, evaluate, evaluate_conditions, prepare_causal_eval,
-                                       prepare_classification_eval, prepare_mlm_eval, row_condition, table_columns)
 from bertbusters_nb.evaluation.sets import IGNORE_INDEX
+from bertbusters_nb.model.ablation import Condition, state_fingerprint
 from bertbusters_nb.model.norms import find_norm_sites
-from conftest import TINY, tiny_model
 
 WORDS = [f"w{i}" for i in range(100)]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -27,9 +36,16 @@ def tiny_tokenizer() -> T.PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return T.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
-                                     cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return T.PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 def random_texts(n: int, seed: int = 0, lo: int = 4, hi: int = 30) -> list[str]:
@@ -58,9 +74,13 @@ GPT2_CONDITIONS = [
     Condition("final", (6,), roles="final"),
     Condition("pre_ffn last, mean", (1,), roles="pre_ffn", layers=(2,), mode="mean"),
 ]
-ENGINE_VARIANTS = [dict(prefix_cache=True), dict(prefix_cache=False),
-                   dict(prefix_cache=True, conditions_per_forward=3), dict(prefix_cache=False, batch_size=5),
-                   dict(prefix_cache=True, cache_budget_bytes=1)]  # one batch per span
+ENGINE_VARIANTS = [
+    dict(prefix_cache=True),
+    dict(prefix_cache=False),
+    dict(prefix_cache=True, conditions_per_forward=3),
+    dict(prefix_cache=False, batch_size=5),
+    dict(prefix_cache=True, cache_budget_bytes=1),
+]  # one batch per span
 
 
 def reference_lm_losses(model, eval_set, conditions, causal: bool) -> list[float]:
@@ -127,8 +147,13 @@ def test_pre_ln_layers_have_no_terminal_norm():
     eval_set = prepare_causal_eval(TOK, TEXTS, max_length=20, batch_size=8, device="cpu")
     engine = AblationEngine(GPT2, eval_set)
     assert engine.stack is not None and engine.stack.terminal == {}
-    assert [p.cache_key for p in engine.plan(GPT2_CONDITIONS)] == [(0, False), (0, False), (1, False),
-                                                                     (3, False), (2, False)]
+    assert [p.cache_key for p in engine.plan(GPT2_CONDITIONS)] == [
+        (0, False),
+        (0, False),
+        (1, False),
+        (3, False),
+        (2, False),
+    ]
 
 
 def test_shared_layers_turn_the_prefix_cache_off():
@@ -155,14 +180,13 @@ def test_masking_is_identical_across_conditions():
     snapshot = (eval_set.input_ids.clone(), eval_set.targets.clone())
     sites = find_norm_sites(BERT)  # (its 4-token probe forward is not part of the evaluation)
     seen: list[torch.Tensor] = []
-    handle = BERT.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["input_ids"].clone()),
-                                            with_kwargs=True)
+    handle = BERT.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["input_ids"].clone()), with_kwargs=True)
     try:
         evaluate_conditions(BERT, eval_set, CONDITIONS[:4], sites, progress=False, prefix_cache=False, chunk_size=1)
     finally:
         handle.remove()
     assert len(seen) == 4 * 3  # 4 conditions x 3 batches, no other forward
-    per_condition = [seen[i * 3:(i + 1) * 3] for i in range(4)]
+    per_condition = [seen[i * 3 : (i + 1) * 3] for i in range(4)]
     for batches in per_condition[1:]:
         assert all(torch.equal(x, y) for x, y in zip(batches, per_condition[0]))
     assert torch.equal(snapshot[0], eval_set.input_ids) and torch.equal(snapshot[1], eval_set.targets)
@@ -231,8 +255,9 @@ def test_classification_engine_matches_straightforward_evaluation():
     torch.manual_seed(0)
     model = T.BertForSequenceClassification(T.BertConfig(**TINY, num_labels=3)).eval()
     labels = [i % 3 for i in range(len(TEXTS))]
-    eval_set = prepare_classification_eval(TOK, TEXTS, labels, task="snli", text_pairs=TEXTS[::-1],
-                                           max_length=40, batch_size=8, device="cpu")
+    eval_set = prepare_classification_eval(
+        TOK, TEXTS, labels, task="snli", text_pairs=TEXTS[::-1], max_length=40, batch_size=8, device="cpu"
+    )
     sites = find_norm_sites(model)
     table = evaluate_conditions(model, eval_set, CONDITIONS[:4], progress=False, conditions_per_forward=2)
     for cond, (_, row) in zip(CONDITIONS[:4], table.iterrows()):
@@ -262,9 +287,25 @@ def test_regression_task_reports_pearson_and_spearman():
 def test_table_schema_and_evaluate():
     eval_set = prepare_mlm_eval(TOK, TEXTS, max_length=24, batch_size=8, device="cpu")
     table = evaluate_conditions(BERT, eval_set, CONDITIONS[:3], progress=False)
-    assert list(table.columns) == ["condition", "dims", "n_dims", "roles", "layers", "stack", "mode", "n_sites",
-                                   "metric", "value", "eval_loss", "perplexity", "tokens", "examples", "seed",
-                                   "kind", "spec"]
+    assert list(table.columns) == [
+        "condition",
+        "dims",
+        "n_dims",
+        "roles",
+        "layers",
+        "stack",
+        "mode",
+        "n_sites",
+        "metric",
+        "value",
+        "eval_loss",
+        "perplexity",
+        "tokens",
+        "examples",
+        "seed",
+        "kind",
+        "spec",
+    ]
     assert table["dims"].tolist() == ["", "3", "5 7"] and table["layers"].tolist() == ["all", "all", "1 2"]
     assert table["n_sites"].tolist() == [0, 3, 2] and (table["seed"] == 42).all()
     intact = evaluate(BERT, eval_set)
@@ -293,9 +334,13 @@ def test_rmsnorm_decoder_with_batched_conditions():
     """Llama: RMSNorm sites (the per-condition norm hook's generic path) and the prefix cache."""
     llama = tiny_model("llama")
     eval_set = prepare_causal_eval(TOK, TEXTS[:12], max_length=20, batch_size=6, device="cpu")
-    conditions = [Condition("none"), Condition("pre_ffn", (3,), roles="pre_ffn"),
-                  Condition("pre_attention 2", (4, 5), roles="pre_attention", layers=(2,)),
-                  Condition("final", (1,), roles="final"), Condition("mean", (7,), roles="pre_ffn", mode="mean")]
+    conditions = [
+        Condition("none"),
+        Condition("pre_ffn", (3,), roles="pre_ffn"),
+        Condition("pre_attention 2", (4, 5), roles="pre_attention", layers=(2,)),
+        Condition("final", (1,), roles="final"),
+        Condition("mean", (7,), roles="pre_ffn", mode="mean"),
+    ]
     expected = reference_lm_losses(llama, eval_set, conditions, causal=True)
     assert AblationEngine(llama, eval_set).stack is not None
     for options in (dict(), dict(conditions_per_forward=5), dict(prefix_cache=False, conditions_per_forward=2)):
@@ -316,8 +361,9 @@ def test_each_condition_context_is_entered_once_per_span(monkeypatch):
     small.run(CONDITIONS, progress=False)
     cached = [p.condition.name for p in small.plan(CONDITIONS) if p.level > 0]
     assert len(cached) == 6  # all but the intact one and the one that touches the embeddings
-    assert sorted(entered) == sorted([c.name for c in CONDITIONS if c.dims and c.name not in cached]
-                                     + cached * 3)  # a span per batch for the conditions that use the cache
+    assert sorted(entered) == sorted(
+        [c.name for c in CONDITIONS if c.dims and c.name not in cached] + cached * 3
+    )  # a span per batch for the conditions that use the cache
 
 
 def test_head_is_a_smaller_set_with_the_same_masking():
@@ -327,8 +373,9 @@ def test_head_is_a_smaller_set_with_the_same_masking():
     assert torch.equal(small.input_ids, eval_set.input_ids[:5]) and torch.equal(small.targets, eval_set.targets[:5])
     assert small.fingerprint() != eval_set.fingerprint()
     expected = reference_lm_losses(BERT, small, CONDITIONS[:2], causal=False)
-    np.testing.assert_allclose(evaluate_conditions(BERT, small, CONDITIONS[:2], progress=False)["eval_loss"],
-                               expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        evaluate_conditions(BERT, small, CONDITIONS[:2], progress=False)["eval_loss"], expected, rtol=0, atol=1e-5
+    )
     assert eval_set.head(len(eval_set) + 10) is eval_set
     with pytest.raises(ValueError, match="positive"):
         eval_set.head(0)
@@ -352,12 +399,21 @@ def test_every_row_reruns_exactly_from_its_stored_condition(tmp_path):
         row_condition(stored.drop(columns="spec").iloc[0])
 
 
-@pytest.mark.parametrize("old, new, name", [
-    ("masking", "sets", "prepare_mlm_eval"), ("metrics", "metrics", "compute_metrics"), ("tasks", "tasks", "get_task"),
-    ("conditions", "conditions", "outlier_conditions"), ("embeddings", "embeddings", "sentence_embeddings"),
-    ("fill_mask", "fill_mask", "has_mlm_head"), ("mlm_effects", "mlm_effects", "run_scan"),
-    ("next_token", "next_token", "next_tokens"), ("scan", "scan", "scan_dims"), ("engine", "engine", "AblationEngine"),
-])
+@pytest.mark.parametrize(
+    "old, new, name",
+    [
+        ("masking", "sets", "prepare_mlm_eval"),
+        ("metrics", "metrics", "compute_metrics"),
+        ("tasks", "tasks", "get_task"),
+        ("conditions", "conditions", "outlier_conditions"),
+        ("embeddings", "embeddings", "sentence_embeddings"),
+        ("fill_mask", "fill_mask", "has_mlm_head"),
+        ("mlm_effects", "mlm_effects", "run_scan"),
+        ("next_token", "next_token", "next_tokens"),
+        ("scan", "scan", "scan_dims"),
+        ("engine", "engine", "AblationEngine"),
+    ],
+)
 def test_old_module_paths_warn_with_the_new_path_and_forward(old, new, name):
     import importlib
 

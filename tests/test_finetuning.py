@@ -1,4 +1,5 @@
 """Fine-tuning on HF Trainer: settings, the cache (key, reuse, atomic entries, corrupt entries), determinism."""
+
 from __future__ import annotations
 
 import json
@@ -8,13 +9,23 @@ import pytest
 import torch
 import transformers as T
 
-from bertbusters_nb.finetuning import (MANIFEST, CacheWarning, FinetuneSettings, _last_complete_checkpoint,
-                                       build_parser, cache_key, check_entry, entry_path, finetune,
-                                       model_fingerprint, per_device_batch_size)
+from bertbusters_nb.finetuning import (
+    MANIFEST,
+    CacheWarning,
+    FinetuneSettings,
+    build_parser,
+    cache_key,
+    check_entry,
+    entry_path,
+    finetune,
+    model_fingerprint,
+    per_device_batch_size,
+)
+from bertbusters_nb.finetuning.trainer import _last_complete_checkpoint
 
-FAST = dict(epochs=1.0, max_steps=3, batch_size=8, max_length=24, max_train_samples=24, checkpoint_steps=0,
-            learning_rate=1e-3)
-
+FAST = dict(
+    epochs=1.0, max_steps=3, batch_size=8, max_length=24, max_train_samples=24, checkpoint_steps=0, learning_rate=1e-3
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +41,30 @@ def _weights(model) -> dict[str, torch.Tensor]:
 
 def test_defaults_are_the_follow_up_protocol():
     s = FinetuneSettings()
-    assert (s.epochs, s.learning_rate, s.batch_size, s.max_length, s.weight_decay, s.seed) == (4, 2e-5, 32, 256, 0.01, 42)
+    assert (s.epochs, s.learning_rate, s.batch_size, s.max_length, s.weight_decay, s.seed) == (
+        4,
+        2e-5,
+        32,
+        256,
+        0.01,
+        42,
+    )
 
 
-@pytest.mark.parametrize("bad", [dict(epochs=0), dict(learning_rate=-1.0), dict(batch_size=0), dict(max_steps=0),
-                                 dict(max_train_samples=-5), dict(warmup_ratio=1.5), dict(weight_decay=-0.1),
-                                 dict(batch_size=32, gradient_accumulation_steps=3), dict(max_eval_samples=True)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(epochs=0),
+        dict(learning_rate=-1.0),
+        dict(batch_size=0),
+        dict(max_steps=0),
+        dict(max_train_samples=-5),
+        dict(warmup_ratio=1.5),
+        dict(weight_decay=-0.1),
+        dict(batch_size=32, gradient_accumulation_steps=3),
+        dict(max_eval_samples=True),
+    ],
+)
 def test_bad_settings_are_refused_with_the_field_named(bad):
     with pytest.raises(ValueError, match="|".join(bad)):
         FinetuneSettings(**bad)
@@ -47,10 +76,12 @@ def test_the_key_holds_what_changes_the_weights_and_only_that(tiny_bert_dir):
     assert key["weights"].startswith("sha256:") and key["task"] == "rt" and key["seed"] == 42
     for change in (dict(seed=1), dict(learning_rate=2e-3), dict(max_train_samples=48), dict(group_by_length=True)):
         assert entry_path(tiny_bert_dir, "rt", FinetuneSettings(**{**FAST, **change}), "/c") != entry_path(
-            tiny_bert_dir, "rt", base, "/c"), change
+            tiny_bert_dir, "rt", base, "/c"
+        ), change
     for change in (dict(max_eval_samples=10), dict(eval_batch_size=7), dict(checkpoint_steps=5)):
         assert entry_path(tiny_bert_dir, "rt", FinetuneSettings(**{**FAST, **change}), "/c") == entry_path(
-            tiny_bert_dir, "rt", base, "/c"), change
+            tiny_bert_dir, "rt", base, "/c"
+        ), change
     assert entry_path(tiny_bert_dir, "snli", base, "/c") != entry_path(tiny_bert_dir, "rt", base, "/c")
     assert model_fingerprint("bert-base-uncased") == "hub:bert-base-uncased"
 
@@ -73,8 +104,14 @@ def test_the_same_key_reuses_the_entry_without_training(cached, tiny_bert_dir, m
     import bertbusters_nb.finetuning.trainer as ft  # finetune() calls trainer._train
 
     monkeypatch.setattr(ft, "_train", lambda *a, **k: pytest.fail("trained although the cache holds the entry"))
-    again = finetune(tiny_bert_dir, "rt", FinetuneSettings(**{**FAST, "max_eval_samples": 5}), cache_dir=cache,
-                     device="cpu", progress=False)
+    again = finetune(
+        tiny_bert_dir,
+        "rt",
+        FinetuneSettings(**{**FAST, "max_eval_samples": 5}),
+        cache_dir=cache,
+        device="cpu",
+        progress=False,
+    )
     assert again.reused and again.path == result.path
     for name, tensor in _weights(again.model).items():
         assert torch.equal(tensor, _weights(result.model)[name]), name
@@ -86,8 +123,9 @@ def test_training_is_deterministic_and_changes_the_weights(cached, tiny_bert_dir
     first, second = _weights(result.model), _weights(redo.model)
     assert all(torch.equal(first[k], second[k]) for k in first)
     pretrained = T.BertModel.from_pretrained(tiny_bert_dir).state_dict()
-    assert not torch.equal(first["bert.encoder.layer.0.output.LayerNorm.weight"],
-                           pretrained["encoder.layer.0.output.LayerNorm.weight"])
+    assert not torch.equal(
+        first["bert.encoder.layer.0.output.LayerNorm.weight"], pretrained["encoder.layer.0.output.LayerNorm.weight"]
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncate_weights", "drop_manifest", "corrupt_manifest", "drop_weights"])
@@ -139,8 +177,9 @@ def test_the_batch_is_total_and_split_over_processes(monkeypatch):
 
 
 def test_command_line_builds_the_settings():
-    args = build_parser().parse_args(["--model", "minilm", "--task", "rt", "--epochs", "2", "--max_train_samples",
-                                      "100", "--group_by_length"])
+    args = build_parser().parse_args(
+        ["--model", "minilm", "--task", "rt", "--epochs", "2", "--max_train_samples", "100", "--group_by_length"]
+    )
     assert args.epochs == 2.0 and args.max_train_samples == 100 and args.group_by_length and args.seed == 42
     assert args.max_steps is None
 
@@ -153,8 +192,9 @@ def test_unknown_task_is_refused_before_any_training(tiny_bert_dir, tmp_path):
 def test_command_line_parses_into_the_two_dataclasses_and_refuses_what_it_does_not_know():
     from bertbusters_nb.finetuning.cli import FinetuneCommand, parse
 
-    command, settings = parse(["--model", "minilm", "--task", "rt", "--recompute", "--max_steps", "7",
-                               "--cache_dir", "/c"])
+    command, settings = parse(
+        ["--model", "minilm", "--task", "rt", "--recompute", "--max_steps", "7", "--cache_dir", "/c"]
+    )
     assert command == FinetuneCommand(model="minilm", task="rt", cache_dir="/c", recompute=True)
     assert settings == FinetuneSettings(max_steps=7)
     with pytest.raises(SystemExit):
@@ -172,7 +212,8 @@ def test_the_command_line_fine_tunes_into_the_cache_and_reuses_it(cached, tiny_b
 
     result, cache = cached
     flags = ["--model", tiny_bert_dir, "--task", "rt", "--cache_dir", str(cache), "--device", "cpu"] + [
-        x for k, v in FAST.items() for x in (f"--{k}", str(v))]
+        x for k, v in FAST.items() for x in (f"--{k}", str(v))
+    ]
     assert main(flags) == 0
     assert capsys.readouterr().out.strip() == str(result.path)
     assert top_main(["finetune", *flags]) == 0

@@ -1,14 +1,15 @@
 """Model identities that key scan checkpoints (in memory) and the fine-tuning cache (on disk)."""
+
 from __future__ import annotations
 
 import shutil
 
 import pytest
 import torch
+from conftest import tiny_model
 
 from bertbusters_nb.model.fingerprint import model_fingerprint, weights_fingerprint
 from bertbusters_nb.model.norms import find_norm_sites, select_sites
-from conftest import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,5 @@
 """GGUF checkpoints: the packaged SmolLM2 by alias and by path, converted once to safetensors in the cache."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,7 @@ def test_smollm2_alias_is_the_real_pretrained_llama(smollm2):
     assert (model.config.num_hidden_layers, model.config.hidden_size, len(tokenizer)) == (30, 576, 49152)
     roles = [s.role for s in find_norm_sites(model)]
     assert (roles.count("pre_attention"), roles.count("pre_ffn"), roles.count("final")) == (30, 30, 1)
-    batch = tokenizer(["The film was a delight from start to finish, and the cast was wonderful."],
-                      return_tensors="pt")
+    batch = tokenizer(["The film was a delight from start to finish, and the cast was wonderful."], return_tensors="pt")
     with torch.no_grad():
         out = model(**batch, labels=batch["input_ids"])
     assert out.logits.shape == (1, batch["input_ids"].shape[1], 49152)
@@ -83,11 +83,14 @@ def test_conversion_is_atomic_and_redone_when_stale(tmp_path, monkeypatch):
     assert converted_folder(gguf, cache) != folder
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda p: _fake_gguf(p / "m.gguf").write_bytes(b"PK\x03\x04 not gguf") and p / "m.gguf", "not a GGUF file"),
-    (lambda p: [_fake_gguf(p / "a.gguf"), _fake_gguf(p / "b.gguf")] and p, "several GGUF files"),
-    (lambda p: p / "missing.gguf", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: _fake_gguf(p / "m.gguf").write_bytes(b"PK\x03\x04 not gguf") and p / "m.gguf", "not a GGUF file"),
+        (lambda p: [_fake_gguf(p / "a.gguf"), _fake_gguf(p / "b.gguf")] and p, "several GGUF files"),
+        (lambda p: p / "missing.gguf", "does not exist"),
+    ],
+)
 def test_bad_gguf_paths_are_clear_errors(tmp_path, make, match):
     with pytest.raises(ModelLoadError, match=match):
         load_model(make(tmp_path), head="causal-lm")

@@ -1,12 +1,13 @@
 """The one Trace context: captures equal a plain forward's, edits take effect, early stop skips later layers,
 hooks are always removed (normal exit, exceptions, KeyboardInterrupt, nesting)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_model
 
 from bertbusters_nb.model.hooks import Trace, first_tensor
-from conftest import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,7 +26,8 @@ def _no_hooks(model) -> bool:
     once a forward asked for hidden states: those are not ours and stay)."""
     hooks = [h for m in model.modules() for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())]
     return not [h for h in hooks if h.__qualname__.startswith("Trace.")] and not any(
-        m._forward_hooks_with_kwargs or m._forward_pre_hooks_with_kwargs for m in model.modules())
+        m._forward_hooks_with_kwargs or m._forward_pre_hooks_with_kwargs for m in model.modules()
+    )
 
 
 @pytest.mark.parametrize("model", [BERT, LLAMA], ids=["bert", "llama"])
@@ -127,8 +129,9 @@ def test_edit_output_and_input_change_the_forward():
         assert torch.all(trace.output[..., 3] == 0)  # the kept output is the edited one
         assert not torch.equal(plain, edited)
         # the same edit as a replaced input of the next module (the MLM head's transform)
-        with Trace(BERT, "cls.predictions", edit_input=lambda _n, call: ((zero_dim_3(_n, call.args[0], call),),
-                                                                         call.kwargs)):
+        with Trace(
+            BERT, "cls.predictions", edit_input=lambda _n, call: ((zero_dim_3(_n, call.args[0], call),), call.kwargs)
+        ):
             via_input = BERT(input_ids=IDS).logits
     assert torch.equal(edited, via_input)
     assert _no_hooks(BERT)
@@ -141,8 +144,11 @@ def test_clone_keeps_a_copy_that_later_in_place_changes_cannot_touch():
         out.mul_(2)  # an in-place change after the output was kept
 
     with torch.no_grad():
-        with Trace(BERT, name, clone=True) as cloned, Trace(BERT, name) as kept, \
-                Trace(BERT, name, edit_output=in_place):
+        with (
+            Trace(BERT, name, clone=True) as cloned,
+            Trace(BERT, name) as kept,
+            Trace(BERT, name, edit_output=in_place),
+        ):
             BERT(input_ids=IDS)
         with Trace(BERT, name) as plain:
             BERT(input_ids=IDS)

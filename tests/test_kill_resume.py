@@ -14,6 +14,7 @@ Fine-tuning: the child runs ``finetune`` with Trainer checkpoints every 2 steps 
 once a complete checkpoint exists; the rerun resumes from it and ends with a valid cache entry
 whose weights equal those of an uninterrupted run with the same seed.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,14 +32,13 @@ import torch
 import transformers as T
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from bertbusters_nb.evaluation import scan
-from bertbusters_nb.evaluation import prepare_mlm_eval
+from bertbusters_nb.evaluation import prepare_mlm_eval, scan
 from bertbusters_nb.finetuning import FinetuneSettings, finetune
 
-pytestmark = [pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
-              pytest.mark.usefixtures("one_thread")]
-
-
+pytestmark = [
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 def _fork(work: Callable[[], None]) -> int:
@@ -51,6 +51,7 @@ def _fork(work: Callable[[], None]) -> int:
             code = 0
         except BaseException:  # noqa: BLE001 - reported through the exit code
             import traceback
+
             traceback.print_exc()
         finally:
             os._exit(code)
@@ -76,17 +77,31 @@ def _mlm_setup():
     vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                           special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tok = T.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                    sep_token="[SEP]", mask_token="[MASK]")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tok = T.PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
     rng = random.Random(1)
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 20))) for _ in range(12)]
     eval_set = prepare_mlm_eval(tok, texts, max_length=24, batch_size=6, device="cpu")
     torch.manual_seed(0)
-    model = T.BertForMaskedLM(T.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                                           num_attention_heads=2, intermediate_size=64,
-                                           max_position_embeddings=32)).eval()
+    model = T.BertForMaskedLM(
+        T.BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=32,
+        )
+    ).eval()
     return model, eval_set
 
 
@@ -133,9 +148,9 @@ def test_scan_killed_with_sigkill_resumes_to_the_uninterrupted_table(tmp_path, m
     assert all(n.startswith(".scan.json.") and n.endswith(".tmp") for n in others), f"{others} (kill seed {seed})"
 
 
-
-SETTINGS = FinetuneSettings(epochs=1.0, max_steps=6, batch_size=4, max_length=24, max_train_samples=24,
-                            checkpoint_steps=2, learning_rate=1e-3)
+SETTINGS = FinetuneSettings(
+    epochs=1.0, max_steps=6, batch_size=4, max_length=24, max_train_samples=24, checkpoint_steps=2, learning_rate=1e-3
+)
 
 
 def test_finetune_killed_with_sigkill_resumes_to_the_uninterrupted_result(tiny_bert_dir, tmp_path, monkeypatch):
@@ -151,8 +166,9 @@ def test_finetune_killed_with_sigkill_resumes_to_the_uninterrupted_result(tiny_b
         monkeypatch.setattr(torch.optim.AdamW, "step", slow_step)
         finetune(tiny_bert_dir, "rt", SETTINGS, cache_dir=cache, device="cpu", progress=False)
 
-    _kill_when(_fork(child), lambda: any(cache.glob(".work-*/checkpoint-*/trainer_state.json")), timeout=120,
-               extra_delay=0.2)
+    _kill_when(
+        _fork(child), lambda: any(cache.glob(".work-*/checkpoint-*/trainer_state.json")), timeout=120, extra_delay=0.2
+    )
     assert cache.is_dir() and all(p.name.startswith((".work-", ".tmp-")) for p in cache.iterdir())  # no entry yet
 
     resumed = finetune(tiny_bert_dir, "rt", SETTINGS, cache_dir=cache, device="cpu", progress=False)

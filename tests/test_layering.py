@@ -5,6 +5,7 @@ Lowest first; a module may import its own layer and lower ones only, never a hig
 through an old-path shim (``_moved.forward``). Command lines (``__main__``, ``*/cli.py``) sit on top with
 the runner: they wire the layers together. The import graph between modules has no circles.
 """
+
 from __future__ import annotations
 
 import ast
@@ -20,8 +21,8 @@ LAYERS = {
     "evaluation": ["evaluation"],
     "training": ["pretraining", "finetuning"],
     "analysis": ["analysis"],
-    "reporting": ["reporting"],
     "studies": ["studies"],
+    "reporting": ["reporting"],
     "widgets": ["widgets"],
     "app": ["schema", "runner", "__main__", "__init__"],
 }
@@ -61,8 +62,12 @@ def imported(module: str, path: Path) -> set[str]:
     base = module.split(".") if is_package else module.split(".")[:-1]
     found = set()
     tree = ast.parse(path.read_text())
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                   and "TYPE_CHECKING" in ast.unparse(block.test) for n in ast.walk(block)}
+    typing_only = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for n in ast.walk(block)
+    }
     for node in ast.walk(tree):
         if id(node) in typing_only:
             continue  # imports for type hints only never run
@@ -74,8 +79,10 @@ def imported(module: str, path: Path) -> set[str]:
                 stem = ".".join(root + ([node.module] if node.module else []))
             else:
                 stem = node.module or ""
-            targets = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in MODULES or f"{stem}.{a.name}" in SHIMS else stem
-                       for a in node.names]
+            targets = [
+                f"{stem}.{a.name}" if f"{stem}.{a.name}" in MODULES or f"{stem}.{a.name}" in SHIMS else stem
+                for a in node.names
+            ]
         else:
             continue
         found |= {t for t in targets if t == "bertbusters_nb" or t.startswith("bertbusters_nb.")}
@@ -96,15 +103,22 @@ def reexports_own_command_line(module: str, target: str) -> bool:
 
 
 def test_no_module_imports_a_higher_layer():
-    bad = [f"{m} ({list(LAYERS)[rank_of(m)]}) imports {t} ({list(LAYERS)[rank_of(t)]})"
-           for m, targets in GRAPH.items() for t in sorted(targets)
-           if t in MODULES and t != "bertbusters_nb" and rank_of(t) > rank_of(m) and not reexports_own_command_line(m, t)]
+    bad = [
+        f"{m} ({list(LAYERS)[rank_of(m)]}) imports {t} ({list(LAYERS)[rank_of(t)]})"
+        for m, targets in GRAPH.items()
+        for t in sorted(targets)
+        if t in MODULES and t != "bertbusters_nb" and rank_of(t) > rank_of(m) and not reexports_own_command_line(m, t)
+    ]
     assert not bad, "\n".join(bad)
 
 
 def test_pretraining_and_finetuning_do_not_import_each_other():
-    bad = [f"{m} imports {t}" for m, targets in GRAPH.items() for t in targets
-           if {unit_of(m), unit_of(t)} == {"pretraining", "finetuning"} and rank_of(m) != APP]
+    bad = [
+        f"{m} imports {t}"
+        for m, targets in GRAPH.items()
+        for t in targets
+        if {unit_of(m), unit_of(t)} == {"pretraining", "finetuning"} and rank_of(m) != APP
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -116,8 +130,10 @@ def test_package_code_never_imports_through_an_old_path_shim():
 def test_the_import_graph_has_no_circles():
     edges = {m: {t for t in ts if t in MODULES and t != "bertbusters_nb"} for m, ts in GRAPH.items()}
     # a package's __init__ re-exporting its own modules is not a circle through them
-    edges = {m: {t for t in ts if not (m.startswith(t + ".") and MODULES[t].name == "__init__.py")}
-             for m, ts in edges.items()}
+    edges = {
+        m: {t for t in ts if not (m.startswith(t + ".") and MODULES[t].name == "__init__.py")}
+        for m, ts in edges.items()
+    }
     state: dict[str, int] = {}
     cycles: list[list[str]] = []
 
@@ -126,7 +142,7 @@ def test_the_import_graph_has_no_circles():
         stack.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, stack)
         stack.pop()

@@ -1,14 +1,25 @@
 """Task metrics on hand-made examples, under their GLUE names."""
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bertbusters_nb.evaluation.metrics import (METRIC_FOR_TASK, NUM_LABELS, TASK_METRICS, accuracy, compute_metrics, f1,
-                                    matthews_correlation, pearson, spearmanr)
+from bertbusters_nb.evaluation.metrics import (
+    METRIC_FOR_TASK,
+    NUM_LABELS,
+    TASK_METRICS,
+    accuracy,
+    compute_metrics,
+    f1,
+    matthews_correlation,
+    pearson,
+    spearmanr,
+)
 
 
 def test_accuracy_and_f1_by_hand():
@@ -47,8 +58,9 @@ def test_agrees_with_sklearn_and_scipy(pairs):
     stats = pytest.importorskip("scipy.stats")
     preds, labels = map(list, zip(*pairs))
     assert matthews_correlation(preds, labels) == pytest.approx(sklearn_metrics.matthews_corrcoef(labels, preds))
-    assert f1(preds, labels) == pytest.approx(sklearn_metrics.f1_score(labels, preds, labels=[1], average="micro",
-                                                                       zero_division=0.0))
+    assert f1(preds, labels) == pytest.approx(
+        sklearn_metrics.f1_score(labels, preds, labels=[1], average="micro", zero_division=0.0)
+    )
     if len(set(preds)) > 1 and len(set(labels)) > 1:
         assert spearmanr(preds, labels) == pytest.approx(stats.spearmanr(preds, labels).statistic)
 

@@ -1,4 +1,5 @@
 """Acceptance on the real packaged MiniLM: consistent outlier dims that matter more than random ones."""
+
 from __future__ import annotations
 
 from bertbusters_nb import Condition, find_norm_sites, find_outliers, random_dims, select_sites

@@ -1,32 +1,59 @@
 """Norm-site finder: roles and counts per architecture, the real MiniLM, and clear errors."""
+
 from __future__ import annotations
 
 from collections import Counter
 
 import pytest
 import torch
+from conftest import tiny_model
 from torch import nn
 
 from bertbusters_nb.model.norms import NormLayoutError, find_norm_sites, select_sites, sites_table
-from conftest import tiny_model
 
 # (stack, role) -> count for the tiny models of conftest (3 layers; BART decoder 2).
 EXPECTED = {
-    "bert": {("encoder", "embeddings"): 1, ("encoder", "attention_output"): 3, ("encoder", "block_output"): 3,
-             ("encoder", "head"): 1},
-    "roberta": {("encoder", "embeddings"): 1, ("encoder", "attention_output"): 3, ("encoder", "block_output"): 3,
-                ("encoder", "head"): 1},
-    "distilbert": {("encoder", "embeddings"): 1, ("encoder", "attention_output"): 3,
-                   ("encoder", "block_output"): 3, ("encoder", "head"): 1},
+    "bert": {
+        ("encoder", "embeddings"): 1,
+        ("encoder", "attention_output"): 3,
+        ("encoder", "block_output"): 3,
+        ("encoder", "head"): 1,
+    },
+    "roberta": {
+        ("encoder", "embeddings"): 1,
+        ("encoder", "attention_output"): 3,
+        ("encoder", "block_output"): 3,
+        ("encoder", "head"): 1,
+    },
+    "distilbert": {
+        ("encoder", "embeddings"): 1,
+        ("encoder", "attention_output"): 3,
+        ("encoder", "block_output"): 3,
+        ("encoder", "head"): 1,
+    },
     # ALBERT shares one layer's parameters across all layers: one site per role.
-    "albert": {("encoder", "embeddings"): 1, ("encoder", "attention_output"): 1, ("encoder", "block_output"): 1,
-               ("encoder", "head"): 1},
-    "electra": {("encoder", "embeddings"): 1, ("encoder", "attention_output"): 3, ("encoder", "block_output"): 3,
-                ("encoder", "head"): 1},
+    "albert": {
+        ("encoder", "embeddings"): 1,
+        ("encoder", "attention_output"): 1,
+        ("encoder", "block_output"): 1,
+        ("encoder", "head"): 1,
+    },
+    "electra": {
+        ("encoder", "embeddings"): 1,
+        ("encoder", "attention_output"): 3,
+        ("encoder", "block_output"): 3,
+        ("encoder", "head"): 1,
+    },
     "xlnet": {("encoder", "attention_output"): 3, ("encoder", "block_output"): 3},
-    "bart": {("encoder", "embeddings"): 1, ("encoder", "attention_output"): 3, ("encoder", "block_output"): 3,
-             ("decoder", "embeddings"): 1, ("decoder", "attention_output"): 2,
-             ("decoder", "cross_attention_output"): 2, ("decoder", "block_output"): 2},
+    "bart": {
+        ("encoder", "embeddings"): 1,
+        ("encoder", "attention_output"): 3,
+        ("encoder", "block_output"): 3,
+        ("decoder", "embeddings"): 1,
+        ("decoder", "attention_output"): 2,
+        ("decoder", "cross_attention_output"): 2,
+        ("decoder", "block_output"): 2,
+    },
     "gpt2": {("decoder", "pre_attention"): 3, ("decoder", "pre_ffn"): 3, ("decoder", "final"): 1},
     "llama": {("decoder", "pre_attention"): 3, ("decoder", "pre_ffn"): 3, ("decoder", "final"): 1},
 }
@@ -49,8 +76,7 @@ def test_bert_names_are_the_output_layernorms():
     assert block == [f"bert.encoder.layer.{i}.output.LayerNorm" for i in range(3)]
     head = [s.name for s in sites if s.role == "head"]
     assert head == ["cls.predictions.transform.LayerNorm"]
-    assert "cls.predictions.transform.LayerNorm" not in [s.name for s in select_sites(sites, None)
-                                                         if s.role != "head"]
+    assert "cls.predictions.transform.LayerNorm" not in [s.name for s in select_sites(sites, None) if s.role != "head"]
 
 
 def test_llama_rmsnorm_without_bias_is_found():
@@ -64,8 +90,9 @@ def test_layer_selection_does_not_confuse_layer_1_with_11():
     torch.manual_seed(0)
     import transformers as T
 
-    model = T.BertModel(T.BertConfig(hidden_size=16, num_hidden_layers=12, num_attention_heads=2,
-                                     intermediate_size=32, vocab_size=50))
+    model = T.BertModel(
+        T.BertConfig(hidden_size=16, num_hidden_layers=12, num_attention_heads=2, intermediate_size=32, vocab_size=50)
+    )
     chosen = select_sites(find_norm_sites(model), "block_output", layers=[1])
     assert [s.name for s in chosen] == ["encoder.layer.1.output.LayerNorm"]
 
@@ -94,13 +121,16 @@ def test_norm_that_never_runs_is_no_site_and_is_named_in_a_warning():
     assert Counter(s.role for s in sites)["block_output"] == 3
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"roles": "pre_attention"}, "has no"),
-    ({"roles": "bogus"}, "Unknown site role"),
-    ({"layers": [7]}, "outside this model"),
-    ({"layers": [-1]}, "outside this model"),
-    ({"stack": "decoder"}, "Unknown stack"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"roles": "pre_attention"}, "has no"),
+        ({"roles": "bogus"}, "Unknown site role"),
+        ({"layers": [7]}, "outside this model"),
+        ({"layers": [-1]}, "outside this model"),
+        ({"stack": "decoder"}, "Unknown stack"),
+    ],
+)
 def test_bad_selections_are_clear_errors(kwargs, match):
     sites = find_norm_sites(tiny_model("bert"))
     with pytest.raises(ValueError, match=match):

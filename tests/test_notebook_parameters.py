@@ -1,4 +1,5 @@
 """bb.notebook_parameters(globals()): a notebook's parameters captured once, for RunRecorder(config=...)."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ BOOKS = numbered_notebooks()
 
 def kernel_namespace(book, **injected):
     """What a kernel's globals hold after the parameters cell (and papermill's injected cell) and the imports."""
-    return {"__name__": "__main__", "bb": bb, "display": print, "In": ["", "x = 1"],
-            **declared_parameters(book), **injected}
+    return {
+        "__name__": "__main__",
+        "bb": bb,
+        "display": print,
+        "In": ["", "x = 1"],
+        **declared_parameters(book),
+        **injected,
+    }
 
 
 @pytest.mark.parametrize("book", BOOKS, ids=lambda p: p.stem)

@@ -1,4 +1,5 @@
 """Notebooks: committed without outputs, in step with their py:percent source, no logic in cells."""
+
 from __future__ import annotations
 
 import ast
@@ -47,9 +48,11 @@ def test_in_step_with_its_source(book):
     source = REPO / "notebooks" / "src" / f"{book.stem}.py"
     built = jupytext.read(source, fmt="py:percent")
     committed = nbformat.read(book, as_version=4)
-    assert [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in committed.cells] == \
-        [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in built.cells], \
+    assert [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in committed.cells] == [
+        (c.cell_type, c.source, c.metadata.get("tags", [])) for c in built.cells
+    ], (
         f"rebuild with: make notebooks (jupytext --update --to ipynb -o {book.relative_to(REPO)} {source.relative_to(REPO)})"
+    )
     assert committed.metadata.kernelspec.name == "bertbusters_nb", "the kernelspec the runner and JupyterLab use"
 
 

@@ -3,17 +3,18 @@
 The decision's timing probe is not tested (tests never depend on machine speed): the rule is tested on
 given timings, and the switch on what the engine picks.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
-
-from bertbusters_nb import device as devices
-from bertbusters_nb.model.ablation import Condition
-from bertbusters_nb.evaluation.engine import AblationEngine
-from bertbusters_nb.evaluation import prepare_mlm_eval
 from conftest import tiny_model
 from test_evaluation import TOK, random_texts
+
+from bertbusters_nb import device as devices
+from bertbusters_nb.evaluation import prepare_mlm_eval
+from bertbusters_nb.evaluation.engine import AblationEngine
+from bertbusters_nb.model.ablation import Condition
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,9 +35,11 @@ def test_native_bf16_needs_the_cpu_flags():
 @pytest.fixture()
 def probe_says(monkeypatch):
     """Make the once-per-process CPU decision return ``value`` (and clear BERTBUSTERS_FP32)."""
+
     def set_to(value: bool):
         monkeypatch.delenv(devices.FP32_ENV, raising=False)
         monkeypatch.setattr(devices, "cpu_bf16_pays", lambda: value)
+
     return set_to
 
 
@@ -66,8 +69,9 @@ def test_bf16_engine_loss_is_within_002_nats_of_fp32_on_bbmini():
     from bertbusters_nb.data import load_texts
 
     model, tokenizer = load_model("bbmini", head="mlm", device="cpu")
-    es = prepare_mlm_eval(tokenizer, load_texts("movie_reviews", split="heldout", min_words=20)[:16], max_length=64,
-                          seed=0, batch_size=16)
+    es = prepare_mlm_eval(
+        tokenizer, load_texts("movie_reviews", split="heldout", min_words=20)[:16], max_length=64, seed=0, batch_size=16
+    )
     conditions = [Condition("none"), Condition("top outlier", (81,)), Condition("dim 5", (5,), layers=(2, 3))]
     fp32 = [r["eval_loss"] for r in AblationEngine(model, es, autocast=None).run(conditions, progress=False)]
     bf16 = [r["eval_loss"] for r in AblationEngine(model, es, autocast=torch.bfloat16).run(conditions, progress=False)]

@@ -1,4 +1,5 @@
 """Pre-training: tokenizer, masking, masked-position loss, resumable checkpoints, the committed bbmini."""
+
 from __future__ import annotations
 
 import os
@@ -18,13 +19,21 @@ import torch
 from bertbusters_nb import pretraining as pt
 from bertbusters_nb.analysis import trajectory
 from bertbusters_nb.atomic import read_json
-from bertbusters_nb.pretraining.tokenizer import (SPECIAL_TOKENS, load_chunks, pack_chunks, prepare_data_from_texts,
-                                                  train_tokenizer, unigram_entropy)
+from bertbusters_nb.pretraining.tokenizer import (
+    SPECIAL_TOKENS,
+    load_chunks,
+    pack_chunks,
+    prepare_data_from_texts,
+    train_tokenizer,
+    unigram_entropy,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BBMINI = REPO / "models" / "bbmini"
-WORDS = ("the a film movie story actor plot scene good bad great boring funny long short love hate watch "
-         "saw man woman dog cat ran sat on in over under because and but very really not quite").split()
+WORDS = (
+    "the a film movie story actor plot scene good bad great boring funny long short love hate watch "
+    "saw man woman dog cat ran sat on in over under because and but very really not quite"
+).split()
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,8 +43,6 @@ def _texts(n: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30))) + "." for _ in range(n)]
 
 
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pretrain-data")
@@ -43,9 +50,22 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def tiny(data_dir: Path, **changes) -> pt.PretrainConfig:
-    base = pt.PretrainConfig(data_dir=str(data_dir), hidden=32, layers=2, heads=2, intermediate=64, batch_size=8,
-                             lr=3e-3, warmup_steps=3, max_steps=20, log_every=5, save_every=5, eval_sequences=16,
-                             eval_batch_size=16, device="cpu")
+    base = pt.PretrainConfig(
+        data_dir=str(data_dir),
+        hidden=32,
+        layers=2,
+        heads=2,
+        intermediate=64,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=3,
+        max_steps=20,
+        log_every=5,
+        save_every=5,
+        eval_sequences=16,
+        eval_batch_size=16,
+        device="cpu",
+    )
     return replace(base, **changes)
 
 
@@ -61,11 +81,14 @@ def test_tokenizer_has_the_asked_vocab_size_and_reloads(tmp_path):
 
 
 def test_a_data_folder_can_reuse_a_saved_tokenizer(data_dir, tmp_path):
-    reused = prepare_data_from_texts(_texts(50, 3), _texts(20, 4), tmp_path / "d", seq_len=32,
-                                     tokenizer_dir=data_dir / "tokenizer")
+    reused = prepare_data_from_texts(
+        _texts(50, 3), _texts(20, 4), tmp_path / "d", seq_len=32, tokenizer_dir=data_dir / "tokenizer"
+    )
     info = read_json(reused / "data.json")
     assert info["vocab_size"] == 80
-    assert (reused / "tokenizer" / "tokenizer.json").read_text() == (data_dir / "tokenizer" / "tokenizer.json").read_text()
+    assert (reused / "tokenizer" / "tokenizer.json").read_text() == (
+        data_dir / "tokenizer" / "tokenizer.json"
+    ).read_text()
 
 
 def test_pack_chunks_frames_every_row():
@@ -91,7 +114,7 @@ def test_mask_tokens_counts_and_proportions():
     generator = torch.Generator().manual_seed(0)
     inputs, positions, labels = pt.mask_fixed_count(ids, 0.15, 100, generator)
     assert positions.shape == labels.shape == (400, 19)
-    assert (labels == ids.gather(1, positions)).all()              # labels: the original tokens
+    assert (labels == ids.gather(1, positions)).all()  # labels: the original tokens
     assert not torch.isin(positions, torch.tensor([0, 50, 127])).any()  # specials are never picked
     picked = inputs.gather(1, positions)
     share_mask = (picked == pt.MASK_ID).float().mean().item()
@@ -149,6 +172,7 @@ def test_resume_after_a_crash_ends_identical(data_dir, tmp_path):
     def crash(step: int) -> None:
         if step == 13:
             raise Crash
+
     with pytest.raises(Crash):
         pt.pretrain(config, tmp_path / "resumed", progress=False, callback=crash)
     assert [p.name for p in pt.checkpoint_dirs(tmp_path / "resumed")] == ["step_00000008"]
@@ -204,17 +228,48 @@ def test_sigkill_then_resume_ends_identical_without_datasets(data_dir, tmp_path)
 
     The child cannot import ``datasets`` (as on the GPU machine): training must not need it.
     """
-    args = ["--data-dir", str(data_dir), "--hidden", "32", "--layers", "2", "--heads", "2", "--intermediate", "64",
-            "--batch-size", "8", "--lr", "0.003", "--warmup-steps", "3", "--max-steps", "120", "--log-every", "10",
-            "--save-every", "10", "--eval-sequences", "16", "--eval-batch-size", "16", "--device", "cpu"]
+    args = [
+        "--data-dir",
+        str(data_dir),
+        "--hidden",
+        "32",
+        "--layers",
+        "2",
+        "--heads",
+        "2",
+        "--intermediate",
+        "64",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.003",
+        "--warmup-steps",
+        "3",
+        "--max-steps",
+        "120",
+        "--log-every",
+        "10",
+        "--save-every",
+        "10",
+        "--eval-sequences",
+        "16",
+        "--eval-batch-size",
+        "16",
+        "--device",
+        "cpu",
+    ]
     blocker = tmp_path / "block"
     blocker.mkdir()
     (blocker / "datasets.py").write_text("raise ImportError('datasets is not available here')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(REPO)]), "OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-m", "bertbusters_nb.pretraining", "train", "--out", str(killed),
-                              "--no-progress", *args], env=env, cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bertbusters_nb.pretraining", "train", "--out", str(killed), "--no-progress", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 60
     while not pt.checkpoint_dirs(killed) and child.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -233,7 +288,7 @@ def test_sigkill_then_resume_ends_identical_without_datasets(data_dir, tmp_path)
 
 def test_outlier_selection_and_ablation_effect_on_a_planted_outlier(data_dir, tmp_path):
     model = pt.build_model(tiny(data_dir), 80, 32).eval()
-    from bertbusters_nb.model.norms import find_norm_sites, select_sites
+    from bertbusters_nb.model.norms import find_norm_sites
 
     with torch.no_grad():
         for site in find_norm_sites(model):  # the rule weighs every norm site but the MLM head's
@@ -315,8 +370,17 @@ def test_bbmini_loads_and_reproduces_its_recorded_eval_loss():
 
 @needs_bbmini
 def test_bbmini_files_are_complete_and_consistent():
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "training_config.json", "COMMAND.sh",
-                 "train_log.csv", "norm_trajectory.npz", "ablation_trajectory.csv", "README.md"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "training_config.json",
+        "COMMAND.sh",
+        "train_log.csv",
+        "norm_trajectory.npz",
+        "ablation_trajectory.csv",
+        "README.md",
+    ):
         assert (BBMINI / name).exists(), name
     assert (BBMINI / "model.safetensors").stat().st_size < 20e6
     log = pd.read_csv(BBMINI / "train_log.csv")
@@ -339,5 +403,5 @@ def test_bbmini_eval_check_is_the_first_held_out_movie_reviews():
     tokenizer = AutoTokenizer.from_pretrained(BBMINI)
     chunks = np.load(BBMINI / "eval_check.npy")
     texts = load_texts("movie_reviews", split="heldout")
-    ours = pack_chunks(_encode(tokenizer, texts), chunks.shape[1])[:len(chunks)]
+    ours = pack_chunks(_encode(tokenizer, texts), chunks.shape[1])[: len(chunks)]
     assert np.array_equal(ours, chunks)

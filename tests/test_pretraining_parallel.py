@@ -5,6 +5,7 @@ two processes: each takes half of every global batch, gradients are all-reduced.
 its checkpoints (main process only, atomically), a second launch resumes from them, and the
 weights and losses match a one-process run with the same global batch.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,10 +26,24 @@ from bertbusters_nb.pretraining.tokenizer import prepare_data_from_texts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parent.parent
-WORDS = ("the a film movie story actor plot scene good bad great boring funny long short love hate watch "
-         "saw man woman dog cat ran sat on in over under because and but very really not quite").split()
-FLAGS = {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "batch_size": 8, "lr": 3e-3, "warmup_steps": 3,
-         "log_every": 3, "save_every": 3, "eval_sequences": 16, "eval_batch_size": 16, "device": "cpu"}
+WORDS = (
+    "the a film movie story actor plot scene good bad great boring funny long short love hate watch "
+    "saw man woman dog cat ran sat on in over under because and but very really not quite"
+).split()
+FLAGS = {
+    "hidden": 32,
+    "layers": 2,
+    "heads": 2,
+    "intermediate": 64,
+    "batch_size": 8,
+    "lr": 3e-3,
+    "warmup_steps": 3,
+    "log_every": 3,
+    "save_every": 3,
+    "eval_sequences": 16,
+    "eval_batch_size": 16,
+    "device": "cpu",
+}
 
 
 def _texts(n: int, seed: int) -> list[str]:
@@ -44,11 +59,37 @@ def _launch(out: Path, data_dir: Path, max_steps: int) -> subprocess.CompletedPr
     flags = [x for k, v in {**FLAGS, "max_steps": max_steps}.items() for x in (f"--{k.replace('_', '-')}", str(v))]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     # "--multi_gpu" selects accelerate's torchrun launcher; without a GPU its processes use gloo on the CPU.
-    return subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-                           "-m", "bertbusters_nb.pretraining", "train", "--out", str(out), "--no-progress",
-                           "--data-dir", str(data_dir), *flags],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(port),
+            "-m",
+            "bertbusters_nb.pretraining",
+            "train",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--data-dir",
+            str(data_dir),
+            *flags,
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def _errors(done: subprocess.CompletedProcess) -> str:
@@ -57,8 +98,9 @@ def _errors(done: subprocess.CompletedProcess) -> str:
 
 
 def test_two_processes_write_checkpoints_resume_and_match_one_process(tmp_path):
-    data_dir = prepare_data_from_texts(_texts(600, 0), _texts(60, 1), tmp_path / "data", vocab_size=80, seq_len=32,
-                                       min_frequency=1)
+    data_dir = prepare_data_from_texts(
+        _texts(600, 0), _texts(60, 1), tmp_path / "data", vocab_size=80, seq_len=32, min_frequency=1
+    )
     config = pt.PretrainConfig(data_dir=str(data_dir), max_steps=12, **FLAGS)
     single = pt.pretrain(config, tmp_path / "single", progress=False)
     parallel = tmp_path / "parallel"
@@ -84,8 +126,11 @@ def test_two_processes_write_checkpoints_resume_and_match_one_process(tmp_path):
     assert want.keys() == got.keys()
     gap = max((want[k] - got[k]).abs().max().item() for k in want)
     assert gap < ATOL, gap
-    half = pt.pretrain(pt.PretrainConfig(data_dir=str(data_dir), **{**FLAGS, "batch_size": 4, "max_steps": 12}),
-                       tmp_path / "half", progress=False)
+    half = pt.pretrain(
+        pt.PretrainConfig(data_dir=str(data_dir), **{**FLAGS, "batch_size": 4, "max_steps": 12}),
+        tmp_path / "half",
+        progress=False,
+    )
     other = load_file(str(half.out_dir / "checkpoints" / "step_00000012" / "model.safetensors"))
     off = max((want[k] - other[k]).abs().max().item() for k in want)
     assert off > 100 * ATOL, off  # the tolerance is far tighter than a wrong gradient's effect

@@ -1,4 +1,5 @@
 """The README's quick-look snippet runs and prints what it promises."""
+
 import contextlib
 import io
 import re
@@ -9,7 +10,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_quick_look_snippet_runs():
     text = README.read_text()
-    section = text[text.index("## Quick look"):]
+    section = text[text.index("## Quick look") :]
     snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -22,6 +23,6 @@ def test_quick_look_snippet_runs():
 
 def test_readme_opens_with_the_two_commands():
     lines = README.read_text().splitlines()
-    block = lines[lines.index("```bash") + 1: lines.index("```bash") + 3]
+    block = lines[lines.index("```bash") + 1 : lines.index("```bash") + 3]
     assert [l.split()[0:2] for l in block] == [["make", "reproduce"], ["make", "test"]]
     assert "make test" in (README.parent / ".ci" / "run").read_text()

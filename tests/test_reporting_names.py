@@ -1,4 +1,5 @@
 """Issue 18's renames and moves in reporting: the new names, and the old ones warning and forwarding for one release."""
+
 from __future__ import annotations
 
 import importlib
@@ -18,12 +19,15 @@ from bertbusters_nb.reporting import plots  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("old, new, name", [
-    ("bertbusters_nb.plotting", "bertbusters_nb.reporting.plots.core", "scan_plot"),
-    ("bertbusters_nb.plotting_glue", "bertbusters_nb.reporting.plots.downstream", "baseline_bars"),
-    ("bertbusters_nb.plotting_why", "bertbusters_nb.reporting.plots.why", "sink_heatmaps"),
-    ("bertbusters_nb.results", "bertbusters_nb.reporting.recorder", "RunRecorder"),
-])
+@pytest.mark.parametrize(
+    "old, new, name",
+    [
+        ("bertbusters_nb.plotting", "bertbusters_nb.reporting.plots.core", "scan_plot"),
+        ("bertbusters_nb.plotting_glue", "bertbusters_nb.reporting.plots.downstream", "baseline_bars"),
+        ("bertbusters_nb.plotting_why", "bertbusters_nb.reporting.plots.why", "sink_heatmaps"),
+        ("bertbusters_nb.results", "bertbusters_nb.reporting.recorder", "RunRecorder"),
+    ],
+)
 def test_old_paths_warn_and_forward(old, new, name):
     module = importlib.reload(importlib.import_module(old))  # a fresh shim warns once per name, whatever ran before
     with pytest.warns(FutureWarning, match=new.replace(".", r"\.")):
@@ -42,8 +46,15 @@ def test_the_old_reporting_names_stay_without_warning():
 
 
 def flags_table():
-    return pd.DataFrame({"step": [0, 100, 0, 100], "dim": [5, 5, 9, 9], "sites_flagged": [0, 4, 1, 1],
-                         "max_abs_z": [1.0, 8.0, 3.5, 3.6], "n_sites": [4] * 4})
+    return pd.DataFrame(
+        {
+            "step": [0, 100, 0, 100],
+            "dim": [5, 5, 9, 9],
+            "sites_flagged": [0, 4, 1, 1],
+            "max_abs_z": [1.0, 8.0, 3.5, 3.6],
+            "n_sites": [4] * 4,
+        }
+    )
 
 
 def test_plot_flags_over_steps_is_the_figure_and_the_old_name_warns():
@@ -61,9 +72,16 @@ def test_blank_predictions_and_the_old_fill_mask_name():
 
     tokenizer = T.AutoTokenizer.from_pretrained(assets.minilm_dir())
     torch.manual_seed(0)
-    model = T.BertForMaskedLM(T.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                           num_attention_heads=2, intermediate_size=64,
-                                           max_position_embeddings=64)).eval()
+    model = T.BertForMaskedLM(
+        T.BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).eval()
     table = blank_predictions(model, tokenizer, "the movie was [MASK] and [MASK] .", top_k=2)
     assert list(table.columns) == ["blank", "rank", "token", "probability"] and len(table) == 4
     with pytest.warns(FutureWarning, match="blank_predictions"):
@@ -73,8 +91,9 @@ def test_blank_predictions_and_the_old_fill_mask_name():
 
 def test_min_sites_and_the_old_min_layers_keyword():
     torch.manual_seed(0)
-    model = T.BertModel(T.BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                                     intermediate_size=64, vocab_size=120)).eval()
+    model = T.BertModel(
+        T.BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, vocab_size=120)
+    ).eval()
     with torch.no_grad():
         for layer in model.encoder.layer:
             layer.output.LayerNorm.weight[7] = 40.0  # one dim stands out in every block-output norm

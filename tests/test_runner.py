@@ -1,9 +1,9 @@
 """The batch runner: every notebook's smoke profile (network blocked), failures, re-runs, parameters."""
+
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -42,9 +42,16 @@ def _notebook(path: Path, code: list[str]) -> Path:
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params] + [nbformat.v4.new_code_cell(c) for c in code]
     nbformat.write(nb, path)
-    path.with_suffix(".schema.json").write_text(json.dumps({
-        "out_dir": {"type": "str", "nonempty": True}, "profile": {"type": "str", "choices": list(runner.PROFILES)},
-        "size": {"type": "int", "min": 1, "max": 10}, "name": {"type": "str", "nonempty": True}}))
+    path.with_suffix(".schema.json").write_text(
+        json.dumps(
+            {
+                "out_dir": {"type": "str", "nonempty": True},
+                "profile": {"type": "str", "choices": list(runner.PROFILES)},
+                "size": {"type": "int", "min": 1, "max": 10},
+                "name": {"type": "str", "nonempty": True},
+            }
+        )
+    )
     return path
 
 
@@ -52,8 +59,10 @@ def _notebook(path: Path, code: list[str]) -> Path:
 def fake_series(tmp_path):
     books = tmp_path / "notebooks"
     books.mkdir()
-    ok = "from pathlib import Path\nPath(out_dir).mkdir(parents=True, exist_ok=True)\n" \
-         "Path(out_dir, 'table.csv').write_text('a\\n1\\n')\nPath(out_dir, 'runs.txt').open('a').write('x')"
+    ok = (
+        "from pathlib import Path\nPath(out_dir).mkdir(parents=True, exist_ok=True)\n"
+        "Path(out_dir, 'table.csv').write_text('a\\n1\\n')\nPath(out_dir, 'runs.txt').open('a').write('x')"
+    )
     _notebook(books / "01_first.ipynb", [ok])
     _notebook(books / "02_broken.ipynb", ["x = 1", "raise RuntimeError('planted failure')"])
     _notebook(books / "03_third.ipynb", [ok])
@@ -76,8 +85,9 @@ def test_failing_notebook_is_named_and_others_are_kept(fake_series):
 
 
 def test_rerun_skips_finished_notebooks_unless_redo(fake_series):
-    kwargs = dict(figures_dir=fake_series / "figures", notebooks_dir=fake_series / "notebooks",
-                  kernel_name="python3", only=["01"])
+    kwargs = dict(
+        figures_dir=fake_series / "figures", notebooks_dir=fake_series / "notebooks", kernel_name="python3", only=["01"]
+    )
     assert run_series("smoke", **kwargs)[0].status == "ok"
     assert run_series("smoke", **kwargs)[0].status == "skipped"
     assert run_series("smoke", redo=True, **kwargs)[0].status == "ok"
@@ -87,13 +97,16 @@ def test_rerun_skips_finished_notebooks_unless_redo(fake_series):
     assert run_series("smoke", **kwargs)[0].status == "ok"
 
 
-@pytest.mark.parametrize("values, match", [
-    ({"sise": 4}, "no parameter 'sise'. Did you mean 'size'"),
-    ({"size": "four"}, "'size' must be int"),
-    ({"name": 3}, "'name' must be str"),
-    ({"size": 0}, "size must be an integer >= 1 and <= 10; got 0"),
-    ({"name": ""}, "name must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        ({"sise": 4}, "no parameter 'sise'. Did you mean 'size'"),
+        ({"size": "four"}, "'size' must be int"),
+        ({"name": 3}, "'name' must be str"),
+        ({"size": 0}, "size must be an integer >= 1 and <= 10; got 0"),
+        ({"name": ""}, "name must be a non-empty string"),
+    ],
+)
 def test_bad_parameters_are_rejected_before_running(fake_series, values, match):
     with pytest.raises(ParameterError, match=match):
         check_parameters(fake_series / "notebooks" / "01_first.ipynb", values)
@@ -113,8 +126,9 @@ def test_profiles_files_only_name_declared_parameters():
 def test_the_line_that_raised_is_reported_not_the_first_line_of_the_cell(fake_series):
     books = fake_series / "notebooks"
     _notebook(books / "04_deep.ipynb", ["from pathlib import Path\nx = 1\nPath('/no/such/file').read_text()\ny = 2"])
-    result = run_series("smoke", figures_dir=fake_series / "figures", notebooks_dir=books, kernel_name="python3",
-                        only=["04"])[0]
+    result = run_series(
+        "smoke", figures_dir=fake_series / "figures", notebooks_dir=books, kernel_name="python3", only=["04"]
+    )[0]
     assert result.status == "failed" and "FileNotFoundError" in result.error
     assert "line 3: `Path('/no/such/file').read_text()`" in result.error, result.error
 

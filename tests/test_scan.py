@@ -1,4 +1,5 @@
 """Full scan: equals per-condition evaluation, resumes after a kill, refuses or recomputes bad checkpoints."""
+
 from __future__ import annotations
 
 import json
@@ -8,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import transformers as T
+from conftest import tiny_model
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from bertbusters_nb.model.ablation import Condition
-from bertbusters_nb.evaluation.engine import AblationEngine
 from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval, row_condition
+from bertbusters_nb.evaluation.engine import AblationEngine
 from bertbusters_nb.evaluation.scan import CheckpointWarning, checkpoint_name, scan_dims
-from conftest import tiny_model
+from bertbusters_nb.model.ablation import Condition
 
 WORDS = [f"w{i}" for i in range(100)]
 
@@ -23,10 +24,17 @@ def _tokenizer():
     vocab = {tok: i for i, tok in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                           special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return T.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
-                                     cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return T.PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 _rng = random.Random(1)
@@ -72,8 +80,9 @@ def test_killed_scan_resumes_to_the_same_table(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
 
     resumed_calls = []
-    monkeypatch.setattr(AblationEngine, "_run_plans",
-                        lambda self, plans: resumed_calls.append(len(plans)) or original(self, plans))
+    monkeypatch.setattr(
+        AblationEngine, "_run_plans", lambda self, plans: resumed_calls.append(len(plans)) or original(self, plans)
+    )
     resumed = scan_dims(MODEL, EVAL_SET, dims=DIMS, checkpoint_path=path, checkpoint_every=3, progress=False)
     assert resumed_calls == [3, 1]  # only dims 6..9 were computed again; the intact value came from the file
     pd.testing.assert_frame_equal(resumed, full)
@@ -132,8 +141,7 @@ def test_notebook_scan_on_the_first_examples_only(tmp_path):
 
 
 def test_a_scan_row_reruns_exactly_from_its_stored_condition():
-    table = scan_dims(MODEL, EVAL_SET, roles="block_output", layers=(1, 2), dims=DIMS[:4], mode="mean",
-                      progress=False)
+    table = scan_dims(MODEL, EVAL_SET, roles="block_output", layers=(1, 2), dims=DIMS[:4], mode="mean", progress=False)
     for _, row in table.iterrows():
         condition = row_condition(row)
         assert condition == Condition(f"dim {row['dim']}", (row["dim"],), ("block_output",), (1, 2), "mean")

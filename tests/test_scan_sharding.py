@@ -1,4 +1,5 @@
 """Scans sharded across processes with accelerate (2 CPU processes, gloo) give the single-process table."""
+
 from __future__ import annotations
 
 import os
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from shard_setup import tiny_scan_setup
 
 from bertbusters_nb.evaluation.scan import merge_scan_parts, scan_dims, sharded_scan
-from shard_setup import tiny_scan_setup
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 HERE = Path(__file__).resolve().parent
@@ -28,10 +29,30 @@ def test_two_processes_under_accelerate_launch_merge_to_the_single_process_table
         port = s.getsockname()[1]
     # "--multi_gpu" selects accelerate's torchrun launcher; without a GPU its processes use gloo on the CPU
     # ("--cpu --num_processes 2" would need MPI and runs one process).
-    done = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-                           str(HERE / "scan_shard_worker.py"), str(tmp_path / "parts"), str(out)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(port),
+            str(HERE / "scan_shard_worker.py"),
+            str(tmp_path / "parts"),
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     merged = pd.read_pickle(out)
     assert merged.attrs.pop("world") == 2

@@ -1,18 +1,27 @@
 """Screened scans: gradient estimates of every dim's effect, exact checks of the top k, the embedding objective."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-
-from bertbusters_nb.model.ablation import Condition, state_fingerprint, fingerprints_equal
-from bertbusters_nb.evaluation.embeddings import sentence_embeddings
-from bertbusters_nb.evaluation import prepare_classification_eval, prepare_mlm_eval, scan_dims
-from bertbusters_nb.evaluation.sets import prepare_causal_eval
-from bertbusters_nb.model.norms import find_norm_sites, select_sites
-from bertbusters_nb.evaluation.screen import (agreement, estimate_effects, exact_effects, make_engine, screen_summary,
-                                   prepare_embedding_eval, screen_ranking, screened_scan)
 from conftest import tiny_model
 from test_evaluation import TOK, random_texts
+
+from bertbusters_nb.evaluation import prepare_classification_eval, prepare_mlm_eval, scan_dims
+from bertbusters_nb.evaluation.embeddings import sentence_embeddings
+from bertbusters_nb.evaluation.screen import (
+    agreement,
+    estimate_effects,
+    exact_effects,
+    make_engine,
+    prepare_embedding_eval,
+    screen_ranking,
+    screen_summary,
+    screened_scan,
+)
+from bertbusters_nb.evaluation.sets import prepare_causal_eval
+from bertbusters_nb.model.ablation import Condition, fingerprints_equal, state_fingerprint
+from bertbusters_nb.model.norms import find_norm_sites, select_sites
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -150,7 +159,11 @@ def test_estimate_from_the_cached_prefix_equals_the_full_forwards(arch, roles, l
     """Sites in later layers: the screen runs from the engine's cached intact state there (no gradient
     through the layers before); the estimates are those of the full forward and backward."""
     model = tiny_model(arch)
-    es = prepare_mlm_eval(TOK, TEXTS, seed=1, batch_size=8) if arch == "bert" else prepare_causal_eval(TOK, TEXTS, batch_size=8)
+    es = (
+        prepare_mlm_eval(TOK, TEXTS, seed=1, batch_size=8)
+        if arch == "bert"
+        else prepare_causal_eval(TOK, TEXTS, batch_size=8)
+    )
     cached = make_engine(model, es, autocast=None)
     assert cached.stack is not None  # the prefix cache is on for this model
     full = make_engine(model, es, prefix_cache=False, autocast=None)
@@ -174,8 +187,9 @@ def test_check_order_takes_estimate_abs_and_energy_lists_in_turn():
 
     from bertbusters_nb.evaluation.screen import check_order
 
-    frame = pd.DataFrame({"dim": [0, 1, 2, 3, 4], "estimate": [0.5, -2.0, 0.1, 0.0, 0.3],
-                          "energy": [1.0, 2.0, 3.0, 9.0, 0.0]})
+    frame = pd.DataFrame(
+        {"dim": [0, 1, 2, 3, 4], "estimate": [0.5, -2.0, 0.1, 0.0, 0.3], "energy": [1.0, 2.0, 3.0, 9.0, 0.0]}
+    )
     assert check_order(frame, "estimate") == [0, 4, 2, 3, 1]
     assert check_order(frame, "abs") == [1, 0, 4, 2, 3]
     assert check_order(frame, "energy") == [3, 2, 1, 0, 4]
@@ -197,7 +211,7 @@ def test_energy_is_the_squared_output_of_the_chosen_sites_over_real_tokens():
             model(**batch.inputs)
             mask = batch.inputs["attention_mask"].bool()
             for s in sites:
-                for call in trace[s.name].calls[before[s.name]:]:
+                for call in trace[s.name].calls[before[s.name] :]:
                     expected += (first_tensor(call.output).double()[mask] ** 2).sum(0)
     assert est["energy"].tolist() == pytest.approx(expected.tolist(), rel=1e-6)
 

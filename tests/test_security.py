@@ -1,4 +1,5 @@
 """Security: no remote code, safetensors by default, the browser test's server bound to 127.0.0.1 with a token."""
+
 from __future__ import annotations
 
 import re
@@ -15,9 +16,12 @@ PACKAGE = REPO / "bertbusters_nb"
 def test_the_package_never_turns_on_trust_remote_code():
     sources = sorted(PACKAGE.rglob("*.py"))
     assert len(sources) > 10
-    offenders = [f"{p.relative_to(REPO)}:{i}" for p in sources for i, line in enumerate(p.read_text().splitlines(), 1)
-                 if re.search(r"trust_remote_code['\"]?\s*[=:]\s*(?!False\b)\S", line)
-                 and not line.lstrip().startswith("#")]
+    offenders = [
+        f"{p.relative_to(REPO)}:{i}"
+        for p in sources
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"trust_remote_code['\"]?\s*[=:]\s*(?!False\b)\S", line) and not line.lstrip().startswith("#")
+    ]
     assert not offenders, f"trust_remote_code is passed (set or forwarded) at {offenders}"
 
 

@@ -1,4 +1,5 @@
 """Task table, offline stand-ins (rt, snli) and the GLUE path through a local folder standing in for the hub."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,21 @@ import json
 import pandas as pd
 import pytest
 
-from bertbusters_nb.evaluation import metrics
 from bertbusters_nb.data import assets
-from bertbusters_nb.evaluation.tasks import (GLUE_TASKS, OFFLINE_TASKS, RT_DEV_SIZE, TASK_TO_KEYS, TASKS, describe_tasks,
-                                  get_task, load_task, sample, task_columns, tokenize_split)
+from bertbusters_nb.evaluation import metrics
+from bertbusters_nb.evaluation.tasks import (
+    GLUE_TASKS,
+    OFFLINE_TASKS,
+    RT_DEV_SIZE,
+    TASK_TO_KEYS,
+    TASKS,
+    describe_tasks,
+    get_task,
+    load_task,
+    sample,
+    task_columns,
+    tokenize_split,
+)
 
 
 def test_task_table_is_hf_style_and_agrees_with_the_metrics_module():
@@ -93,11 +105,18 @@ def test_columns_and_tokenization_for_single_and_pair_tasks(minilm):
 def _fake_glue(root):
     """A local folder laid out like the hub's nyu-mll/glue: parquet per config and split, configs in README."""
     rows = {
-        "sst2": {"train": {"sentence": ["a fine film", "dull", "great fun", "awful"], "label": [1, 0, 1, 0]},
-                 "validation": {"sentence": ["lovely", "boring"], "label": [1, 0]}},
-        "mnli": {split: {"premise": ["a man sleeps", "a dog runs", "kids play"],
-                         "hypothesis": ["someone rests", "a cat sits", "children are outside"], "label": [0, 2, 1]}
-                 for split in ("train", "validation_matched", "validation_mismatched")},
+        "sst2": {
+            "train": {"sentence": ["a fine film", "dull", "great fun", "awful"], "label": [1, 0, 1, 0]},
+            "validation": {"sentence": ["lovely", "boring"], "label": [1, 0]},
+        },
+        "mnli": {
+            split: {
+                "premise": ["a man sleeps", "a dog runs", "kids play"],
+                "hypothesis": ["someone rests", "a cat sits", "children are outside"],
+                "label": [0, 2, 1],
+            }
+            for split in ("train", "validation_matched", "validation_mismatched")
+        },
     }
     lines = ["---", "configs:"]
     for config, splits in rows.items():

@@ -1,22 +1,25 @@
 """Notebook 07's package functions: token counts, frequency statistics, attention sinks, W8A8 fake-quant, kurtosis."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-import transformers as T
 
 from bertbusters_nb.analysis import attention_sinks, frequency, quantization
-from bertbusters_nb.studies import why
-from bertbusters_nb.model.ablation import Condition, fingerprints_equal, state_fingerprint
 from bertbusters_nb.analysis.activations import text_batches
+from bertbusters_nb.model.ablation import Condition, fingerprints_equal, state_fingerprint
 from bertbusters_nb.model.norms import find_norm_sites
+from bertbusters_nb.studies import why
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TEXTS = ["the film was long , but it was good .", "a dull plot . the actors try hard , though .",
-         "i loved it ! the end was sad ; the start was fun ."]
+TEXTS = [
+    "the film was long , but it was good .",
+    "a dull plot . the actors try hard , though .",
+    "i loved it ! the end was sad ; the start was fun .",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,7 @@ def bbmini():
 
 
 # ----------------------------------------------------------------------------- quantization
+
 
 def test_fake_quant_is_exact_on_the_8_bit_grid_and_rounds_off_it():
     scale = 0.037
@@ -94,8 +98,11 @@ def test_residual_readers_are_the_linears_fed_by_a_norm(bbmini):
     model, tokenizer = bbmini
     readers = quantization.residual_readers(model, text_batches(tokenizer, TEXTS[:1], 32, 1)[0])
     layers = model.config.num_hidden_layers
-    expected = {f"bert.encoder.layer.{i}.{p}" for i in range(layers) for p in
-                ("attention.self.query", "attention.self.key", "attention.self.value", "intermediate.dense")}
+    expected = {
+        f"bert.encoder.layer.{i}.{p}"
+        for i in range(layers)
+        for p in ("attention.self.query", "attention.self.key", "attention.self.value", "intermediate.dense")
+    }
     assert expected <= set(readers)
     assert not any(r.endswith("output.dense") and "attention" not in r for r in readers)  # fed by the FFN, not a norm
     with pytest.raises(ValueError, match="readers"):
@@ -105,8 +112,9 @@ def test_residual_readers_are_the_linears_fed_by_a_norm(bbmini):
 
 def test_quantization_table_and_verdict(bbmini):
     model, tokenizer = bbmini
-    table = quantization.quantization_table(model, tokenizer, TEXTS * 2, "mlm", [81], [(5,), (7,)], max_length=32,
-                                            batch_size=6, progress=False)
+    table = quantization.quantization_table(
+        model, tokenizer, TEXTS * 2, "mlm", [81], [(5,), (7,)], max_length=32, batch_size=6, progress=False
+    )
     assert list(table.group) == ["fp32", "w8a8", "outliers", "random", "random"]
     assert table.delta.iloc[0] == 0 and table.objective.notna().all()
     held, sentence = quantization.quantization_verdict(table, "bbmini")
@@ -128,8 +136,9 @@ def test_quantization_verdict_on_hand_built_tables():
 
 def test_outlier_metrics_leave_dims_out(bbmini):
     model, tokenizer = bbmini
-    metrics = quantization.outlier_metrics(model, text_batches(tokenizer, TEXTS, 32, 3),
-                                           {"none": (), "outliers": (81,), "random 0": (5,)})
+    metrics = quantization.outlier_metrics(
+        model, text_batches(tokenizer, TEXTS, 32, 3), {"none": (), "outliers": (81,), "random 0": (5,)}
+    )
     assert set(metrics.excluded) == {"none", "outliers", "random 0"}
     assert len(metrics) == 3 * (model.config.num_hidden_layers + 1)
     none, without = (metrics[metrics.excluded == e].set_index("layer") for e in ("none", "outliers"))
@@ -139,6 +148,7 @@ def test_outlier_metrics_leave_dims_out(bbmini):
 
 
 # ----------------------------------------------------------------------------- attention sinks
+
 
 def test_attention_mass_on_a_hand_built_attention_tensor():
     # one layer, one head, 3 tokens; every query puts 0.7 on token 0, 0.2 on token 1, 0.1 on token 2
@@ -177,14 +187,16 @@ def test_sink_scores_on_bbmini_and_eager_is_restored(bbmini):
 def test_sink_under_conditions_restores_the_model(bbmini):
     model, tokenizer = bbmini
     before = state_fingerprint(model)
-    table = attention_sinks.sink_under_conditions(model, tokenizer, TEXTS, [Condition("none"), Condition("o", (81,))],
-                                                  progress=False)
+    table = attention_sinks.sink_under_conditions(
+        model, tokenizer, TEXTS, [Condition("none"), Condition("o", (81,))], progress=False
+    )
     assert fingerprints_equal(before, state_fingerprint(model))
     means = attention_sinks.mean_sink(table)
     assert list(means.index) == ["none", "o"] and means["none"] != means["o"]
 
 
 # ----------------------------------------------------------------------------- frequency
+
 
 def test_token_categories(minilm):
     _, tokenizer = minilm
@@ -252,9 +264,19 @@ def test_partial_correlation_removes_a_shared_cause():
 def _table(n: int, slope: float, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     log_count = rng.uniform(0, 10, n)
-    return pd.DataFrame({"token_id": range(n), "token": [f"t{i}" for i in range(n)], "log_count": log_count,
-                         "count": np.expm1(log_count), "mean_abs": slope * log_count + rng.normal(size=n),
-                         "mean_position": rng.uniform(0, 60, n), "special": np.arange(n) < 2, "layer": 1, "dim": 3})
+    return pd.DataFrame(
+        {
+            "token_id": range(n),
+            "token": [f"t{i}" for i in range(n)],
+            "log_count": log_count,
+            "count": np.expm1(log_count),
+            "mean_abs": slope * log_count + rng.normal(size=n),
+            "mean_position": rng.uniform(0, 60, n),
+            "special": np.arange(n) < 2,
+            "layer": 1,
+            "dim": 3,
+        }
+    )
 
 
 def test_frequency_correlation_and_verdict():
@@ -301,12 +323,14 @@ def test_snapshot_availability_on_bbmini():
 def test_subject_conditions_exclude_the_outliers(bbmini):
     model, tokenizer = bbmini
     counts = frequency.TokenCounts(np.zeros(len(tokenizer), dtype=np.int64), "none", False, 0)
-    subject = why.Subject("bbmini", model, tokenizer, "mlm", find_norm_sites(model), [81, 126], counts,
-                          ("block_output",))
+    subject = why.Subject(
+        "bbmini", model, tokenizer, "mlm", find_norm_sites(model), [81, 126], counts, ("block_output",)
+    )
     conditions = why.conditions(subject, 5, seed=1)
     assert [c.name for c in conditions[:2]] == ["none", "outliers"] and len(conditions) == 7
     assert all(not set(c.dims) & {81, 126} and len(c.dims) == 2 for c in conditions[2:])
     excluded = why.random_excluded(subject, 5, seed=1)
-    assert excluded["outliers"] == (81, 126) and [excluded[f"random {i}"] for i in range(5)] == \
-        [c.dims for c in conditions[2:]]
+    assert excluded["outliers"] == (81, 126) and [excluded[f"random {i}"] for i in range(5)] == [
+        c.dims for c in conditions[2:]
+    ]
     assert why.has_trajectory(subject)

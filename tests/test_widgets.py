@@ -1,5 +1,6 @@
 """The explorer without a browser: state, views, fill-in-the-blank, figure, coalescing, widget wiring, static view,
 the screen's suggestions (on bbmini and MiniLM)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -29,9 +30,12 @@ from bertbusters_nb.widgets import (
 )
 
 PLANTED = 7  # the outlier dim planted in every block-output LayerNorm of the tiny model
-TEXTS = ["the plot made no sense at all but the actors tried hard",
-         "a gem of a movie with great performances from everyone", "i would not watch it again",
-         "the music was lovely and the story moved along nicely"] * 4
+TEXTS = [
+    "the plot made no sense at all but the actors tried hard",
+    "a gem of a movie with great performances from everyone",
+    "i would not watch it again",
+    "the music was lovely and the story moved along nicely",
+] * 4
 
 
 def save_tiny_mlm(path: Path, layers: int = 3) -> Path:
@@ -41,8 +45,15 @@ def save_tiny_mlm(path: Path, layers: int = 3) -> Path:
 
     tokenizer = T.AutoTokenizer.from_pretrained(str(assets.minilm_dir()))
     torch.manual_seed(0)
-    config = T.BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                          intermediate_size=64, max_position_embeddings=128, architectures=["BertForMaskedLM"])
+    config = T.BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        architectures=["BertForMaskedLM"],
+    )
     model = T.BertForMaskedLM(config).eval()
     with torch.no_grad():
         for layer in model.bert.encoder.layer:
@@ -237,7 +248,12 @@ def test_explore_needs_a_tokenizer_and_roles_the_model_has(tiny):
 # ----------------------------------------------------------------------------- figure
 def test_figure_png_is_fast_path_and_marks_state(explorer):
     assert [(s.role, s.layer) for s in explorer.plotted_sites()] == [
-        ("embeddings", None), ("block_output", 0), ("block_output", 1), ("block_output", 2), ("head", None)]
+        ("embeddings", None),
+        ("block_output", 0),
+        ("block_output", 1),
+        ("block_output", 2),
+        ("head", None),
+    ]
     a = explorer.figure_png(explorer.initial)
     b = explorer.figure_png(explorer.state_with(dims=(PLANTED,)))
     c = explorer.figure_png(explorer.state_with(dims=(PLANTED,), layers=(2, 2)))
@@ -246,7 +262,9 @@ def test_figure_png_is_fast_path_and_marks_state(explorer):
     assert explorer.figure_png(explorer.state_with(dims=(PLANTED,), sentence="another [MASK] .")) == b  # cached
     explorer.drawing.clear_pngs()
     assert explorer.figure_png(explorer.initial) == a  # the marks were removed again after each state
-    fig = explorer.figure(explorer.state_with(dims=(PLANTED,), layers=(1, 2), roles=("attention_output", "block_output")))
+    fig = explorer.figure(
+        explorer.state_with(dims=(PLANTED,), layers=(1, 2), roles=("attention_output", "block_output"))
+    )
     labels = [t.get_text() for ax in fig.axes for t in ax.texts if t.get_text().startswith("off:")]
     assert labels == ["off: attn, block"] * 2
 
@@ -412,7 +430,9 @@ def test_fill_in_the_blanks_table_matches_fill_mask_and_restores(tiny):
     model, tokenizer = tiny
     sentences = ["the movie was [MASK] and [MASK] .", "a [MASK] film ."]
     before = ablation.state_fingerprint(model)
-    table = fill_in_the_blanks(model, tokenizer, sentences, ablation.Condition("planted", (PLANTED,), ("block_output",)))
+    table = fill_in_the_blanks(
+        model, tokenizer, sentences, ablation.Condition("planted", (PLANTED,), ("block_output",))
+    )
     assert ablation.fingerprints_equal(before, ablation.state_fingerprint(model))
     assert len(table) == 3 and table["mask"].tolist() == [0, 1, 0]
     first = blank_predictions(model, tokenizer, sentences[0])
@@ -428,9 +448,18 @@ def test_causal_lm_explorer_predicts_next_tokens_on_a_tiny_random_llama(tmp_path
 
     tokenizer = T.AutoTokenizer.from_pretrained(str(assets.minilm_dir()))
     torch.manual_seed(0)
-    model = T.LlamaForCausalLM(T.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                                             max_position_embeddings=128, architectures=["LlamaForCausalLM"]))
+    model = T.LlamaForCausalLM(
+        T.LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=128,
+            architectures=["LlamaForCausalLM"],
+        )
+    )
     with torch.no_grad():
         for layer in model.model.layers:
             layer.input_layernorm.weight[PLANTED] = 30.0
@@ -509,7 +538,9 @@ def test_widget_suggestions_are_off_at_start_and_a_click_switches_the_dim_off(bb
     top = int(ranking.dim[0])
     w.suggestion_buttons[top].click()
     assert w.state().dims == (top,) and w.dim_buttons[top].value
-    assert w.last_view["state"].dims == (top,) and w.last_view["loss_delta"] == pytest.approx(ranking.effect[0], abs=1e-6)
+    assert w.last_view["state"].dims == (top,) and w.last_view["loss_delta"] == pytest.approx(
+        ranking.effect[0], abs=1e-6
+    )
     w.layers.value = (1, 3)
     assert "bb-suggest-stale" in w.suggestion_label.value
     w.layers.value = (0, 3)

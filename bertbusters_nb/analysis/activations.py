@@ -3,6 +3,7 @@
 Statistics are accumulated batch by batch (sums, not stacked activations), so a large
 dataset costs memory proportional to layers x hidden size only.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Mapping
@@ -13,8 +14,9 @@ from tqdm.auto import tqdm
 
 
 @torch.no_grad()
-def activation_stats(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]],
-                     progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def activation_stats(
+    model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], progress: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hidden-state statistics at every layer output (index 0 = embeddings).
 
     Returns ``(per_dim, top_dim)``: per_dim has one row per (layer, dim) with mean, std and
@@ -51,22 +53,31 @@ def activation_stats(model: torch.nn.Module, batches: Iterable[Mapping[str, torc
     if sums is None:
         raise ValueError("No batches given: the dataset is empty.")
     mean = sums / tokens
-    std = (sq / tokens - mean ** 2).clamp_min(0).sqrt()
+    std = (sq / tokens - mean**2).clamp_min(0).sqrt()
     L, H = mean.shape
-    per_dim = pd.DataFrame({
-        "layer": torch.arange(L).repeat_interleave(H).numpy(),
-        "dim": torch.arange(H).repeat(L).numpy(),
-        "mean": mean.flatten().cpu().numpy(), "std": std.flatten().cpu().numpy(),
-        "mean_abs": (absum / tokens).flatten().cpu().numpy(),
-    })
+    per_dim = pd.DataFrame(
+        {
+            "layer": torch.arange(L).repeat_interleave(H).numpy(),
+            "dim": torch.arange(H).repeat(L).numpy(),
+            "mean": mean.flatten().cpu().numpy(),
+            "std": std.flatten().cpu().numpy(),
+            "mean_abs": (absum / tokens).flatten().cpu().numpy(),
+        }
+    )
     per_dim["abs_ratio_to_median"] = per_dim["mean_abs"] / per_dim.groupby("layer")["mean_abs"].transform("median")
-    top = pd.DataFrame({
-        "layer": torch.arange(L).repeat_interleave(H).numpy(), "dim": torch.arange(H).repeat(L).numpy(),
-        "token_share": (token_wins.flatten().double() / tokens).cpu().numpy(),
-        "input_share": (input_wins.flatten().double() / inputs).cpu().numpy(),
-    })
-    top = top[(top.token_share > 0) | (top.input_share > 0)].sort_values(
-        ["layer", "input_share"], ascending=[True, False]).reset_index(drop=True)
+    top = pd.DataFrame(
+        {
+            "layer": torch.arange(L).repeat_interleave(H).numpy(),
+            "dim": torch.arange(H).repeat(L).numpy(),
+            "token_share": (token_wins.flatten().double() / tokens).cpu().numpy(),
+            "input_share": (input_wins.flatten().double() / inputs).cpu().numpy(),
+        }
+    )
+    top = (
+        top[(top.token_share > 0) | (top.input_share > 0)]
+        .sort_values(["layer", "input_share"], ascending=[True, False])
+        .reset_index(drop=True)
+    )
     return per_dim, top
 
 
@@ -83,9 +94,14 @@ def text_batches(tokenizer, texts, max_length: int = 128, batch_size: int = 32) 
     texts = list(texts)
     if not texts:
         raise ValueError("No texts given: the dataset is empty.")
-    return [dict(tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                           return_tensors="pt"))
-            for i in range(0, len(texts), batch_size)]
+    return [
+        dict(
+            tokenizer(
+                texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+        )
+        for i in range(0, len(texts), batch_size)
+    ]
 
 
 def magnitude_by_layer(per_dim: pd.DataFrame, dims: Iterable[int]) -> pd.DataFrame:

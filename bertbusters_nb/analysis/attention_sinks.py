@@ -9,6 +9,7 @@ mass changes when the outlier dims are disabled (``Condition.apply``), against r
 Attention probabilities need the eager implementation in transformers 5 (SDPA returns none);
 ``eager_attention`` switches it for the duration of a ``with`` block and switches back.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.ablation import Condition
-from .frequency import CATEGORIES, _base, token_categories
 from ..model.norms import NormSite, find_norm_sites
+from .frequency import CATEGORIES, _base, token_categories
 
 SINK = "sink"  # the union of the categories: special, delimiter or first token
 SINK_FACTOR = 2.0  # a head population "sinks" when its mean sink mass is at least twice the sink tokens' base rate
@@ -45,8 +46,9 @@ def eager_attention(model) -> Iterator[None]:
             model.set_attn_implementation(before)
 
 
-def attention_mass(attentions: Sequence[torch.Tensor], key_masks: dict[str, torch.Tensor],
-                   attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+def attention_mass(
+    attentions: Sequence[torch.Tensor], key_masks: dict[str, torch.Tensor], attention_mask: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Per category, summed over real queries: attention mass on its keys (L, heads), the base rate of its keys
     among the keys each query attends to (L, heads), and the number of queries.
 
@@ -60,25 +62,26 @@ def attention_mass(attentions: Sequence[torch.Tensor], key_masks: dict[str, torc
         >>> out["first"].tolist(), out["first_base"].tolist(), out["queries"]
         ([[1.0]], [[1.0]], 2)
     """
-    real = attention_mask.bool()                                               # (B, T)
-    probs = torch.stack([a.float() for a in attentions])                       # (L, B, H, T, T)
+    real = attention_mask.bool()  # (B, T)
+    probs = torch.stack([a.float() for a in attentions])  # (L, B, H, T, T)
     visible = (probs > 0) & real[None, :, None, None, :]
-    n_visible = visible.sum(-1).clamp_min(1).float()                           # (L, B, H, T)
-    query = real[None, :, None, :].float()                                     # (1, B, 1, T)
+    n_visible = visible.sum(-1).clamp_min(1).float()  # (L, B, H, T)
+    query = real[None, :, None, :].float()  # (1, B, 1, T)
     out: dict[str, torch.Tensor] = {}
     for name, mask in key_masks.items():
-        keys = (mask & real)[None, :, None, None, :].float()                   # (1, B, 1, 1, T)
-        mass = (probs * keys).sum(-1)                                          # (L, B, H, T)
+        keys = (mask & real)[None, :, None, None, :].float()  # (1, B, 1, 1, T)
+        mass = (probs * keys).sum(-1)  # (L, B, H, T)
         base = (visible.float() * keys).sum(-1) / n_visible
-        out[name] = (mass * query).sum((1, 3))                                 # (L, H)
+        out[name] = (mass * query).sum((1, 3))  # (L, H)
         out[f"{name}_base"] = (base * query).sum((1, 3))
     out["queries"] = int(real.sum())
     return out
 
 
 @torch.no_grad()
-def sink_scores(model, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 32,
-                progress: bool = False) -> pd.DataFrame:
+def sink_scores(
+    model, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 32, progress: bool = False
+) -> pd.DataFrame:
     """Per (layer, head, category) over ``texts``: mean attention mass of real queries on the category's keys
     (``mass``) and the category's base rate (``base``); categories special, delimiter, first and sink (any).
 
@@ -91,13 +94,18 @@ def sink_scores(model, tokenizer, texts: Sequence[str], max_length: int = 128, b
     totals: dict[str, torch.Tensor] = {}
     queries = 0
     with eager_attention(model):
-        for batch in tqdm(text_batches(tokenizer, texts, max_length, batch_size), desc="attention",
-                          disable=not progress, leave=False):
-            inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        for batch in tqdm(
+            text_batches(tokenizer, texts, max_length, batch_size), desc="attention", disable=not progress, leave=False
+        ):
+            inputs = {
+                k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+            }
             attentions = _base(model)(**inputs, output_attentions=True).attentions
             if not attentions:
-                raise RuntimeError(f"{type(model).__name__} returned no attention probabilities even with eager "
-                                   f"attention; this architecture cannot be measured here.")
+                raise RuntimeError(
+                    f"{type(model).__name__} returned no attention probabilities even with eager "
+                    f"attention; this architecture cannot be measured here."
+                )
             cats = token_categories(tokenizer, batch["input_ids"])
             cats[SINK] = cats["special"] | cats["delimiter"] | cats["first"]
             part = attention_mass([a.cpu() for a in attentions], cats, batch["attention_mask"])
@@ -108,14 +116,30 @@ def sink_scores(model, tokenizer, texts: Sequence[str], max_length: int = 128, b
     for name in (*CATEGORIES, SINK):
         mass, base = totals[name] / queries, totals[f"{name}_base"] / queries
         L, H = mass.shape
-        rows.append(pd.DataFrame({"layer": np.repeat(np.arange(L), H), "head": np.tile(np.arange(H), L),
-                                  "category": name, "mass": mass.flatten().numpy(), "base": base.flatten().numpy()}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "layer": np.repeat(np.arange(L), H),
+                    "head": np.tile(np.arange(H), L),
+                    "category": name,
+                    "mass": mass.flatten().numpy(),
+                    "base": base.flatten().numpy(),
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
-def sink_under_conditions(model, tokenizer, texts: Sequence[str], conditions: Sequence[Condition],
-                          sites: Sequence[NormSite] | None = None, max_length: int = 128, batch_size: int = 32,
-                          progress: bool = True) -> pd.DataFrame:
+def sink_under_conditions(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    conditions: Sequence[Condition],
+    sites: Sequence[NormSite] | None = None,
+    max_length: int = 128,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> pd.DataFrame:
     """``sink_scores`` with each condition in force (``Condition.apply``), one block of rows per condition."""
     sites = list(sites) if sites is not None else find_norm_sites(model)
     frames = []
@@ -140,7 +164,9 @@ def sink_verdict(intact: pd.DataFrame, label: str) -> tuple[bool, str]:
     share_heads = float((sink.mass >= 0.5).mean())
     held = bool(mass >= SINK_FACTOR * base)
     top = sink.sort_values("mass", ascending=False).iloc[0]
-    return held, (f"{label}: averaged over its {len(sink)} heads, {mass:.0%} of the attention goes to special tokens, "
-                  f"delimiters or the first token, which make up {base:.0%} of the keys ({mass / max(base, 1e-12):.1f}x); "
-                  f"{share_heads:.0%} of the heads put at least half their mass there (the most, layer {int(top.layer)} "
-                  f"head {int(top['head'])}: {top.mass:.0%}).")
+    return held, (
+        f"{label}: averaged over its {len(sink)} heads, {mass:.0%} of the attention goes to special tokens, "
+        f"delimiters or the first token, which make up {base:.0%} of the keys ({mass / max(base, 1e-12):.1f}x); "
+        f"{share_heads:.0%} of the heads put at least half their mass there (the most, layer {int(top.layer)} "
+        f"head {int(top['head'])}: {top.mass:.0%})."
+    )

@@ -1,4 +1,5 @@
 """Random-dimension baselines: the control every outlier result is compared against."""
+
 from __future__ import annotations
 
 from typing import Iterable
@@ -12,8 +13,12 @@ def rank_against(value: float, baseline: Iterable[float]) -> dict[str, float]:
     """Where ``value`` falls among random-draw values: mean, std, min, max, and the share it exceeds."""
     b = np.asarray(list(baseline), dtype=float)
     return {
-        "value": float(value), "random_mean": float(b.mean()), "random_std": float(b.std(ddof=1)) if len(b) > 1 else 0.0,
-        "random_min": float(b.min()), "random_max": float(b.max()), "draws": int(len(b)),
+        "value": float(value),
+        "random_mean": float(b.mean()),
+        "random_std": float(b.std(ddof=1)) if len(b) > 1 else 0.0,
+        "random_min": float(b.min()),
+        "random_max": float(b.max()),
+        "draws": int(len(b)),
         "share_of_draws_below": float((b < value).mean()),
         "z_vs_random": float((value - b.mean()) / b.std(ddof=1)) if len(b) > 1 and b.std(ddof=1) > 0 else float("nan"),
     }

@@ -1,4 +1,5 @@
 """Position consistency (finding 2): the same outlier dim across layers, sites, inputs and models."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +7,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from .activations import activation_stats, magnitude_by_layer, outlier_share, text_batches
 from ..model.loading import load_model
 from ..model.norms import find_norm_sites, select_sites
+from .activations import activation_stats, magnitude_by_layer, outlier_share, text_batches
 from .detection import dims_to_ablate
 from .outliers import OutlierReport, find_outliers
 
@@ -28,8 +29,15 @@ def top_dim_share(report: OutlierReport) -> float:
     return float(report.per_dim.sites_flagged.iloc[0] / report.n_sites)
 
 
-def model_profile(name: str, texts: Sequence[str], roles: Sequence[str] = ("block_output",), k: float = 3.0,
-                  max_length: int = 128, device: str | None = None, progress: bool = False) -> dict:
+def model_profile(
+    name: str,
+    texts: Sequence[str],
+    roles: Sequence[str] = ("block_output",),
+    k: float = 3.0,
+    max_length: int = 128,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict:
     """One row for the across-models table: the default dims (``detection.dims_to_ablate``), how consistently
     the ``roles`` sites flag their top dim, and how much the default dims dominate the hidden states on ``texts``.
 
@@ -44,11 +52,15 @@ def model_profile(name: str, texts: Sequence[str], roles: Sequence[str] = ("bloc
     share = outlier_share(top, dims)
     magnitude = magnitude_by_layer(per_dim, dims)
     return {
-        "model": name, "layers": len(sites), "hidden": model.config.hidden_size,
+        "model": name,
+        "layers": len(sites),
+        "hidden": model.config.hidden_size,
         "outlier_dims": " ".join(map(str, dims)),
         "block_output_param_outliers": " ".join(map(str, report.dims)),
         "top_dim": int(report.per_dim.dim.iloc[0]) if len(report.per_dim) else None,
-        "top_dim_sites_flagged": f"{int(report.per_dim.sites_flagged.iloc[0])}/{report.n_sites}" if len(report.per_dim) else "0",
+        "top_dim_sites_flagged": f"{int(report.per_dim.sites_flagged.iloc[0])}/{report.n_sites}"
+        if len(report.per_dim)
+        else "0",
         "input_share_top_is_outlier": float(share.input_share[share.layer > 0].mean()),
         "token_share_top_is_outlier": float(share.token_share[share.layer > 0].mean()),
         "magnitude_ratio": float(magnitude.ratio[magnitude.layer > 0].mean()),
@@ -62,17 +74,28 @@ def compare_models(names: Sequence[str], texts: Sequence[str], **options) -> pd.
     return pd.DataFrame([model_profile(name, texts, **options) for name in names])
 
 
-def conclusion(model_name: str, held_position: bool, held_activation: bool, share: float, input_share: float,
-               dims: Sequence[int], k: float) -> str:
+def conclusion(
+    model_name: str,
+    held_position: bool,
+    held_activation: bool,
+    share: float,
+    input_share: float,
+    dims: Sequence[int],
+    k: float,
+) -> str:
     """The closing paragraph of notebook 02, from the run's numbers."""
-    position = (f"the same dim is beyond {k:g} sigma in {share:.0%} of the block-output LayerNorms "
-                f"(outlier dims {list(dims)})" if held_position else
-                f"no dim is beyond {k:g} sigma in most block-output LayerNorms (the most consistent one: "
-                f"{share:.0%} of them), so the paper's cross-layer pattern is not present in this model")
-    activation = (f"the outlier dims dominate the hidden states for {input_share:.0%} of inputs, as in the paper"
-                  if held_activation else
-                  f"the outlier dims are the largest hidden-state dim for only {input_share:.0%} of inputs, "
-                  f"short of the paper's ~95%")
+    position = (
+        f"the same dim is beyond {k:g} sigma in {share:.0%} of the block-output LayerNorms (outlier dims {list(dims)})"
+        if held_position
+        else f"no dim is beyond {k:g} sigma in most block-output LayerNorms (the most consistent one: "
+        f"{share:.0%} of them), so the paper's cross-layer pattern is not present in this model"
+    )
+    activation = (
+        f"the outlier dims dominate the hidden states for {input_share:.0%} of inputs, as in the paper"
+        if held_activation
+        else f"the outlier dims are the largest hidden-state dim for only {input_share:.0%} of inputs, "
+        f"short of the paper's ~95%"
+    )
     return f"On **{model_name}**, {position}; {activation}."
 
 
@@ -87,49 +110,60 @@ def run_folder(run: str) -> Path:
     for folder in (Path(run), assets.REPO_ROOT / run):
         if (folder / "norm_trajectory.npz").exists():
             return folder
-    raise FileNotFoundError(f"{run!r} has no norm_trajectory.npz: name a folder written by the pre-training "
-                            "(models/bbmini, models/bbmini/candidates/*, or a run of `python -m "
-                            "bertbusters_nb.pretraining train`).")
+    raise FileNotFoundError(
+        f"{run!r} has no norm_trajectory.npz: name a folder written by the pre-training "
+        "(models/bbmini, models/bbmini/candidates/*, or a run of `python -m "
+        "bertbusters_nb.pretraining train`)."
+    )
 
 
-def positions_across_runs(runs: Sequence[str], roles: Sequence[str] = ("block_output",), k: float = 3.0,
-                          min_share: float = 0.5) -> pd.DataFrame:
+def positions_across_runs(
+    runs: Sequence[str], roles: Sequence[str] = ("block_output",), k: float = 3.0, min_share: float = 0.5
+) -> pd.DataFrame:
     """Outlier positions at the final recorded step of each pre-training run, from its LayerNorm trajectory
     alone (no weights needed): one row per run with its seed and size, to set seeds side by side.
 
     Example:
         >>> positions_across_runs(["bbmini", "models/bbmini/candidates/h256l4s0"])  # doctest: +SKIP
     """
-    from .emergence import final_outlier_dims, flags_over_steps
-    from ..pretraining import NormTrajectory
     from ..atomic import read_json
+    from ..pretraining import NormTrajectory
+    from .emergence import final_outlier_dims, flags_over_steps
 
     if not runs:
         raise ValueError("seed_runs is empty: name at least one pre-training run folder.")
     rows = []
     for run in runs:
         folder = run_folder(run)
-        config_path = next((folder / n for n in ("training_config.json", "config.json")
-                            if (folder / n).exists()), None)
+        config_path = next((folder / n for n in ("training_config.json", "config.json") if (folder / n).exists()), None)
         config = read_json(config_path) if config_path is not None else {}
         flags = flags_over_steps(NormTrajectory.load(folder / "norm_trajectory.npz"), roles=roles, k=k)
         last = flags[flags.step == flags.step.max()].sort_values(["sites_flagged", "max_abs_z"], ascending=False)
         n_sites = int(last.n_sites.iloc[0])
-        rows.append({"run": run, "seed": config.get("seed"), "layers": config.get("layers", n_sites),
-                     "hidden": config.get("hidden"), "final_step": int(last.step.iloc[0]),
-                     "outlier_dims": " ".join(map(str, final_outlier_dims(flags, min_share=min_share))),
-                     "top_dim": int(last.dim.iloc[0]),
-                     "top_dim_sites_flagged": f"{int(last.sites_flagged.iloc[0])}/{n_sites}",
-                     "top_dim_max_abs_z": float(last.max_abs_z.iloc[0])})
+        rows.append(
+            {
+                "run": run,
+                "seed": config.get("seed"),
+                "layers": config.get("layers", n_sites),
+                "hidden": config.get("hidden"),
+                "final_step": int(last.step.iloc[0]),
+                "outlier_dims": " ".join(map(str, final_outlier_dims(flags, min_share=min_share))),
+                "top_dim": int(last.dim.iloc[0]),
+                "top_dim_sites_flagged": f"{int(last.sites_flagged.iloc[0])}/{n_sites}",
+                "top_dim_max_abs_z": float(last.max_abs_z.iloc[0]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def seeds_finding(table: pd.DataFrame) -> tuple[bool | None, str]:
     """(held, evidence) for 'outlier positions differ between runs': every run's top dim differs from the
     others' and is an outlier there (None when fewer than two runs)."""
-    evidence = "; ".join(f"{r.run} (seed {r.seed}, {r.layers} layers): outlier dims [{r.outlier_dims}], top dim "
-                         f"{r.top_dim} in {r.top_dim_sites_flagged} block-output LayerNorms"
-                         for r in table.itertuples())
+    evidence = "; ".join(
+        f"{r.run} (seed {r.seed}, {r.layers} layers): outlier dims [{r.outlier_dims}], top dim "
+        f"{r.top_dim} in {r.top_dim_sites_flagged} block-output LayerNorms"
+        for r in table.itertuples()
+    )
     if len(table) < 2:
         return None, evidence
     held = bool(table.top_dim.nunique() == len(table) and (table.outlier_dims != "").all())

@@ -19,6 +19,7 @@ sorted by score:
 ``magnitude``, ordered by a rank combination. ``detection_report`` puts every criterion's evidence
 side by side and measures each criterion's agreement with the scan.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,9 +43,14 @@ _NOT_WEIGHED = ("head", "qk_norm")
 # The default rule, set from the agreement measured on MiniLM, bbmini (+ seed candidates) and SmolLM2
 # (README, "Which dims: the detection rule"; notebook 02 recomputes the table).
 DEFAULT_RULE: dict[str, Any] = {
-    "param_roles": PARAM_ROLES_ALL, "k": 3.0, "min_share": 0.5,
-    "activation_ratio": 20.0, "activation_layer_share": 0.5,
-    "n_texts": 32, "max_length": 64, "fallback": 2,
+    "param_roles": PARAM_ROLES_ALL,
+    "k": 3.0,
+    "min_share": 0.5,
+    "activation_ratio": 20.0,
+    "activation_layer_share": 0.5,
+    "n_texts": 32,
+    "max_length": 64,
+    "fallback": 2,
 }
 
 RULE_CRITERION = "default rule (params all | activations magnitude)"  # its name in agreement tables
@@ -62,6 +68,7 @@ ACTIVATION_PRESETS: dict[str, dict[str, Any]] = {
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def _sites_of(model_or_sites) -> list[NormSite]:
     if isinstance(model_or_sites, torch.nn.Module):
@@ -98,6 +105,7 @@ def _finish(table: pd.DataFrame, name: str) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- (a) parameters
 
+
 def parameter_counts(params: pd.DataFrame, k: float = 3.0, which: Sequence[str] = ("weight", "bias")) -> pd.DataFrame:
     """Per dim, from a long parameter table (site, param, dim, z; ``outliers.parameter_table`` or a
     ``NormTrajectory.table`` step): sites where weight or bias is beyond ``k`` sigma, weight and bias
@@ -109,8 +117,12 @@ def parameter_counts(params: pd.DataFrame, k: float = 3.0, which: Sequence[str] 
     t = params.assign(abs_z=params.z.abs(), hit=params.z.abs() > k)
     t["low"] = t.hit & (t.z < 0) & (t.param == "weight")
     per_site = t.groupby(["dim", "site"]).agg(hit=("hit", "any"), low=("low", "any"), abs_z=("abs_z", "max"))
-    out = per_site.groupby("dim").agg(param_sites=("hit", "sum"), param_low_weight_sites=("low", "sum"),
-                                      param_max_abs_z=("abs_z", "max"), param_mean_abs_z=("abs_z", "mean"))
+    out = per_site.groupby("dim").agg(
+        param_sites=("hit", "sum"),
+        param_low_weight_sites=("low", "sum"),
+        param_max_abs_z=("abs_z", "max"),
+        param_mean_abs_z=("abs_z", "mean"),
+    )
     for name in ("weight", "bias"):
         sub = t[t.param == name]
         counts = sub.groupby(["dim", "site"]).hit.any().groupby("dim").sum() if len(sub) else pd.Series(dtype=int)
@@ -123,9 +135,14 @@ def parameter_counts(params: pd.DataFrame, k: float = 3.0, which: Sequence[str] 
     return out
 
 
-def parameter_criterion(model_or_sites, roles: Iterable[str] | str = PARAM_ROLES_ALL, k: float = 3.0,
-                        min_share: float = 0.5, which: Sequence[str] = ("weight", "bias"),
-                        params: pd.DataFrame | None = None) -> pd.DataFrame:
+def parameter_criterion(
+    model_or_sites,
+    roles: Iterable[str] | str = PARAM_ROLES_ALL,
+    k: float = 3.0,
+    min_share: float = 0.5,
+    which: Sequence[str] = ("weight", "bias"),
+    params: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """(a) Dims whose norm weight or bias is beyond ``k`` sigma in more than ``min_share`` of the sites
     of ``roles``. Score: sites flagged, ties broken by max |z|. ``params``: a long parameter table to use
     instead of the model's (e.g. one step of a pre-training run's LayerNorm trajectory).
@@ -141,13 +158,16 @@ def parameter_criterion(model_or_sites, roles: Iterable[str] | str = PARAM_ROLES
     if params is None:
         sites = param_sites(_sites_of(model_or_sites), roles)
         params = parameter_table(sites, k)
-    return criterion_from_counts(parameter_counts(params, k, which), min_share,
-                                 f"parameters ({roles if isinstance(roles, str) else '+'.join(roles)}, {k:g} sigma, "
-                                 f"> {min_share:.0%} of sites)")
+    return criterion_from_counts(
+        parameter_counts(params, k, which),
+        min_share,
+        f"parameters ({roles if isinstance(roles, str) else '+'.join(roles)}, {k:g} sigma, > {min_share:.0%} of sites)",
+    )
 
 
-def criterion_from_counts(table: pd.DataFrame, min_share: float = DEFAULT_RULE["min_share"],
-                          name: str = "parameters") -> pd.DataFrame:
+def criterion_from_counts(
+    table: pd.DataFrame, min_share: float = DEFAULT_RULE["min_share"], name: str = "parameters"
+) -> pd.DataFrame:
     """(a) from per-dim counts (``dim``, ``param_sites``, ``param_max_abs_z``, ``n_param_sites``), e.g. the
     flags of a stored LayerNorm trajectory (``emergence.flags_over_steps``): selected when flagged in
     more than ``min_share`` of the sites."""
@@ -162,10 +182,16 @@ def criterion_from_counts(table: pd.DataFrame, min_share: float = DEFAULT_RULE["
 
 # ----------------------------------------------------------------------------- (b) activations
 
+
 @torch.no_grad()
-def activation_profile(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]],
-                       threshold: float = 6.0, norm_outputs: bool = False, progress: bool = False,
-                       autocast_dtype: torch.dtype | None = None) -> pd.DataFrame:
+def activation_profile(
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    threshold: float = 6.0,
+    norm_outputs: bool = False,
+    progress: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+) -> pd.DataFrame:
     """Per (where, layer, dim) over real tokens: mean |h|, max |h|, share of tokens with |h| >= ``threshold``,
     share of tokens / inputs where the dim is the largest, and the layer's median |h| (over all entries,
     averaged over batches). ``where`` is ``hidden`` (the model's hidden states, index 0 = embeddings) or,
@@ -189,13 +215,17 @@ def activation_profile(model: torch.nn.Module, batches: Iterable[Mapping[str, to
         L, _, _, H = states.shape
         real = states[:, mask].abs()  # (L, N, H)
         per_input = (states.abs() * mask[None, :, :, None]).sum(2) / mask.sum(1)[None, :, None]
-        a = acc.setdefault(where, {
-            "abs": torch.zeros(L, H, dtype=torch.float64, device=device),
-            "max": torch.zeros(L, H, dtype=torch.float32, device=device),
-            "ge": torch.zeros(L, H, dtype=torch.long, device=device),
-            "tok": torch.zeros(L, H, dtype=torch.long, device=device),
-            "inp": torch.zeros(L, H, dtype=torch.long, device=device),
-            "median": torch.zeros(L, dtype=torch.float64, device=device)})
+        a = acc.setdefault(
+            where,
+            {
+                "abs": torch.zeros(L, H, dtype=torch.float64, device=device),
+                "max": torch.zeros(L, H, dtype=torch.float32, device=device),
+                "ge": torch.zeros(L, H, dtype=torch.long, device=device),
+                "tok": torch.zeros(L, H, dtype=torch.long, device=device),
+                "inp": torch.zeros(L, H, dtype=torch.long, device=device),
+                "median": torch.zeros(L, dtype=torch.float64, device=device),
+            },
+        )
         a["abs"] += real.sum(1).double()
         a["max"] = torch.maximum(a["max"], real.amax(1))
         a["ge"] += (real >= threshold).sum(1)
@@ -205,7 +235,9 @@ def activation_profile(model: torch.nn.Module, batches: Iterable[Mapping[str, to
 
     with Trace(model, traced, retain_output=False, edit_output=keep):
         for batch in tqdm(list(batches), desc="activations", disable=not progress, leave=False):
-            batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+            batch = {
+                k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+            }
             captured.clear()
             if autocast_dtype is not None:
                 with torch.autocast(device.type, dtype=autocast_dtype):
@@ -225,14 +257,19 @@ def activation_profile(model: torch.nn.Module, batches: Iterable[Mapping[str, to
     frames = []
     for where, a in acc.items():
         L, H = a["abs"].shape
-        frame = pd.DataFrame({
-            "where": where, "layer": np.repeat(np.arange(L), H), "dim": np.tile(np.arange(H), L),
-            "mean_abs": (a["abs"] / counts["tokens"]).flatten().cpu().numpy(),
-            "max_abs": a["max"].flatten().cpu().numpy(),
-            "share_ge_threshold": (a["ge"].double() / counts["tokens"]).flatten().cpu().numpy(),
-            "token_share": (a["tok"].double() / counts["tokens"]).flatten().cpu().numpy(),
-            "input_share": (a["inp"].double() / counts["inputs"]).flatten().cpu().numpy(),
-            "layer_median_abs": np.repeat((a["median"] / counts["batches"]).cpu().numpy(), H)})
+        frame = pd.DataFrame(
+            {
+                "where": where,
+                "layer": np.repeat(np.arange(L), H),
+                "dim": np.tile(np.arange(H), L),
+                "mean_abs": (a["abs"] / counts["tokens"]).flatten().cpu().numpy(),
+                "max_abs": a["max"].flatten().cpu().numpy(),
+                "share_ge_threshold": (a["ge"].double() / counts["tokens"]).flatten().cpu().numpy(),
+                "token_share": (a["tok"].double() / counts["tokens"]).flatten().cpu().numpy(),
+                "input_share": (a["inp"].double() / counts["inputs"]).flatten().cpu().numpy(),
+                "layer_median_abs": np.repeat((a["median"] / counts["batches"]).cpu().numpy(), H),
+            }
+        )
         frame["ratio_to_median_dim"] = frame.mean_abs / frame.groupby("layer").mean_abs.transform("median")
         frames.append(frame)
     profile = pd.concat(frames, ignore_index=True)
@@ -240,8 +277,9 @@ def activation_profile(model: torch.nn.Module, batches: Iterable[Mapping[str, to
     return profile
 
 
-def activation_criterion(profile: pd.DataFrame, preset: str = "magnitude", where: str = "hidden",
-                         skip_embeddings: bool = True, **overrides) -> pd.DataFrame:
+def activation_criterion(
+    profile: pd.DataFrame, preset: str = "magnitude", where: str = "hidden", skip_embeddings: bool = True, **overrides
+) -> pd.DataFrame:
     """(b) Dims outlying in the hidden states, by one of ``ACTIVATION_PRESETS`` (thresholds overridable).
 
     ``profile`` comes from ``activation_profile``. Layer 0 of ``hidden`` (the embedding output) is left
@@ -257,7 +295,9 @@ def activation_criterion(profile: pd.DataFrame, preset: str = "magnitude", where
     opts = {**ACTIVATION_PRESETS[preset], **overrides}
     unknown = set(overrides) - set(ACTIVATION_PRESETS[preset])
     if unknown:
-        raise ValueError(f"Preset {preset!r} has no option(s) {sorted(unknown)}; it takes {list(ACTIVATION_PRESETS[preset])}.")
+        raise ValueError(
+            f"Preset {preset!r} has no option(s) {sorted(unknown)}; it takes {list(ACTIVATION_PRESETS[preset])}."
+        )
     p = profile[profile["where"] == where]
     if p.empty:
         raise ValueError(f"The activation profile has no {where!r} rows (norm outputs need norm_outputs=True).")
@@ -265,10 +305,16 @@ def activation_criterion(profile: pd.DataFrame, preset: str = "magnitude", where
         p = p[p.layer > 0]
     n_layers = int(p.layer.nunique())
     g = p.groupby("dim")
-    base = pd.DataFrame({"act_ratio_median": g.ratio_to_median_dim.median(), "act_ratio_max": g.ratio_to_median_dim.max(),
-                         "act_max_abs": g.max_abs.max(),
-                         "act_massive_ratio": (p.max_abs / p.layer_median_abs.clip(lower=1e-12)).groupby(p.dim).max(),
-                         "act_input_share": g.input_share.mean(), "act_token_share": g.token_share.mean()})
+    base = pd.DataFrame(
+        {
+            "act_ratio_median": g.ratio_to_median_dim.median(),
+            "act_ratio_max": g.ratio_to_median_dim.max(),
+            "act_max_abs": g.max_abs.max(),
+            "act_massive_ratio": (p.max_abs / p.layer_median_abs.clip(lower=1e-12)).groupby(p.dim).max(),
+            "act_input_share": g.input_share.mean(),
+            "act_token_share": g.token_share.mean(),
+        }
+    )
     if preset == "magnitude":
         hits = (p.ratio_to_median_dim >= opts["ratio"]).groupby(p.dim).sum()
         base["act_layers"] = hits
@@ -276,8 +322,10 @@ def activation_criterion(profile: pd.DataFrame, preset: str = "magnitude", where
         base["selected"] = hits >= max(1, math.ceil(n_layers * opts["layer_share"]))
     elif preset == "llm_int8":
         if not math.isclose(profile.attrs.get("threshold", opts["threshold"]), opts["threshold"]):
-            raise ValueError(f"The profile counted |h| >= {profile.attrs.get('threshold')}; rerun activation_profile "
-                             f"with threshold={opts['threshold']}.")
+            raise ValueError(
+                f"The profile counted |h| >= {profile.attrs.get('threshold')}; rerun activation_profile "
+                f"with threshold={opts['threshold']}."
+            )
         hits = (p.share_ge_threshold >= opts["position_share"]).groupby(p.dim).sum()
         base["act_layers"] = hits
         base["act_share_ge_threshold"] = g.share_ge_threshold.mean()
@@ -316,6 +364,7 @@ def _batches(tokenizer, texts: Sequence[str], max_length: int, batch_size: int =
 
 # ----------------------------------------------------------------------------- (c) effect
 
+
 def objective_of(model: torch.nn.Module) -> str:
     """The model's own objective: ``mlm`` (masked-LM head), ``causal`` (causal-LM head) or ``embeddings``."""
     name = type(model).__name__
@@ -326,11 +375,21 @@ def objective_of(model: torch.nn.Module) -> str:
     return "embeddings"
 
 
-def effect_criterion(model: torch.nn.Module, tokenizer, texts: Sequence[str], roles: Iterable[str] | None = None,
-                     dims: Iterable[int] | None = None, objective: str | None = None, max_length: int = 64,
-                     method: str = "exact", top: int = 4, progress: bool = False,
-                     autocast_dtype: torch.dtype | None = None, seed: int = 42,
-                     screen_top_k: int = 16) -> pd.DataFrame:
+def effect_criterion(
+    model: torch.nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    roles: Iterable[str] | None = None,
+    dims: Iterable[int] | None = None,
+    objective: str | None = None,
+    max_length: int = 64,
+    method: str = "exact",
+    top: int = 4,
+    progress: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+    seed: int = 42,
+    screen_top_k: int = 16,
+) -> pd.DataFrame:
     """(c) Each dim disabled alone (zeroed) in the ``roles`` sites (default ``effect_roles``): the damage to
     the model's own objective on ``texts``. ``damage``: loss rise (``mlm``/``causal``) or 1 - mean cosine
     of sentence embeddings to the intact model's (``embeddings``). Score = damage; ``selected``: the
@@ -342,8 +401,10 @@ def effect_criterion(model: torch.nn.Module, tokenizer, texts: Sequence[str], ro
         >>> effect_criterion(model, tokenizer, heldout_texts[:32], dims=range(64)).head()  # doctest: +SKIP
     """
     if method not in ("exact", "screen"):
-        raise ValueError(f"Unknown effect method {method!r}; pick 'exact' (the exhaustive scan) or 'screen' "
-                         f"(screen.screened_scan: every dim estimated from gradients, the top ones checked exactly).")
+        raise ValueError(
+            f"Unknown effect method {method!r}; pick 'exact' (the exhaustive scan) or 'screen' "
+            f"(screen.screened_scan: every dim estimated from gradients, the top ones checked exactly)."
+        )
     texts = list(texts)
     if not texts:
         raise ValueError("effect_criterion needs texts to measure the damage on.")
@@ -356,20 +417,27 @@ def effect_criterion(model: torch.nn.Module, tokenizer, texts: Sequence[str], ro
     ctx = torch.autocast(next(model.parameters()).device.type, dtype=autocast_dtype) if autocast_dtype else _null()
     with ctx:
         if method == "screen":
-            return _screened_effect(model, tokenizer, texts, roles, sites, objective, max_length, top, progress,
-                                    seed, screen_top_k)
+            return _screened_effect(
+                model, tokenizer, texts, roles, sites, objective, max_length, top, progress, seed, screen_top_k
+            )
         if objective == "embeddings":
-            from ..model.ablation import Condition
             from ..evaluation.embeddings import embedding_drift
+            from ..model.ablation import Condition
 
-            drift = embedding_drift(model, tokenizer, texts, [Condition(f"dim {d}", (d,), roles) for d in dims],
-                                    progress=progress, max_length=max_length)
+            drift = embedding_drift(
+                model,
+                tokenizer,
+                texts,
+                [Condition(f"dim {d}", (d,), roles) for d in dims],
+                progress=progress,
+                max_length=max_length,
+            )
             table = pd.DataFrame({"dim": dims, "effect_value": drift.cosine_mean.to_numpy()})
             table["damage"] = 1.0 - table.effect_value
             metric = "embedding cosine"
         else:
-            from ..evaluation.sets import prepare_causal_eval, prepare_mlm_eval
             from ..evaluation.scan import scan_dims
+            from ..evaluation.sets import prepare_causal_eval, prepare_mlm_eval
 
             if objective == "mlm":
                 eval_set = prepare_mlm_eval(tokenizer, texts, max_length=max_length, seed=seed)
@@ -391,11 +459,12 @@ def effect_criterion(model: torch.nn.Module, tokenizer, texts: Sequence[str], ro
     return out
 
 
-def _screened_effect(model, tokenizer, texts, roles, sites, objective, max_length, top, progress, seed,
-                     screen_top_k) -> pd.DataFrame:
+def _screened_effect(
+    model, tokenizer, texts, roles, sites, objective, max_length, top, progress, seed, screen_top_k
+) -> pd.DataFrame:
     """``effect_criterion(method="screen")``: ``screen.screened_scan`` on the model's own objective."""
-    from ..evaluation.sets import prepare_causal_eval, prepare_mlm_eval
     from ..evaluation.screen import prepare_embedding_eval, screened_scan
+    from ..evaluation.sets import prepare_causal_eval, prepare_mlm_eval
 
     if objective == "embeddings":
         eval_set = prepare_embedding_eval(tokenizer, texts, max_length=max_length)
@@ -406,9 +475,14 @@ def _screened_effect(model, tokenizer, texts, roles, sites, objective, max_lengt
             tokenizer.pad_token = tokenizer.eos_token
         eval_set = prepare_causal_eval(tokenizer, texts, max_length=max_length)
     scan = screened_scan(model, eval_set, roles=roles, top_k=screen_top_k, sites=sites, progress=progress)
-    table = pd.DataFrame({"dim": scan.dim.astype(int), "damage": scan.effect.astype(float),
-                          "effect_value": scan.effect.astype(float) + scan.intact_objective.astype(float),
-                          "effect_kind": scan.value_kind})
+    table = pd.DataFrame(
+        {
+            "dim": scan.dim.astype(int),
+            "damage": scan.effect.astype(float),
+            "effect_value": scan.effect.astype(float) + scan.intact_objective.astype(float),
+            "effect_kind": scan.value_kind,
+        }
+    )
     table["score"] = table.damage
     table["effect_rank"] = table.damage.rank(ascending=False, method="min").astype(int)
     table["selected"] = table.effect_rank <= top
@@ -447,8 +521,9 @@ class EffectSelection:
     evaluation_texts: list[str] = field(repr=False)
 
 
-def select_dims_by_effect(model: torch.nn.Module, tokenizer, texts: Sequence[str], count: int = 2,
-                          seed: int = 0, **effect_options) -> EffectSelection:
+def select_dims_by_effect(
+    model: torch.nn.Module, tokenizer, texts: Sequence[str], count: int = 2, seed: int = 0, **effect_options
+) -> EffectSelection:
     """Effect-selected dims, honestly: the ``count`` most damaging dims on one half of ``texts``, and the
     same scan on the other, disjoint half (``evaluation``) to judge them. Choosing dims by their effect and
     judging them on the same data proves nothing.
@@ -465,6 +540,7 @@ def select_dims_by_effect(model: torch.nn.Module, tokenizer, texts: Sequence[str
 
 
 # ----------------------------------------------------------------------------- the one rule
+
 
 @dataclass
 class Detection:
@@ -484,13 +560,17 @@ class Detection:
         for r in self.table[self.table.dim.isin(self.dims)].itertuples():
             bits = [f"params {int(r.param_sites)}/{int(r.n_param_sites)} sites (max|z| {r.param_max_abs_z:.1f})"]
             if "act_ratio_median" in self.table:
-                bits.append(f"mean|h| {r.act_ratio_median:.1f}x the median dim (>= {self.settings['activation_ratio']:g}x "
-                            f"in {int(r.act_layers)}/{int(r.n_act_layers)} layers)")
+                bits.append(
+                    f"mean|h| {r.act_ratio_median:.1f}x the median dim (>= {self.settings['activation_ratio']:g}x "
+                    f"in {int(r.act_layers)}/{int(r.n_act_layers)} layers)"
+                )
             parts.append(f"dim {int(r.dim)}: " + ", ".join(bits))
         return f"outlier dims ({self.rule}): {self.dims}; " + "; ".join(parts)
 
 
-def combine(params: pd.DataFrame, activations: pd.DataFrame | None, fallback: int = 2) -> tuple[list[int], str, pd.DataFrame]:
+def combine(
+    params: pd.DataFrame, activations: pd.DataFrame | None, fallback: int = 2
+) -> tuple[list[int], str, pd.DataFrame]:
     """The rule on precomputed criterion tables: union of the selected dims of (a) and (b), ordered by the
     mean of their ranks under the two scores; when neither selects a dim, the ``fallback`` best by that
     same rank combination (rule 'strongest candidates')."""
@@ -508,20 +588,31 @@ def combine(params: pd.DataFrame, activations: pd.DataFrame | None, fallback: in
     else:
         table["combined_rank"] = table.param_rank
         table["selected"] = table.param_selected
-    table = table.sort_values(["selected", "combined_rank", "dim"], ascending=[False, True, True]).reset_index(drop=True)
+    table = table.sort_values(["selected", "combined_rank", "dim"], ascending=[False, True, True]).reset_index(
+        drop=True
+    )
     dims = [int(d) for d in table.dim[table.selected]]
     if dims:
         return dims, "params+activations" if activations is not None else "params", table
     return [int(d) for d in table.dim.head(fallback)], "strongest candidates", table
 
 
-def detect(model: torch.nn.Module, tokenizer=None, texts: Sequence[str] | None = None, *,
-           param_roles: Iterable[str] | str = DEFAULT_RULE["param_roles"], k: float = DEFAULT_RULE["k"],
-           min_share: float = DEFAULT_RULE["min_share"], activation_ratio: float = DEFAULT_RULE["activation_ratio"],
-           activation_layer_share: float = DEFAULT_RULE["activation_layer_share"],
-           n_texts: int = DEFAULT_RULE["n_texts"], max_length: int = DEFAULT_RULE["max_length"],
-           fallback: int = DEFAULT_RULE["fallback"], profile: pd.DataFrame | None = None,
-           autocast_dtype: torch.dtype | None = None) -> Detection:
+def detect(
+    model: torch.nn.Module,
+    tokenizer=None,
+    texts: Sequence[str] | None = None,
+    *,
+    param_roles: Iterable[str] | str = DEFAULT_RULE["param_roles"],
+    k: float = DEFAULT_RULE["k"],
+    min_share: float = DEFAULT_RULE["min_share"],
+    activation_ratio: float = DEFAULT_RULE["activation_ratio"],
+    activation_layer_share: float = DEFAULT_RULE["activation_layer_share"],
+    n_texts: int = DEFAULT_RULE["n_texts"],
+    max_length: int = DEFAULT_RULE["max_length"],
+    fallback: int = DEFAULT_RULE["fallback"],
+    profile: pd.DataFrame | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> Detection:
     """The project's one rule, from parameters and activations only (never from an effect).
 
     (a) norm weight/bias beyond ``k`` sigma in more than ``min_share`` of every non-head norm site, or
@@ -541,12 +632,21 @@ def detect(model: torch.nn.Module, tokenizer=None, texts: Sequence[str] | None =
         texts = texts_for_activations(n_texts) if texts is None else list(texts)
         profile = activation_profile(model, _batches(tokenizer, texts, max_length), autocast_dtype=autocast_dtype)
     if profile is not None:
-        activations = activation_criterion(profile, "magnitude", ratio=activation_ratio,
-                                           layer_share=activation_layer_share)
+        activations = activation_criterion(
+            profile, "magnitude", ratio=activation_ratio, layer_share=activation_layer_share
+        )
     dims, rule, table = combine(params, activations, fallback)
-    settings = dict(param_roles=param_roles, k=k, min_share=min_share, activation_ratio=activation_ratio,
-                    activation_layer_share=activation_layer_share, n_texts=n_texts, max_length=max_length,
-                    fallback=fallback, activations=activations is not None)
+    settings = dict(
+        param_roles=param_roles,
+        k=k,
+        min_share=min_share,
+        activation_ratio=activation_ratio,
+        activation_layer_share=activation_layer_share,
+        n_texts=n_texts,
+        max_length=max_length,
+        fallback=fallback,
+        activations=activations is not None,
+    )
     return Detection(dims, rule, table, params, activations, settings)
 
 
@@ -565,24 +665,33 @@ def dims_from_flags(flags: pd.DataFrame, min_share: float = DEFAULT_RULE["min_sh
     """The rule's parameter part on stored per-dim flag counts of one step (``emergence.flags_over_steps``:
     ``dim``, ``sites_flagged``, ``max_abs_z``, ``n_sites``), for runs whose weights are gone (activations
     need weights). With no dim passing: the ``fallback`` strongest candidates (0: none)."""
-    counts = flags.rename(columns={"sites_flagged": "param_sites", "max_abs_z": "param_max_abs_z",
-                                   "n_sites": "n_param_sites"})
+    counts = flags.rename(
+        columns={"sites_flagged": "param_sites", "max_abs_z": "param_max_abs_z", "n_sites": "n_param_sites"}
+    )
     dims, _, _ = combine(criterion_from_counts(counts, min_share), None, fallback)
     return dims
 
 
 # ----------------------------------------------------------------------------- report and agreement
 
-def criteria_tables(model: torch.nn.Module, profile: pd.DataFrame | None, k: float = DEFAULT_RULE["k"],
-                    min_share: float = DEFAULT_RULE["min_share"],
-                    role_sets: Sequence[Iterable[str] | str] | None = None) -> dict[str, pd.DataFrame]:
+
+def criteria_tables(
+    model: torch.nn.Module,
+    profile: pd.DataFrame | None,
+    k: float = DEFAULT_RULE["k"],
+    min_share: float = DEFAULT_RULE["min_share"],
+    role_sets: Sequence[Iterable[str] | str] | None = None,
+) -> dict[str, pd.DataFrame]:
     """Every magnitude criterion on one model: (a) per role set (block output, attention output,
     embeddings, pre-norms, all: those the model has), (b) every activation preset, and the default rule."""
     sites = find_norm_sites(model)
     present = {s.role for s in sites}
     if role_sets is None:
-        role_sets = [r for r in (("block_output",), ("attention_output",), ("embeddings",),
-                                 ("pre_attention", "pre_ffn")) if set(r) & present] + [PARAM_ROLES_ALL]
+        role_sets = [
+            r
+            for r in (("block_output",), ("attention_output",), ("embeddings",), ("pre_attention", "pre_ffn"))
+            if set(r) & present
+        ] + [PARAM_ROLES_ALL]
     tables: dict[str, pd.DataFrame] = {}
     for roles in role_sets:
         roles = (roles,) if isinstance(roles, str) and roles != PARAM_ROLES_ALL else roles
@@ -595,8 +704,13 @@ def criteria_tables(model: torch.nn.Module, profile: pd.DataFrame | None, k: flo
     params = tables["params: all"]
     acts = tables.get("activations: magnitude")
     dims, rule, combined = combine(params, acts, DEFAULT_RULE["fallback"])
-    rule_table = pd.DataFrame({"dim": combined.dim, "score": -combined.combined_rank,
-                               "selected": combined.dim.isin(dims) & (rule != "strongest candidates")})
+    rule_table = pd.DataFrame(
+        {
+            "dim": combined.dim,
+            "score": -combined.combined_rank,
+            "selected": combined.dim.isin(dims) & (rule != "strongest candidates"),
+        }
+    )
     tables[RULE_CRITERION] = _finish(rule_table, "default rule")
     return tables
 
@@ -616,11 +730,19 @@ def agreement(tables: Mapping[str, pd.DataFrame], effect: pd.DataFrame, top: int
         score = t.set_index("dim").score.reindex(damage.index)
         score = score.fillna(score.min() - 1 if score.notna().any() else 0)
         top_dim = int(t.dim.iloc[0])
-        rows.append({"criterion": name, "dims": " ".join(map(str, chosen[:8])) + (" ..." if len(chosen) > 8 else ""),
-                     "n_dims": len(chosen), "precision": len(hits) / len(chosen) if chosen else float("nan"),
-                     "recall": len(hits) / len(truth), "names_most_damaging": truth[0] in chosen,
-                     "top_dim": top_dim, "top_dim_effect_rank": int(rank.get(top_dim, -1)),
-                     "spearman": float(score.rank().corr(damage.rank()))})
+        rows.append(
+            {
+                "criterion": name,
+                "dims": " ".join(map(str, chosen[:8])) + (" ..." if len(chosen) > 8 else ""),
+                "n_dims": len(chosen),
+                "precision": len(hits) / len(chosen) if chosen else float("nan"),
+                "recall": len(hits) / len(truth),
+                "names_most_damaging": truth[0] in chosen,
+                "top_dim": top_dim,
+                "top_dim_effect_rank": int(rank.get(top_dim, -1)),
+                "spearman": float(score.rank().corr(damage.rank())),
+            }
+        )
     out = pd.DataFrame(rows)
     out.attrs["most_damaging"] = truth
     return out
@@ -647,8 +769,17 @@ def _evidence_columns(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
             cols = {"param_sites": f"sites[{tag}]", "param_max_abs_z": f"max|z|[{tag}]"}
             part = t[["dim", *cols]].rename(columns=cols)
         elif name == "activations: magnitude":
-            part = t[["dim", "act_ratio_median", "act_layers", "act_max_abs", "act_massive_ratio",
-                      "act_input_share", "act_token_share"]]
+            part = t[
+                [
+                    "dim",
+                    "act_ratio_median",
+                    "act_layers",
+                    "act_max_abs",
+                    "act_massive_ratio",
+                    "act_input_share",
+                    "act_token_share",
+                ]
+            ]
         elif name == "activations: llm_int8":
             part = t[["dim", "act_layers"]].rename(columns={"act_layers": "int8_layers"})
         else:
@@ -657,10 +788,18 @@ def _evidence_columns(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return merged
 
 
-def detection_report(model: torch.nn.Module, tokenizer, activation_texts: Sequence[str] | None = None,
-                     effect_texts: Sequence[str] | None = None, effect_dims: Iterable[int] | None = None,
-                     top: int = 4, max_length: int = 64, autocast_dtype: torch.dtype | None = None,
-                     progress: bool = False, **rule_options) -> DetectionReport:
+def detection_report(
+    model: torch.nn.Module,
+    tokenizer,
+    activation_texts: Sequence[str] | None = None,
+    effect_texts: Sequence[str] | None = None,
+    effect_dims: Iterable[int] | None = None,
+    top: int = 4,
+    max_length: int = 64,
+    autocast_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    **rule_options,
+) -> DetectionReport:
     """Every criterion's evidence per dim, the default rule's dims, and (with ``effect_texts``) each
     criterion's agreement with the single-dim scan on those texts (``effect_dims``: scan a subset only).
     Activation texts default to offline *train* reviews; give effect texts from another split.
@@ -669,12 +808,16 @@ def detection_report(model: torch.nn.Module, tokenizer, activation_texts: Sequen
         >>> report = detection_report(model, tokenizer, effect_texts=heldout[:32])  # doctest: +SKIP
         >>> report.agreement  # doctest: +SKIP
     """
-    texts = texts_for_activations(rule_options.get("n_texts", DEFAULT_RULE["n_texts"])) \
-        if activation_texts is None else list(activation_texts)
+    texts = (
+        texts_for_activations(rule_options.get("n_texts", DEFAULT_RULE["n_texts"]))
+        if activation_texts is None
+        else list(activation_texts)
+    )
     profile = None
     if tokenizer is not None:
-        profile = activation_profile(model, _batches(tokenizer, texts, max_length), autocast_dtype=autocast_dtype,
-                                     progress=progress)
+        profile = activation_profile(
+            model, _batches(tokenizer, texts, max_length), autocast_dtype=autocast_dtype, progress=progress
+        )
     found = detect(model, tokenizer, profile=profile, max_length=max_length, **rule_options)
     tables = criteria_tables(model, profile, k=found.settings["k"], min_share=found.settings["min_share"])
     per_dim = _evidence_columns(tables)
@@ -682,10 +825,20 @@ def detection_report(model: torch.nn.Module, tokenizer, activation_texts: Sequen
     effect = table = None
     if effect_texts is not None:
         if overlap := set(effect_texts) & set(texts):
-            raise ValueError(f"{len(overlap)} effect texts are also activation texts: judge the criteria on "
-                             f"texts that did not choose the dims (another split).")
-        effect = effect_criterion(model, tokenizer, effect_texts, dims=effect_dims, max_length=max_length,
-                                  top=top, autocast_dtype=autocast_dtype, progress=progress)
+            raise ValueError(
+                f"{len(overlap)} effect texts are also activation texts: judge the criteria on "
+                f"texts that did not choose the dims (another split)."
+            )
+        effect = effect_criterion(
+            model,
+            tokenizer,
+            effect_texts,
+            dims=effect_dims,
+            max_length=max_length,
+            top=top,
+            autocast_dtype=autocast_dtype,
+            progress=progress,
+        )
         per_dim = per_dim.merge(effect[["dim", "damage", "effect_rank"]], on="dim", how="left")
         table = agreement(tables, effect, top)
     order = ["default", "damage"] if effect is not None else ["default"]
@@ -694,6 +847,7 @@ def detection_report(model: torch.nn.Module, tokenizer, activation_texts: Sequen
 
 
 # ----------------------------------------------------------------------------- command line
+
 
 def _head_for(name: str) -> str:
     """The head to load a model with, from its config's architectures (MLM, causal LM, else the encoder)."""
@@ -712,8 +866,15 @@ def _head_for(name: str) -> str:
     return "base"
 
 
-def main_detect(model_name: str, roles: Sequence[str] | None = None, as_json: bool = False, n_texts: int = 32,
-                scan_texts: int = 0, device: str | None = "cpu", out=None) -> int:
+def main_detect(
+    model_name: str,
+    roles: Sequence[str] | None = None,
+    as_json: bool = False,
+    n_texts: int = 32,
+    scan_texts: int = 0,
+    device: str | None = "cpu",
+    out=None,
+) -> int:
     """``python -m bertbusters_nb detect MODEL``: the report and the default dims; ``--json``: one JSON object
     whose ``dims`` key holds the default. ``scan_texts`` > 0 also scans that many held-out reviews and
     prints each criterion's agreement with the scan."""
@@ -735,10 +896,14 @@ def main_detect(model_name: str, roles: Sequence[str] | None = None, as_json: bo
     report = detection_report(model, tokenizer, effect_texts=effect_texts, **options)
     found = report.detection
     if as_json:
-        payload = {"model": model_name, "dims": found.dims, "rule": found.rule,
-                   "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in found.settings.items()},
-                   "per_dim": json.loads(report.per_dim.head(20).to_json(orient="records")),
-                   "agreement": None if report.agreement is None else json.loads(report.agreement.to_json(orient="records"))}
+        payload = {
+            "model": model_name,
+            "dims": found.dims,
+            "rule": found.rule,
+            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in found.settings.items()},
+            "per_dim": json.loads(report.per_dim.head(20).to_json(orient="records")),
+            "agreement": None if report.agreement is None else json.loads(report.agreement.to_json(orient="records")),
+        }
         print(json.dumps(payload), file=out)
         return 0
     with pd.option_context("display.width", 200, "display.max_columns", 40):
@@ -747,16 +912,25 @@ def main_detect(model_name: str, roles: Sequence[str] | None = None, as_json: bo
         print("\nevidence per dim (top 15):", file=out)
         print(report.per_dim.head(15).round(2).to_string(index=False), file=out)
         if report.agreement is not None:
-            print(f"\nagreement with the single-dim scan on {scan_texts} held-out reviews "
-                  f"(most damaging: {report.agreement.attrs['most_damaging']}):", file=out)
+            print(
+                f"\nagreement with the single-dim scan on {scan_texts} held-out reviews "
+                f"(most damaging: {report.agreement.attrs['most_damaging']}):",
+                file=out,
+            )
             print(report.agreement.round(3).to_string(index=False), file=out)
     print(f"\ndims to ablate: {found.dims}", file=out)
     return 0
 
 
-def agreement_across_models(models: Sequence[str], n_effect_texts: int = 32, max_length: int = 64,
-                            top: int = 4, effect_dims: int | None = None, seed: int = 0,
-                            progress: bool = False) -> pd.DataFrame:
+def agreement_across_models(
+    models: Sequence[str],
+    n_effect_texts: int = 32,
+    max_length: int = 64,
+    top: int = 4,
+    effect_dims: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Notebook 02's table "which criterion finds the dims that matter": for each model (alias, folder or hub
     name, loaded one at a time with its own head), every criterion's agreement with the single-dim scan on
     ``n_effect_texts`` held-out reviews (activations on train reviews). ``effect_dims``: scan only the first
@@ -778,30 +952,47 @@ def agreement_across_models(models: Sequence[str], n_effect_texts: int = 32, max
         if effect_dims is not None:
             profile = activation_profile(model, _batches(tokenizer, texts_for_activations(), max_length))
             tables = criteria_tables(model, profile)
-            dims = sorted(set(range(min(effect_dims, model.config.hidden_size)))
-                          | {int(d) for t in tables.values() for d in t.dim.head(8)})
-        report = detection_report(model, tokenizer, effect_texts=heldout, effect_dims=dims, top=top,
-                                  max_length=max_length)
-        table = report.agreement.assign(model=name, most_damaging=" ".join(map(str, report.agreement.attrs["most_damaging"])),
-                                        scanned_dims=len(report.effect), objective=report.effect.attrs["metric"])
+            dims = sorted(
+                set(range(min(effect_dims, model.config.hidden_size)))
+                | {int(d) for t in tables.values() for d in t.dim.head(8)}
+            )
+        report = detection_report(
+            model, tokenizer, effect_texts=heldout, effect_dims=dims, top=top, max_length=max_length
+        )
+        table = report.agreement.assign(
+            model=name,
+            most_damaging=" ".join(map(str, report.agreement.attrs["most_damaging"])),
+            scanned_dims=len(report.effect),
+            objective=report.effect.attrs["metric"],
+        )
         frames.append(table)
         del model
     out = pd.concat(frames, ignore_index=True)
-    return out[["model", "objective", "most_damaging", "scanned_dims", *[c for c in out.columns if c not in
-                ("model", "objective", "most_damaging", "scanned_dims")]]]
-
+    return out[
+        [
+            "model",
+            "objective",
+            "most_damaging",
+            "scanned_dims",
+            *[c for c in out.columns if c not in ("model", "objective", "most_damaging", "scanned_dims")],
+        ]
+    ]
 
 
 def rule_finding(agreement_table: pd.DataFrame, min_precision: float = 0.5) -> tuple[str, bool | None, str]:
     """(claim, held, evidence) for notebook 02: on every model the default rule names the scan's most damaging
     dim, and at least ``min_precision`` of its dims are among the scan's most damaging (issue 13's target)."""
     rows = agreement_table[agreement_table.criterion == RULE_CRITERION]
-    claim = ("The default rule names each model's most damaging dim, and at least half of its dims are among "
-             "the scan's most damaging")
+    claim = (
+        "The default rule names each model's most damaging dim, and at least half of its dims are among "
+        "the scan's most damaging"
+    )
     if rows.empty:
         return claim, None, "No model was scanned."
     held = bool(rows.names_most_damaging.all() and (rows.precision.fillna(0) >= min_precision).all())
-    evidence = "; ".join(f"{r.model}: default dims [{r.dims}], scan's most damaging [{r.most_damaging}] "
-                         f"(precision {r.precision:.2f}, recall {r.recall:.2f}, Spearman {r.spearman:.2f})"
-                         for r in rows.itertuples())
+    evidence = "; ".join(
+        f"{r.model}: default dims [{r.dims}], scan's most damaging [{r.most_damaging}] "
+        f"(precision {r.precision:.2f}, recall {r.recall:.2f}, Spearman {r.spearman:.2f})"
+        for r in rows.itertuples()
+    )
     return claim, held, evidence

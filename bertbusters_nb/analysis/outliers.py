@@ -8,16 +8,15 @@ Which dims an experiment disables is decided in one place, ``detection.dims_to_a
 (parameters of every norm site and hidden-state magnitudes); ``find_outliers`` describes one
 role set's parameters (plots, flag tables).
 """
+
 from __future__ import annotations
 
 import math
-
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import pandas as pd
-import torch
 
 from ..model.norms import NormSite
 
@@ -67,10 +66,14 @@ class OutlierReport:
 
     def summary(self) -> str:
         top = self.per_dim.head(5)
-        parts = [f"dim {int(r.dim)}: {int(r.sites_flagged)}/{self.n_sites} sites, max|z| {r.max_abs_z:.1f}"
-                 for r in top.itertuples()]
-        return (f"outlier dims (|z|>{self.k:g} in >= {self.min_sites} of {self.n_sites} sites): {self.dims}; "
-                f"top: " + "; ".join(parts))
+        parts = [
+            f"dim {int(r.dim)}: {int(r.sites_flagged)}/{self.n_sites} sites, max|z| {r.max_abs_z:.1f}"
+            for r in top.itertuples()
+        ]
+        return (
+            f"outlier dims (|z|>{self.k:g} in >= {self.min_sites} of {self.n_sites} sites): {self.dims}; "
+            f"top: " + "; ".join(parts)
+        )
 
 
 def strict_share(n: int, share: float) -> int:
@@ -78,8 +81,14 @@ def strict_share(n: int, share: float) -> int:
     return max(1, math.floor(n * share) + 1)
 
 
-def find_outliers(sites: Sequence[NormSite], k: float = 3.0, min_sites: int | None = None,
-                  min_share: float = 0.5, *, min_layers: int | None = None) -> OutlierReport:
+def find_outliers(
+    sites: Sequence[NormSite],
+    k: float = 3.0,
+    min_sites: int | None = None,
+    min_share: float = 0.5,
+    *,
+    min_layers: int | None = None,
+) -> OutlierReport:
     """Detect outlier dims in ``sites``' norm parameters.
 
     A dim is kept when weight or bias is beyond ``k`` sigma in at least ``min_sites`` sites
@@ -99,8 +108,11 @@ def find_outliers(sites: Sequence[NormSite], k: float = 3.0, min_sites: int | No
     if min_layers is not None:
         if min_sites is not None:
             raise TypeError("Give min_sites only (min_layers is its old name).")
-        warnings.warn("find_outliers(min_layers=...) is now find_outliers(min_sites=...): it counts norm sites",
-                      FutureWarning, stacklevel=2)
+        warnings.warn(
+            "find_outliers(min_layers=...) is now find_outliers(min_sites=...): it counts norm sites",
+            FutureWarning,
+            stacklevel=2,
+        )
         min_sites = min_layers
     params = parameter_table(sites, k)
     if min_sites is None:
@@ -110,7 +122,10 @@ def find_outliers(sites: Sequence[NormSite], k: float = 3.0, min_sites: int | No
     per_dim = params.assign(abs_z=params.z.abs()).groupby("dim")["abs_z"].max().rename("max_abs_z").reset_index()
     counts = flagged.groupby("dim")["site"].nunique() if len(flagged) else pd.Series(dtype=int)
     per_dim.insert(1, "sites_flagged", per_dim["dim"].map(counts).fillna(0).astype(int))
-    per_dim = per_dim[per_dim.sites_flagged > 0].sort_values(
-        ["sites_flagged", "max_abs_z"], ascending=False).reset_index(drop=True)
+    per_dim = (
+        per_dim[per_dim.sites_flagged > 0]
+        .sort_values(["sites_flagged", "max_abs_z"], ascending=False)
+        .reset_index(drop=True)
+    )
     dims = [int(d) for d in per_dim.loc[per_dim.sites_flagged >= min_sites, "dim"]]
     return OutlierReport(dims, per_dim, flags, params, k, min_sites, len(sites))

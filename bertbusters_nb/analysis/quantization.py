@@ -16,6 +16,7 @@ the scales are then taken over the other columns.
 ``outlier_metrics`` gives, per layer output, the kurtosis of each token's hidden vector (Pearson's,
 3 for a Gaussian) averaged over tokens, and the max infinity norm over tokens (Bondarenko et al. 2023).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .frequency import _base
 from ..model.hooks import Trace, first_tensor
 from ..model.norms import find_norm_sites
+from .frequency import _base
 
 RECOVERED_MAJORITY = 0.5  # keeping the outlier dims must win back at least half of what W8A8 lost
 
@@ -82,8 +83,13 @@ def _skipped(model, skip_output_embeddings: bool) -> set[int]:
 
 
 @contextlib.contextmanager
-def w8a8(model, bits: int = 8, keep_dims: Sequence[int] = (), readers: Iterable[str] = (),
-         skip_output_embeddings: bool = True) -> Iterator[list[str]]:
+def w8a8(
+    model,
+    bits: int = 8,
+    keep_dims: Sequence[int] = (),
+    readers: Iterable[str] = (),
+    skip_output_embeddings: bool = True,
+) -> Iterator[list[str]]:
     """Fake-quantize every Linear's weight and input (per tensor, ``bits``) inside the block; yields the names.
 
     ``keep_dims`` stay in full precision in the Linears named in ``readers`` (see ``residual_readers``).
@@ -95,7 +101,9 @@ def w8a8(model, bits: int = 8, keep_dims: Sequence[int] = (), readers: Iterable[
     keep_dims = [int(d) for d in keep_dims]
     readers = set(readers)
     if keep_dims and not readers:
-        raise ValueError("keep_dims needs the Linears that read the residual stream: pass readers=residual_readers(...).")
+        raise ValueError(
+            "keep_dims needs the Linears that read the residual stream: pass readers=residual_readers(...)."
+        )
     skipped = _skipped(model, skip_output_embeddings)
     chosen = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and id(m) not in skipped]
     patched, names, kept = [], [], {}
@@ -127,45 +135,80 @@ def w8a8(model, bits: int = 8, keep_dims: Sequence[int] = (), readers: Iterable[
                 del module.forward
 
 
-def _objective_fn(model, tokenizer, texts: Sequence[str], kind: str, max_length: int, batch_size: int, seed: int,
-                  sites: Sequence | None = None):
+def _objective_fn(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    kind: str,
+    max_length: int,
+    batch_size: int,
+    seed: int,
+    sites: Sequence | None = None,
+):
     if kind in ("mlm", "causal"):
         from ..evaluation import evaluate
         from ..evaluation.sets import prepare_causal_eval, prepare_mlm_eval
 
-        eval_set = (prepare_mlm_eval(tokenizer, texts, max_length=max_length, seed=seed, batch_size=batch_size)
-                    if kind == "mlm" else prepare_causal_eval(tokenizer, texts, max_length=max_length, batch_size=batch_size))
-        return lambda: float(evaluate(model, eval_set, sites=sites, autocast=None)["eval_loss"])  # fp32: the reference is fp32
+        eval_set = (
+            prepare_mlm_eval(tokenizer, texts, max_length=max_length, seed=seed, batch_size=batch_size)
+            if kind == "mlm"
+            else prepare_causal_eval(tokenizer, texts, max_length=max_length, batch_size=batch_size)
+        )
+        return lambda: float(
+            evaluate(model, eval_set, sites=sites, autocast=None)["eval_loss"]
+        )  # fp32: the reference is fp32
     if kind == "embedding":
         from ..evaluation.embeddings import sentence_embeddings
 
         reference = sentence_embeddings(model, tokenizer, list(texts), batch_size, max_length)
-        return lambda: float(1 - F.cosine_similarity(
-            sentence_embeddings(model, tokenizer, list(texts), batch_size, max_length), reference).mean())
+        return lambda: float(
+            1
+            - F.cosine_similarity(
+                sentence_embeddings(model, tokenizer, list(texts), batch_size, max_length), reference
+            ).mean()
+        )
     raise ValueError(f"Unknown objective kind {kind!r}; pick 'mlm', 'causal' or 'embedding'.")
 
 
-OBJECTIVE_NAMES = {"mlm": "masked-LM loss (nats)", "causal": "causal-LM loss (nats)",
-                   "embedding": "1 - cosine to the fp32 embeddings"}
+OBJECTIVE_NAMES = {
+    "mlm": "masked-LM loss (nats)",
+    "causal": "causal-LM loss (nats)",
+    "embedding": "1 - cosine to the fp32 embeddings",
+}
 
 
-def quantization_table(model, tokenizer, texts: Sequence[str], kind: str, outlier_dims: Sequence[int],
-                       random_draws: Sequence[Sequence[int]], bits: int = 8, max_length: int = 128,
-                       batch_size: int = 32, seed: int = 0, progress: bool = True,
-                       sites: Sequence | None = None) -> pd.DataFrame:
+def quantization_table(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    kind: str,
+    outlier_dims: Sequence[int],
+    random_draws: Sequence[Sequence[int]],
+    bits: int = 8,
+    max_length: int = 128,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+    sites: Sequence | None = None,
+) -> pd.DataFrame:
     """The objective in fp32, with W8A8, with W8A8 keeping the outlier dims in full precision, and keeping each
     random draw of as many dims. One row per condition: condition, group, dims, objective, delta (vs fp32).
 
     ``kind``: 'mlm' / 'causal' (eval loss on the texts) or 'embedding' (1 - cosine of mean-pooled embeddings to
     fp32's, for an encoder without an LM head). ``sites``: the model's norm sites (default: found here).
     """
-    sites = list(sites) if sites is not None else find_norm_sites(model)  # found outside w8a8 (its tracer sees patched Linears)
+    sites = (
+        list(sites) if sites is not None else find_norm_sites(model)
+    )  # found outside w8a8 (its tracer sees patched Linears)
     objective = _objective_fn(model, tokenizer, texts, kind, max_length, batch_size, seed, sites)
     from .activations import text_batches
 
     readers = residual_readers(model, text_batches(tokenizer, texts[:2], max_length, 2)[0], sites)
-    conditions = [("fp32", "fp32", None), (f"w{bits}a{bits}", "w8a8", ()),
-                  (f"w{bits}a{bits} + outliers kept", "outliers", tuple(outlier_dims))]
+    conditions = [
+        ("fp32", "fp32", None),
+        (f"w{bits}a{bits}", "w8a8", ()),
+        (f"w{bits}a{bits} + outliers kept", "outliers", tuple(outlier_dims)),
+    ]
     conditions += [(f"w{bits}a{bits} + random {i} kept", "random", tuple(d)) for i, d in enumerate(random_draws)]
     rows = []
     for name, group, dims in tqdm(conditions, desc="quantization", disable=not progress, leave=False):
@@ -195,18 +238,26 @@ def quantization_verdict(table: pd.DataFrame, label: str) -> tuple[bool, str]:
     held = bool(lost > 0 and recovered >= RECOVERED_MAJORITY and kept < random.min())
     kind = str(table.kind.iloc[0])
     if lost <= 0:
-        return held, (f"{label}: {OBJECTIVE_NAMES[kind]} {fp:.4g} in fp32 and {q:.4g} with W8A8: quantization does not "
-                      f"raise it here, so there is nothing for the outlier dims to recover (kept: {kept:.4g}; random "
-                      f"draws {random.mean():.4g} ± {random.std(ddof=1) if len(random) > 1 else 0:.2g}).")
-    return held, (f"{label}: {OBJECTIVE_NAMES[kind]} {fp:.4g} in fp32, {q:.4g} with W8A8 ({lost:+.3g}); keeping the "
-                  f"outlier dims in full precision gives {kept:.4g} (recovers {recovered:.0%} of the loss), keeping as "
-                  f"many random dims {random.mean():.4g} ± {random.std(ddof=1) if len(random) > 1 else 0:.2g} over "
-                  f"{len(random)} draws (best {random.min():.4g}, recovers at most {np.nanmax(random_recovered):.0%}).")
+        return held, (
+            f"{label}: {OBJECTIVE_NAMES[kind]} {fp:.4g} in fp32 and {q:.4g} with W8A8: quantization does not "
+            f"raise it here, so there is nothing for the outlier dims to recover (kept: {kept:.4g}; random "
+            f"draws {random.mean():.4g} ± {random.std(ddof=1) if len(random) > 1 else 0:.2g})."
+        )
+    return held, (
+        f"{label}: {OBJECTIVE_NAMES[kind]} {fp:.4g} in fp32, {q:.4g} with W8A8 ({lost:+.3g}); keeping the "
+        f"outlier dims in full precision gives {kept:.4g} (recovers {recovered:.0%} of the loss), keeping as "
+        f"many random dims {random.mean():.4g} ± {random.std(ddof=1) if len(random) > 1 else 0:.2g} over "
+        f"{len(random)} draws (best {random.min():.4g}, recovers at most {np.nanmax(random_recovered):.0%})."
+    )
 
 
 @torch.no_grad()
-def outlier_metrics(model, batches: Iterable[dict[str, torch.Tensor]],
-                    excluded: dict[str, Sequence[int]] | None = None, progress: bool = False) -> pd.DataFrame:
+def outlier_metrics(
+    model,
+    batches: Iterable[dict[str, torch.Tensor]],
+    excluded: dict[str, Sequence[int]] | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Per layer output (0 = embeddings): mean over real tokens of the kurtosis of the token's hidden vector
     (Pearson's, Gaussian 3) and the max infinity norm over tokens (Bondarenko et al.'s two metrics).
 
@@ -224,22 +275,32 @@ def outlier_metrics(model, batches: Iterable[dict[str, torch.Tensor]],
     for batch in tqdm(list(batches), desc="kurtosis", disable=not progress, leave=False):
         inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         states = torch.stack(_base(model)(**inputs, output_hidden_states=True).hidden_states).float()  # (L+1, B, T, H)
-        real = states[:, inputs["attention_mask"].bool()]                                       # (L+1, N, H)
+        real = states[:, inputs["attention_mask"].bool()]  # (L+1, N, H)
         for label, dims in excluded.items():
             keep = torch.ones(real.shape[-1], dtype=torch.bool, device=real.device)
             keep[[int(d) for d in dims]] = False
             part = real[..., keep]
-            k = kurtosis(part).sum(1).double()                                                  # (L+1,)
+            k = kurtosis(part).sum(1).double()  # (L+1,)
             inf = part.abs().amax((1, 2))
             kurt_sum[label] = kurt_sum[label] + k if label in kurt_sum else k
             inf_max[label] = torch.maximum(inf_max[label], inf) if label in inf_max else inf
         tokens += real.shape[1]
     if not kurt_sum:
         raise ValueError("No batches given: the dataset is empty.")
-    return pd.concat([pd.DataFrame({"excluded": label, "layer": np.arange(len(kurt_sum[label])),
-                                    "kurtosis": (kurt_sum[label] / tokens).cpu().numpy(),
-                                    "max_inf_norm": inf_max[label].cpu().numpy()}) for label in excluded],
-                     ignore_index=True)
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "excluded": label,
+                    "layer": np.arange(len(kurt_sum[label])),
+                    "kurtosis": (kurt_sum[label] / tokens).cpu().numpy(),
+                    "max_inf_norm": inf_max[label].cpu().numpy(),
+                }
+            )
+            for label in excluded
+        ],
+        ignore_index=True,
+    )
 
 
 def kurtosis_sentence(metrics: pd.DataFrame, label: str) -> str:
@@ -249,12 +310,20 @@ def kurtosis_sentence(metrics: pd.DataFrame, label: str) -> str:
     full = metrics[metrics.excluded == "none"].set_index("layer")
     without = metrics[metrics.excluded == "outliers"].set_index("layer")
     randoms = mean_k[[e for e in mean_k.index if e.startswith("random")]]
-    spread = (f"leaving out as many random dims {randoms.mean():.1f} (range {randoms.min():.1f} to "
-              f"{randoms.max():.1f}, {len(randoms)} draws)") if len(randoms) else "no random draws"
-    return (f"{label}: the kurtosis of a token's hidden vector, averaged over layers, is {mean_k['none']:.1f} "
-            f"(Gaussian: 3; largest {full['kurtosis'].max():.1f} at layer {int(full['kurtosis'].idxmax())}); leaving out the "
-            f"outlier dims it is {mean_k['outliers']:.1f}, {spread}. The max infinity norm over layers is "
-            f"{full.max_inf_norm.max():.3g} ({without.max_inf_norm.max():.3g} without the outlier dims).")
+    spread = (
+        (
+            f"leaving out as many random dims {randoms.mean():.1f} (range {randoms.min():.1f} to "
+            f"{randoms.max():.1f}, {len(randoms)} draws)"
+        )
+        if len(randoms)
+        else "no random draws"
+    )
+    return (
+        f"{label}: the kurtosis of a token's hidden vector, averaged over layers, is {mean_k['none']:.1f} "
+        f"(Gaussian: 3; largest {full['kurtosis'].max():.1f} at layer {int(full['kurtosis'].idxmax())}); leaving out the "
+        f"outlier dims it is {mean_k['outliers']:.1f}, {spread}. The max infinity norm over layers is "
+        f"{full.max_inf_norm.max():.3g} ({without.max_inf_norm.max():.3g} without the outlier dims)."
+    )
 
 
 def kurtosis(x: torch.Tensor, dim: int = -1) -> torch.Tensor:

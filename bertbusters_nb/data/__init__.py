@@ -8,6 +8,7 @@ it did when this was one file ``data.py``.
 use (PEP 562 module ``__getattr__``), so ``from bertbusters_nb.data import assets`` (the model loader does it)
 keeps ``import bertbusters_nb`` as light as before.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -15,8 +16,15 @@ from typing import Any
 
 from . import assets
 
-_FROM_TEXTS = ("HELD_OUT_PERCENT", "HUB_CORPORA", "OFFLINE_CORPORA", "corpus_texts", "is_held_out", "load_texts",
-               "sample_texts")
+_FROM_TEXTS = (
+    "HELD_OUT_PERCENT",
+    "HUB_CORPORA",
+    "OFFLINE_CORPORA",
+    "corpus_texts",
+    "is_held_out",
+    "load_texts",
+    "sample_texts",
+)
 __all__ = ["assets", "texts", *_FROM_TEXTS]
 
 

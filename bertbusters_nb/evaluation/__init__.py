@@ -18,19 +18,60 @@ Example:
     >>> from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval
     >>> table = evaluate_conditions(model, prepare_mlm_eval(tokenizer, texts), [Condition("none")])  # doctest: +SKIP
 """
+
 from ..model.ablation import Condition
 from .engine import AblationEngine
 from .metrics import METRIC_FOR_TASK, NUM_LABELS, TASK_METRICS, compute_metrics
 from .scan import scan_dims
-from .sets import (CausalEvalSet, ClassificationEvalSet, EvalSet, MLMEvalSet, mask_tokens, prepare_causal_eval,
-                   prepare_classification_eval, prepare_mlm_eval)
-from .tables import (DESCRIPTION_COLUMNS, TRAILING_COLUMNS, condition_row, condition_spec, evaluate,
-                     evaluate_conditions, metric_columns, primary_metric, row_condition, rows_to_table, table_columns)
+from .sets import (
+    CausalEvalSet,
+    ClassificationEvalSet,
+    EvalSet,
+    MLMEvalSet,
+    mask_tokens,
+    prepare_causal_eval,
+    prepare_classification_eval,
+    prepare_mlm_eval,
+)
+from .tables import (
+    DESCRIPTION_COLUMNS,
+    TRAILING_COLUMNS,
+    condition_row,
+    condition_spec,
+    evaluate,
+    evaluate_conditions,
+    metric_columns,
+    primary_metric,
+    row_condition,
+    rows_to_table,
+    table_columns,
+)
 
 __all__ = [
-    "AblationEngine", "CausalEvalSet", "ClassificationEvalSet", "Condition", "DESCRIPTION_COLUMNS", "EvalSet",
-    "METRIC_FOR_TASK", "MLMEvalSet", "NUM_LABELS", "TASK_METRICS", "TRAILING_COLUMNS", "compute_metrics",
-    "condition_row", "condition_spec", "evaluate", "evaluate_conditions", "mask_tokens", "metric_columns",
-    "prepare_causal_eval", "prepare_classification_eval", "prepare_mlm_eval", "primary_metric", "row_condition",
-    "rows_to_table", "scan_dims", "table_columns",
+    "AblationEngine",
+    "CausalEvalSet",
+    "ClassificationEvalSet",
+    "Condition",
+    "DESCRIPTION_COLUMNS",
+    "EvalSet",
+    "METRIC_FOR_TASK",
+    "MLMEvalSet",
+    "NUM_LABELS",
+    "TASK_METRICS",
+    "TRAILING_COLUMNS",
+    "compute_metrics",
+    "condition_row",
+    "condition_spec",
+    "evaluate",
+    "evaluate_conditions",
+    "mask_tokens",
+    "metric_columns",
+    "prepare_causal_eval",
+    "prepare_classification_eval",
+    "prepare_mlm_eval",
+    "primary_metric",
+    "row_condition",
+    "rows_to_table",
+    "scan_dims",
+    "table_columns",
 ]

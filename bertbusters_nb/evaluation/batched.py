@@ -5,6 +5,7 @@ Condition k's parameters are taken from the model while ``ablation.disabled_dims
 force, so they are what the one definition of "disable" (``norms.disabled_fill``) makes them, bit for bit;
 FLOPs are those of K forwards (it pays on a GPU that one small batch does not fill, not on a CPU).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -53,17 +54,23 @@ class ConditionsInOneForward:
     def _copy(touched, ids, j) -> None:
         for key in ids:
             site, weights, biases = touched[key]
-            for slot in (range(len(weights)) if j is None else (j,)):
+            for slot in range(len(weights)) if j is None else (j,):
                 if weights[slot] is None:
                     weights[slot] = site.module.weight.detach().clone()
                     biases[slot] = None if site.bias is None else site.bias.detach().clone()
 
     def __enter__(self) -> "ConditionsInOneForward":
         touched = self._parameters()
-        edits = {site.name: _edit(site, torch.stack(weights), None if site.bias is None else torch.stack(biases))
-                 for site, weights, biases in touched.values()}  # (K, H) each
-        trace = Trace(self.model, {site.name: site.module for site, _w, _b in touched.values()},
-                      retain_output=False, edit_output=lambda name, _out, call: edits[name](call.args[0]))
+        edits = {
+            site.name: _edit(site, torch.stack(weights), None if site.bias is None else torch.stack(biases))
+            for site, weights, biases in touched.values()
+        }  # (K, H) each
+        trace = Trace(
+            self.model,
+            {site.name: site.module for site, _w, _b in touched.values()},
+            retain_output=False,
+            edit_output=lambda name, _out, call: edits[name](call.args[0]),
+        )
         self._trace = trace.__enter__()
         return self
 
@@ -80,6 +87,7 @@ def _edit(site: NormSite, weight: torch.Tensor, bias: torch.Tensor | None):
     k = weight.shape[0]
 
     if isinstance(module, nn.LayerNorm):
+
         def layer_norm(x):
             normed = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
             shaped = normed.reshape(k, -1, normed.shape[-1])  # (K, B*T, H)
@@ -87,6 +95,7 @@ def _edit(site: NormSite, weight: torch.Tensor, bias: torch.Tensor | None):
             if bias is not None:
                 y = y + bias.unsqueeze(1).to(shaped.dtype)
             return y.reshape(normed.shape)
+
         return layer_norm
 
     def generic(x):  # RMSNorm and other norm classes: forward each slice with its own parameters
@@ -104,4 +113,5 @@ def _edit(site: NormSite, weight: torch.Tensor, bias: torch.Tensor | None):
             if saved_b is not None:
                 site.bias.data = saved_b
         return torch.cat(pieces, dim=0)
+
     return generic

@@ -2,6 +2,7 @@
 
 Each condition's name is ``"<group>: <detail>"`` so result tables group by ``condition_group``.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Sequence
@@ -42,8 +43,9 @@ def with_groups(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def outlier_conditions(dims: Sequence[int], roles: Sequence[str] = ("block_output",),
-                       mode: str = "zero") -> list[Condition]:
+def outlier_conditions(
+    dims: Sequence[int], roles: Sequence[str] = ("block_output",), mode: str = "zero"
+) -> list[Condition]:
     """No ablation, each outlier dim alone, and all of them together."""
     roles = tuple(roles)
     out = [Condition("none")]
@@ -53,28 +55,42 @@ def outlier_conditions(dims: Sequence[int], roles: Sequence[str] = ("block_outpu
     return out
 
 
-def random_conditions(size: int, count: int, draws: int, exclude: Sequence[int], roles: Sequence[str] = ("block_output",),
-                      seed: int = 0, mode: str = "zero") -> list[Condition]:
+def random_conditions(
+    size: int,
+    count: int,
+    draws: int,
+    exclude: Sequence[int],
+    roles: Sequence[str] = ("block_output",),
+    seed: int = 0,
+    mode: str = "zero",
+) -> list[Condition]:
     """``draws`` random sets of ``count`` dims (excluding the outliers), same roles and mode."""
-    return [Condition(f"random: {i}", d, tuple(roles), mode=mode)
-            for i, d in enumerate(random_dims(size, count, draws, exclude=exclude, seed=seed))]
+    return [
+        Condition(f"random: {i}", d, tuple(roles), mode=mode)
+        for i, d in enumerate(random_dims(size, count, draws, exclude=exclude, seed=seed))
+    ]
 
 
-def layer_range_conditions(dims: Sequence[int], n_layers: int, roles: Sequence[str] = ("block_output",)) -> list[Condition]:
+def layer_range_conditions(
+    dims: Sequence[int], n_layers: int, roles: Sequence[str] = ("block_output",)
+) -> list[Condition]:
     """The outlier dims disabled in each layer alone, the first half, the second half, and all layers."""
     roles = tuple(roles)
     half = n_layers // 2
     out = [Condition(f"layers: {i}", tuple(dims), roles, layers=(i,)) for i in range(n_layers)]
-    out += [Condition(f"layers: 0-{half - 1}", tuple(dims), roles, layers=tuple(range(half))),
-            Condition(f"layers: {half}-{n_layers - 1}", tuple(dims), roles, layers=tuple(range(half, n_layers))),
-            Condition("layers: all", tuple(dims), roles)]
+    out += [
+        Condition(f"layers: 0-{half - 1}", tuple(dims), roles, layers=tuple(range(half))),
+        Condition(f"layers: {half}-{n_layers - 1}", tuple(dims), roles, layers=tuple(range(half, n_layers))),
+        Condition("layers: all", tuple(dims), roles),
+    ]
     return out
 
 
 def role_conditions(dims: Sequence[int], available: Sequence[str]) -> list[Condition]:
     """The outlier dims disabled per site role, and in all encoder-layer roles plus embeddings at once."""
-    wanted = [r for r in ("embeddings", "attention_output", "block_output", "pre_attention", "pre_ffn")
-              if r in available]
+    wanted = [
+        r for r in ("embeddings", "attention_output", "block_output", "pre_attention", "pre_ffn") if r in available
+    ]
     out = [Condition(f"role: {r}", tuple(dims), (r,)) for r in wanted]
     if len(wanted) > 1:
         out.append(Condition(f"role: {'+'.join(wanted)}", tuple(dims), tuple(wanted)))

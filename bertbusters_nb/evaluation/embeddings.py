@@ -3,6 +3,7 @@
 Mean-pooled last-layer embeddings (the sentence-transformers recipe MiniLM was trained
 with) are compared with the intact model's by cosine similarity, per sentence.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
@@ -19,9 +20,13 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def sentence_embeddings(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
-                        texts: Sequence[str], batch_size: int = 64,
-                        max_length: int = 128) -> torch.Tensor:
+def sentence_embeddings(
+    model: PreTrainedModel | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    max_length: int = 128,
+) -> torch.Tensor:
     """Mean-pooled last hidden states, one row per text (on the CPU, float32).
 
     Example:
@@ -32,17 +37,28 @@ def sentence_embeddings(model: PreTrainedModel | torch.nn.Module, tokenizer: Pre
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                          max_length=max_length, return_tensors="pt").to(device)
+        batch = tokenizer(
+            list(texts[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
         hidden = model(**batch).last_hidden_state if hasattr(model, "base_model") else model(**batch)[0]
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         out.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu())
     return torch.cat(out)
 
 
-def embedding_drift(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
-                    texts: Sequence[str], conditions: Sequence[Condition],
-                    progress: bool = True, batch_size: int = 64, max_length: int = 128) -> pd.DataFrame:
+def embedding_drift(
+    model: PreTrainedModel | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    conditions: Sequence[Condition],
+    progress: bool = True,
+    batch_size: int = 64,
+    max_length: int = 128,
+) -> pd.DataFrame:
     """Per condition, the mean (and min) cosine between ablated and intact sentence embeddings.
 
     Example:
@@ -55,15 +71,26 @@ def embedding_drift(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrai
         with condition.apply(sites):
             ablated = sentence_embeddings(model, tokenizer, texts, batch_size, max_length)
         cos = torch.nn.functional.cosine_similarity(intact, ablated, dim=-1)
-        rows.append({"condition": condition.name, **condition.describe(), "cosine_mean": float(cos.mean()),
-                     "cosine_min": float(cos.min()),
-                     "texts": len(texts)})
+        rows.append(
+            {
+                "condition": condition.name,
+                **condition.describe(),
+                "cosine_mean": float(cos.mean()),
+                "cosine_min": float(cos.min()),
+                "texts": len(texts),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def pair_similarity_auc(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
-                        first: Sequence[str], second: Sequence[str],
-                        positive: Sequence[bool], batch_size: int = 64) -> float:
+def pair_similarity_auc(
+    model: PreTrainedModel | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    first: Sequence[str],
+    second: Sequence[str],
+    positive: Sequence[bool],
+    batch_size: int = 64,
+) -> float:
     """ROC AUC of cosine(first_i, second_i) separating positive pairs (e.g. SNLI entailment) from the rest."""
     from sklearn.metrics import roc_auc_score
 
@@ -73,17 +100,22 @@ def pair_similarity_auc(model: PreTrainedModel | torch.nn.Module, tokenizer: Pre
     return float(roc_auc_score(list(positive), scores))
 
 
-def snli_probe_table(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
-                     conditions: Sequence[Condition], n_pairs: int = 400, seed: int = 0,
-                     progress: bool = True, batch_size: int = 64) -> pd.DataFrame:
+def snli_probe_table(
+    model: PreTrainedModel | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    conditions: Sequence[Condition],
+    n_pairs: int = 400,
+    seed: int = 0,
+    progress: bool = True,
+    batch_size: int = 64,
+) -> pd.DataFrame:
     """Per condition: embedding cosine to the intact model and the SNLI probe's ROC AUC.
 
     The probe scores each SNLI dev pair by the cosine of its two sentence embeddings; the AUC
     says how well that separates entailment from contradiction (neutral pairs are left out).
     """
-    from sklearn.metrics import roc_auc_score
-
     import datasets
+    from sklearn.metrics import roc_auc_score
 
     from ..data.assets import snli_files
     from .tasks import sample
@@ -102,6 +134,13 @@ def snli_probe_table(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTra
             b = sentence_embeddings(model, tokenizer, hypotheses, batch_size)
         auc = roc_auc_score(positive, torch.nn.functional.cosine_similarity(a, b, dim=-1).numpy())
         drift = torch.nn.functional.cosine_similarity(intact, a, dim=-1)
-        rows.append({"condition": condition.name, **condition.describe(), "cosine_mean": float(drift.mean()),
-                     "snli_auc": float(auc), "pairs": len(premises)})
+        rows.append(
+            {
+                "condition": condition.name,
+                **condition.describe(),
+                "cosine_mean": float(drift.mean()),
+                "snli_auc": float(auc),
+                "pairs": len(premises),
+            }
+        )
     return pd.DataFrame(rows)

@@ -42,6 +42,7 @@ Example:
     >>> engine = AblationEngine(model, prepare_mlm_eval(tokenizer, texts))
     >>> engine.run([Condition("none"), Condition("outliers", dims=(308, 381))])  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,9 +54,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 from torch import nn
 
-from ..model.ablation import Condition, validate_dims
 from ..device import autocast as autocast_context
 from ..device import eval_autocast_dtype as default_autocast_dtype
+from ..model.ablation import Condition, validate_dims
 from ..model.norms import NormSite, disabled_fill, find_norm_sites
 from .batched import ConditionsInOneForward
 from .memory import back_off, default_cache_budget, is_out_of_memory
@@ -68,8 +69,7 @@ from .surgery import CacheKey, capture, gather_scored, scored_positions, skip_la
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["AFTER_LAYERS_ROLES", "AUTO_MAX_CONDITIONS", "AUTO_TOKENS_PER_FORWARD", "AblationEngine",
-           "is_out_of_memory"]
+__all__ = ["AFTER_LAYERS_ROLES", "AUTO_MAX_CONDITIONS", "AUTO_TOKENS_PER_FORWARD", "AblationEngine", "is_out_of_memory"]
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,19 @@ class AblationEngine:
         >>> engine.evaluate(Condition("outliers", dims=(308, 381)))["eval_loss"]  # doctest: +SKIP
     """
 
-    def __init__(self, model: "PreTrainedModel | nn.Module", eval_set: EvalSet,
-                 sites: Sequence[NormSite] | None = None, *,
-                 batch_size: int | str | None = None, prefix_cache: bool = True,
-                 conditions_per_forward: int | str = "auto", autocast: torch.dtype | str | None = "auto",
-                 chunk_size: int = 16, cache_budget_bytes: int | None = None):
+    def __init__(
+        self,
+        model: "PreTrainedModel | nn.Module",
+        eval_set: EvalSet,
+        sites: Sequence[NormSite] | None = None,
+        *,
+        batch_size: int | str | None = None,
+        prefix_cache: bool = True,
+        conditions_per_forward: int | str = "auto",
+        autocast: torch.dtype | str | None = "auto",
+        chunk_size: int = 16,
+        cache_budget_bytes: int | None = None,
+    ):
         self.model = model.eval()
         self.device = next(model.parameters()).device
         if eval_set.device != self.device:
@@ -135,8 +143,9 @@ class AblationEngine:
         self.batch_size = self._initial_batch_size(batch_size)
         self.conditions_per_forward = self._initial_k(conditions_per_forward)
         self.chunk_size = max(1, int(chunk_size))
-        self.cache_budget_bytes = (int(cache_budget_bytes) if cache_budget_bytes is not None
-                                   else default_cache_budget(self.device))
+        self.cache_budget_bytes = (
+            int(cache_budget_bytes) if cache_budget_bytes is not None else default_cache_budget(self.device)
+        )
         self._hidden = max(s.size for s in self.sites)
         self._forward_kwargs = self._extra_forward_kwargs()
         self._base = getattr(model, "base_model", model)
@@ -193,13 +202,13 @@ class AblationEngine:
         with gather_scored(self._base, scored, mark):
             yield
 
-    def _capture(self, batch: Batch, keys: Sequence[CacheKey], run_to_end: bool,
-                 scored: torch.Tensor | None = None):
+    def _capture(self, batch: Batch, keys: Sequence[CacheKey], run_to_end: bool, scored: torch.Tensor | None = None):
         """Intact forward that keeps, for each (level, via_norm) in ``keys``, the input of layer ``level`` or
         (via_norm) the input of layer level-1's terminal norm; stops early unless ``run_to_end``.
 
         Returns (tensors by key, logits or None).
         """
+
         def forward():
             with self._gathering(scored):
                 return self.model(**batch.inputs, **self._forward_kwargs)
@@ -207,8 +216,7 @@ class AblationEngine:
         captured, out = capture(self.model, self.stack, keys, run_to_end, forward)
         return captured, None if out is None else logits_of(out)
 
-    def _logits(self, batch: Batch, repeats: int, key: CacheKey = (0, False),
-                cache: torch.Tensor | None = None):
+    def _logits(self, batch: Batch, repeats: int, key: CacheKey = (0, False), cache: torch.Tensor | None = None):
         """Logits for ``repeats`` copies of ``batch`` (scored positions only for LMs), (K, M, V) or (K, B, C),
         starting from ``cache`` at ``key`` = (level, via_norm) (see ``surgery.skip_layers``)."""
         inputs = batch.inputs if repeats == 1 else {k: v.repeat(repeats, 1) for k, v in batch.inputs.items()}
@@ -297,9 +305,12 @@ class AblationEngine:
             for key in sorted({p.cache_key for p in todo}):
                 group = [p for p in todo if p.cache_key == key]
                 for i in range(0, len(group), self.conditions_per_forward):
-                    chunk = group[i:i + self.conditions_per_forward]
-                    context = (chunk[0].condition.apply(self.sites) if len(chunk) == 1 else
-                               ConditionsInOneForward(self.model, [(p.condition, p.sites) for p in chunk]))
+                    chunk = group[i : i + self.conditions_per_forward]
+                    context = (
+                        chunk[0].condition.apply(self.sites)
+                        if len(chunk) == 1
+                        else ConditionsInOneForward(self.model, [(p.condition, p.sites) for p in chunk])
+                    )
                     with context:
                         for b, batch in enumerate(batches):
                             score = self._score(self._logits(batch, len(chunk), key, caches[b].get(key)), batch)
@@ -315,8 +326,10 @@ class AblationEngine:
         """
         totals = {p.index: Total() for p in plans}
         uses_cache = any(p.level > 0 for p in plans)
-        groups = [[p for p in plans if p.level == 0 and not (uses_cache and p.intact)],
-                  [p for p in plans if p.level > 0 or (uses_cache and p.intact)]]
+        groups = [
+            [p for p in plans if p.level == 0 and not (uses_cache and p.intact)],
+            [p for p in plans if p.level > 0 or (uses_cache and p.intact)],
+        ]
         for group in (g for g in groups if g):
             n, start = len(self.eval_set), 0
             while start < n:
@@ -334,20 +347,25 @@ class AblationEngine:
         return [self._finish(totals[p.index]) for p in plans]
 
     def _back_off(self, exc: BaseException) -> None:
-        self.batch_size, self.conditions_per_forward, what = back_off(exc, self.device, self.batch_size,
-                                                                      self.conditions_per_forward)
+        self.batch_size, self.conditions_per_forward, what = back_off(
+            exc, self.device, self.batch_size, self.conditions_per_forward
+        )
         self.backoffs += 1
         log.warning("out of memory (%s); retrying with %s", str(exc).splitlines()[0][:120], what)
 
-    def run(self, conditions: Sequence[Condition], progress: bool = True,
-            on_chunk: Callable[[list[tuple[Condition, dict]]], None] | None = None) -> list[dict]:
+    def run(
+        self,
+        conditions: Sequence[Condition],
+        progress: bool = True,
+        on_chunk: Callable[[list[tuple[Condition, dict]]], None] | None = None,
+    ) -> list[dict]:
         """Metrics for each condition, in order; ``on_chunk`` gets each finished chunk's (condition, metrics)."""
         plans = self.plan(conditions)
         results: list[dict | None] = [None] * len(plans)
         bar = progress_bar(len(plans), progress)
         try:
             for i in range(0, len(plans), self.chunk_size):
-                chunk = plans[i:i + self.chunk_size]
+                chunk = plans[i : i + self.chunk_size]
                 for plan, res in zip(chunk, self._run_plans(chunk)):
                     results[plan.index] = res
                 if on_chunk is not None:

@@ -11,6 +11,7 @@ when called inside one::
 ``[MASK]`` is the placeholder whatever the tokenizer's own mask token (RoBERTa's ``<mask>``).
 ``blank_predictions`` was called ``fill_mask`` (the module's name); the old name works for one release.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,8 +50,13 @@ def count_blanks(sentence: str, tokenizer: PreTrainedTokenizerBase | None = None
 
 
 @torch.no_grad()
-def blank_predictions(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase, sentence: str,
-                      top_k: int = 5, max_length: int = 128) -> pd.DataFrame:
+def blank_predictions(
+    model: PreTrainedModel | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sentence: str,
+    top_k: int = 5,
+    max_length: int = 128,
+) -> pd.DataFrame:
     """Top-``top_k`` predictions for every blank of ``sentence``: columns blank, rank, token, probability.
 
     ``blank`` numbers the [MASK]s from 1 in reading order; ``rank`` runs from 1 (most probable).
@@ -65,8 +71,10 @@ def blank_predictions(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTr
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer (got {top_k!r}).")
     if not has_mlm_head(model):
-        raise ValueError(f"{type(model).__name__} has no language-model head, so it cannot fill in blanks; "
-                         "load it with head='mlm' or compare sentence embeddings instead.")
+        raise ValueError(
+            f"{type(model).__name__} has no language-model head, so it cannot fill in blanks; "
+            "load it with head='mlm' or compare sentence embeddings instead."
+        )
     text = _with_mask_token(sentence, tokenizer)
     device = next(model.parameters()).device
     batch = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length).to(device)
@@ -79,16 +87,28 @@ def blank_predictions(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTr
     rows = []
     for blank, (values, indices) in enumerate(zip(top.values.cpu().tolist(), top.indices.cpu().tolist()), start=1):
         for rank, (p, token_id) in enumerate(zip(values, indices), start=1):
-            rows.append({"blank": blank, "rank": rank, "token": tokenizer.convert_ids_to_tokens(token_id),
-                         "probability": float(p)})
+            rows.append(
+                {
+                    "blank": blank,
+                    "rank": rank,
+                    "token": tokenizer.convert_ids_to_tokens(token_id),
+                    "probability": float(p),
+                }
+            )
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def fill_mask(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase, sentence: str,
-              top_k: int = 5, max_length: int = 128) -> pd.DataFrame:
+def fill_mask(
+    model: PreTrainedModel | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sentence: str,
+    top_k: int = 5,
+    max_length: int = 128,
+) -> pd.DataFrame:
     """Old name of ``blank_predictions`` (it repeated the module's name); warns, works for one release."""
-    warnings.warn("fill_mask.fill_mask is now bertbusters_nb.evaluation.fill_mask.blank_predictions",
-                  FutureWarning, stacklevel=2)
+    warnings.warn(
+        "fill_mask.fill_mask is now bertbusters_nb.evaluation.fill_mask.blank_predictions", FutureWarning, stacklevel=2
+    )
     return blank_predictions(model, tokenizer, sentence, top_k=top_k, max_length=max_length)
 
 

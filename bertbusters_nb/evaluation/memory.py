@@ -3,6 +3,7 @@
 Results are sums over tokens, so halving the batch (or the number of conditions per forward) and
 retrying the failed span gives the same numbers; only the schedule changes.
 """
+
 from __future__ import annotations
 
 import gc
@@ -11,7 +12,7 @@ import torch
 
 __all__ = ["back_off", "default_cache_budget", "is_out_of_memory"]
 
-CPU_CACHE_BUDGET = 2 * 1024 ** 3  # bytes of cached layer inputs on the CPU
+CPU_CACHE_BUDGET = 2 * 1024**3  # bytes of cached layer inputs on the CPU
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -30,8 +31,9 @@ def default_cache_budget(device: torch.device) -> int:
     return CPU_CACHE_BUDGET
 
 
-def back_off(exc: BaseException, device: torch.device, batch_size: int,
-             conditions_per_forward: int) -> tuple[int, int, str]:
+def back_off(
+    exc: BaseException, device: torch.device, batch_size: int, conditions_per_forward: int
+) -> tuple[int, int, str]:
     """After ``exc`` (an out-of-memory error): free what can be freed, then halve K first, else the batch.
 
     Returns (batch_size, conditions_per_forward, what changed); re-raises ``exc`` when both are already 1.

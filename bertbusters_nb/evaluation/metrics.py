@@ -5,6 +5,7 @@ Plain numpy, so the numbers do not depend on which optional metric library is in
 ``TASK_METRICS`` lists every metric reported for it. ``rt`` (Rotten Tomatoes sentences,
 the corpus SST-2 was built from) and ``snli`` are the offline stand-ins for SST-2 and MNLI.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -29,18 +30,35 @@ METRIC_FOR_TASK: dict[str, str] = {
 }
 # Every metric reported per task, headline first.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
-    task: {"mrpc": ("f1", "accuracy"), "qqp": ("f1", "accuracy"),
-           "stsb": ("pearson", "spearmanr")}.get(task, (metric,))
+    task: {"mrpc": ("f1", "accuracy"), "qqp": ("f1", "accuracy"), "stsb": ("pearson", "spearmanr")}.get(task, (metric,))
     for task, metric in METRIC_FOR_TASK.items()
 }
 # Output size of the classifier head (1: regression).
 NUM_LABELS: dict[str, int] = {
-    "cola": 2, "sst2": 2, "mrpc": 2, "qqp": 2, "stsb": 1, "mnli": 3, "mnli_matched": 3,
-    "mnli_mismatched": 3, "qnli": 2, "rte": 2, "wnli": 2, "rt": 2, "snli": 3,
+    "cola": 2,
+    "sst2": 2,
+    "mrpc": 2,
+    "qqp": 2,
+    "stsb": 1,
+    "mnli": 3,
+    "mnli_matched": 3,
+    "mnli_mismatched": 3,
+    "qnli": 2,
+    "rte": 2,
+    "wnli": 2,
+    "rt": 2,
+    "snli": 3,
 }
 # Metrics where larger is better (all of them); kept explicit for plots that flip axes.
-HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "matthews_correlation": True, "pearson": True,
-                    "spearmanr": True, "eval_loss": False, "perplexity": False}
+HIGHER_IS_BETTER = {
+    "accuracy": True,
+    "f1": True,
+    "matthews_correlation": True,
+    "pearson": True,
+    "spearmanr": True,
+    "eval_loss": False,
+    "perplexity": False,
+}
 
 
 def check_task(task: str) -> str:
@@ -100,8 +118,13 @@ def spearmanr(predictions: Sequence[float], labels: Sequence[float]) -> float:
     return pearson(_ranks(np.asarray(predictions, dtype=float)), _ranks(np.asarray(labels, dtype=float)))
 
 
-_FUNCTIONS = {"accuracy": accuracy, "f1": f1, "matthews_correlation": matthews_correlation,
-              "pearson": pearson, "spearmanr": spearmanr}
+_FUNCTIONS = {
+    "accuracy": accuracy,
+    "f1": f1,
+    "matthews_correlation": matthews_correlation,
+    "pearson": pearson,
+    "spearmanr": spearmanr,
+}
 
 
 def to_predictions(task: str, outputs) -> np.ndarray:

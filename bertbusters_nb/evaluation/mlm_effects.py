@@ -1,4 +1,5 @@
 """Masked-LM effects of an ablation that a reader can see: fill-in-the-blank predictions, verdicts."""
+
 from __future__ import annotations
 
 import os
@@ -18,16 +19,22 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def top_predictions(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase, sentence: str,
-                    top_k: int = 5) -> list[list[str]]:
+def top_predictions(
+    model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase, sentence: str, top_k: int = 5
+) -> list[list[str]]:
     """Top-k tokens for each [MASK] of ``sentence`` (one list per mask, in order): ``blank_predictions`` as lists."""
     table = blank_predictions(model, tokenizer, sentence, top_k=top_k)
     return [group.sort_values("rank").token.tolist() for _, group in table.groupby("blank", sort=True)]
 
 
-def fill_in_the_blanks(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
-                       sentences: Sequence[str], condition: Condition,
-                       sites: Sequence[NormSite] | None = None, top_k: int = 5) -> pd.DataFrame:
+def fill_in_the_blanks(
+    model: PreTrainedModel | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sentences: Sequence[str],
+    condition: Condition,
+    sites: Sequence[NormSite] | None = None,
+    top_k: int = 5,
+) -> pd.DataFrame:
     """Per sentence and mask: the intact model's top-k next to the ablated model's.
 
     Example:
@@ -40,8 +47,15 @@ def fill_in_the_blanks(model: PreTrainedModel | torch.nn.Module, tokenizer: PreT
         with condition.apply(sites):
             ablated = top_predictions(model, tokenizer, sentence, top_k)
         for index, (a, b) in enumerate(zip(intact, ablated)):
-            rows.append({"sentence": sentence, "mask": index, "intact": " ".join(a),
-                         f"ablated ({condition.name})": " ".join(b), "top1_changed": a[0] != b[0]})
+            rows.append(
+                {
+                    "sentence": sentence,
+                    "mask": index,
+                    "intact": " ".join(a),
+                    f"ablated ({condition.name})": " ".join(b),
+                    "top1_changed": a[0] != b[0],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -60,8 +74,14 @@ def loss_summary(table: pd.DataFrame) -> dict:
     }
 
 
-def run_scan(model: PreTrainedModel | torch.nn.Module, eval_set: EvalSet, roles: Sequence[str], limit: int | None,
-             checkpoint_dir: str | os.PathLike, max_examples: int | None = None) -> pd.DataFrame:
+def run_scan(
+    model: PreTrainedModel | torch.nn.Module,
+    eval_set: EvalSet,
+    roles: Sequence[str],
+    limit: int | None,
+    checkpoint_dir: str | os.PathLike,
+    max_examples: int | None = None,
+) -> pd.DataFrame:
     """The single-dim scan over every dim (or the first ``limit`` dims, for smoke runs), resumable, on the
     eval set or its first ``max_examples`` examples (one pass per dim: the scan is the costly part).
 

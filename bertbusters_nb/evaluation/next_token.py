@@ -10,6 +10,7 @@ Example:
        blank  rank   token  probability
     0      1     1   Ġgood        0.081
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -34,8 +35,13 @@ def is_causal_lm(model: PreTrainedModel | torch.nn.Module) -> bool:
 
 
 @torch.no_grad()
-def next_tokens(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedTokenizerBase, text: str,
-                top_k: int = 5, max_length: int = 128) -> pd.DataFrame:
+def next_tokens(
+    model: PreTrainedModel | torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    text: str,
+    top_k: int = 5,
+    max_length: int = 128,
+) -> pd.DataFrame:
     """Top-``top_k`` tokens the causal LM predicts right after ``text`` (the last ``max_length`` tokens of it).
 
     Tokens are shown as text (``convert_tokens_to_string``: a byte-level 'Ġgood' reads ' good').
@@ -51,7 +57,13 @@ def next_tokens(model: PreTrainedModel | torch.nn.Module, tokenizer: PreTrainedT
     logits = model(input_ids=ids, use_cache=False).logits[0, -1].float()
     probs = logits.softmax(-1)
     top = probs.topk(min(top_k, probs.shape[-1]))
-    rows = [{"blank": 1, "rank": rank, "token": tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(i)]),
-             "probability": float(p)}
-            for rank, (p, i) in enumerate(zip(top.values.cpu().tolist(), top.indices.cpu().tolist()), start=1)]
+    rows = [
+        {
+            "blank": 1,
+            "rank": rank,
+            "token": tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(i)]),
+            "probability": float(p),
+        }
+        for rank, (p, i) in enumerate(zip(top.values.cpu().tolist(), top.indices.cpu().tolist()), start=1)
+    ]
     return pd.DataFrame(rows, columns=list(COLUMNS))

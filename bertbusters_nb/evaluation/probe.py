@@ -7,6 +7,7 @@ block-output LayerNorm of a post-LN BERT). ``prefix_matches_full_forward`` then 
 cached layer input with the full forward; the result is kept per model and autocast dtype, since the
 structure does not change with the weights.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,7 +46,7 @@ def enclosing_layer(name: str, modules: dict[str, nn.Module]) -> nn.Module | Non
     """The innermost element of a ModuleList that contains the module called ``name``."""
     parts = name.split(".")
     for cut in range(len(parts) - 1, 0, -1):
-        if parts[cut - 1].isdigit() and isinstance(modules.get(".".join(parts[:cut - 1])), nn.ModuleList):
+        if parts[cut - 1].isdigit() and isinstance(modules.get(".".join(parts[: cut - 1])), nn.ModuleList):
             return modules[".".join(parts[:cut])]
     return None
 
@@ -125,7 +126,8 @@ def checked_stack(engine: "AblationEngine") -> LayerStack | None:
     known = _CHECKED_STACKS.setdefault(engine.model, {})
     key = str(engine.autocast_dtype)
     if key not in known:
-        engine.stack = probe_stack(engine.model, engine.sites,
-                                   lambda: engine._model_forward(engine.eval_set.batch(0, 1).inputs))
+        engine.stack = probe_stack(
+            engine.model, engine.sites, lambda: engine._model_forward(engine.eval_set.batch(0, 1).inputs)
+        )
         known[key] = engine.stack if engine.stack is not None and prefix_matches_full_forward(engine) else None
     return known[key]

@@ -7,6 +7,7 @@ Example:
     >>> bar = progress_bar(3, enabled=False)
     >>> bar.update(1); bar.close()
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,8 +15,14 @@ from typing import Any
 __all__ = ["progress_bar"]
 
 
-def progress_bar(total: int, enabled: bool = True, desc: str = "conditions", unit: str = "cond",
-                 initial: int = 0, **tqdm_options: Any):
+def progress_bar(
+    total: int,
+    enabled: bool = True,
+    desc: str = "conditions",
+    unit: str = "cond",
+    initial: int = 0,
+    **tqdm_options: Any,
+):
     """A ``tqdm.auto.tqdm`` over ``total`` items starting at ``initial``; disabled (no output) unless ``enabled``.
 
     ``tqdm_options`` go to tqdm (e.g. ``mininterval=2.0, smoothing=0.05`` for pre-training steps).

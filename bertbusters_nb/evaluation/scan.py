@@ -18,6 +18,7 @@ Table: one row per dim, in the order of ``dims``: ``dim``, the columns of
 headline metric of the intact model), ``delta`` (value - intact_value) and ``value_kind`` ("exact": the
 row was evaluated, as opposed to the "estimate" rows of ``screen.screened_scan``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,14 +31,14 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import pandas as pd
 import torch
 
+from ..atomic import atomic_write_json, read_json
 from ..model.ablation import Condition, validate_dims
-from .engine import AblationEngine
-from .sets import EvalSet
 from ..model.fingerprint import model_fingerprint  # noqa: F401  (re-exported: scan keys use it)
 from ..model.norms import NormSite, find_norm_sites, select_sites
+from .engine import AblationEngine
 from .progress import progress_bar
+from .sets import EvalSet
 from .tables import condition_row, condition_spec, metric_columns, rows_to_table
-from ..atomic import atomic_write_json, read_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -62,18 +63,28 @@ def _load_checkpoint(path: Path, key: dict) -> dict | None:
         return None
     try:
         saved = read_json(path)
-        ok = isinstance(saved, dict) and saved.get("schema") == SCHEMA and isinstance(saved.get("rows"), list) \
+        ok = (
+            isinstance(saved, dict)
+            and saved.get("schema") == SCHEMA
+            and isinstance(saved.get("rows"), list)
             and saved.get("checksum") == _checksum({k: saved[k] for k in ("schema", "key", "intact", "rows")})
+        )
     except (ValueError, KeyError, TypeError, OSError) as exc:
         ok, saved = False, str(exc)
     if not ok:
-        warnings.warn(f"Scan checkpoint {path} is corrupt or from another version (schema/checksum mismatch); "
-                      f"recomputing the scan from the start.", CheckpointWarning, stacklevel=3)
+        warnings.warn(
+            f"Scan checkpoint {path} is corrupt or from another version (schema/checksum mismatch); "
+            f"recomputing the scan from the start.",
+            CheckpointWarning,
+            stacklevel=3,
+        )
         return None
     if saved["key"] != key:
         differs = sorted(k for k in set(key) | set(saved["key"]) if key.get(k) != saved["key"].get(k))
-        raise ValueError(f"Scan checkpoint {path} belongs to a different scan (differs in {differs}); delete it "
-                         f"or pass another checkpoint_path.")
+        raise ValueError(
+            f"Scan checkpoint {path} belongs to a different scan (differs in {differs}); delete it "
+            f"or pass another checkpoint_path."
+        )
     return saved
 
 
@@ -87,12 +98,21 @@ def _save_checkpoint(path: Path, key: dict, intact: dict, rows: list[dict]) -> N
     atomic_write_json(path, {**payload, "checksum": _checksum(payload)})
 
 
-def scan_dims(model: PreTrainedModel | torch.nn.Module, eval_set: EvalSet,
-              roles: Iterable[str] | str = ("block_output",), layers: Iterable[int] | None = None,
-              dims: Iterable[int] | None = None, mode: str = "zero", checkpoint_path: str | Path | None = None,
-              progress: bool = True, stack: str | None = None, sites: Sequence[NormSite] | None = None,
-              checkpoint_every: int = 8, checkpoint_dir: str | Path | None = None,
-              **engine_options) -> pd.DataFrame:
+def scan_dims(
+    model: PreTrainedModel | torch.nn.Module,
+    eval_set: EvalSet,
+    roles: Iterable[str] | str = ("block_output",),
+    layers: Iterable[int] | None = None,
+    dims: Iterable[int] | None = None,
+    mode: str = "zero",
+    checkpoint_path: str | Path | None = None,
+    progress: bool = True,
+    stack: str | None = None,
+    sites: Sequence[NormSite] | None = None,
+    checkpoint_every: int = 8,
+    checkpoint_dir: str | Path | None = None,
+    **engine_options,
+) -> pd.DataFrame:
     """Disable each of ``dims`` (default: every hidden dim) alone in the chosen sites; one row per dim.
 
     ``engine_options`` go to ``AblationEngine``. With ``checkpoint_dir`` (the checkpoint is named by the
@@ -113,15 +133,31 @@ def scan_dims(model: PreTrainedModel | torch.nn.Module, eval_set: EvalSet,
     if checkpoint_path is not None and checkpoint_dir is not None:
         raise ValueError("Pass checkpoint_dir (the scan names its file) or checkpoint_path (one file), not both.")
     engine = AblationEngine(model, eval_set, all_sites, chunk_size=checkpoint_every, **engine_options)
-    key = {"eval_set": engine.eval_set.fingerprint(), "kind": engine.eval_set.kind,
-           "model": model_fingerprint(model, all_sites), "sites": [s.name for s in chosen], "roles": list(roles),
-           "layers": None if layers is None else list(layers), "stack": stack, "mode": mode, "dims": dims}
-    path = (Path(checkpoint_path) if checkpoint_path is not None else
-            Path(checkpoint_dir) / checkpoint_name(key) if checkpoint_dir is not None else None)
+    key = {
+        "eval_set": engine.eval_set.fingerprint(),
+        "kind": engine.eval_set.kind,
+        "model": model_fingerprint(model, all_sites),
+        "sites": [s.name for s in chosen],
+        "roles": list(roles),
+        "layers": None if layers is None else list(layers),
+        "stack": stack,
+        "mode": mode,
+        "dims": dims,
+    }
+    path = (
+        Path(checkpoint_path)
+        if checkpoint_path is not None
+        else Path(checkpoint_dir) / checkpoint_name(key)
+        if checkpoint_dir is not None
+        else None
+    )
     saved = _load_checkpoint(path, key) if path is not None else None
     rows: list[dict] = list(saved["rows"]) if saved else []
-    intact = saved["intact"] if saved else condition_row(
-        Condition("none"), engine.evaluate(Condition("none")), engine.eval_set, 0)
+    intact = (
+        saved["intact"]
+        if saved
+        else condition_row(Condition("none"), engine.evaluate(Condition("none")), engine.eval_set, 0)
+    )
     done = {row["dim"] for row in rows}
     conditions = {d: Condition(f"dim {d}", (d,), roles, layers, mode, stack) for d in dims}
     todo = [conditions[d] for d in dims if d not in done]
@@ -183,7 +219,9 @@ def merge_scan_parts(parts_dir: str | Path, world: int | None = None) -> pd.Data
     if not files:
         raise FileNotFoundError(f"No scan parts in {parts_dir}: run sharded_scan (under accelerate launch) first.")
     world = world or int(files[0].stem.rsplit("-", 1)[1])
-    missing = [str(_part_path(parts_dir, r, world)) for r in range(world) if not _part_path(parts_dir, r, world).exists()]
+    missing = [
+        str(_part_path(parts_dir, r, world)) for r in range(world) if not _part_path(parts_dir, r, world).exists()
+    ]
     if missing:
         raise FileNotFoundError(f"Scan parts missing (a process did not finish; rerun it to resume): {missing}")
     parts = [read_json(_part_path(parts_dir, r, world)) for r in range(world)]
@@ -197,8 +235,13 @@ def merge_scan_parts(parts_dir: str | Path, world: int | None = None) -> pd.Data
     return table
 
 
-def sharded_scan(model: PreTrainedModel | torch.nn.Module, eval_set: EvalSet, parts_dir: str | Path,
-                 dims: Iterable[int] | None = None, **scan_options) -> pd.DataFrame:
+def sharded_scan(
+    model: PreTrainedModel | torch.nn.Module,
+    eval_set: EvalSet,
+    parts_dir: str | Path,
+    dims: Iterable[int] | None = None,
+    **scan_options,
+) -> pd.DataFrame:
     """``scan_dims`` with its dims split across the processes of ``accelerate launch`` (one process: all dims).
 
     Process r of w scans dims[r::w] (resumable through its own checkpoint in ``parts_dir``), writes its rows
@@ -219,22 +262,37 @@ def sharded_scan(model: PreTrainedModel | torch.nn.Module, eval_set: EvalSet, pa
     roles = scan_options.get("roles", ("block_output",))
     roles = (roles,) if isinstance(roles, str) else tuple(roles)
     layers = scan_options.get("layers")
-    chosen = select_sites(all_sites, roles=roles, layers=None if layers is None else tuple(layers),
-                          stack=scan_options.get("stack"))
+    chosen = select_sites(
+        all_sites, roles=roles, layers=None if layers is None else tuple(layers), stack=scan_options.get("stack")
+    )
     size = min(s.size for s in chosen)
     dims = list(range(size)) if dims is None else validate_dims(dims, size)
     mine = dims[rank::world]
-    key = {"eval_set": eval_set.fingerprint(), "model": model_fingerprint(model, all_sites),
-           "sites": [s.name for s in chosen], "mode": scan_options.get("mode", "zero"), "dims": dims, "world": world}
+    key = {
+        "eval_set": eval_set.fingerprint(),
+        "model": model_fingerprint(model, all_sites),
+        "sites": [s.name for s in chosen],
+        "mode": scan_options.get("mode", "zero"),
+        "dims": dims,
+        "world": world,
+    }
     if mine:
-        part = scan_dims(model, eval_set, dims=mine, progress=scan_options.pop("progress", rank == 0),
-                         checkpoint_dir=parts_dir, **scan_options)  # named by its key, which holds its dims
+        part = scan_dims(
+            model,
+            eval_set,
+            dims=mine,
+            progress=scan_options.pop("progress", rank == 0),
+            checkpoint_dir=parts_dir,
+            **scan_options,
+        )  # named by its key, which holds its dims
         rows = [{c: _plain(v) for c, v in zip(part.columns, values)} for values in part.itertuples(index=False)]
         columns = list(part.columns)
     else:
         rows, columns = [], None
-    atomic_write_json(_part_path(parts_dir, rank, world),
-                      {"schema": PART_SCHEMA, "key": key, "rank": rank, "columns": columns, "rows": rows})
+    atomic_write_json(
+        _part_path(parts_dir, rank, world),
+        {"schema": PART_SCHEMA, "key": key, "rank": rank, "columns": columns, "rows": rows},
+    )
     state.wait_for_everyone()
     table = merge_scan_parts(parts_dir, world)
     state.wait_for_everyone()  # nobody removes or rewrites a part before every process has read them

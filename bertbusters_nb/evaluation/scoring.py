@@ -3,6 +3,7 @@
 Losses are summed per condition in float64 and stay on the device until a condition is done (a GPU
 never waits for the host); ``finish`` turns the sums into the table's metrics.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,9 @@ def safe_exp(x: float) -> float:
         return float("inf")
 
 
-def shape_logits(logits: torch.Tensor, batch: Batch, repeats: int, scored: torch.Tensor | None, kind: str,
-                 gathered: bool) -> torch.Tensor:
+def shape_logits(
+    logits: torch.Tensor, batch: Batch, repeats: int, scored: torch.Tensor | None, kind: str, gathered: bool
+) -> torch.Tensor:
     """Logits as (K, M, V) at the M scored positions (LMs; ``gathered``: the head saw only those) or (K, B, C)."""
     if kind == "classification":
         return logits.reshape(repeats, batch.size, -1)
@@ -49,8 +51,7 @@ def score(logits: torch.Tensor, batch: Batch, eval_set: EvalSet) -> dict:
         if is_regression(eval_set.task):
             losses = ((logits[..., 0].float() - labels.float()) ** 2).sum(1)
         else:
-            flat = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.repeat(k),
-                                   reduction="none")
+            flat = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.repeat(k), reduction="none")
             losses = flat.reshape(k, -1).sum(1)
         return {"loss_sum": losses.double(), "count": batch.size, "logits": logits.float()}
     targets = batch.targets.reshape(-1).index_select(0, batch.scored)
@@ -86,6 +87,5 @@ def finish(total: Total, eval_set: EvalSet) -> dict:
     if eval_set.kind == "classification":
         logits = torch.cat(total.logits).cpu().numpy()
         labels = eval_set.targets.cpu().numpy()
-        return {"eval_loss": loss, **compute_metrics(eval_set.task, logits, labels),
-                "tokens": count, "examples": count}
+        return {"eval_loss": loss, **compute_metrics(eval_set.task, logits, labels), "tokens": count, "examples": count}
     return {"eval_loss": loss, "perplexity": safe_exp(loss), "tokens": count, "examples": len(eval_set)}

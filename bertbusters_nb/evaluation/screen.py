@@ -30,10 +30,10 @@ token / example, ``eval_loss``) or, for an ``EmbeddingEvalSet`` (``prepare_embed
 embedding distance 1 - cosine to the intact model, exact values through ``EmbeddingEngine`` (the
 engine's prefix cache and terminal-norm skip included).
 """
+
 from __future__ import annotations
 
 import logging
-import math
 import time
 import weakref
 from dataclasses import dataclass
@@ -45,13 +45,13 @@ import torch
 import torch.nn.functional as F
 
 from ..device import best_device
-from .engine import AblationEngine
-from .metrics import is_regression
-from .tables import condition_spec
-from .sets import IGNORE_INDEX, Batch, EvalSet, _check_batch_size, _pad_id, _padded, _tokenize
 from ..model.ablation import Condition, validate_dims
 from ..model.hooks import Trace, first_tensor
 from ..model.norms import NormSite, disabled_fill, find_norm_sites, select_sites
+from .engine import AblationEngine
+from .metrics import is_regression
+from .sets import IGNORE_INDEX, Batch, EvalSet, _check_batch_size, _pad_id, _padded, _tokenize
+from .tables import condition_spec
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,13 @@ class EmbeddingEvalSet(EvalSet):
     """Sentences for the embedding objective of a head-less encoder (mean-pooled last hidden state)."""
 
 
-def prepare_embedding_eval(tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 64,
-                           device: str | torch.device | None = None) -> EmbeddingEvalSet:
+def prepare_embedding_eval(
+    tokenizer,
+    texts: Sequence[str],
+    max_length: int = 128,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+) -> EmbeddingEvalSet:
     """Tokenize ``texts`` once for the embedding-distance objective (no targets: the intact model is the reference).
 
     Example:
@@ -78,9 +83,17 @@ def prepare_embedding_eval(tokenizer, texts: Sequence[str], max_length: int = 12
     ids, attention, token_types, lengths = _padded(enc, _pad_id(tokenizer))
     target = best_device(str(device) if device is not None else None)
     targets = torch.full_like(ids, IGNORE_INDEX)
-    return EmbeddingEvalSet("embedding", ids.to(target), attention.to(target),
-                            None if token_types is None else token_types.to(target), targets.to(target), lengths,
-                            batch_size, None, max_length)
+    return EmbeddingEvalSet(
+        "embedding",
+        ids.to(target),
+        attention.to(target),
+        None if token_types is None else token_types.to(target),
+        targets.to(target),
+        lengths,
+        batch_size,
+        None,
+        max_length,
+    )
 
 
 def _pool(hidden: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
@@ -106,7 +119,7 @@ class EmbeddingEngine(AblationEngine):
         return _pool(hidden.float(), attention)
 
     def _score(self, logits, batch: Batch) -> dict:
-        intact = self.intact[batch.start:batch.stop]
+        intact = self.intact[batch.start : batch.stop]
         cos = F.cosine_similarity(logits.float(), intact.unsqueeze(0), dim=-1)
         return {"loss_sum": (1.0 - cos).double().sum(1), "count": batch.size}
 
@@ -203,7 +216,7 @@ class _Prefix:
             fill_w = float(disabled_fill(site, site.weight, "mean")) + site.scale_offset
             fill_b = float(disabled_fill(site, site.bias, "mean")) if site.bias is not None else 0.0
             change = fill_w * xhat + fill_b - h
-        return (change ** 2).sum(0).cpu()
+        return (change**2).sum(0).cpu()
 
     def logits(self, i: int) -> torch.Tensor:
         """Shaped logits of batch ``i`` with gradients from the cached layer on (call under enable_grad)."""
@@ -217,8 +230,7 @@ class _Prefix:
         def measure(name, output, _call):  # returns None: the output goes on unchanged
             self.energy += self._edit_energy(by_name[name], output, mask)
 
-        with Trace(self.engine.model, {s.name: s.module for s in self.sites}, retain_output=False,
-                   edit_output=measure):
+        with Trace(self.engine.model, {s.name: s.module for s in self.sites}, retain_output=False, edit_output=measure):
             return self.engine._logits(batch, 1, self.key, self.caches[i])
 
 
@@ -252,8 +264,14 @@ def _loss_gradients(engine: AblationEngine, params: Sequence[torch.Tensor], pref
     return grads
 
 
-def _fisher(engine: AblationEngine, params: Sequence[torch.Tensor], edits: Sequence[torch.Tensor],
-            prefix: _Prefix, probes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _fisher(
+    engine: AblationEngine,
+    params: Sequence[torch.Tensor],
+    edits: Sequence[torch.Tensor],
+    prefix: _Prefix,
+    probes: int,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per dim: the first-order change and the Fisher (Gauss-Newton) curvature ``delta' F delta`` of the
     mean loss, the latter from ``probes`` sets of labels sampled from the model's own predictions."""
     gen = torch.Generator().manual_seed(int(seed))
@@ -278,28 +296,33 @@ def _fisher(engine: AblationEngine, params: Sequence[torch.Tensor], edits: Seque
                 sampled, scale = F.cross_entropy(flat, y, reduction="sum"), 1.0
             parts = torch.autograd.grad(sampled, list(params), retain_graph=r + 1 < probes, allow_unused=True)
             c = _directional([g for g in parts if g is not None], [e for g, e in zip(parts, edits) if g is not None])
-            curvature += scale * c ** 2
+            curvature += scale * c**2
     return first, curvature / (probes * total)
 
 
-def _gauss_newton(engine: EmbeddingEngine, params: Sequence[torch.Tensor], edits: Sequence[torch.Tensor],
-                  prefix: _Prefix, probes: int, seed: int) -> torch.Tensor:
+def _gauss_newton(
+    engine: EmbeddingEngine,
+    params: Sequence[torch.Tensor],
+    edits: Sequence[torch.Tensor],
+    prefix: _Prefix,
+    probes: int,
+    seed: int,
+) -> torch.Tensor:
     """Per dim, the second-order estimate of the mean 1 - cosine (see the module docstring)."""
     gen = torch.Generator().manual_seed(int(seed))
     n = len(engine.eval_set)
     sums = torch.zeros(params[0].shape[0], dtype=torch.float64)
     for i, batch in enumerate(prefix.batches):
-        intact = engine.intact[batch.start:batch.stop].to(engine.device)
+        intact = engine.intact[batch.start : batch.stop].to(engine.device)
         unit = intact / intact.norm(dim=-1, keepdim=True)
         with torch.enable_grad(), engine._autocast():
             emb = prefix.logits(i)[0].float()
         for r in range(probes):
             noise = torch.randn(intact.shape, generator=gen).to(engine.device)
             u = (noise - (noise * unit).sum(-1, keepdim=True) * unit) / intact.norm(dim=-1, keepdim=True)
-            grads = torch.autograd.grad((emb * u).sum(), list(params), retain_graph=r + 1 < probes,
-                                        allow_unused=True)
+            grads = torch.autograd.grad((emb * u).sum(), list(params), retain_graph=r + 1 < probes, allow_unused=True)
             c = sum((g.double() * d.double()).cpu() for g, d in zip(grads, edits) if g is not None)
-            sums += c ** 2
+            sums += c**2
     return sums / (2.0 * n * probes)
 
 
@@ -308,11 +331,23 @@ def _directional(grads: Sequence[torch.Tensor], edits: Sequence[torch.Tensor]) -
     return sum((g.double() * e.double()).cpu() for g, e in zip(grads, edits))
 
 
-def estimate_effects(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str] | str = ("block_output",),
-                     layers: Iterable[int] | None = None, mode: str = "zero", stack: str | None = None,
-                     sites: Sequence[NormSite] | None = None, method: str | None = None, steps: int = 4,
-                     probes: int = 4, epsilon: float = 0.05, batch_size: int | None = None, seed: int = 0,
-                     engine: AblationEngine | None = None, **engine_options) -> pd.DataFrame:
+def estimate_effects(
+    model: torch.nn.Module,
+    eval_set: EvalSet,
+    roles: Iterable[str] | str = ("block_output",),
+    layers: Iterable[int] | None = None,
+    mode: str = "zero",
+    stack: str | None = None,
+    sites: Sequence[NormSite] | None = None,
+    method: str | None = None,
+    steps: int = 4,
+    probes: int = 4,
+    epsilon: float = 0.05,
+    batch_size: int | None = None,
+    seed: int = 0,
+    engine: AblationEngine | None = None,
+    **engine_options,
+) -> pd.DataFrame:
     """Estimated change of the objective when each hidden dim alone is disabled at the chosen sites.
 
     One row per dim: ``dim``, ``estimate`` (estimated objective change; > 0 is harm), ``energy`` (the
@@ -328,8 +363,10 @@ def estimate_effects(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; pick one of {METHODS}.")
     if method == "gauss_newton" and eval_set.kind != "embedding":
-        raise ValueError("method='gauss_newton' is for embedding sets (prepare_embedding_eval); use 'gradient' "
-                         "or 'second_order' for a loss.")
+        raise ValueError(
+            "method='gauss_newton' is for embedding sets (prepare_embedding_eval); use 'gradient' "
+            "or 'second_order' for a loss."
+        )
     if mode not in ("zero", "mean"):
         raise ValueError(f"Unknown mode {mode!r}; pick 'zero' or 'mean'.")
     for name, value in (("steps", steps), ("probes", probes)):
@@ -376,15 +413,32 @@ def estimate_effects(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[
             hv = [(p - m) / (2 * epsilon) for p, m in zip(plus, minus)]
             curvature += signs.double() * _directional(hv, edits)
         estimate = first + 0.5 * curvature / probes
-    return pd.DataFrame({"dim": np.arange(size), "estimate": estimate.numpy(), "energy": prefix.energy.numpy(),
-                         "objective": objective_name(eval_set), "method": method, "intact_objective": float(intact)})
+    return pd.DataFrame(
+        {
+            "dim": np.arange(size),
+            "estimate": estimate.numpy(),
+            "energy": prefix.energy.numpy(),
+            "objective": objective_name(eval_set),
+            "method": method,
+            "intact_objective": float(intact),
+        }
+    )
 
 
 # ------------------------------------------------------------------ exact + screened
-def exact_effects(model: torch.nn.Module, eval_set: EvalSet, dims: Iterable[int] | None = None,
-                  roles: Iterable[str] | str = ("block_output",), layers: Iterable[int] | None = None,
-                  mode: str = "zero", stack: str | None = None, sites: Sequence[NormSite] | None = None,
-                  progress: bool = True, engine: AblationEngine | None = None, **engine_options) -> pd.DataFrame:
+def exact_effects(
+    model: torch.nn.Module,
+    eval_set: EvalSet,
+    dims: Iterable[int] | None = None,
+    roles: Iterable[str] | str = ("block_output",),
+    layers: Iterable[int] | None = None,
+    mode: str = "zero",
+    stack: str | None = None,
+    sites: Sequence[NormSite] | None = None,
+    progress: bool = True,
+    engine: AblationEngine | None = None,
+    **engine_options,
+) -> pd.DataFrame:
     """Exact objective change of disabling each of ``dims`` alone (engine): ``dim``, ``exact``, ``value``.
 
     ``value`` is the objective under the condition (``eval_loss`` or mean 1 - cosine), ``exact`` its
@@ -394,13 +448,22 @@ def exact_effects(model: torch.nn.Module, eval_set: EvalSet, dims: Iterable[int]
     roles = (roles,) if isinstance(roles, str) else tuple(roles)
     layers = None if layers is None else tuple(int(l) for l in layers)
     chosen = select_sites(all_sites, roles=roles, layers=layers, stack=stack)
-    dims = list(range(min(s.size for s in chosen))) if dims is None else validate_dims(dims, min(s.size for s in chosen))
+    dims = (
+        list(range(min(s.size for s in chosen))) if dims is None else validate_dims(dims, min(s.size for s in chosen))
+    )
     engine = engine if engine is not None else make_engine(model, eval_set, all_sites, **engine_options)
     intact = _intact_objective(engine)
     conditions = [Condition(f"dim {d}", (d,), roles, layers, mode, stack) for d in dims]
     values = [r["eval_loss"] for r in engine.run(conditions, progress=progress)] if dims else []
-    return pd.DataFrame({"dim": dims, "value": values, "exact": [v - intact for v in values],
-                         "intact_objective": intact, "spec": [condition_spec(c) for c in conditions]})
+    return pd.DataFrame(
+        {
+            "dim": dims,
+            "value": values,
+            "exact": [v - intact for v in values],
+            "intact_objective": intact,
+            "spec": [condition_spec(c) for c in conditions],
+        }
+    )
 
 
 RANKINGS = ("mixed", "abs", "estimate", "energy")
@@ -433,11 +496,23 @@ def check_order(estimates: pd.DataFrame, rank_by: str = "mixed") -> list[int]:
     return out
 
 
-def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str] | str = ("block_output",),
-                  layers: Iterable[int] | None = None, mode: str = "zero", stack: str | None = None,
-                  top_k: int = 16, method: str | None = None, rank_by: str = "mixed",
-                  sites: Sequence[NormSite] | None = None, progress: bool = True, steps: int = 4, probes: int = 4,
-                  also_check: Iterable[int] = (), **engine_options) -> pd.DataFrame:
+def screened_scan(
+    model: torch.nn.Module,
+    eval_set: EvalSet,
+    roles: Iterable[str] | str = ("block_output",),
+    layers: Iterable[int] | None = None,
+    mode: str = "zero",
+    stack: str | None = None,
+    top_k: int = 16,
+    method: str | None = None,
+    rank_by: str = "mixed",
+    sites: Sequence[NormSite] | None = None,
+    progress: bool = True,
+    steps: int = 4,
+    probes: int = 4,
+    also_check: Iterable[int] = (),
+    **engine_options,
+) -> pd.DataFrame:
     """Every dim's effect estimated (``estimate_effects``), the first ``top_k`` in ``check_order`` then
     evaluated exactly, through one engine (its layer-stack probe and intact pass shared by both steps).
 
@@ -460,16 +535,20 @@ def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str
     all_sites = list(sites) if sites is not None else find_norm_sites(model)
     start = time.perf_counter()
     engine = make_engine(model, eval_set, all_sites, **engine_options)
-    est = estimate_effects(model, eval_set, roles, layers, mode, stack, all_sites, method, steps=steps, probes=probes,
-                           engine=engine)
+    est = estimate_effects(
+        model, eval_set, roles, layers, mode, stack, all_sites, method, steps=steps, probes=probes, engine=engine
+    )
     screened = time.perf_counter()
     order = check_order(est, rank_by)
     est["estimate_rank"] = est["dim"].map({d: i + 1 for i, d in enumerate(order)}).astype(int)
     top = order[:top_k]
     also_check = list(also_check)
     top += [d for d in (validate_dims(also_check, len(est)) if also_check else []) if d not in top]
-    exact = exact_effects(model, eval_set, top, roles, layers, mode, stack, all_sites, progress=progress,
-                          engine=engine) if top else pd.DataFrame(columns=["dim", "exact"])
+    exact = (
+        exact_effects(model, eval_set, top, roles, layers, mode, stack, all_sites, progress=progress, engine=engine)
+        if top
+        else pd.DataFrame(columns=["dim", "exact"])
+    )
     table = est.merge(exact[["dim", "exact"]], on="dim", how="left")
     table["value_kind"] = np.where(table["exact"].notna(), "exact", "estimate")
     table["effect"] = table["exact"].where(table["exact"].notna(), table["estimate"])
@@ -478,15 +557,36 @@ def screened_scan(model: torch.nn.Module, eval_set: EvalSet, roles: Iterable[str
     roles = (roles,) if isinstance(roles, str) else tuple(roles)
     layers = None if layers is None else tuple(int(l) for l in layers)
     table["spec"] = [condition_spec(Condition(f"dim {d}", (int(d),), roles, layers, mode, stack)) for d in table["dim"]]
-    table = table[["dim", "estimate", "energy", "estimate_rank", "exact", "effect", "value_kind", "objective",
-                   "method", "intact_objective", "spec"]]
-    table.attrs.update({"screen_seconds": screened - start, "verify_seconds": time.perf_counter() - screened,
-                        "top_k": top_k, "examples": len(eval_set), "rank_by": rank_by})
+    table = table[
+        [
+            "dim",
+            "estimate",
+            "energy",
+            "estimate_rank",
+            "exact",
+            "effect",
+            "value_kind",
+            "objective",
+            "method",
+            "intact_objective",
+            "spec",
+        ]
+    ]
+    table.attrs.update(
+        {
+            "screen_seconds": screened - start,
+            "verify_seconds": time.perf_counter() - screened,
+            "top_k": top_k,
+            "examples": len(eval_set),
+            "rank_by": rank_by,
+        }
+    )
     return table
 
 
-def agreement(estimate: Sequence[float], exact: Sequence[float], top: Sequence[int] = (5, 10),
-              within: Sequence[int] = (16, 32)) -> dict:
+def agreement(
+    estimate: Sequence[float], exact: Sequence[float], top: Sequence[int] = (5, 10), within: Sequence[int] = (16, 32)
+) -> dict:
     """How well ``estimate`` ranks dims as ``exact`` does: Spearman, and recall of the exact top-n in the
     estimate's top-m for each n in ``top`` and m in ``within`` (keys ``recall_top5_in16`` ...)."""
     from scipy.stats import spearmanr
@@ -514,18 +614,35 @@ def screen_summary(table: pd.DataFrame, scan: pd.DataFrame | None = None, n: int
     checked = table[table["value_kind"] == "exact"]
     top = ", ".join(f"{int(r.dim)} ({r.exact:+.3f})" for r in checked.head(3).itertuples())
     examples = table.attrs.get("examples")
-    text = (f"The screened scan{f' on {examples} examples' if examples else ''} (every dim's effect estimated by "
-            f"`{table['method'].iloc[0]}`, the top {len(checked)} checked exactly) finds as most damaging "
-            f"{top} ({table['objective'].iloc[0]} change).")
+    text = (
+        f"The screened scan{f' on {examples} examples' if examples else ''} (every dim's effect estimated by "
+        f"`{table['method'].iloc[0]}`, the top {len(checked)} checked exactly) finds as most damaging "
+        f"{top} ({table['objective'].iloc[0]} change)."
+    )
     if scan is not None and len(scan):
         exact_top = scan.nlargest(n, delta)["dim"].astype(int).tolist()
         found = [d for d in exact_top if d in set(checked["dim"].astype(int))]
-        text += (f" Of the exact scan's top {len(exact_top)} dims {exact_top}, {len(found)} are among the screen's "
-                 f"checked dims.")
+        text += (
+            f" Of the exact scan's top {len(exact_top)} dims {exact_top}, {len(found)} are among the screen's "
+            f"checked dims."
+        )
     return text
 
 
-__all__ = ["EmbeddingEngine", "EmbeddingEvalSet", "METHODS", "RANKINGS", "VALUE_KINDS", "agreement", "check_order",
-           "estimate_effects",
-           "exact_effects", "make_engine", "objective_name", "prepare_embedding_eval", "screen_ranking",
-           "screen_summary", "screened_scan"]
+__all__ = [
+    "EmbeddingEngine",
+    "EmbeddingEvalSet",
+    "METHODS",
+    "RANKINGS",
+    "VALUE_KINDS",
+    "agreement",
+    "check_order",
+    "estimate_effects",
+    "exact_effects",
+    "make_engine",
+    "objective_name",
+    "prepare_embedding_eval",
+    "screen_ranking",
+    "screen_summary",
+    "screened_scan",
+]

@@ -11,10 +11,10 @@ are aligned with the model's logit positions: ``targets[i, t]`` is the token the
 position t must predict, or -100 where nothing is scored (unmasked tokens for masked LM,
 the last token and padding for causal LM). Classification sets hold one label per example.
 """
+
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -96,8 +96,10 @@ class EvalSet:
 
     def batch(self, start: int, stop: int) -> Batch:
         width = int(self.lengths[start:stop].max())
-        inputs = {"input_ids": self.input_ids[start:stop, :width],
-                  "attention_mask": self.attention_mask[start:stop, :width]}
+        inputs = {
+            "input_ids": self.input_ids[start:stop, :width],
+            "attention_mask": self.attention_mask[start:stop, :width],
+        }
         if self.token_type_ids is not None:
             inputs["token_type_ids"] = self.token_type_ids[start:stop, :width]
         if self.kind == "classification":
@@ -114,8 +116,11 @@ class EvalSet:
             raise ValueError(f"head needs a positive number of examples (got {n!r}).")
         if n >= len(self):
             return self
-        sliced = {k: v[:n] for k, v in vars(self).items()
-                  if k in ("input_ids", "attention_mask", "targets", "lengths") or (k == "token_type_ids" and v is not None)}
+        sliced = {
+            k: v[:n]
+            for k, v in vars(self).items()
+            if k in ("input_ids", "attention_mask", "targets", "lengths") or (k == "token_type_ids" and v is not None)
+        }
         return dataclasses.replace(self, **sliced, _scored_cache={})
 
     def fingerprint(self) -> str:
@@ -127,8 +132,11 @@ class EvalSet:
 
     def to(self, device: str | torch.device) -> "EvalSet":
         """The same set on another device (masking unchanged)."""
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) and k != "lengths" else v)
-                 for k, v in vars(self).items() if not k.startswith("_")}
+        moved = {
+            k: (v.to(device) if isinstance(v, torch.Tensor) and k != "lengths" else v)
+            for k, v in vars(self).items()
+            if not k.startswith("_")
+        }
         return type(self)(**moved)
 
 
@@ -164,13 +172,22 @@ def _tokenize(tokenizer, texts: Sequence[str], text_pairs: Sequence[str] | None,
     if text_pairs is not None and len(text_pairs) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text_pairs.")
     args = (texts,) if text_pairs is None else (texts, list(text_pairs))
-    enc = tokenizer(*args, truncation=True, max_length=max_length, padding=False,
-                    return_special_tokens_mask=True, return_attention_mask=True, return_overflowing_tokens=False,
-                    return_length=True)
+    enc = tokenizer(
+        *args,
+        truncation=True,
+        max_length=max_length,
+        padding=False,
+        return_special_tokens_mask=True,
+        return_attention_mask=True,
+        return_overflowing_tokens=False,
+        return_length=True,
+    )
     full = tokenizer(*args, truncation=False, add_special_tokens=True, return_length=True, verbose=False)["length"]
     cut = sum(1 for n in full if n > max_length)
     if cut:  # said once per eval set, not per text
-        log.warning("%d of %d texts are longer than max_length=%d tokens and were truncated.", cut, len(texts), max_length)
+        log.warning(
+            "%d of %d texts are longer than max_length=%d tokens and were truncated.", cut, len(texts), max_length
+        )
     enc.pop("length", None)
     return enc
 
@@ -179,7 +196,7 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     out = torch.full((len(rows), width), value, dtype=torch.long)
     for i, r in enumerate(rows):
-        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
     return out
 
 
@@ -190,8 +207,14 @@ def _pad_id(tokenizer) -> int:
     return 0
 
 
-def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, mask_token_id: int, vocab_size: int,
-                mask_prob: float = 0.15, seed: int = 42) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(
+    input_ids: torch.Tensor,
+    special: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    mask_prob: float = 0.15,
+    seed: int = 42,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masking (as ``DataCollatorForLanguageModeling``): pick ``mask_prob`` of the non-special
     positions; of those 80% become [MASK], 10% a random token, 10% stay. Returns (masked ids, targets).
 
@@ -230,9 +253,15 @@ def _check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
-def prepare_mlm_eval(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int = 128,
-                     mask_prob: float = 0.15, seed: int = 42, batch_size: int = 64,
-                     device: str | torch.device | None = None) -> MLMEvalSet:
+def prepare_mlm_eval(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int = 128,
+    mask_prob: float = 0.15,
+    seed: int = 42,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+) -> MLMEvalSet:
     """Tokenize ``texts`` once and mask them once (seeded, 80/10/10); batches stay on ``device``.
 
     Example:
@@ -241,8 +270,10 @@ def prepare_mlm_eval(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], m
     """
     _check_batch_size(batch_size)
     if tokenizer.mask_token_id is None:
-        raise ValueError("This tokenizer has no mask token; masked-LM evaluation needs one (use a BERT-family "
-                         "tokenizer, or prepare_causal_eval for a decoder).")
+        raise ValueError(
+            "This tokenizer has no mask token; masked-LM evaluation needs one (use a BERT-family "
+            "tokenizer, or prepare_causal_eval for a decoder)."
+        )
     enc = _tokenize(tokenizer, texts, None, max_length)
     ids, attention, token_types, lengths = _padded(enc, _pad_id(tokenizer))
     special = _pad(enc["special_tokens_mask"], 1).bool() | (attention == 0)
@@ -250,13 +281,27 @@ def prepare_mlm_eval(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], m
     target = best_device(str(device) if device is not None else None)
     if int((targets != IGNORE_INDEX).sum()) == 0:
         raise ValueError("No token was masked: use more or longer texts (or a larger mask_prob).")
-    return MLMEvalSet("mlm", masked.to(target), attention.to(target),
-                      None if token_types is None else token_types.to(target), targets.to(target), lengths,
-                      batch_size, int(seed), max_length, mask_prob=float(mask_prob))
+    return MLMEvalSet(
+        "mlm",
+        masked.to(target),
+        attention.to(target),
+        None if token_types is None else token_types.to(target),
+        targets.to(target),
+        lengths,
+        batch_size,
+        int(seed),
+        max_length,
+        mask_prob=float(mask_prob),
+    )
 
 
-def prepare_causal_eval(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int = 128,
-                        batch_size: int = 32, device: str | torch.device | None = None) -> CausalEvalSet:
+def prepare_causal_eval(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int = 128,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+) -> CausalEvalSet:
     """Tokenize ``texts`` once for next-token loss: target at position t is token t+1 of the same text.
 
     Example:
@@ -270,14 +315,21 @@ def prepare_causal_eval(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]
     if int((targets != IGNORE_INDEX).sum()) == 0:
         raise ValueError("No token to predict: every text is a single token; use longer texts.")
     target = best_device(str(device) if device is not None else None)
-    return CausalEvalSet("causal", ids.to(target), attention.to(target), None, targets.to(target), lengths,
-                         batch_size, None, max_length)
+    return CausalEvalSet(
+        "causal", ids.to(target), attention.to(target), None, targets.to(target), lengths, batch_size, None, max_length
+    )
 
 
-def prepare_classification_eval(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], labels: Sequence, task: str,
-                                text_pairs: Sequence[str] | None = None, max_length: int = 128,
-                                batch_size: int = 64, device: str | torch.device | None = None
-                                ) -> ClassificationEvalSet:
+def prepare_classification_eval(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    labels: Sequence,
+    task: str,
+    text_pairs: Sequence[str] | None = None,
+    max_length: int = 128,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+) -> ClassificationEvalSet:
     """Tokenize (pairs of) texts once with their labels for ``task`` (a key of ``METRIC_FOR_TASK``).
 
     Example:
@@ -298,6 +350,15 @@ def prepare_classification_eval(tokenizer: PreTrainedTokenizerBase, texts: Seque
     enc = _tokenize(tokenizer, texts, text_pairs, max_length)
     ids, attention, token_types, lengths = _padded(enc, _pad_id(tokenizer))
     target = best_device(str(device) if device is not None else None)
-    return ClassificationEvalSet("classification", ids.to(target), attention.to(target),
-                                 None if token_types is None else token_types.to(target), label_tensor.to(target),
-                                 lengths, batch_size, None, max_length, task=task)
+    return ClassificationEvalSet(
+        "classification",
+        ids.to(target),
+        attention.to(target),
+        None if token_types is None else token_types.to(target),
+        label_tensor.to(target),
+        lengths,
+        batch_size,
+        None,
+        max_length,
+        task=task,
+    )

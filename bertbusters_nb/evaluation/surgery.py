@@ -7,6 +7,7 @@
 ``capture``        an intact forward that keeps the inputs the stubs need, stopping early (``Trace(stop=True)``).
 ``scored_positions``  the flat indices of the scored tokens of K repeats of a batch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -72,8 +73,9 @@ def skip_layers(stack: LayerStack, key: CacheKey, cache: torch.Tensor | None, re
                 del layer.forward
 
 
-def capture(model: nn.Module, stack: LayerStack, keys: Sequence[CacheKey], run_to_end: bool,
-            forward: Callable[[], object]) -> tuple[dict[CacheKey, torch.Tensor], object | None]:
+def capture(
+    model: nn.Module, stack: LayerStack, keys: Sequence[CacheKey], run_to_end: bool, forward: Callable[[], object]
+) -> tuple[dict[CacheKey, torch.Tensor], object | None]:
     """Run ``forward`` (an intact forward of ``model``) keeping, for each (level, via_norm) in ``keys``, the
     input of layer ``level`` (layer level-1's output) or, with via_norm, the input of layer level-1's terminal
     norm; stop as soon as all are kept unless ``run_to_end``.
@@ -83,11 +85,15 @@ def capture(model: nn.Module, stack: LayerStack, keys: Sequence[CacheKey], run_t
     wanted = sorted(set(keys))
     modules = {key: stack.terminal[key[0] - 1] if key[1] else stack.layers[key[0] - 1] for key in wanted}
     out = None
-    with Trace(model, {str(key): module for key, module in modules.items()}, retain_input=True,
-               stop=not run_to_end) as trace:
+    with Trace(
+        model, {str(key): module for key, module in modules.items()}, retain_input=True, stop=not run_to_end
+    ) as trace:
         out = forward()
-    captured = {key: trace[str(key)].input if key[1] else first_tensor(trace[str(key)].output)
-                for key in wanted if trace[str(key)].calls}
+    captured = {
+        key: trace[str(key)].input if key[1] else first_tensor(trace[str(key)].output)
+        for key in wanted
+        if trace[str(key)].calls
+    }
     return captured, None if trace.stopped else out
 
 

@@ -29,6 +29,7 @@ Example:
     >>> table = evaluate_conditions(model, eval_set, [Condition("none"), Condition("outliers", (308, 381))])
     ...  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import json
@@ -39,11 +40,12 @@ import pandas as pd
 import torch
 
 from ..model.ablation import Condition
-from .engine import AblationEngine
-from .sets import (CausalEvalSet, ClassificationEvalSet, EvalSet, MLMEvalSet, mask_tokens,
-                      prepare_causal_eval, prepare_classification_eval, prepare_mlm_eval)
-from .metrics import METRIC_FOR_TASK, NUM_LABELS, TASK_METRICS, compute_metrics
 from ..model.norms import NormSite
+from .engine import AblationEngine
+from .metrics import METRIC_FOR_TASK, TASK_METRICS
+from .sets import (
+    EvalSet,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -77,12 +79,28 @@ def condition_row(condition: Condition, metrics: dict, eval_set: EvalSet, n_site
     """One row of the result table (schema in the module docstring)."""
     described = condition.describe()
     metric = primary_metric(eval_set)
-    row = {"condition": condition.name, "dims": described["dims"], "n_dims": len(condition.dims),
-           "roles": described["roles"], "layers": described["layers"], "stack": condition.stack or "any",
-           "mode": condition.mode, "n_sites": int(n_sites), "metric": metric, "value": float(metrics[metric])}
+    row = {
+        "condition": condition.name,
+        "dims": described["dims"],
+        "n_dims": len(condition.dims),
+        "roles": described["roles"],
+        "layers": described["layers"],
+        "stack": condition.stack or "any",
+        "mode": condition.mode,
+        "n_sites": int(n_sites),
+        "metric": metric,
+        "value": float(metrics[metric]),
+    }
     row.update({name: float(metrics[name]) for name in metric_columns(eval_set)})
-    row.update({"tokens": int(metrics["tokens"]), "examples": int(metrics["examples"]), "seed": eval_set.seed,
-                "kind": eval_set.kind, "spec": condition_spec(condition)})
+    row.update(
+        {
+            "tokens": int(metrics["tokens"]),
+            "examples": int(metrics["examples"]),
+            "seed": eval_set.seed,
+            "kind": eval_set.kind,
+            "spec": condition_spec(condition),
+        }
+    )
     return row
 
 
@@ -100,8 +118,10 @@ def row_condition(row: Mapping[str, Any] | pd.Series) -> Condition:
     """
     spec = row.get("spec") if hasattr(row, "get") else None
     if not isinstance(spec, str):
-        raise ValueError("This row has no 'spec' cell (a table from before conditions were stored with their "
-                         "rows?): re-run it with evaluate_conditions or scan_dims to get one.")
+        raise ValueError(
+            "This row has no 'spec' cell (a table from before conditions were stored with their "
+            "rows?): re-run it with evaluate_conditions or scan_dims to get one."
+        )
     return Condition.from_dict(json.loads(spec))
 
 
@@ -123,9 +143,14 @@ def evaluate(model: PreTrainedModel | torch.nn.Module, eval_set: EvalSet, **engi
     return AblationEngine(model, eval_set, **engine_options).evaluate(Condition("none"))
 
 
-def evaluate_conditions(model: PreTrainedModel | torch.nn.Module, eval_set: EvalSet, conditions: Sequence[Condition],
-                        sites: Sequence[NormSite] | None = None, progress: bool = True,
-                        **engine_options) -> pd.DataFrame:
+def evaluate_conditions(
+    model: PreTrainedModel | torch.nn.Module,
+    eval_set: EvalSet,
+    conditions: Sequence[Condition],
+    sites: Sequence[NormSite] | None = None,
+    progress: bool = True,
+    **engine_options,
+) -> pd.DataFrame:
     """One row per condition (schema in the module docstring), with a progress bar over conditions.
 
     ``engine_options`` go to ``AblationEngine`` (batch_size, prefix_cache, conditions_per_forward, autocast).
@@ -140,10 +165,21 @@ def evaluate_conditions(model: PreTrainedModel | torch.nn.Module, eval_set: Eval
     engine = AblationEngine(model, eval_set, sites, **engine_options)
     plans = engine.plan(conditions)
     results = engine.run(conditions, progress=progress)
-    return rows_to_table([condition_row(p.condition, r, engine.eval_set, len(p.sites))
-                          for p, r in zip(plans, results)], engine.eval_set)
+    return rows_to_table(
+        [condition_row(p.condition, r, engine.eval_set, len(p.sites)) for p, r in zip(plans, results)], engine.eval_set
+    )
 
 
-__all__ = ["DESCRIPTION_COLUMNS", "TRAILING_COLUMNS", "condition_row", "condition_spec", "evaluate",
-           "evaluate_conditions", "metric_columns", "primary_metric", "row_condition", "rows_to_table",
-           "table_columns"]
+__all__ = [
+    "DESCRIPTION_COLUMNS",
+    "TRAILING_COLUMNS",
+    "condition_row",
+    "condition_spec",
+    "evaluate",
+    "evaluate_conditions",
+    "metric_columns",
+    "primary_metric",
+    "row_condition",
+    "rows_to_table",
+    "table_columns",
+]

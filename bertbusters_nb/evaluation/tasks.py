@@ -11,6 +11,7 @@ same ``datasets`` builders, so both take one code path from here on:
 Offline train/dev splits are fixed: drawn once with ``SPLIT_SEED``, independent of the
 training seed. ``max_train_samples`` / ``max_eval_samples`` take a seeded sample of a split.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,22 +69,30 @@ class TaskSpec:
         return self.num_labels == 1
 
 
-TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
-    TaskSpec("cola", ("sentence", None), 2, label_names=("unacceptable", "acceptable")),
-    TaskSpec("sst2", ("sentence", None), 2, label_names=("negative", "positive")),
-    TaskSpec("mrpc", ("sentence1", "sentence2"), 2, label_names=("not_equivalent", "equivalent")),
-    TaskSpec("qqp", ("question1", "question2"), 2, label_names=("not_duplicate", "duplicate")),
-    TaskSpec("stsb", ("sentence1", "sentence2"), 1),
-    TaskSpec("mnli", ("premise", "hypothesis"), 3, eval_splits=("validation_matched", "validation_mismatched"),
-             label_names=NLI_LABELS),
-    TaskSpec("qnli", ("question", "sentence"), 2, label_names=("entailment", "not_entailment")),
-    TaskSpec("rte", ("sentence1", "sentence2"), 2, label_names=("entailment", "not_entailment")),
-    TaskSpec("wnli", ("sentence1", "sentence2"), 2, label_names=("not_entailment", "entailment")),
-    TaskSpec("rt", ("sentence", None), 2, source="offline", stand_in_for="sst2",
-             label_names=("negative", "positive")),
-    TaskSpec("snli", ("premise", "hypothesis"), 3, source="offline", stand_in_for="mnli",
-             label_names=NLI_LABELS),
-)}
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec("cola", ("sentence", None), 2, label_names=("unacceptable", "acceptable")),
+        TaskSpec("sst2", ("sentence", None), 2, label_names=("negative", "positive")),
+        TaskSpec("mrpc", ("sentence1", "sentence2"), 2, label_names=("not_equivalent", "equivalent")),
+        TaskSpec("qqp", ("question1", "question2"), 2, label_names=("not_duplicate", "duplicate")),
+        TaskSpec("stsb", ("sentence1", "sentence2"), 1),
+        TaskSpec(
+            "mnli",
+            ("premise", "hypothesis"),
+            3,
+            eval_splits=("validation_matched", "validation_mismatched"),
+            label_names=NLI_LABELS,
+        ),
+        TaskSpec("qnli", ("question", "sentence"), 2, label_names=("entailment", "not_entailment")),
+        TaskSpec("rte", ("sentence1", "sentence2"), 2, label_names=("entailment", "not_entailment")),
+        TaskSpec("wnli", ("sentence1", "sentence2"), 2, label_names=("not_entailment", "entailment")),
+        TaskSpec(
+            "rt", ("sentence", None), 2, source="offline", stand_in_for="sst2", label_names=("negative", "positive")
+        ),
+        TaskSpec("snli", ("premise", "hypothesis"), 3, source="offline", stand_in_for="mnli", label_names=NLI_LABELS),
+    )
+}
 # HF run_glue's table, derived from TASKS so the two never disagree.
 TASK_TO_KEYS: dict[str, tuple[str, str | None]] = {name: spec.keys for name, spec in TASKS.items()}
 GLUE_TASKS = tuple(n for n, s in TASKS.items() if s.source == "glue")
@@ -104,8 +113,9 @@ def get_task(name: str) -> TaskSpec:
 
         close = difflib.get_close_matches(str(name), TASKS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown task {name!r}; pick one of {sorted(TASKS)} (offline: {list(OFFLINE_TASKS)}).{hint}") \
-            from None
+        raise ValueError(
+            f"Unknown task {name!r}; pick one of {sorted(TASKS)} (offline: {list(OFFLINE_TASKS)}).{hint}"
+        ) from None
 
 
 def _read_rt() -> datasets.DatasetDict:
@@ -132,7 +142,8 @@ def _read_snli() -> datasets.DatasetDict:
     # The 100k train subset trains; SNLI's own test file (never trained on) is the dev set.
     return datasets.DatasetDict(
         train=convert(datasets.load_dataset("json", data_files=str(files["train"]), split="train")),
-        validation=convert(datasets.load_dataset("json", data_files=str(files["test"]), split="train")))
+        validation=convert(datasets.load_dataset("json", data_files=str(files["test"]), split="train")),
+    )
 
 
 def _read_glue(spec: TaskSpec, glue_source: str) -> datasets.DatasetDict:
@@ -163,8 +174,9 @@ def sample(ds: datasets.Dataset, n: int | None, seed: int = SPLIT_SEED) -> datas
     return ds.shuffle(seed=seed).select(range(n))
 
 
-def load_task(name: str, max_train_samples: int | None = None, max_eval_samples: int | None = None,
-              glue_source: str = GLUE_HUB) -> datasets.DatasetDict:
+def load_task(
+    name: str, max_train_samples: int | None = None, max_eval_samples: int | None = None, glue_source: str = GLUE_HUB
+) -> datasets.DatasetDict:
     """Train split and eval split(s) of a task, keeping only its text column(s) and ``label``.
 
     ``glue_source`` is the hub name of GLUE or a local folder laid out like it. The samples
@@ -195,8 +207,9 @@ def task_columns(ds: datasets.Dataset, task: str | TaskSpec) -> tuple[list[str],
     return list(ds[first]), (list(ds[second]) if second else None), list(ds["label"])
 
 
-def tokenize_split(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, task: str | TaskSpec,
-                   max_length: int) -> datasets.Dataset:
+def tokenize_split(
+    ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, task: str | TaskSpec, max_length: int
+) -> datasets.Dataset:
     """Tokenized split (no padding: the collator pads each batch), with ``labels``; texts dropped."""
     spec = task if isinstance(task, TaskSpec) else get_task(task)
     first, second = spec.keys
@@ -205,8 +218,9 @@ def tokenize_split(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, tas
         args = (batch[first],) if second is None else (batch[first], batch[second])
         return tokenizer(*args, truncation=True, max_length=max_length)
 
-    encoded = ds.map(encode, batched=True, remove_columns=[c for c in ds.column_names if c != "label"],
-                     desc=f"tokenize {spec.name}")
+    encoded = ds.map(
+        encode, batched=True, remove_columns=[c for c in ds.column_names if c != "label"], desc=f"tokenize {spec.name}"
+    )
     return encoded.rename_column("label", "labels")
 
 
@@ -217,7 +231,16 @@ def describe_tasks(names: Sequence[str]) -> "pd.DataFrame":  # noqa: F821 - pand
     rows = []
     for name in names:
         s = get_task(name)
-        rows.append({"task": s.name, "text": s.keys[0], "text_pair": s.keys[1] or "", "num_labels": s.num_labels,
-                     "metric": s.metric, "eval_splits": " ".join(s.eval_splits), "source": s.source,
-                     "stand_in_for": s.stand_in_for or ""})
+        rows.append(
+            {
+                "task": s.name,
+                "text": s.keys[0],
+                "text_pair": s.keys[1] or "",
+                "num_labels": s.num_labels,
+                "metric": s.metric,
+                "eval_splits": " ".join(s.eval_splits),
+                "source": s.source,
+                "stand_in_for": s.stand_in_for or "",
+            }
+        )
     return pd.DataFrame(rows)

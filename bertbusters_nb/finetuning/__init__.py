@@ -7,15 +7,39 @@ processes under ``accelerate launch``). ``cli``: the command line (``python -m b
 Every name the old single module ``finetuning.py`` had is importable from here, e.g.
 ``from bertbusters_nb.finetuning import FinetuneSettings, finetune``.
 """
+
 from __future__ import annotations
 
-from .cache import (CACHE_ENV, FORMAT_VERSION, MANIFEST, CacheWarning, cache_key, check_entry, default_cache_dir,
-                    entry_path, model_fingerprint)
+from .cache import (
+    CACHE_ENV,
+    FORMAT_VERSION,
+    MANIFEST,
+    CacheWarning,
+    cache_key,
+    check_entry,
+    default_cache_dir,
+    entry_path,
+    model_fingerprint,
+)
 from .cli import build_parser, main
 from .settings import NOT_IN_KEY, FinetuneSettings
-from .trainer import FinetuneResult, _last_complete_checkpoint, finetune, per_device_batch_size
+from .trainer import FinetuneResult, finetune, per_device_batch_size
 
-__all__ = ["CACHE_ENV", "FORMAT_VERSION", "MANIFEST", "NOT_IN_KEY", "CacheWarning", "FinetuneResult",
-           "FinetuneSettings", "cache_key", "check_entry", "default_cache_dir", "entry_path", "finetune",
-           "model_fingerprint", "per_device_batch_size", "build_parser", "main"]
-
+__all__ = [
+    "CACHE_ENV",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "NOT_IN_KEY",
+    "CacheWarning",
+    "FinetuneResult",
+    "FinetuneSettings",
+    "cache_key",
+    "check_entry",
+    "default_cache_dir",
+    "entry_path",
+    "finetune",
+    "model_fingerprint",
+    "per_device_batch_size",
+    "build_parser",
+    "main",
+]

@@ -1,4 +1,5 @@
 """``python -m bertbusters_nb.finetuning`` (see ``finetuning.cli``; also under ``accelerate launch -m``)."""
+
 import sys
 
 from .cli import main

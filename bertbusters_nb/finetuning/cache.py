@@ -5,6 +5,7 @@ settings and a SHA-256 of every file. It is written through ``atomic.atomic_fold
 renamed into place), so it is complete or absent; ``check_entry`` says what is wrong with one that does not
 check out, and the caller recomputes it with a ``CacheWarning``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,12 +41,23 @@ def default_cache_dir() -> Path:
 def cache_key(model: str | os.PathLike, task: str, settings: FinetuneSettings, glue_source: str = GLUE_HUB) -> dict:
     """Everything that decides the fine-tuned weights, as a JSON-able dict (hashed for the folder name)."""
     spec = get_task(task)
-    return {"format": FORMAT_VERSION, "model": str(model), "weights": weights_fingerprint(model), "task": spec.name,
-            "data": "offline-assets" if spec.source == "offline" else glue_source, **settings.key_fields()}
+    return {
+        "format": FORMAT_VERSION,
+        "model": str(model),
+        "weights": weights_fingerprint(model),
+        "task": spec.name,
+        "data": "offline-assets" if spec.source == "offline" else glue_source,
+        **settings.key_fields(),
+    }
 
 
-def entry_path(model: str | os.PathLike, task: str, settings: FinetuneSettings,
-               cache_dir: str | os.PathLike | None = None, glue_source: str = GLUE_HUB) -> Path:
+def entry_path(
+    model: str | os.PathLike,
+    task: str,
+    settings: FinetuneSettings,
+    cache_dir: str | os.PathLike | None = None,
+    glue_source: str = GLUE_HUB,
+) -> Path:
     """The cache folder of (model, task, settings): ``<cache_dir>/<task>-<model>-<hash>``."""
     key = cache_key(model, task, settings, glue_source)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

@@ -5,6 +5,7 @@ built by transformers' ``HfArgumentParser`` from two dataclasses: ``FinetuneComm
 to cache it) and ``FinetuneSettings`` (how), so a new setting gets its flag and help text with no parser code.
 Prints the cache entry's folder.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,9 @@ class FinetuneCommand:
 
     model: str = field(metadata={"help": "alias (minilm, bbmini), local folder or hub name"})
     task: str = field(metadata={"help": "task name, e.g. rt, snli, mnli, sst2"})
-    cache_dir: str | None = field(default=None,
-                                  metadata={"help": f"cache folder (default ${CACHE_ENV} or ~/.cache/...)"})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": f"cache folder (default ${CACHE_ENV} or ~/.cache/...)"}
+    )
     glue_source: str = field(default=GLUE_HUB, metadata={"help": "GLUE hub name or a local copy of it"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps ..."})
     recompute: bool = field(default=False, metadata={"help": "train again even when a cached entry exists"})
@@ -37,9 +39,11 @@ class FinetuneCommand:
 
 def build_parser(prog: str = PROG) -> HfArgumentParser:
     """The fine-tuning command line: every field of FinetuneCommand and FinetuneSettings is a ``--flag``."""
-    return HfArgumentParser((FinetuneCommand, FinetuneSettings), prog=prog,
-                            description="Fine-tune an encoder on a classification task with the Hugging Face "
-                                        "``Trainer``, cached.")
+    return HfArgumentParser(
+        (FinetuneCommand, FinetuneSettings),
+        prog=prog,
+        description="Fine-tune an encoder on a classification task with the Hugging Face ``Trainer``, cached.",
+    )
 
 
 def parse(argv: list[str] | None = None, prog: str = PROG) -> tuple[FinetuneCommand, FinetuneSettings]:
@@ -51,8 +55,9 @@ def parse(argv: list[str] | None = None, prog: str = PROG) -> tuple[FinetuneComm
         ('rt', 2.0)
     """
     parser = build_parser(prog)
-    command, settings, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True,
-                                                                    look_for_args_file=False)
+    command, settings, unknown = parser.parse_args_into_dataclasses(
+        argv, return_remaining_strings=True, look_for_args_file=False
+    )
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return command, settings
@@ -62,7 +67,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Fine-tune (or reuse the cached fine-tune) and print the cache entry's folder."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     command, settings = parse(argv, prog)
-    result = finetune(command.model, command.task, settings, cache_dir=command.cache_dir, device=command.device,
-                      glue_source=command.glue_source, recompute=command.recompute)
+    result = finetune(
+        command.model,
+        command.task,
+        settings,
+        cache_dir=command.cache_dir,
+        device=command.device,
+        glue_source=command.glue_source,
+        recompute=command.recompute,
+    )
     print(result.path)
     return 0

@@ -3,6 +3,7 @@
 Defaults are the follow-up's GLUE protocol (Puccetti et al. 2022). ``__post_init__`` refuses bad values with
 the field named, so a bad setting fails before any data is read or any model loaded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,23 +47,33 @@ class FinetuneSettings:
     checkpoint_steps: int = field(default=500, metadata={"help": "resumable checkpoint every N steps (0: never)"})
 
     def __post_init__(self):
-        positive = {"epochs": self.epochs, "learning_rate": self.learning_rate, "batch_size": self.batch_size,
-                    "max_length": self.max_length, "gradient_accumulation_steps": self.gradient_accumulation_steps,
-                    "eval_batch_size": self.eval_batch_size}
+        positive = {
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "eval_batch_size": self.eval_batch_size,
+        }
         bad = {k: v for k, v in positive.items() if isinstance(v, bool) or not v > 0}
         for name in ("max_train_samples", "max_eval_samples", "max_steps"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 bad[name] = value
         if self.weight_decay < 0 or not 0 <= self.warmup_ratio < 1 or self.checkpoint_steps < 0:
-            bad.update(weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio,
-                       checkpoint_steps=self.checkpoint_steps)
+            bad.update(
+                weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio, checkpoint_steps=self.checkpoint_steps
+            )
         if bad:
-            raise ValueError(f"Invalid fine-tuning settings {bad}: sizes, steps and rates must be positive "
-                             f"(samples/steps may be None), warmup_ratio in [0, 1), weight_decay >= 0.")
+            raise ValueError(
+                f"Invalid fine-tuning settings {bad}: sizes, steps and rates must be positive "
+                f"(samples/steps may be None), warmup_ratio in [0, 1), weight_decay >= 0."
+            )
         if self.batch_size % self.gradient_accumulation_steps:
-            raise ValueError(f"batch_size {self.batch_size} is not a multiple of gradient_accumulation_steps "
-                             f"{self.gradient_accumulation_steps}.")
+            raise ValueError(
+                f"batch_size {self.batch_size} is not a multiple of gradient_accumulation_steps "
+                f"{self.gradient_accumulation_steps}."
+            )
 
     def key_fields(self) -> dict:
         """The settings that change the trained weights (the cache key's share)."""

@@ -11,6 +11,7 @@ Command line (also under ``accelerate launch -m`` / ``torchrun -m``)::
 
     python -m bertbusters_nb.finetuning --model minilm --task rt --epochs 2 --max_train_samples 2000
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -83,8 +84,10 @@ def per_device_batch_size(settings: FinetuneSettings, world_size: int | None = N
     world = _world_size() if world_size is None else world_size
     per_device, remainder = divmod(settings.batch_size, world * settings.gradient_accumulation_steps)
     if remainder or per_device < 1:
-        raise ValueError(f"batch_size {settings.batch_size} does not split over {world} process(es) x "
-                         f"{settings.gradient_accumulation_steps} accumulation step(s); pick a multiple.")
+        raise ValueError(
+            f"batch_size {settings.batch_size} does not split over {world} process(es) x "
+            f"{settings.gradient_accumulation_steps} accumulation step(s); pick a multiple."
+        )
     return per_device
 
 
@@ -95,20 +98,42 @@ def _training_arguments(settings: FinetuneSettings, work_dir: Path, device: str 
     use_cpu = str(device) == "cpu" or not torch.cuda.is_available()
     bf16 = not use_cpu and torch.cuda.is_bf16_supported()
     return TrainingArguments(
-        output_dir=str(work_dir), num_train_epochs=settings.epochs, max_steps=settings.max_steps or -1,
-        learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
-        warmup_steps=settings.warmup_ratio, lr_scheduler_type="linear",
-        per_device_train_batch_size=per_device, per_device_eval_batch_size=settings.eval_batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps, seed=settings.seed,
-        eval_strategy="no", save_strategy="steps" if settings.checkpoint_steps else "no",
-        save_steps=settings.checkpoint_steps or 500, save_total_limit=1,
-        logging_strategy="steps", logging_steps=10, report_to="none", disable_tqdm=not progress,
+        output_dir=str(work_dir),
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps or -1,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        warmup_steps=settings.warmup_ratio,
+        lr_scheduler_type="linear",
+        per_device_train_batch_size=per_device,
+        per_device_eval_batch_size=settings.eval_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        seed=settings.seed,
+        eval_strategy="no",
+        save_strategy="steps" if settings.checkpoint_steps else "no",
+        save_steps=settings.checkpoint_steps or 500,
+        save_total_limit=1,
+        logging_strategy="steps",
+        logging_steps=10,
+        report_to="none",
+        disable_tqdm=not progress,
         train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
-        use_cpu=use_cpu, bf16=bf16, dataloader_num_workers=0)
+        use_cpu=use_cpu,
+        bf16=bf16,
+        dataloader_num_workers=0,
+    )
 
 
-def _train(model_name: str, spec: TaskSpec, settings: FinetuneSettings, final: Path, key: dict,
-           device: str | None, glue_source: str, progress: bool) -> None:
+def _train(
+    model_name: str,
+    spec: TaskSpec,
+    settings: FinetuneSettings,
+    final: Path,
+    key: dict,
+    device: str | None,
+    glue_source: str,
+    progress: bool,
+) -> None:
     """Train and write the cache entry atomically (main process), resuming from a checkpoint when one exists."""
     from transformers import DataCollatorWithPadding, Trainer, set_seed
 
@@ -121,8 +146,13 @@ def _train(model_name: str, spec: TaskSpec, settings: FinetuneSettings, final: P
     train = tokenize_split(data[spec.train_split], tokenizer, spec, settings.max_length)
     work_dir = final.parent / f".work-{final.name}"
     args = _training_arguments(settings, work_dir, device, progress)
-    trainer = Trainer(model=model.train(), args=args, train_dataset=train, processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer))
+    trainer = Trainer(
+        model=model.train(),
+        args=args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
     resume = _last_complete_checkpoint(work_dir)
     if resume:
         log.info("resuming fine-tuning from %s", resume)
@@ -131,20 +161,44 @@ def _train(model_name: str, spec: TaskSpec, settings: FinetuneSettings, final: P
     seconds = time.perf_counter() - start
     if trainer.is_world_process_zero():
         losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
-        write_entry(trainer.model, tokenizer, final, {
-            "key": key, "settings": dataclasses.asdict(settings), "task": spec.name, "model": model_name,
-            "train": {"seconds": seconds, "steps": trainer.state.global_step, "examples": len(train),
-                      "train_loss": output.training_loss, "loss_history": losses, "resumed_from": resume,
-                      "processes": _world_size(), "device": str(args.device), "bf16": args.bf16},
-            "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
-        })
+        write_entry(
+            trainer.model,
+            tokenizer,
+            final,
+            {
+                "key": key,
+                "settings": dataclasses.asdict(settings),
+                "task": spec.name,
+                "model": model_name,
+                "train": {
+                    "seconds": seconds,
+                    "steps": trainer.state.global_step,
+                    "examples": len(train),
+                    "train_loss": output.training_loss,
+                    "loss_history": losses,
+                    "resumed_from": resume,
+                    "processes": _world_size(),
+                    "device": str(args.device),
+                    "bf16": args.bf16,
+                },
+                "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
+            },
+        )
         shutil.rmtree(work_dir, ignore_errors=True)
     _barrier()
 
 
-def finetune(model: str | os.PathLike, task: str, settings: FinetuneSettings | None = None, *,
-             cache_dir: str | os.PathLike | None = None, device: str | None = "auto",
-             glue_source: str = GLUE_HUB, progress: bool = True, recompute: bool = False) -> FinetuneResult:
+def finetune(
+    model: str | os.PathLike,
+    task: str,
+    settings: FinetuneSettings | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | None = "auto",
+    glue_source: str = GLUE_HUB,
+    progress: bool = True,
+    recompute: bool = False,
+) -> FinetuneResult:
     """Fine-tuned ``model`` (alias, folder or hub name) on ``task``: from the cache, or trained and cached.
 
     Example:
@@ -161,8 +215,9 @@ def finetune(model: str | os.PathLike, task: str, settings: FinetuneSettings | N
     else:
         problem = check_entry(final, key) if final.exists() else "absent"
         if problem not in (None, "absent"):
-            warnings.warn(f"The cached fine-tune {final} is unusable ({problem}); recomputing it.", CacheWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"The cached fine-tune {final} is unusable ({problem}); recomputing it.", CacheWarning, stacklevel=2
+            )
             log.warning("cached fine-tune %s unusable (%s); recomputing", final, problem)
     reused = problem is None
     if not reused:

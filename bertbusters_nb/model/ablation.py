@@ -5,6 +5,7 @@ raises (KeyboardInterrupt included) and when blocks nest: the original values of
 the touched entries are saved before the edit and copied back after, so the model is
 restored bit for bit without reloading it from disk.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,11 +13,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
 
 import torch
-
 from torch import nn
 
 from .hooks import Trace
-from .norms import NormSite, _eval_mode, _first, _Tracer, disabled_fill, find_norm_sites, select_sites
+from .norms import NormSite, _eval_mode, _first, _Tracer, disabled_fill, select_sites
 
 Mode = Literal["zero", "mean"]
 MODES = ("zero", "mean")
@@ -29,8 +29,13 @@ def validate_dims(dims: Iterable[int], size: int) -> list[int]:
     dims = list(dims)
     if not dims:
         raise ValueError("dims is empty: pass at least one hidden dimension to disable.")
-    bad_type = [d for d in dims if isinstance(d, bool) or not isinstance(d, (int,)) and not (
-        hasattr(d, "__index__") and not isinstance(d, float))]
+    bad_type = [
+        d
+        for d in dims
+        if isinstance(d, bool)
+        or not isinstance(d, (int,))
+        and not (hasattr(d, "__index__") and not isinstance(d, float))
+    ]
     if bad_type:
         raise TypeError(f"dims must be integers; got {bad_type}. Convert them with int(...).")
     dims = [int(d) for d in dims]
@@ -59,7 +64,9 @@ def disabled_dims(sites: Sequence[NormSite], dims: Iterable[int], mode: Mode = "
     """
     sites = list(sites)
     if not sites:
-        raise ValueError("No norm sites selected: pick roles/layers that exist (see sites_table(find_norm_sites(model))).")
+        raise ValueError(
+            "No norm sites selected: pick roles/layers that exist (see sites_table(find_norm_sites(model)))."
+        )
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; pick one of {MODES}.")
     sizes = {s.size for s in sites}
@@ -139,8 +146,10 @@ class Condition:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"Condition.from_dict: unknown keys {unknown}; a condition has {sorted(known)} "
-                             f"(pass what Condition.to_dict() wrote).")
+            raise ValueError(
+                f"Condition.from_dict: unknown keys {unknown}; a condition has {sorted(known)} "
+                f"(pass what Condition.to_dict() wrote)."
+            )
         if "name" not in data:
             raise ValueError("Condition.from_dict: 'name' is missing (pass what Condition.to_dict() wrote).")
         return cls(**data)  # __post_init__ turns the lists back into tuples
@@ -175,8 +184,11 @@ def verify_sites(model: nn.Module, sites: Sequence[NormSite], dim: int = 1) -> l
     zeroed, other dims bit-identical. Sites without affine parameters must refuse the ablation.
     Empty list: every site verified."""
     tracer = _Tracer(model, {}, {}, {}, {})
-    with Trace(model, {site.name: site.module for site in sites}, retain_input=True, retain_output=False) as trace, \
-            torch.no_grad(), _eval_mode(model):
+    with (
+        Trace(model, {site.name: site.module for site in sites}, retain_input=True, retain_output=False) as trace,
+        torch.no_grad(),
+        _eval_mode(model),
+    ):
         model(**tracer._kwargs())
     # the first call's input of each site that ran
     inputs = {r.name: (r.calls[0].args, r.calls[0].kwargs) for r in trace.records.values() if r.calls}
@@ -202,6 +214,8 @@ def verify_sites(model: nn.Module, sites: Sequence[NormSite], dim: int = 1) -> l
         want = before.clone()
         want[..., d] = 0
         if not torch.allclose(after.float(), want.float(), atol=1e-6, rtol=0):
-            problems.append(f"{site.name} ({site.role}): disabling dim {d} != zeroing it in the output "
-                            f"(max diff {float((after - want).abs().max()):.3g})")
+            problems.append(
+                f"{site.name} ({site.role}): disabling dim {d} != zeroing it in the output "
+                f"(max diff {float((after - want).abs().max()):.3g})"
+            )
     return problems

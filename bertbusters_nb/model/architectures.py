@@ -11,6 +11,7 @@ Outcomes: ``covered`` (sites found, roles traced, every site verified), ``layout
 ``NormLayoutError`` saying what was seen), ``wrong`` (a site failed verification: a bug),
 ``not-buildable`` (the tiny config or model cannot be built offline / needs extra packages).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,26 +29,73 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TINY_SIZES = {
-    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
-    "intermediate_size": 64, "vocab_size": 128, "head_dim": 16,
-    "encoder_layers": 2, "decoder_layers": 2, "num_decoder_layers": 2, "num_encoder_layers": 2,
-    "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
-    "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32, "num_experts": 4, "n_routed_experts": 4,
-    "num_local_experts": 4, "num_experts_per_tok": 2, "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1,
-    "d_ff": 64, "d_kv": 16, "d_inner": 64, "ffn_dim": 64, "n_inner": 64,
-    "max_position_embeddings": 64, "max_window_layers": 2, "sliding_window": 16,
-    "kv_lora_rank": 16, "q_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16,
-    "embedding_size": 32, "projection_dim": 32, "num_hidden_groups": 1,
-    "state_size": 8, "time_step_rank": 4, "conv_kernel": 4, "expand": 2, "mamba_d_state": 8,
-    "mamba_n_heads": 4, "mamba_d_head": 16, "ssm_state_size": 8, "linear_num_key_heads": 2,
-    "linear_num_value_heads": 2, "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "intermediate_size": 64,
+    "vocab_size": 128,
+    "head_dim": 16,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "num_decoder_layers": 2,
+    "num_encoder_layers": 2,
+    "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 32,
+    "num_experts": 4,
+    "n_routed_experts": 4,
+    "num_local_experts": 4,
+    "num_experts_per_tok": 2,
+    "first_k_dense_replace": 1,
+    "n_group": 1,
+    "topk_group": 1,
+    "d_ff": 64,
+    "d_kv": 16,
+    "d_inner": 64,
+    "ffn_dim": 64,
+    "n_inner": 64,
+    "max_position_embeddings": 64,
+    "max_window_layers": 2,
+    "sliding_window": 16,
+    "kv_lora_rank": 16,
+    "q_lora_rank": 16,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 16,
+    "embedding_size": 32,
+    "projection_dim": 32,
+    "num_hidden_groups": 1,
+    "state_size": 8,
+    "time_step_rank": 4,
+    "conv_kernel": 4,
+    "expand": 2,
+    "mamba_d_state": 8,
+    "mamba_n_heads": 4,
+    "mamba_d_head": 16,
+    "ssm_state_size": 8,
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 2,
+    "linear_key_head_dim": 16,
+    "linear_value_head_dim": 16,
 }
 # Sizes a config class may leave None although its model needs them (Ministral's head_dim, ESM's vocab_size, ...).
 UNSET_SIZES = ("head_dim", "num_key_value_heads", "vocab_size", "num_experts_per_tok")
 MAX_PARAMS = 3_000_000  # a type whose tiny config is larger than this is recorded as not buildable
 # Which layer-count attributes a config may carry (any that exist are shrunk to 2).
-LAYER_ATTRS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers",
-               "num_decoder_layers", "num_encoder_layers")
+LAYER_ATTRS = (
+    "num_hidden_layers",
+    "num_layers",
+    "n_layer",
+    "n_layers",
+    "encoder_layers",
+    "decoder_layers",
+    "num_decoder_layers",
+    "num_encoder_layers",
+)
 
 
 def mapped_types() -> dict[str, list[str]]:
@@ -55,9 +103,11 @@ def mapped_types() -> dict[str, list[str]]:
     from transformers.models.auto import modeling_auto as ma
 
     out: dict[str, list[str]] = {}
-    for label, mapping in (("masked-lm", ma.MODEL_FOR_MASKED_LM_MAPPING_NAMES),
-                           ("causal-lm", ma.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES),
-                           ("seq2seq", ma.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES)):
+    for label, mapping in (
+        ("masked-lm", ma.MODEL_FOR_MASKED_LM_MAPPING_NAMES),
+        ("causal-lm", ma.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES),
+        ("seq2seq", ma.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES),
+    ):
         for model_type in mapping:
             out.setdefault(model_type, []).append(label)
     return dict(sorted(out.items()))
@@ -85,7 +135,9 @@ def _shrink(config, depth: int = 0) -> None:
     if isinstance(getattr(config, "rotary_dim", None), int):
         with contextlib.suppress(Exception):
             config.rotary_dim = 8
-    if isinstance(getattr(config, "qk_rope_head_dim", None), int) and isinstance(getattr(config, "head_dim", None), int):
+    if isinstance(getattr(config, "qk_rope_head_dim", None), int) and isinstance(
+        getattr(config, "head_dim", None), int
+    ):
         with contextlib.suppress(Exception):
             config.head_dim = config.qk_rope_head_dim
     if isinstance(getattr(config, "block_sizes", None), (list, tuple)):  # Funnel: layers per pooling block
@@ -110,13 +162,18 @@ def tiny_model(model_type: str, head: str) -> torch.nn.Module:
 
     config = T.AutoConfig.for_model(model_type)
     _shrink(config)
-    auto = {"masked-lm": T.AutoModelForMaskedLM, "causal-lm": T.AutoModelForCausalLM,
-            "seq2seq": T.AutoModelForSeq2SeqLM}[head]
+    auto = {
+        "masked-lm": T.AutoModelForMaskedLM,
+        "causal-lm": T.AutoModelForCausalLM,
+        "seq2seq": T.AutoModelForSeq2SeqLM,
+    }[head]
     with torch.device("meta"):
         n_params = sum(p.numel() for p in auto.from_config(config).parameters())
     if n_params > MAX_PARAMS:
-        raise ValueError(f"the shrunk config still has {n_params / 1e6:.1f}M parameters (limit "
-                         f"{MAX_PARAMS / 1e6:.0f}M): sizes this sweep does not know how to shrink")
+        raise ValueError(
+            f"the shrunk config still has {n_params / 1e6:.1f}M parameters (limit "
+            f"{MAX_PARAMS / 1e6:.0f}M): sizes this sweep does not know how to shrink"
+        )
     torch.manual_seed(0)
     return auto.from_config(config).float().eval()
 
@@ -135,8 +192,10 @@ class Outcome:
 def _role_summary(sites) -> tuple[str, str]:
     counts = Counter((s.stack, s.role) for s in sites)
     roles = ", ".join(f"{stack[:3]}:{role}×{n}" for (stack, role), n in counts.items())
-    layers = ", ".join(f"{stack}={1 + max(s.layer for s in sites if s.stack == stack and s.layer is not None)}"
-                       for stack in sorted({s.stack for s in sites if s.layer is not None}))
+    layers = ", ".join(
+        f"{stack}={1 + max(s.layer for s in sites if s.stack == stack and s.layer is not None)}"
+        for stack in sorted({s.stack for s in sites if s.layer is not None})
+    )
     return roles, layers
 
 
@@ -147,14 +206,22 @@ def check_type(model_type: str, head: str) -> Outcome:
 
     start = time.perf_counter()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
-                contextlib.redirect_stdout(io.StringIO()):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stderr(io.StringIO()),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             warnings.simplefilter("ignore")
             model = tiny_model(model_type, head)
             _plain_forward(model)
     except Exception as exc:  # noqa: BLE001 - recorded, not hidden
-        return Outcome(model_type, head, "not-buildable", f"{type(exc).__name__}: {_short(exc)}",
-                       seconds=time.perf_counter() - start)
+        return Outcome(
+            model_type,
+            head,
+            "not-buildable",
+            f"{type(exc).__name__}: {_short(exc)}",
+            seconds=time.perf_counter() - start,
+        )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -164,15 +231,16 @@ def check_type(model_type: str, head: str) -> Outcome:
     except NormLayoutError as exc:
         return Outcome(model_type, head, "layout-error", _short(exc), seconds=time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - a crash of the finder is a bug, shown as such
-        return Outcome(model_type, head, "wrong", f"crash {type(exc).__name__}: {_short(exc)}",
-                       seconds=time.perf_counter() - start)
+        return Outcome(
+            model_type, head, "wrong", f"crash {type(exc).__name__}: {_short(exc)}", seconds=time.perf_counter() - start
+        )
     roles, layers = _role_summary(sites)
     if problems:
-        return Outcome(model_type, head, "wrong", "; ".join(problems[:3]), roles, layers,
-                       time.perf_counter() - start)
+        return Outcome(model_type, head, "wrong", "; ".join(problems[:3]), roles, layers, time.perf_counter() - start)
     note = f"; {_short(not_run[0], 200)}" if not_run else ""
-    return Outcome(model_type, head, "covered", f"{len(sites)} sites verified{note}", roles, layers,
-                   time.perf_counter() - start)
+    return Outcome(
+        model_type, head, "covered", f"{len(sites)} sites verified{note}", roles, layers, time.perf_counter() - start
+    )
 
 
 def _plain_forward(model: torch.nn.Module) -> None:
@@ -183,8 +251,9 @@ def _plain_forward(model: torch.nn.Module) -> None:
         try:
             model(**_Tracer(model, {}, {}, {}, {})._kwargs())
         except Exception as exc:  # noqa: BLE001
-            raise RuntimeError(f"the tiny model does not run on input_ids alone ({type(exc).__name__}: "
-                               f"{_short(exc, 150)})") from exc
+            raise RuntimeError(
+                f"the tiny model does not run on input_ids alone ({type(exc).__name__}: {_short(exc, 150)})"
+            ) from exc
 
 
 def _short(exc: BaseException, n: int = 300) -> str:

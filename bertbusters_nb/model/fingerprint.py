@@ -12,6 +12,7 @@ the fine-tuning cache have always used, so existing caches stay valid):
 
 A bit-exact snapshot for restoration asserts is a different thing: ``ablation.state_fingerprint``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,9 +41,16 @@ def model_fingerprint(model: torch.nn.Module, sites: Sequence[NormSite]) -> str:
     config = getattr(model, "config", None)
     digest.update(type(model).__name__.encode())
     if config is not None:
-        digest.update(json.dumps({k: str(v) for k, v in sorted(config.to_dict().items())
-                                  if k not in ("transformers_version", "_name_or_path", "dtype", "torch_dtype")},
-                                 sort_keys=True).encode())
+        digest.update(
+            json.dumps(
+                {
+                    k: str(v)
+                    for k, v in sorted(config.to_dict().items())
+                    if k not in ("transformers_version", "_name_or_path", "dtype", "torch_dtype")
+                },
+                sort_keys=True,
+            ).encode()
+        )
     for name, param in model.named_parameters():  # names, shapes and a few values (tells random inits apart)
         digest.update(f"{name}{tuple(param.shape)}".encode())
         digest.update(param.detach().flatten()[:8].float().cpu().numpy().round(6).tobytes())

@@ -12,6 +12,7 @@ Example:
     >>> folder = converted_folder(assets.smollm2_gguf())   # doctest: +SKIP
     >>> AutoModelForCausalLM.from_pretrained(folder)       # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..data import assets
 from ..atomic import atomic_write_json, read_json
+from ..data import assets
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +70,21 @@ def _check_readable(gguf: Path) -> None:
     with open(gguf, "rb") as handle:
         magic = handle.read(4)
     if magic != b"GGUF":
-        raise GGUFError(f"{gguf} is not a GGUF file (it does not start with the bytes 'GGUF'); pass a llama.cpp "
-                        f".gguf checkpoint or a model folder written by save_pretrained().")
+        raise GGUFError(
+            f"{gguf} is not a GGUF file (it does not start with the bytes 'GGUF'); pass a llama.cpp "
+            f".gguf checkpoint or a model folder written by save_pretrained()."
+        )
     try:
         import gguf  # noqa: F401  (transformers needs it to read the file)
     except ImportError:
-        raise GGUFError(f"Reading {gguf.name} needs the 'gguf' package: run `make setup` "
-                        f"(or `pip install {GGUF_PIN}`).") from None
+        raise GGUFError(
+            f"Reading {gguf.name} needs the 'gguf' package: run `make setup` (or `pip install {GGUF_PIN}`)."
+        ) from None
 
 
-def converted_folder(gguf: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
-                     progress: bool = False) -> Path:
+def converted_folder(
+    gguf: str | os.PathLike, cache_dir: str | os.PathLike | None = None, progress: bool = False
+) -> Path:
     """The safetensors folder of ``gguf`` (causal-LM weights, config and tokenizer), converting it once.
 
     Example:
@@ -101,8 +106,10 @@ def converted_folder(gguf: str | os.PathLike, cache_dir: str | os.PathLike | Non
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp"))
     try:
         _convert(gguf, tmp, progress)
-        atomic_write_json(tmp / SOURCE_FILE, {"gguf": str(gguf), "name": gguf.name, "bytes": gguf.stat().st_size,
-                                              "sha256": sha, "converter": GGUF_PIN})
+        atomic_write_json(
+            tmp / SOURCE_FILE,
+            {"gguf": str(gguf), "name": gguf.name, "bytes": gguf.stat().st_size, "sha256": sha, "converter": GGUF_PIN},
+        )
         for f in [tmp, *tmp.iterdir()]:  # readable like any cache folder (mkdtemp/mkstemp make them private)
             os.chmod(f, 0o755 if f.is_dir() else 0o644)
         if final.exists():  # stale, or written meanwhile by another process
@@ -143,9 +150,10 @@ def _convert(gguf: Path, out: Path, progress: bool) -> None:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GGUFError(f"transformers could not read {gguf.name} ({type(exc).__name__}: {first[:200]}); only "
-                        f"architectures transformers supports in GGUF (llama, mistral, qwen2, gpt2, ...) load.") \
-            from None
+        raise GGUFError(
+            f"transformers could not read {gguf.name} ({type(exc).__name__}: {first[:200]}); only "
+            f"architectures transformers supports in GGUF (llama, mistral, qwen2, gpt2, ...) load."
+        ) from None
     finally:
         if not progress:
             transformers.logging.enable_progress_bar()

@@ -20,6 +20,7 @@ kept, ``out is other_out`` works) unless ``detach`` or ``clone`` asks for copies
 hook time, so a later in-place change by the model (Falcon's ``mlp_output += attention_output``)
 cannot alter what was kept.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -57,8 +58,10 @@ class Call:
             return self.args[0]
         if torch.is_tensor(self.kwargs.get("hidden_states")):
             return self.kwargs["hidden_states"]
-        raise LookupError("this call had no tensor as first positional input nor a hidden_states= tensor "
-                          "(or the trace did not keep inputs: pass retain_input=True).")
+        raise LookupError(
+            "this call had no tensor as first positional input nor a hidden_states= tensor "
+            "(or the trace did not keep inputs: pass retain_input=True)."
+        )
 
 
 @dataclass
@@ -193,6 +196,7 @@ class Trace:
                 call.args, call.kwargs = (), {}
             self._open.setdefault(name, []).append((call, args, kwargs))
             return None if new is None else (args, kwargs)  # None: the module gets its inputs untouched
+
         return hook
 
     def _post(self, name: str):
@@ -217,6 +221,7 @@ class Trace:
                 self.stopped = True
                 raise _StopForward(self)
             return None if new is None else output  # None: the module's own output goes on
+
         return hook
 
     def __enter__(self) -> "Trace":
@@ -267,8 +272,11 @@ def _resolve(model: nn.Module, modules: str | Iterable[str] | Mapping[str, nn.Mo
         for name in names:
             if name not in known:
                 close = difflib.get_close_matches(name, list(known), n=3)
-                raise LookupError(f"{type(model).__name__} has no module named {name!r}"
-                                  + (f"; close: {close}" if close else "") + " (see model.named_modules()).")
+                raise LookupError(
+                    f"{type(model).__name__} has no module named {name!r}"
+                    + (f"; close: {close}" if close else "")
+                    + " (see model.named_modules())."
+                )
             resolved[name] = known[name]
     return resolved
 

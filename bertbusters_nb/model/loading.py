@@ -5,6 +5,7 @@ can run arbitrary code when loaded). ``trust_remote_code`` is never turned on he
 file (or a folder holding one) is converted once to a safetensors folder in the cache
 (``model.gguf``) and loaded from there; the alias ``smollm2`` is the packaged SmolLM2-135M.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,9 +14,15 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import torch
-from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM,
-                          AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel,
-                          PreTrainedTokenizerBase)
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from ..data import assets
 from ..device import best_device
@@ -24,8 +31,12 @@ from .gguf import GGUFError, converted_folder, find_gguf
 log = logging.getLogger(__name__)
 
 Head = Literal["base", "mlm", "causal-lm", "classification"]
-_AUTO = {"base": AutoModel, "mlm": AutoModelForMaskedLM, "causal-lm": AutoModelForCausalLM,
-         "classification": AutoModelForSequenceClassification}
+_AUTO = {
+    "base": AutoModel,
+    "mlm": AutoModelForMaskedLM,
+    "causal-lm": AutoModelForCausalLM,
+    "classification": AutoModelForSequenceClassification,
+}
 MODELS_DIR = assets.REPO_ROOT / "models"
 
 
@@ -38,8 +49,7 @@ def _smollm2_dir() -> Path:
 
 
 # Short names for the offline default models.
-ALIASES: dict[str, Callable[[], Path]] = {"minilm": assets.minilm_dir, "bbmini": _bbmini_dir,
-                                          "smollm2": _smollm2_dir}
+ALIASES: dict[str, Callable[[], Path]] = {"minilm": assets.minilm_dir, "bbmini": _bbmini_dir, "smollm2": _smollm2_dir}
 
 
 class ModelLoadError(OSError):
@@ -63,9 +73,11 @@ def resolve(name_or_path: str | os.PathLike) -> str:
 
 
 def _offline_hint() -> str:
-    return ("Offline models: 'minilm' (packaged all-MiniLM-L6-v2, no MLM head), 'bbmini' (this "
-            "project's own pre-trained small BERT with an MLM head), 'smollm2' (packaged SmolLM2-135M, a "
-            "causal LM: head='causal-lm'), or any local model folder or GGUF file.")
+    return (
+        "Offline models: 'minilm' (packaged all-MiniLM-L6-v2, no MLM head), 'bbmini' (this "
+        "project's own pre-trained small BERT with an MLM head), 'smollm2' (packaged SmolLM2-135M, a "
+        "causal LM: head='causal-lm'), or any local model folder or GGUF file."
+    )
 
 
 def load_model(
@@ -112,18 +124,21 @@ def _check_local_folder(path: Path, allow_pickle: bool) -> None:
     if not path.exists():
         raise ModelLoadError(f"Model folder {path} does not exist. " + _offline_hint())
     if not path.is_dir():
-        raise ModelLoadError(f"{path} is a file; pass the model's folder (with config.json and weights) "
-                             f"or a llama.cpp .gguf file.")
+        raise ModelLoadError(
+            f"{path} is a file; pass the model's folder (with config.json and weights) or a llama.cpp .gguf file."
+        )
     if not (path / "config.json").exists():
         raise ModelLoadError(
             f"{path} is not a model folder: it has no config.json. Point at a folder written by "
-            f"save_pretrained(). " + _offline_hint())
+            f"save_pretrained(). " + _offline_hint()
+        )
     has_safe = any(path.glob("*.safetensors"))
     has_pickle = any(path.glob("pytorch_model*.bin"))
     if not has_safe and has_pickle and not allow_pickle:
         raise ModelLoadError(
             f"{path} holds only pickle weights (pytorch_model.bin). Unpickling can run arbitrary code; if you "
-            f"trust the folder, pass allow_pickle=True, or convert it to safetensors.")
+            f"trust the folder, pass allow_pickle=True, or convert it to safetensors."
+        )
     if not has_safe and not has_pickle:
         raise ModelLoadError(f"{path} has a config.json but no weights (*.safetensors); the folder is incomplete.")
 
@@ -132,15 +147,20 @@ def _explain(source: str, local: bool, exc: Exception) -> str:
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if local:
         return f"Could not load the model folder {source}: {first_line}"
-    return (f"Could not load {source!r} from the Hugging Face hub (is it reachable, and is the name right? "
-            f"No network here means no hub). {_offline_hint()} [{type(exc).__name__}: {first_line[:200]}]")
+    return (
+        f"Could not load {source!r} from the Hugging Face hub (is it reachable, and is the name right? "
+        f"No network here means no hub). {_offline_hint()} [{type(exc).__name__}: {first_line[:200]}]"
+    )
 
 
 def model_summary(model: PreTrainedModel) -> dict:
     """Architecture facts for result tables and notebook headers."""
     config = model.config
     return {
-        "model_type": config.model_type, "class": type(model).__name__,
-        "layers": getattr(config, "num_hidden_layers", None), "hidden": getattr(config, "hidden_size", None),
-        "parameters": sum(p.numel() for p in model.parameters()), "device": str(next(model.parameters()).device),
+        "model_type": config.model_type,
+        "class": type(model).__name__,
+        "layers": getattr(config, "num_hidden_layers", None),
+        "hidden": getattr(config, "hidden_size", None),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "device": str(next(model.parameters()).device),
     }

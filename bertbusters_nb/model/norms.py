@@ -50,6 +50,7 @@ that zeroes the output is probed once per norm (0 for ``x * w``, -1 for Gemma's 
 (``NormSite.can_disable`` is False, and the ablation says so). ``disabled_fill`` is the one
 definition, used by the ablation context, the engine's per-condition path and the explorer.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -65,9 +66,22 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ROLES: tuple[str, ...] = (
-    "embeddings", "block_input", "attention_output", "cross_attention_output", "block_output",
-    "pre_attention", "pre_cross_attention", "pre_ffn", "pre_parallel",
-    "post_attention", "post_cross_attention", "post_ffn", "qk_norm", "inner", "final", "head",
+    "embeddings",
+    "block_input",
+    "attention_output",
+    "cross_attention_output",
+    "block_output",
+    "pre_attention",
+    "pre_cross_attention",
+    "pre_ffn",
+    "pre_parallel",
+    "post_attention",
+    "post_cross_attention",
+    "post_ffn",
+    "qk_norm",
+    "inner",
+    "final",
+    "head",
 )
 Role = str
 # Roles whose norm sits on the hidden dim of the stream (what a hidden-dim ablation touches by default).
@@ -133,10 +147,11 @@ def disabled_fill(site: NormSite, param: torch.Tensor, mode: str = "zero") -> to
     Raises ValueError for a site that has nothing to disable.
     """
     if not site.can_disable:
-        why = ("it has no affine parameters" if site.weight is None
-               else "no weight value zeroes its output (probed)")
-        raise ValueError(f"Cannot disable dims of the norm '{site.name}': {why}, so there is nothing to switch off. "
-                         "Pick other roles (see sites_table(find_norm_sites(model))).")
+        why = "it has no affine parameters" if site.weight is None else "no weight value zeroes its output (probed)"
+        raise ValueError(
+            f"Cannot disable dims of the norm '{site.name}': {why}, so there is nothing to switch off. "
+            "Pick other roles (see sites_table(find_norm_sites(model)))."
+        )
     if mode == "mean":
         return param.detach().float().mean().to(param.dtype)
     if mode != "zero":
@@ -204,12 +219,15 @@ def _probe_offset(module: nn.Module) -> float | None:
 
 # ----------------------------------------------------------------------------- layer stacks
 
+
 def _layer_lists(model: nn.Module, norm_ids: set[int]) -> list[tuple[str, nn.ModuleList]]:
     """Outermost ModuleLists whose every element holds at least one norm (and is not itself a norm)."""
     candidates = []
     for name, mod in model.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and all(
-            id(el) not in norm_ids and any(id(m) in norm_ids for m in el.modules()) for el in mod
+        if (
+            isinstance(mod, nn.ModuleList)
+            and len(mod) > 0
+            and all(id(el) not in norm_ids and any(id(m) in norm_ids for m in el.modules()) for el in mod)
         ):
             candidates.append((name, mod))
     outer = []
@@ -252,6 +270,7 @@ def _expected_layers(config, stack: str, n_stacks: int) -> int | None:
 
 
 # ----------------------------------------------------------------------------- tracing
+
 
 def _tensors(obj, depth: int = 0) -> list[torch.Tensor]:
     """Floating-point tensors in an argument / output structure, in order."""
@@ -305,8 +324,9 @@ def _seq_dim(t: torch.Tensor, length: int | None) -> int | None:
     return None
 
 
-def _delta(base: torch.Tensor, gen: torch.Generator, token: int | None, length: int | None,
-           others: bool = False) -> torch.Tensor:
+def _delta(
+    base: torch.Tensor, gen: torch.Generator, token: int | None, length: int | None, others: bool = False
+) -> torch.Tensor:
     """A perturbation of ``base``: everywhere (token None), only at ``token`` along the sequence dim, or
     (``others``) at every token but ``token``."""
     scale = float(base.float().std()) if base.numel() > 1 else 1.0
@@ -314,8 +334,10 @@ def _delta(base: torch.Tensor, gen: torch.Generator, token: int | None, length: 
     if token is not None:
         d = _seq_dim(base, length)
         if d is None:
-            raise NormLayoutError(f"A layer input of shape {tuple(base.shape)} has no sequence dim of length "
-                                  f"{length}; cannot trace the norms.")
+            raise NormLayoutError(
+                f"A layer input of shape {tuple(base.shape)} has no sequence dim of length "
+                f"{length}; cannot trace the norms."
+            )
         mask = torch.zeros(base.shape[d], dtype=base.dtype)
         mask[_clamp(token, base.shape[d])] = 1
         if others:
@@ -376,8 +398,14 @@ class _Call:
 class _Tracer:
     """Hooks on layers, norms and sub-layer modules; each ``run`` is one forward under given forcings."""
 
-    def __init__(self, model: nn.Module, layers: dict[str, nn.Module], norms: dict[str, nn.Module],
-                 watched: dict[str, nn.Module], leaves: dict[str, nn.Module]):
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: dict[str, nn.Module],
+        norms: dict[str, nn.Module],
+        watched: dict[str, nn.Module],
+        leaves: dict[str, nn.Module],
+    ):
         self.model, self.layers, self.norms, self.watched, self.leaves = model, layers, norms, watched, leaves
         self.config = getattr(model, "config", None)
         vocab = self._vocab()
@@ -434,8 +462,14 @@ class _Tracer:
 
         # clone: copies taken at hook time, since a model may later change a tensor in place
         # (Falcon: mlp_output += attention_output)
-        trace = Trace(self.model, {**self.layers, **self.norms, **self.watched}, retain_input=True, clone=True,
-                      edit_input=edit_input, edit_output=edit_output)
+        trace = Trace(
+            self.model,
+            {**self.layers, **self.norms, **self.watched},
+            retain_input=True,
+            clone=True,
+            edit_input=edit_input,
+            edit_output=edit_output,
+        )
         others = {n: m for n, m in self.leaves.items() if n not in self.watched} if zero_leaves else {}
         zeroed = Trace(self.model, others, retain_output=False, edit_output=lambda _n, out, _c: _zero_like(out))
         with trace, zeroed, torch.no_grad():
@@ -454,8 +488,10 @@ class _Tracer:
                     f"norms ({type(exc).__name__}: {exc}). Pass a model that takes input_ids."
                 ) from exc
         ran = sorted((r for r in trace.records.values() if r.calls), key=lambda r: r.calls[0].start)  # call order
-        return {r.name: [_Call(_tensors(c.args) + _tensors(c.kwargs), _tensors(c.output), c.start, c.end)
-                         for c in r.calls] for r in ran}
+        return {
+            r.name: [_Call(_tensors(c.args) + _tensors(c.kwargs), _tensors(c.output), c.start, c.end) for c in r.calls]
+            for r in ran
+        }
 
 
 def _substitute(obj, it, depth: int = 0):
@@ -521,8 +557,13 @@ class _NormFacts:
     start: int = 0
 
 
-def _trace_layers(model, layer_items: dict[str, nn.Module], norms: dict[str, nn.Module], enc_dec: bool,
-                  stack_of: dict[str, str] | None = None):
+def _trace_layers(
+    model,
+    layer_items: dict[str, nn.Module],
+    norms: dict[str, nn.Module],
+    enc_dec: bool,
+    stack_of: dict[str, str] | None = None,
+):
     """Facts for every norm in a layer, the call order of everything, memory use and causality."""
     layer_names = list(layer_items)
     named = dict(model.named_modules())  # a module shared by several layers appears once, under its first name
@@ -536,10 +577,17 @@ def _trace_layers(model, layer_items: dict[str, nn.Module], norms: dict[str, nn.
                 break
     norm_in_layer = {n: m for n, m in norms.items() if n in in_layer}
     norm_descendants = {f"{n}.{s}" for n in norm_in_layer for s, _ in norms[n].named_modules() if s}
-    subs = {n: named[n] for n in in_layer if n not in norms and n not in norm_descendants
-            and any(True for _ in named[n].parameters())}
-    leaves = {n: m for n, m in subs.items() if any(True for _ in m.parameters(recurse=False))
-              and not any(True for c in m.children() for _ in c.parameters())}
+    subs = {
+        n: named[n]
+        for n in in_layer
+        if n not in norms and n not in norm_descendants and any(True for _ in named[n].parameters())
+    }
+    leaves = {
+        n: m
+        for n, m in subs.items()
+        if any(True for _ in m.parameters(recurse=False))
+        and not any(True for c in m.children() for _ in c.parameters())
+    }
     tracer = _Tracer(model, layer_items, norms, subs, leaves)
     tracer.enc_dec = enc_dec
     tracer.stack_of = stack_of or {}
@@ -572,8 +620,13 @@ def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
     layer_names = [ln for ln in layer_items if base.get(ln)]
     # a parametrised leaf that adds two tensors of its output's shape is a residual add (ZAYA's scaled
     # residual: (residual + b) * s + branch); zeroing it would cut the skip path, so it is left running
-    tracer.leaves = {n: m for n, m in tracer.leaves.items() if not any(
-        call.outputs and sum(t.shape == call.outputs[0].shape for t in call.inputs) >= 2 for call in base.get(n, []))}
+    tracer.leaves = {
+        n: m
+        for n, m in tracer.leaves.items()
+        if not any(
+            call.outputs and sum(t.shape == call.outputs[0].shape for t in call.inputs) >= 2 for call in base.get(n, [])
+        )
+    }
     norm_in_layer = {n: m for n, m in norms.items() if in_layer.get(n) in layer_names}
     enc_dec = tracer.enc_dec
     iso = {(ln, c): call.inputs[0] for ln in layer_names for c, call in enumerate(base[ln]) if call.inputs}
@@ -609,10 +662,12 @@ def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
         layer_out = base[ln][c].outputs[0] if base[ln][c].outputs else None
         for name, nc in members:
             call = base[name][nc]
-            f = _NormFacts(name, ln, c, size=int(call.outputs[0].shape[-1]) if call.outputs else 0, hidden=hidden,
-                           start=call.start)
-            f.in_res = _differs(zero_base[name][nc].inputs[0], zero_moved[name][nc].inputs[0],
-                                zero_moved[name][nc].inputs[0])
+            f = _NormFacts(
+                name, ln, c, size=int(call.outputs[0].shape[-1]) if call.outputs else 0, hidden=hidden, start=call.start
+            )
+            f.in_res = _differs(
+                zero_base[name][nc].inputs[0], zero_moved[name][nc].inputs[0], zero_moved[name][nc].inputs[0]
+            )
             f.is_layer_output = layer_out is not None and bool(call.outputs) and _same(call.outputs[0], layer_out)
             facts[(name, nc)] = f
     depth = max((len(m) for m in per_layer.values()), default=0)
@@ -625,8 +680,9 @@ def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
         zero_forced = tracer.run(layer_input=iso, norm_output=forced, zero_leaves=True)
         for (ln, c), members in per_layer.items():
             if j < len(members):
-                facts[members[j]].out_res = _differs(zero_base[ln][c].outputs[0], zero_forced[ln][c].outputs[0],
-                                                     zero_forced[ln][c].outputs[0])
+                facts[members[j]].out_res = _differs(
+                    zero_base[ln][c].outputs[0], zero_forced[ln][c].outputs[0], zero_forced[ln][c].outputs[0]
+                )
 
     # sub-layers: outermost parametrised modules receiving a tensor, their kind (mix / memory / tokenwise)
     memory: dict[tuple[str, int], list[torch.Tensor]] = {}
@@ -635,19 +691,31 @@ def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
     for ln in layer_names:
         own_outputs.setdefault(stack_of.get(ln), []).extend(call.outputs[0] for call in base[ln] if call.outputs)
     tracer.own_outputs = own_outputs
-    for (ln, c) in per_layer:
+    for ln, c in per_layer:
         first = base[ln][c].inputs[0]
         # the encoder's output (encoder-decoder models only): same width, another length than the stream,
         # and not the output of a layer of the same stack
-        memory[(ln, c)] = [t for t in base[ln][c].inputs[1:] if enc_dec and t.dim() == first.dim()
-                           and t.dim() >= 2 and t.shape[-1] == first.shape[-1] and _len(t) != _len(first)
-                           and not any(_same(t, o) for o in own_outputs.get(stack_of.get(ln), []))]
+        memory[(ln, c)] = [
+            t
+            for t in base[ln][c].inputs[1:]
+            if enc_dec
+            and t.dim() == first.dim()
+            and t.dim() >= 2
+            and t.shape[-1] == first.shape[-1]
+            and _len(t) != _len(first)
+            and not any(_same(t, o) for o in own_outputs.get(stack_of.get(ln), []))
+        ]
 
     def sub_calls(key):
         ln, c = key
         lo, hi = base[ln][c].start, base[ln][c].end
-        return [(n, k) for n in subs if in_layer.get(n) == ln for k, call in enumerate(base.get(n, []))
-                if lo < call.start < hi]
+        return [
+            (n, k)
+            for n in subs
+            if in_layer.get(n) == ln
+            for k, call in enumerate(base.get(n, []))
+            if lo < call.start < hi
+        ]
 
     def outermost(found):
         names = {n for n, _ in found}
@@ -665,8 +733,14 @@ def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
             cons[(name, nc)] = consumers(key, base[name][nc].outputs[0])
             # a norm wrapped in a gated norm (AXK2's GatedRMSNorm: y = norm(x); y * sigmoid(mlp(y))): when all it
             # feeds is inside the wrapper, it feeds what the wrapper's output feeds
-            wrap = next((n for n in subs if name.startswith(n + ".") and type(subs[n]).__name__.lower().endswith(
-                _NORM_NAME_ENDS)), None)
+            wrap = next(
+                (
+                    n
+                    for n in subs
+                    if name.startswith(n + ".") and type(subs[n]).__name__.lower().endswith(_NORM_NAME_ENDS)
+                ),
+                None,
+            )
             if wrap is not None and cons[(name, nc)] and all(c.startswith(wrap + ".") for c, _ in cons[(name, nc)]):
                 calls = [k for k, call in enumerate(base.get(wrap, [])) if call.start < base[name][nc].start < call.end]
                 if calls and base[wrap][calls[0]].outputs:
@@ -675,13 +749,23 @@ def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
     for (name, nc), f in facts.items():
         if not f.in_res and f.out_res:
             key = (f.layer_name, f.call)
-            found = [(n, k) for n, k in sub_calls(key) if base[n][k].outputs and base[n][k].end < f.start
-                     and _same(base[n][k].outputs[0], base[name][nc].inputs[0])]
+            found = [
+                (n, k)
+                for n, k in sub_calls(key)
+                if base[n][k].outputs
+                and base[n][k].end < f.start
+                and _same(base[n][k].outputs[0], base[name][nc].inputs[0])
+            ]
             if not found:  # the norm closes a sub-layer from inside it (AXK1's post_mlp_layernorm in the MoE):
                 # that sub-layer, when the norm's output is its output
-                found = [(n, k) for n, k in sub_calls(key) if name.startswith(n + ".") and base[n][k].outputs
-                         and base[n][k].start < f.start < base[n][k].end
-                         and _same(base[n][k].outputs[0], base[name][nc].outputs[0])]
+                found = [
+                    (n, k)
+                    for n, k in sub_calls(key)
+                    if name.startswith(n + ".")
+                    and base[n][k].outputs
+                    and base[n][k].start < f.start < base[n][k].end
+                    and _same(base[n][k].outputs[0], base[name][nc].outputs[0])
+                ]
             producers[(name, nc)] = outermost(found)
     layer_in_cons = {key: consumers(key, base[key[0]][key[1]].inputs[0]) for key in per_layer}
     candidates = {m for group in (*cons.values(), *producers.values(), *layer_in_cons.values()) for m in group}
@@ -689,8 +773,9 @@ def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
     for key, members in per_layer.items():
         points = [base[key[0]][key[1]].inputs[0]] + [base[n][c].outputs[0] for n, c in members]
         for m in (*layer_in_cons[key], *(x for n, c in members for x in cons[(n, c)])):
-            which.setdefault(m, next((i for i, t in enumerate(base[m[0]][m[1]].inputs)
-                                      if any(_same(t, p) for p in points)), None))
+            which.setdefault(
+                m, next((i for i, t in enumerate(base[m[0]][m[1]].inputs) if any(_same(t, p) for p in points)), None)
+            )
     kinds, pre_mix = _module_kinds(tracer, base, iso, candidates, memory, in_layer, which, norm_in_layer)
 
     def kind_set(found):
@@ -709,10 +794,16 @@ def _trace_runs(tracer, model, layer_items, norms, in_layer, subs):
     # causality: a change at the probe token of every layer input; does anything before it move?
     moved_tok = {k: _delta(v, tracer.gen, PROBE_TOKEN, _len(v)) for k, v in iso.items()}
     after = tracer.run(layer_input=moved_tok)
-    causal = {ln: all(not _changed_before(base[ln][c].outputs[0], after[ln][c].outputs[0], PROBE_TOKEN,
-                                          _len(base[ln][c].inputs[0]))
-                      for c in range(len(base[ln])) if base[ln][c].outputs)
-              for ln in layer_names}
+    causal = {
+        ln: all(
+            not _changed_before(
+                base[ln][c].outputs[0], after[ln][c].outputs[0], PROBE_TOKEN, _len(base[ln][c].inputs[0])
+            )
+            for c in range(len(base[ln]))
+            if base[ln][c].outputs
+        )
+        for ln in layer_names
+    }
     has_memory = {ln: any(memory.get((ln, c)) for c in range(len(base[ln]))) for ln in layer_names}
     return facts, per_layer, layer_feeds, base, causal, has_memory, not_run
 
@@ -773,21 +864,28 @@ def _module_kinds(tracer, base, iso, candidates, memory, in_layer, which, norm_i
 
             def pairs(run):
                 own = list(zip(base[n][k].outputs, run[n][k].outputs))
-                return own + [(b, a) for m in base if m.startswith(n + ".") and m in run
-                              for cb, ca in zip(base[m], run[m]) if lo < cb.start < hi
-                              for b, a in zip(cb.outputs, ca.outputs)]
+                return own + [
+                    (b, a)
+                    for m in base
+                    if m.startswith(n + ".") and m in run
+                    for cb, ca in zip(base[m], run[m])
+                    if lo < cb.start < hi
+                    for b, a in zip(cb.outputs, ca.outputs)
+                ]
 
             length = lengths[(n, k)]
             mixed = any(_changed_elsewhere(b, a, PROBE_TOKEN, length) for b, a in pairs(after)) or any(
-                _changed_at(b, a, PROBE_TOKEN, length) for b, a in pairs(after_others))
+                _changed_at(b, a, PROBE_TOKEN, length) for b, a in pairs(after_others)
+            )
             kinds[(n, k)] = "mix" if mixed else "memory" if (n, k) in reads_memory else "tokenwise"
             for m in norm_in_layer:
                 if m.startswith(n + ".") and m in after:
                     for c, (cb, ca) in enumerate(zip(base[m], after[m])):
                         if lo < cb.start < hi and cb.inputs:
                             changed = _differs(cb.inputs[0], ca.inputs[0], cb.inputs[0])
-                            unmixed = changed and not _changed_elsewhere(cb.inputs[0], ca.inputs[0], PROBE_TOKEN,
-                                                                         _len(cb.inputs[0]))
+                            unmixed = changed and not _changed_elsewhere(
+                                cb.inputs[0], ca.inputs[0], PROBE_TOKEN, _len(cb.inputs[0])
+                            )
                             pre_mix[(m, c)] = pre_mix.get((m, c), False) or unmixed
     return kinds, pre_mix
 
@@ -799,9 +897,11 @@ _SUBLAYER = {"mix": "attention", "memory": "cross-attention", "tokenwise": "feed
 
 def _describe(f: _NormFacts) -> str:
     feeds = "+".join(sorted(_SUBLAYER[k] for k in f.feeds)) or "nothing"
-    return (f"'{f.name}' (size {f.size}, stream {f.hidden}): input {'is' if f.in_res else 'is not'} the residual "
-            f"stream, output {'reaches' if f.out_res else 'does not reach'} the layer output by the skip path, "
-            f"feeds {feeds}")
+    return (
+        f"'{f.name}' (size {f.size}, stream {f.hidden}): input {'is' if f.in_res else 'is not'} the residual "
+        f"stream, output {'reaches' if f.out_res else 'does not reach'} the layer output by the skip path, "
+        f"feeds {feeds}"
+    )
 
 
 def _layer_roles(members, facts, layer_feeds, model_type: str, layer_name: str) -> dict[str, str]:
@@ -810,8 +910,10 @@ def _layer_roles(members, facts, layer_feeds, model_type: str, layer_name: str) 
     post = [m for m in members if facts[m].in_res and facts[m].out_res]
 
     def fail(f, why):
-        raise NormLayoutError(f"In '{layer_name}' of this {model_type!r} model the norm {_describe(f)}; {why}. "
-                              "The site finder cannot give it a role with certainty.")
+        raise NormLayoutError(
+            f"In '{layer_name}' of this {model_type!r} model the norm {_describe(f)}; {why}. "
+            "The site finder cannot give it a role with certainty."
+        )
 
     for m in members:
         f = facts[m]
@@ -889,6 +991,7 @@ def find_norm_sites(model: nn.Module) -> list[NormSite]:
         extra = f" (its norms sit in ModuleLists of norms: {held[:2]}, outside any layer module)" if held else ""
         raise NormLayoutError(f"No layer stack (ModuleList of layers holding norms) found in {model_type!r}{extra}.")
     owners: dict[str, list[tuple[str, nn.Module]]] = {}
+
     def flat(prefix: str, mod: nn.ModuleList):  # blocks of layers (Funnel: ModuleList of ModuleLists) in order
         for i, el in enumerate(mod):
             yield from (flat(f"{prefix}.{i}", el) if isinstance(el, nn.ModuleList) else [(f"{prefix}.{i}", el)])
@@ -898,22 +1001,34 @@ def find_norm_sites(model: nn.Module) -> list[NormSite]:
     layer_items = {n: el for items in owners.values() for n, el in items}
     enc_dec = len(owners) == 2 or bool(getattr(config, "is_encoder_decoder", False))
     stack_of = {n: owner for owner, items in owners.items() for n, _ in items}
-    facts, per_layer, layer_feeds, base, causal, has_memory, not_run = _trace_layers(model, layer_items, norms,
-                                                                                     enc_dec, stack_of)
+    facts, per_layer, layer_feeds, base, causal, has_memory, not_run = _trace_layers(
+        model, layer_items, norms, enc_dec, stack_of
+    )
     if not_run:
-        warnings.warn(f"{len(not_run)} norm(s) of this {model_type!r} model did not run on a text-only forward and are "
-                      f"not sites (they do not touch its outputs): {not_run[:4]}", stacklevel=2)
+        warnings.warn(
+            f"{len(not_run)} norm(s) of this {model_type!r} model did not run on a text-only forward and are "
+            f"not sites (they do not touch its outputs): {not_run[:4]}",
+            stacklevel=2,
+        )
     # stacks none of whose layers ran on a text-only forward (vision / audio towers) hold no sites
     ran = {o: items for o, items in owners.items() if any(base.get(ln) for ln, _ in items)}
     if not ran:
         inside = [n for n in norms if base.get(n) and any(n.startswith(ln + ".") for ln in layer_items)]
-        why = (f" Their norms did run ({inside[:2]}): the model calls its layers past the module hooks "
-               "(layer.forward(...), SqueezeBERT), so the layer boundaries cannot be traced." if inside else "")
+        why = (
+            f" Their norms did run ({inside[:2]}): the model calls its layers past the module hooks "
+            "(layer.forward(...), SqueezeBERT), so the layer boundaries cannot be traced."
+            if inside
+            else ""
+        )
         raise NormLayoutError(f"None of the layer stacks of this {model_type!r} model ran on a text-only forward.{why}")
     dropped = {n for o in owners if o not in ran for n in norms if n.startswith(o + ".")} | set(not_run)
     owners = ran
-    norms = {n: m for n, m in norms.items() if n not in dropped and (base.get(n) or any(
-        n.startswith(ln + ".") for items in owners.values() for ln, _ in items))}
+    norms = {
+        n: m
+        for n, m in norms.items()
+        if n not in dropped
+        and (base.get(n) or any(n.startswith(ln + ".") for items in owners.values() for ln, _ in items))
+    }
     stack_names = _name_stacks(owners, causal, has_memory)
 
     sites: list[NormSite] = []
@@ -929,16 +1044,21 @@ def find_norm_sites(model: nn.Module) -> list[NormSite]:
             )
         for index, (layer_name, _) in enumerate(items):
             members = per_layer.get((layer_name, 0), [])
-            roles = _layer_roles(members, facts, layer_feeds[(layer_name, 0)] if members else frozenset(),
-                                 model_type, layer_name)
+            roles = _layer_roles(
+                members, facts, layer_feeds[(layer_name, 0)] if members else frozenset(), model_type, layer_name
+            )
             for c in range(1, len(base[layer_name])):  # a shared layer called again must play the same roles
-                again = _layer_roles(per_layer.get((layer_name, c), []), facts,
-                                     layer_feeds.get((layer_name, c), frozenset()), model_type, layer_name)
+                again = _layer_roles(
+                    per_layer.get((layer_name, c), []),
+                    facts,
+                    layer_feeds.get((layer_name, c), frozenset()),
+                    model_type,
+                    layer_name,
+                )
                 if again != roles:
                     raise NormLayoutError(f"The shared layer '{layer_name}' plays different roles per call.")
             for name, role in roles.items():
-                sites.append(NormSite(name, role, index, stack, norms[name], offsets[name],
-                                      facts[(name, 0)].size))
+                sites.append(NormSite(name, role, index, stack, norms[name], offsets[name], facts[(name, 0)].size))
                 placed.add(name)
         in_layers = {n for n in norms if any(n.startswith(ln + ".") for ln, _ in items)}
         missing = in_layers - placed
@@ -951,8 +1071,11 @@ def find_norm_sites(model: nn.Module) -> list[NormSite]:
     off_stream = {name for (name, _), f in facts.items() if f.size != f.hidden}
     disagree = name_disagreements(sites, off_stream)
     if disagree:
-        raise NormLayoutError(f"In this {model_type!r} model the traced roles and the module names disagree: "
-                              + "; ".join(disagree[:2]) + ". The site finder will not guess which is right.")
+        raise NormLayoutError(
+            f"In this {model_type!r} model the traced roles and the module names disagree: "
+            + "; ".join(disagree[:2])
+            + ". The site finder will not guess which is right."
+        )
     order = list(named)
     return sorted(sites, key=lambda s: order.index(s.name))
 
@@ -960,13 +1083,18 @@ def find_norm_sites(model: nn.Module) -> list[NormSite]:
 # Module-name cross-check (never the decision): a norm whose name has one of these parts must have one of the
 # roles, else the finder raises rather than trust either.
 NAME_ROLES = {
-    "q_norm": {"qk_norm", "inner"}, "k_norm": {"qk_norm", "inner"}, "q_layernorm": {"qk_norm", "inner"},
-    "k_layernorm": {"qk_norm", "inner"}, "query_layernorm": {"qk_norm", "inner"},
+    "q_norm": {"qk_norm", "inner"},
+    "k_norm": {"qk_norm", "inner"},
+    "q_layernorm": {"qk_norm", "inner"},
+    "k_layernorm": {"qk_norm", "inner"},
+    "query_layernorm": {"qk_norm", "inner"},
     "key_layernorm": {"qk_norm", "inner"},
-    "pre_feedforward_layernorm": {"pre_ffn"}, "post_feedforward_layernorm": {"post_ffn"},
+    "pre_feedforward_layernorm": {"pre_ffn"},
+    "post_feedforward_layernorm": {"post_ffn"},
     "input_layernorm": {"pre_attention", "pre_parallel", "block_input"},
     "post_attention_layernorm": {"pre_ffn", "post_attention", "attention_output"},
-    "ln_1": {"pre_attention", "pre_parallel", "attention_output"}, "ln_2": {"pre_ffn", "block_output"},
+    "ln_1": {"pre_attention", "pre_parallel", "attention_output"},
+    "ln_2": {"pre_ffn", "block_output"},
     "self_attn_layer_norm": {"attention_output", "pre_attention"},
     "encoder_attn_layer_norm": {"cross_attention_output", "pre_cross_attention"},
     "attention.output.LayerNorm": {"attention_output"},
@@ -1086,9 +1214,7 @@ def select_sites(
             raise ValueError(f"Unknown site role(s) {unknown}; pick from {list(ROLES)}.")
         missing = [r for r in roles if r not in present_roles]
         if missing:
-            raise ValueError(
-                f"This model has no {missing} norm sites; it has {sorted(present_roles)}."
-            )
+            raise ValueError(f"This model has no {missing} norm sites; it has {sorted(present_roles)}.")
     stacks = {s.stack for s in sites}
     if stack is not None and stack not in stacks:
         raise ValueError(f"Unknown stack {stack!r}; this model has {sorted(stacks)}.")
@@ -1115,29 +1241,47 @@ def default_roles(sites: Sequence[NormSite]) -> tuple[tuple[str, ...], str]:
     """
     present = {s.role for s in sites}
     if "block_output" in present:
-        return ("block_output",), ("post-LN model: the block-output norms, whose output is each layer's output, "
-                                   "are the paper's sites")
-    for role, what in (("pre_ffn", "the norm before each feed-forward"),
-                       ("pre_parallel", "the one norm before each layer's parallel attention and feed-forward"),
-                       ("pre_attention", "the norm before each attention")):
+        return ("block_output",), (
+            "post-LN model: the block-output norms, whose output is each layer's output, are the paper's sites"
+        )
+    for role, what in (
+        ("pre_ffn", "the norm before each feed-forward"),
+        ("pre_parallel", "the one norm before each layer's parallel attention and feed-forward"),
+        ("pre_attention", "the norm before each attention"),
+    ):
         if role in present:
-            return (role,), (f"pre-LN model: no norm writes the residual stream, so {what} ({role}) stands in "
-                             "for the paper's block-output LayerNorms: it reads the whole stream, and its weight "
-                             "scales the outlier dims before the sub-layer")
+            return (role,), (
+                f"pre-LN model: no norm writes the residual stream, so {what} ({role}) stands in "
+                "for the paper's block-output LayerNorms: it reads the whole stream, and its weight "
+                "scales the outlier dims before the sub-layer"
+            )
     if "block_input" in present:
-        return ("block_input",), ("norm-on-entry model: each layer normalises the incoming stream and carries the "
-                                  "normalised stream on (block_input), so that norm, which reads the previous "
-                                  "layer's output and writes the stream, stands in for the paper's block-output "
-                                  "LayerNorms")
+        return ("block_input",), (
+            "norm-on-entry model: each layer normalises the incoming stream and carries the "
+            "normalised stream on (block_input), so that norm, which reads the previous "
+            "layer's output and writes the stream, stands in for the paper's block-output "
+            "LayerNorms"
+        )
     raise ValueError(f"This model has no layer norms to stand in for block-output sites (roles: {sorted(present)}).")
 
 
 ROLE_LABELS = {
-    "embeddings": "embedding", "block_input": "block-input", "attention_output": "attention-output", "cross_attention_output": "cross-attention-output",
-    "block_output": "block-output", "pre_attention": "pre-attention", "pre_cross_attention": "pre-cross-attention",
-    "pre_ffn": "pre-FFN", "pre_parallel": "pre-parallel", "post_attention": "post-attention",
-    "post_cross_attention": "post-cross-attention", "post_ffn": "post-FFN", "qk_norm": "query/key", "inner": "inner",
-    "final": "final", "head": "LM-head",
+    "embeddings": "embedding",
+    "block_input": "block-input",
+    "attention_output": "attention-output",
+    "cross_attention_output": "cross-attention-output",
+    "block_output": "block-output",
+    "pre_attention": "pre-attention",
+    "pre_cross_attention": "pre-cross-attention",
+    "pre_ffn": "pre-FFN",
+    "pre_parallel": "pre-parallel",
+    "post_attention": "post-attention",
+    "post_cross_attention": "post-cross-attention",
+    "post_ffn": "post-FFN",
+    "qk_norm": "query/key",
+    "inner": "inner",
+    "final": "final",
+    "head": "LM-head",
 }
 
 
@@ -1152,8 +1296,9 @@ def companion_roles(sites: Sequence[NormSite], roles: Iterable[str]) -> tuple[st
     the embedding norm; final and head norms are left out (one site each, shown in the every-site heatmap)."""
     present = {s.role for s in sites}
     roles = set(roles)
-    layered = tuple(r for r in HIDDEN_ROLES if r in present and r not in roles
-                    and r not in ("embeddings", "final", "head"))
+    layered = tuple(
+        r for r in HIDDEN_ROLES if r in present and r not in roles and r not in ("embeddings", "final", "head")
+    )
     return layered + (("embeddings",) if "embeddings" in present and "embeddings" not in roles else ())
 
 
@@ -1162,8 +1307,17 @@ def sites_table(sites: Sequence[NormSite]) -> "pd.DataFrame":
     import pandas as pd
 
     return pd.DataFrame(
-        [{"name": s.name, "role": s.role, "layer": s.layer, "stack": s.stack, "size": s.size,
-          "has_bias": s.bias is not None} for s in sites]
+        [
+            {
+                "name": s.name,
+                "role": s.role,
+                "layer": s.layer,
+                "stack": s.stack,
+                "size": s.size,
+                "has_bias": s.bias is not None,
+            }
+            for s in sites
+        ]
     )
 
 

@@ -31,14 +31,26 @@ The post-hoc analysis of runs (``select_outlier_dims``, ``ablation_effect``, ``a
 ``model_metrics``) moved to ``bertbusters_nb.analysis.trajectory``; reading them here still works for
 one release and warns with the new path.
 """
+
 import torch  # noqa: F401  (``pretraining.torch``: tests patch torch.save through it, as before the split)
 
 from .._moved import forward as _forward
 from .benchmark import run_throughput
 from .checkpoints import checkpoint_dirs, load_weights, save_weights
 from .cli import build_parser, config_from_args, main
-from .config import (CHANGEABLE_ON_RESUME, CLS_ID, EVAL_CHECK_SEQUENCES, IGNORE, LOG_COLUMNS, MASK_ID, N_SPECIAL,
-                     PAD_ID, SEP_ID, UNK_ID, PretrainConfig)
+from .config import (
+    CHANGEABLE_ON_RESUME,
+    CLS_ID,
+    EVAL_CHECK_SEQUENCES,
+    IGNORE,
+    LOG_COLUMNS,
+    MASK_ID,
+    N_SPECIAL,
+    PAD_ID,
+    SEP_ID,
+    UNK_ID,
+    PretrainConfig,
+)
 from .model import build_model
 from .norm_trajectory import NormTrajectory
 from .objective import MaskedLM, eval_mlm_loss, mask_fixed_count, masked_logits, masked_loss, mlm_loss
@@ -49,12 +61,43 @@ from .trainer import PretrainResult, lr_at, make_optimizer, pretrain, train_step
 mask_tokens = mask_fixed_count  # the old name (not evaluation.sets.mask_tokens: another rule, see objective)
 
 __all__ = [
-    "CHANGEABLE_ON_RESUME", "CLS_ID", "EVAL_CHECK_SEQUENCES", "IGNORE", "LOG_COLUMNS", "MASK_ID", "N_SPECIAL",
-    "PAD_ID", "SEP_ID", "SPECIAL_TOKENS", "UNK_ID", "MaskedLM", "NormTrajectory", "PretrainConfig", "PretrainResult",
-    "build_model", "build_parser", "checkpoint_dirs", "config_from_args", "eval_mlm_loss", "export_model",
-    "load_chunks", "load_run_model", "load_weights", "lr_at", "main", "make_optimizer", "mask_fixed_count",
-    "mask_tokens", "masked_logits", "masked_loss", "mlm_loss", "pretrain", "run_throughput", "save_weights",
-    "train_step", "unigram_entropy",
+    "CHANGEABLE_ON_RESUME",
+    "CLS_ID",
+    "EVAL_CHECK_SEQUENCES",
+    "IGNORE",
+    "LOG_COLUMNS",
+    "MASK_ID",
+    "N_SPECIAL",
+    "PAD_ID",
+    "SEP_ID",
+    "SPECIAL_TOKENS",
+    "UNK_ID",
+    "MaskedLM",
+    "NormTrajectory",
+    "PretrainConfig",
+    "PretrainResult",
+    "build_model",
+    "build_parser",
+    "checkpoint_dirs",
+    "config_from_args",
+    "eval_mlm_loss",
+    "export_model",
+    "load_chunks",
+    "load_run_model",
+    "load_weights",
+    "lr_at",
+    "main",
+    "make_optimizer",
+    "mask_fixed_count",
+    "mask_tokens",
+    "masked_logits",
+    "masked_loss",
+    "mlm_loss",
+    "pretrain",
+    "run_throughput",
+    "save_weights",
+    "train_step",
+    "unigram_entropy",
 ]
 
 _MOVED_TO_ANALYSIS = ("select_outlier_dims", "ablation_effect", "ablation_trajectory", "model_metrics")

@@ -1,4 +1,5 @@
 """``python -m bertbusters_nb.pretraining`` (see ``pretraining.cli``; also under ``accelerate launch -m``)."""
+
 import sys
 
 from .cli import main

@@ -1,4 +1,5 @@
 """Training throughput of the trainer's own step (no logging, eval or checkpoints): ``run_throughput``."""
+
 from __future__ import annotations
 
 import time

@@ -5,6 +5,7 @@ state.json (step, seconds, log, config). It is written through ``atomic.atomic_f
 temp folder beside it, fsynced, renamed into place, so a kill never leaves a half checkpoint and
 ``checkpoint_dirs`` lists complete ones only.
 """
+
 from __future__ import annotations
 
 import io
@@ -75,8 +76,14 @@ def checkpoint_dirs(out_dir: str | os.PathLike) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name.split("_")[1]))
 
 
-def write_checkpoint(out_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
-                     trajectory: NormTrajectory, keep: int) -> Path:
+def write_checkpoint(
+    out_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict,
+    trajectory: NormTrajectory,
+    keep: int,
+) -> Path:
     """Write ``checkpoints/step_N`` all-or-nothing, then delete all but the newest ``keep`` checkpoints."""
     final = out_dir / "checkpoints" / f"step_{state['step']:08d}"
     with atomic_folder(final) as tmp:
@@ -97,8 +104,9 @@ def write_checkpoint(out_dir: Path, model: torch.nn.Module, optimizer: torch.opt
     return final
 
 
-def read_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    device: torch.device) -> tuple[dict, NormTrajectory]:
+def read_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+) -> tuple[dict, NormTrajectory]:
     """Load a checkpoint into ``model`` and ``optimizer`` and restore the RNG; returns (state, trajectory)."""
     load_weights(model, path / "model.safetensors")
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))

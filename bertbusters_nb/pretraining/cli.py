@@ -13,6 +13,7 @@ Example::
     python -m bertbusters_nb.pretraining train --out runs/tiny --data-dir .gpu/data --hidden 128 --max-steps 200
     accelerate launch --multi_gpu --num_processes 2 -m bertbusters_nb.pretraining train --out runs/tiny ...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--seq-len", type=int, default=128)
     prep.add_argument("--tokenizer-dir", help="reuse this saved tokenizer (e.g. models/bbmini) instead of training one")
     prep.add_argument("--max-texts", type=int, help="first N train and N held-out texts per corpus (quick runs)")
-    train = sub.add_parser("train", dataclass_types=PretrainConfig,
-                           help="pre-train (resumes from out's newest checkpoint)")
+    train = sub.add_parser(
+        "train", dataclass_types=PretrainConfig, help="pre-train (resumes from out's newest checkpoint)"
+    )
     train.add_argument("--out", required=True)
     train.add_argument("--no-resume", action="store_true", help="start over, deleting old checkpoints")
     train.add_argument("--no-progress", action="store_true")
@@ -98,15 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         from .tokenizer import prepare_data
 
-        print(prepare_data(args.out, args.corpora, args.vocab_size, args.seq_len, tokenizer_dir=args.tokenizer_dir,
-                           max_texts=args.max_texts))
+        print(
+            prepare_data(
+                args.out,
+                args.corpora,
+                args.vocab_size,
+                args.seq_len,
+                tokenizer_dir=args.tokenizer_dir,
+                max_texts=args.max_texts,
+            )
+        )
     elif args.command == "train":
         from .trainer import pretrain
 
         result = pretrain(config, args.out, resume=not args.no_resume, progress=not args.no_progress)
         last = result.log[-1]
-        print(f"step {result.step}: train {last['train_loss']:.4f} eval {last['eval_loss']:.4f} "
-              f"tokens/s {result.tokens_per_s:,.0f} stopped_early={result.stopped_early}")
+        print(
+            f"step {result.step}: train {last['train_loss']:.4f} eval {last['eval_loss']:.4f} "
+            f"tokens/s {result.tokens_per_s:,.0f} stopped_early={result.stopped_early}"
+        )
     elif args.command == "throughput":
         from .benchmark import run_throughput
 

@@ -3,6 +3,7 @@
 Its fields carry their help text, so the command line is built from them by transformers'
 ``HfArgumentParser`` (``pretraining.cli``) and nothing retypes a flag by hand.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -12,8 +13,20 @@ from ..atomic import read_json
 from ..checks import seconds
 from .tokenizer import SPECIAL_TOKENS
 
-__all__ = ["PretrainConfig", "PAD_ID", "UNK_ID", "CLS_ID", "SEP_ID", "MASK_ID", "N_SPECIAL", "IGNORE",
-           "EVAL_CHECK_SEQUENCES", "LOG_COLUMNS", "CHANGEABLE_ON_RESUME", "check_resumable"]
+__all__ = [
+    "PretrainConfig",
+    "PAD_ID",
+    "UNK_ID",
+    "CLS_ID",
+    "SEP_ID",
+    "MASK_ID",
+    "N_SPECIAL",
+    "IGNORE",
+    "EVAL_CHECK_SEQUENCES",
+    "LOG_COLUMNS",
+    "CHANGEABLE_ON_RESUME",
+    "check_resumable",
+]
 
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
 N_SPECIAL = len(SPECIAL_TOKENS)
@@ -56,8 +69,9 @@ class PretrainConfig:
     save_every: int = _f(1000, "steps between resumable checkpoints")
     keep_checkpoints: int = _f(1, "resumable checkpoints kept (the newest)")
     # Typed list[int] so HfArgumentParser reads it as `--snapshot-steps 0 250 ...`; stored as a sorted tuple.
-    snapshot_steps: list[int] = field(default_factory=tuple,
-                                      metadata={"help": "steps at which fp16 weights are kept in snapshots/"})
+    snapshot_steps: list[int] = field(
+        default_factory=tuple, metadata={"help": "steps at which fp16 weights are kept in snapshots/"}
+    )
     eval_sequences: int = _f(512, "held-out sequences for the eval loss")
     eval_batch_size: int = _f(128, "sequences per eval batch")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
@@ -65,8 +79,19 @@ class PretrainConfig:
 
     def __post_init__(self):
         self.snapshot_steps = tuple(sorted(int(s) for s in self.snapshot_steps))
-        positive = ("hidden", "layers", "heads", "intermediate", "batch_size", "max_steps", "log_every",
-                    "save_every", "keep_checkpoints", "eval_sequences", "eval_batch_size")
+        positive = (
+            "hidden",
+            "layers",
+            "heads",
+            "intermediate",
+            "batch_size",
+            "max_steps",
+            "log_every",
+            "save_every",
+            "keep_checkpoints",
+            "eval_sequences",
+            "eval_batch_size",
+        )
         bad = [name for name in positive if getattr(self, name) < 1]
         if bad:
             raise ValueError(f"{bad} must be >= 1.")
@@ -82,8 +107,10 @@ class PretrainConfig:
     def data_info(self) -> dict:
         path = Path(self.data_dir) / "data.json"
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: build it with `python -m bertbusters_nb.pretraining prepare "
-                                    f"--out {self.data_dir}` (pretraining.tokenizer.prepare_data).")
+            raise FileNotFoundError(
+                f"{path} is missing: build it with `python -m bertbusters_nb.pretraining prepare "
+                f"--out {self.data_dir}` (pretraining.tokenizer.prepare_data)."
+            )
         return read_json(path)
 
     @property
@@ -110,5 +137,7 @@ def check_resumable(saved: PretrainConfig, wanted: PretrainConfig) -> None:
     a, b = saved.to_dict(), wanted.to_dict()
     differ = {k for k in a if a[k] != b[k] and k not in CHANGEABLE_ON_RESUME}
     if differ:
-        raise ValueError(f"The checkpoint was made with other settings for {sorted(differ)} "
-                         f"({ {k: a[k] for k in differ} }); pass resume=False or another out_dir.")
+        raise ValueError(
+            f"The checkpoint was made with other settings for {sorted(differ)} "
+            f"({ {k: a[k] for k in differ} }); pass resume=False or another out_dir."
+        )

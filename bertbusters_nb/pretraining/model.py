@@ -1,4 +1,5 @@
 """The model pre-training starts from: a freshly initialised post-LN ``BertForMaskedLM``, seeded by the config."""
+
 from __future__ import annotations
 
 import contextlib
@@ -28,10 +29,17 @@ def build_model(config: PretrainConfig, vocab_size: int | None = None, seq_len: 
         info = config.data_info
         vocab_size, seq_len = vocab_size or info["vocab_size"], seq_len or info["seq_len"]
     bert_config = BertConfig(
-        vocab_size=vocab_size, hidden_size=config.hidden, num_hidden_layers=config.layers,
-        num_attention_heads=config.heads, intermediate_size=config.intermediate,
-        max_position_embeddings=seq_len, type_vocab_size=2, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0, pad_token_id=PAD_ID, tie_word_embeddings=True,
+        vocab_size=vocab_size,
+        hidden_size=config.hidden,
+        num_hidden_layers=config.layers,
+        num_attention_heads=config.heads,
+        intermediate_size=config.intermediate,
+        max_position_embeddings=seq_len,
+        type_vocab_size=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        pad_token_id=PAD_ID,
+        tie_word_embeddings=True,
     )
     with _seeded(config.seed):
         model = BertForMaskedLM(bert_config)

@@ -3,6 +3,7 @@
 The trainer records one per log point and saves it with every checkpoint and in the run folder
 (``norm_trajectory.npz``); the post-hoc analysis reads it (``analysis.emergence``, ``analysis.trajectory``).
 """
+
 from __future__ import annotations
 
 import io
@@ -40,7 +41,9 @@ class NormTrajectory:
         from ..model.norms import find_norm_sites
 
         sites = find_norm_sites(model)
-        return cls([s.name for s in sites], [s.role for s in sites], [-1 if s.layer is None else s.layer for s in sites])
+        return cls(
+            [s.name for s in sites], [s.role for s in sites], [-1 if s.layer is None else s.layer for s in sites]
+        )
 
     def record(self, model: torch.nn.Module, step: int) -> None:
         modules = dict(model.named_modules())
@@ -56,16 +59,28 @@ class NormTrajectory:
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, steps=np.array(self.steps, dtype=np.int64), weight=np.stack(self.weight),
-                            bias=np.stack(self.bias), names=np.array(self.names), roles=np.array(self.roles),
-                            layers=np.array(self.layers, dtype=np.int64))
+        np.savez_compressed(
+            buffer,
+            steps=np.array(self.steps, dtype=np.int64),
+            weight=np.stack(self.weight),
+            bias=np.stack(self.bias),
+            names=np.array(self.names),
+            roles=np.array(self.roles),
+            layers=np.array(self.layers, dtype=np.int64),
+        )
         return buffer.getvalue()
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "NormTrajectory":
         with np.load(path, allow_pickle=False) as z:
-            return cls([str(n) for n in z["names"]], [str(r) for r in z["roles"]], [int(l) for l in z["layers"]],
-                       [int(s) for s in z["steps"]], list(z["weight"]), list(z["bias"]))
+            return cls(
+                [str(n) for n in z["names"]],
+                [str(r) for r in z["roles"]],
+                [int(l) for l in z["layers"]],
+                [int(s) for s in z["steps"]],
+                list(z["weight"]),
+                list(z["bias"]),
+            )
 
     def table(self, roles: Sequence[str] | None = None, layers: Sequence[int] | None = None):
         """Tidy DataFrame: step, site, role, layer, param ('weight'/'bias'), dim, value, z (within site x param)."""
@@ -73,14 +88,21 @@ class NormTrajectory:
 
         frames = []
         for param, arrays in (("weight", self.weight), ("bias", self.bias)):
-            values = np.stack(arrays)                                          # (C, S, H)
+            values = np.stack(arrays)  # (C, S, H)
             z = (values - values.mean(-1, keepdims=True)) / values.std(-1, ddof=1, keepdims=True).clip(1e-12)
             C, S, H = values.shape
-            frame = pd.DataFrame({
-                "step": np.repeat(self.steps, S * H), "site": np.tile(np.repeat(self.names, H), C),
-                "role": np.tile(np.repeat(self.roles, H), C), "layer": np.tile(np.repeat(self.layers, H), C),
-                "param": param, "dim": np.tile(np.arange(H), C * S),
-                "value": values.ravel(), "z": z.ravel()})
+            frame = pd.DataFrame(
+                {
+                    "step": np.repeat(self.steps, S * H),
+                    "site": np.tile(np.repeat(self.names, H), C),
+                    "role": np.tile(np.repeat(self.roles, H), C),
+                    "layer": np.tile(np.repeat(self.layers, H), C),
+                    "param": param,
+                    "dim": np.tile(np.arange(H), C * S),
+                    "value": values.ravel(),
+                    "z": z.ravel(),
+                }
+            )
             frames.append(frame)
         table = pd.concat(frames, ignore_index=True)
         if roles is not None:

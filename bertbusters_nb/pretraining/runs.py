@@ -1,5 +1,6 @@
 """A finished run folder as a model: ``load_run_model`` (weights into the run's architecture) and ``export_model``
 (a loadable model folder such as models/bbmini, with the run's log, norm trajectory and an eval check)."""
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["load_run_model", "export_model"]
 
 
-def load_run_model(run_dir: str | os.PathLike, weights: str | os.PathLike | None = None,
-                   device: str | torch.device | None = None) -> PreTrainedModel:
+def load_run_model(
+    run_dir: str | os.PathLike, weights: str | os.PathLike | None = None, device: str | torch.device | None = None
+) -> PreTrainedModel:
     """The model of a run folder (``final.safetensors`` or the given weights), in eval mode, fp32."""
     run_dir = Path(run_dir)
     saved = read_json(run_dir / "config.json")
@@ -37,8 +39,12 @@ def load_run_model(run_dir: str | os.PathLike, weights: str | os.PathLike | None
     return model.to(best_device(None if device is None else str(device))).eval()
 
 
-def export_model(run_dir: str | os.PathLike, model_dir: str | os.PathLike, dtype: torch.dtype = torch.float16,
-                 command: str | None = None) -> Path:
+def export_model(
+    run_dir: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    dtype: torch.dtype = torch.float16,
+    command: str | None = None,
+) -> Path:
     """Write a loadable model folder (config, fp16 safetensors, tokenizer, log, norm trajectory).
 
     The saved config says float32, so ``load_model(model_dir)`` computes in fp32 on any device.

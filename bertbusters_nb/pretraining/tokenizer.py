@@ -14,6 +14,7 @@ The token stream is every text's tokens followed by [SEP], texts in corpus order
 into ``seq_len - 2`` token pieces (the remainder dropped) and each piece is framed by
 [CLS] ... [SEP], as in BERT's sentence-packing pre-training data.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,13 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, in 
 DEFAULT_CORPORA = ("movie_reviews", "snli", "kjv")
 
 
-def train_tokenizer(texts: Sequence[str], vocab_size: int = 8192, out_dir: str | Path | None = None,
-                    min_frequency: int = 2, model_max_length: int = 128):
+def train_tokenizer(
+    texts: Sequence[str],
+    vocab_size: int = 8192,
+    out_dir: str | Path | None = None,
+    min_frequency: int = 2,
+    model_max_length: int = 128,
+):
     """Train a lower-cased BERT WordPiece tokenizer on ``texts``; save it to ``out_dir`` if given.
 
     Special tokens take ids 0-4: [PAD] [UNK] [CLS] [SEP] [MASK]. Returns a transformers
@@ -48,10 +54,16 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 8192, out_dir: str |
     from transformers import BertTokenizerFast
 
     wordpiece = BertWordPieceTokenizer(lowercase=True, strip_accents=None, clean_text=True)
-    wordpiece.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=min_frequency,
-                                  special_tokens=list(SPECIAL_TOKENS), show_progress=False)
-    tokenizer = BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, do_lower_case=True,
-                                  model_max_length=model_max_length)
+    wordpiece.train_from_iterator(
+        list(texts),
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        show_progress=False,
+    )
+    tokenizer = BertTokenizerFast(
+        tokenizer_object=wordpiece._tokenizer, do_lower_case=True, model_max_length=model_max_length
+    )
     ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
     if ids != list(range(len(SPECIAL_TOKENS))):
         raise RuntimeError(f"special tokens landed at ids {ids}, expected 0..4")
@@ -77,7 +89,7 @@ def pack_chunks(token_lists: Sequence[Sequence[int]], seq_len: int, cls_id: int 
     n = len(stream) // body
     if n == 0:
         raise ValueError(f"Only {len(stream)} tokens: not enough for one chunk of {seq_len}.")
-    if stream.max(initial=0) >= 2 ** 16:
+    if stream.max(initial=0) >= 2**16:
         raise ValueError("token ids do not fit uint16; use a vocabulary below 65,536.")
     rows = stream[: n * body].reshape(n, body)
     framed = np.concatenate([np.full((n, 1), cls_id), rows, np.full((n, 1), sep_id)], axis=1)
@@ -88,14 +100,21 @@ def _encode(tokenizer, texts: Sequence[str], batch: int = 2048) -> list[list[int
     backend = tokenizer.backend_tokenizer
     out: list[list[int]] = []
     for start in range(0, len(texts), batch):
-        encodings = backend.encode_batch(list(texts[start:start + batch]), add_special_tokens=False)
+        encodings = backend.encode_batch(list(texts[start : start + batch]), add_special_tokens=False)
         out.extend(e.ids for e in encodings)
     return out
 
 
-def prepare_data_from_texts(train_texts: Sequence[str], heldout_texts: Sequence[str], out_dir: str | Path,
-                            vocab_size: int = 8192, seq_len: int = 128, min_frequency: int = 2,
-                            meta: dict | None = None, tokenizer_dir: str | Path | None = None) -> Path:
+def prepare_data_from_texts(
+    train_texts: Sequence[str],
+    heldout_texts: Sequence[str],
+    out_dir: str | Path,
+    vocab_size: int = 8192,
+    seq_len: int = 128,
+    min_frequency: int = 2,
+    meta: dict | None = None,
+    tokenizer_dir: str | Path | None = None,
+) -> Path:
     """Train the tokenizer on ``train_texts`` (or reuse ``tokenizer_dir``'s) and write the data folder.
 
     Example:
@@ -115,23 +134,39 @@ def prepare_data_from_texts(train_texts: Sequence[str], heldout_texts: Sequence[
         arrays[split] = chunks
         atomic_write_bytes(out_dir / f"{split}.npy", _npy_bytes(chunks))
     info = {
-        "vocab_size": len(tokenizer), "seq_len": seq_len, "min_frequency": min_frequency,
+        "vocab_size": len(tokenizer),
+        "seq_len": seq_len,
+        "min_frequency": min_frequency,
         "special_tokens": dict(zip(SPECIAL_TOKENS, range(len(SPECIAL_TOKENS)))),
-        "train_chunks": int(len(arrays["train"])), "heldout_chunks": int(len(arrays["heldout"])),
-        "train_tokens": int(arrays["train"].size), "heldout_tokens": int(arrays["heldout"].size),
-        "train_texts": len(train_texts), "heldout_texts": len(heldout_texts),
+        "train_chunks": int(len(arrays["train"])),
+        "heldout_chunks": int(len(arrays["heldout"])),
+        "train_tokens": int(arrays["train"].size),
+        "heldout_tokens": int(arrays["heldout"].size),
+        "train_texts": len(train_texts),
+        "heldout_texts": len(heldout_texts),
         "train_sha1": hashlib.sha1(arrays["train"].tobytes()).hexdigest(),
         **(meta or {}),
     }
     atomic_write_json(out_dir / "data.json", info)
-    log.info("data folder %s: %d train chunks, %d held-out chunks, vocab %d", out_dir,
-             info["train_chunks"], info["heldout_chunks"], info["vocab_size"])
+    log.info(
+        "data folder %s: %d train chunks, %d held-out chunks, vocab %d",
+        out_dir,
+        info["train_chunks"],
+        info["heldout_chunks"],
+        info["vocab_size"],
+    )
     return out_dir
 
 
-def prepare_data(out_dir: str | Path, corpora: Sequence[str] = DEFAULT_CORPORA, vocab_size: int = 8192,
-                 seq_len: int = 128, min_frequency: int = 2, tokenizer_dir: str | Path | None = None,
-                 max_texts: int | None = None) -> Path:
+def prepare_data(
+    out_dir: str | Path,
+    corpora: Sequence[str] = DEFAULT_CORPORA,
+    vocab_size: int = 8192,
+    seq_len: int = 128,
+    min_frequency: int = 2,
+    tokenizer_dir: str | Path | None = None,
+    max_texts: int | None = None,
+) -> Path:
     """Tokenizer + packed chunks for the offline corpora (train / held-out split of ``data.py``).
 
     ``tokenizer_dir`` reuses a saved tokenizer (e.g. ``models/bbmini``) instead of training
@@ -145,8 +180,14 @@ def prepare_data(out_dir: str | Path, corpora: Sequence[str] = DEFAULT_CORPORA, 
         >>> prepare_data("runs/live-data", tokenizer_dir="models/bbmini", max_texts=2000)  # doctest: +SKIP
     """
     out_dir = Path(out_dir)
-    wanted = {"corpora": list(corpora), "vocab_size": vocab_size, "seq_len": seq_len, "min_frequency": min_frequency,
-              "tokenizer_from": None if tokenizer_dir is None else str(tokenizer_dir), "max_texts": max_texts}
+    wanted = {
+        "corpora": list(corpora),
+        "vocab_size": vocab_size,
+        "seq_len": seq_len,
+        "min_frequency": min_frequency,
+        "tokenizer_from": None if tokenizer_dir is None else str(tokenizer_dir),
+        "max_texts": max_texts,
+    }
     if (out_dir / "data.json").exists():
         info = read_json(out_dir / "data.json")
         if all(info.get(k) == v for k, v in wanted.items() if k != "vocab_size" or tokenizer_dir is None):
@@ -157,8 +198,9 @@ def prepare_data(out_dir: str | Path, corpora: Sequence[str] = DEFAULT_CORPORA, 
     train = [t for c in corpora for t in load_texts(c, split="train")[:max_texts]]
     heldout = [t for c in corpora for t in load_texts(c, split="heldout")[:max_texts]]
     meta = {k: v for k, v in wanted.items() if k in ("corpora", "tokenizer_from", "max_texts")}
-    return prepare_data_from_texts(train, heldout, out_dir, vocab_size, seq_len, min_frequency, meta=meta,
-                                   tokenizer_dir=tokenizer_dir)
+    return prepare_data_from_texts(
+        train, heldout, out_dir, vocab_size, seq_len, min_frequency, meta=meta, tokenizer_dir=tokenizer_dir
+    )
 
 
 def _reuse_tokenizer(source: str | Path, target: Path, seq_len: int):
@@ -184,8 +226,12 @@ def load_chunks(data_dir: str | Path, split: str = "train") -> np.ndarray:
     return np.load(path)
 
 
-def unigram_entropy(chunks: np.ndarray, reference: np.ndarray | None = None, n_special: int = len(SPECIAL_TOKENS),
-                    vocab_size: int | None = None) -> float:
+def unigram_entropy(
+    chunks: np.ndarray,
+    reference: np.ndarray | None = None,
+    n_special: int = len(SPECIAL_TOKENS),
+    vocab_size: int | None = None,
+) -> float:
     """Unigram entropy (nats) of the non-special tokens in ``chunks``.
 
     With ``reference`` it is the cross-entropy of ``chunks`` under the reference's unigram
@@ -196,6 +242,7 @@ def unigram_entropy(chunks: np.ndarray, reference: np.ndarray | None = None, n_s
         >>> round(unigram_entropy(np.array([[5, 6, 5, 6]])), 4)
         0.6931
     """
+
     def counts(arr: np.ndarray) -> np.ndarray:
         ids = arr.ravel().astype(np.int64)
         ids = ids[ids >= n_special]

@@ -13,6 +13,7 @@ of the global batch's mean loss. Every process keeps the same weights; only the 
 and writes files (checkpoints atomically), and every process resumes from the same checkpoint.
 One process (no launcher) runs the plain loop, without accelerate.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,8 +64,9 @@ def make_optimizer(model: torch.nn.Module, config: PretrainConfig, device: torch
     for name, param in model.named_parameters():
         (no_decay if param.dim() < 2 else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps,
-                             fused=device.type == "cuda")
+    return torch.optim.AdamW(
+        groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps, fused=device.type == "cuda"
+    )
 
 
 def lr_at(step: int, config: PretrainConfig) -> float:
@@ -90,7 +92,7 @@ class _Batches:
         if epoch != self._epoch:
             perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.data))
             self._epoch, self._perm = epoch, torch.from_numpy(perm).to(self.device)
-        return self.data[self._perm[offset * self.batch_size:(offset + 1) * self.batch_size]]
+        return self.data[self._perm[offset * self.batch_size : (offset + 1) * self.batch_size]]
 
 
 def _step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
@@ -112,12 +114,18 @@ class _Parallel:
         self.accelerator = Accelerator(cpu=cpu, mixed_precision="no")  # autocast is the trainer's own (bf16 on GPU)
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         if config.device not in ("auto", "cpu", "cuda"):
-            log.warning("device=%r ignored on %d processes: each process uses its own, here %s", config.device,
-                        self.world, self.accelerator.device)
+            log.warning(
+                "device=%r ignored on %d processes: each process uses its own, here %s",
+                config.device,
+                self.world,
+                self.accelerator.device,
+            )
         if config.batch_size % self.world:
             fits = config.batch_size // self.world * self.world or self.world
-            raise ValueError(f"batch_size ({config.batch_size}) must divide by the number of processes "
-                             f"({self.world}): pass --batch-size {fits} or launch another number of processes.")
+            raise ValueError(
+                f"batch_size ({config.batch_size}) must divide by the number of processes "
+                f"({self.world}): pass --batch-size {fits} or launch another number of processes."
+            )
         share = config.batch_size // self.world
         self.rows = slice(self.rank * share, (self.rank + 1) * share)
 
@@ -139,16 +147,24 @@ class _Parallel:
         return bool(self.accelerator.reduce(value, reduction="sum").item() > 0)
 
 
-def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, ids: torch.Tensor, step: int,
-               config: PretrainConfig, vocab_size: int, device: torch.device,
-               parallel: _Parallel | None = None) -> torch.Tensor:
+def train_step(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ids: torch.Tensor,
+    step: int,
+    config: PretrainConfig,
+    vocab_size: int,
+    device: torch.device,
+    parallel: _Parallel | None = None,
+) -> torch.Tensor:
     """One optimizer step on the global batch ``ids`` (B, T): masks, lr, forward, backward, clip, AdamW.
 
     ``net`` maps (inputs, positions) to the masked positions' logits (a :class:`MaskedLM`, DDP-wrapped when
     ``parallel``). Returns the step's mean loss over the global batch, detached (not synced to the host).
     """
-    inputs, positions, labels = mask_fixed_count(ids, config.mask_rate, vocab_size,
-                                                 _step_generator(config.seed, step, device))
+    inputs, positions, labels = mask_fixed_count(
+        ids, config.mask_rate, vocab_size, _step_generator(config.seed, step, device)
+    )
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, config)
     if parallel is None:
@@ -181,8 +197,13 @@ def setup(config: PretrainConfig, parallel: _Parallel | None = None):
     return device, info, model, optimizer
 
 
-def pretrain(config: PretrainConfig, out_dir: str | os.PathLike, resume: bool = True, progress: bool = True,
-             callback: Callable[[int], None] | None = None) -> PretrainResult:
+def pretrain(
+    config: PretrainConfig,
+    out_dir: str | os.PathLike,
+    resume: bool = True,
+    progress: bool = True,
+    callback: Callable[[int], None] | None = None,
+) -> PretrainResult:
     """Pre-train (or resume) a masked LM as ``config`` says; everything lands in ``out_dir``.
 
     ``resume=True`` continues from the newest complete checkpoint in ``out_dir`` (its config
@@ -201,7 +222,7 @@ def pretrain(config: PretrainConfig, out_dir: str | os.PathLike, resume: bool = 
     out_dir = Path(out_dir)
     device, info, model, optimizer = setup(config, parallel)
     train_chunks = load_chunks(config.data_dir, "train")
-    eval_chunks = load_chunks(config.data_dir, "heldout")[:config.eval_sequences]
+    eval_chunks = load_chunks(config.data_dir, "heldout")[: config.eval_sequences]
     vocab, seq_len = info["vocab_size"], info["seq_len"]
     tokens_per_step = config.batch_size * seq_len
 
@@ -220,8 +241,9 @@ def pretrain(config: PretrainConfig, out_dir: str | os.PathLike, resume: bool = 
         remove_temporaries(out_dir)
         if latest and not resume:
             shutil.rmtree(out_dir / "checkpoints")
-        atomic_write_json(out_dir / "config.json",
-                          {**config.to_dict(), "data": info, "environment": _environment(device)})
+        atomic_write_json(
+            out_dir / "config.json", {**config.to_dict(), "data": info, "environment": _environment(device)}
+        )
     net = MaskedLM(model)
     if parallel:
         net, optimizer = parallel.accelerator.prepare(net, optimizer)
@@ -231,9 +253,14 @@ def pretrain(config: PretrainConfig, out_dir: str | os.PathLike, resume: bool = 
         atomic_write_bytes(out_dir / "norm_trajectory.npz", trajectory.to_bytes())
 
     def log_point(step: int, train_loss: float) -> dict:
-        row = {"step": step, "tokens": step * tokens_per_step, "train_loss": train_loss,
-               "eval_loss": eval_mlm_loss(model, eval_chunks, config.eval_batch_size, config.mask_rate),
-               "lr": lr_at(max(step - 1, 0), config) if step else 0.0, "seconds": round(state["seconds"], 3)}
+        row = {
+            "step": step,
+            "tokens": step * tokens_per_step,
+            "train_loss": train_loss,
+            "eval_loss": eval_mlm_loss(model, eval_chunks, config.eval_batch_size, config.mask_rate),
+            "lr": lr_at(max(step - 1, 0), config) if step else 0.0,
+            "seconds": round(state["seconds"], 3),
+        }
         state["log"].append(row)
         trajectory.record(model, step)
         if main:
@@ -250,8 +277,15 @@ def pretrain(config: PretrainConfig, out_dir: str | os.PathLike, resume: bool = 
     started = time.perf_counter()
     tick = time.perf_counter()
     stopped_early = False
-    bar = progress_bar(config.max_steps, progress and main, desc="pre-training", unit="step", initial=state["step"],
-                       mininterval=2.0, smoothing=0.05)
+    bar = progress_bar(
+        config.max_steps,
+        progress and main,
+        desc="pre-training",
+        unit="step",
+        initial=state["step"],
+        mininterval=2.0,
+        smoothing=0.05,
+    )
     step = state["step"]
     while step < config.max_steps:
         loss_sum += train_step(net, optimizer, batches(step), step, config, vocab, device, parallel)
@@ -282,8 +316,9 @@ def pretrain(config: PretrainConfig, out_dir: str | os.PathLike, resume: bool = 
             callback(step)
         if at_log and out_of_time and step < config.max_steps:
             stopped_early = True
-            log.warning("time limit %.0f s reached: stopped at step %d of %d", config.time_limit_s, step,
-                        config.max_steps)
+            log.warning(
+                "time limit %.0f s reached: stopped at step %d of %d", config.time_limit_s, step, config.max_steps
+            )
             break
     bar.close()
     if main:
@@ -300,9 +335,15 @@ def _environment(device: torch.device) -> dict:
 
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "device": str(device), "autocast": str(autocast_dtype(device)), "processes": world_size(),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": str(device),
+        "autocast": str(autocast_dtype(device)),
+        "processes": world_size(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+    }
 
 
 def _log_csv(rows: list[dict]) -> str:

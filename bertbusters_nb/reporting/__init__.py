@@ -6,6 +6,7 @@ tests; ``recorder.RunRecorder`` saves tables, figures, findings and the config a
 (matplotlib; imported on use: ``from bertbusters_nb.reporting import plots``). The names of the old
 ``reporting.py`` (``versus_random``, ``verdict``, ``scan_ranks``) are here as before.
 """
+
 from __future__ import annotations
 
 from . import claims

@@ -8,6 +8,7 @@ are the parameters cell's literals or the values papermill injected after it.
 Example:
     >>> rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import copy
@@ -43,8 +44,10 @@ def _which(namespace: Mapping[str, Any], schemas: dict[str, list[str]], notebook
     if notebook is not None:
         chosen = [s for s in schemas if s == notebook or s.split("_")[0] == notebook]
         if len(chosen) != 1:
-            raise ValueError(f"notebook={notebook!r} names {len(chosen)} of the schemas {sorted(schemas)}; "
-                             "pass a stem or its number (e.g. '03').")
+            raise ValueError(
+                f"notebook={notebook!r} names {len(chosen)} of the schemas {sorted(schemas)}; "
+                "pass a stem or its number (e.g. '03')."
+            )
         return chosen[0]
     complete = [s for s, names in schemas.items() if all(n in namespace for n in names)]
     out_dir = namespace.get("out_dir")
@@ -57,13 +60,16 @@ def _which(namespace: Mapping[str, Any], schemas: dict[str, list[str]], notebook
             return largest[0]
     closest = max(schemas, key=lambda s: sum(n in namespace for n in schemas[s]))
     missing = [n for n in schemas[closest] if n not in namespace]
-    raise ValueError("Cannot tell which notebook these parameters belong to"
-                     + (f" (closest: {closest}, which also needs {missing})" if missing else "")
-                     + "; call notebook_parameters(globals()) after the parameters cell, or pass notebook='NN'.")
+    raise ValueError(
+        "Cannot tell which notebook these parameters belong to"
+        + (f" (closest: {closest}, which also needs {missing})" if missing else "")
+        + "; call notebook_parameters(globals()) after the parameters cell, or pass notebook='NN'."
+    )
 
 
-def notebook_parameters(namespace: Mapping[str, Any], notebook: str | None = None,
-                        notebooks_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def notebook_parameters(
+    namespace: Mapping[str, Any], notebook: str | None = None, notebooks_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """The values of the notebook's parameters in ``namespace`` (a notebook's ``globals()``), by schema order.
 
     The notebook is ``notebook`` (stem or number) when given, else the one whose ``out_dir`` folder name

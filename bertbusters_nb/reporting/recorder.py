@@ -4,6 +4,7 @@ Every write goes through ``bertbusters_nb.atomic`` (a temporary file in the same
 into place), so a killed run never leaves a half-written file that a later run would trust.
 The config comes from ``notebook_parameters(globals())``, so it is never retyped by hand.
 """
+
 from __future__ import annotations
 
 import io
@@ -50,8 +51,7 @@ class RunRecorder:
         (``rec.finding(*finding)`` with a ``reporting.claims.Finding``)."""
         path = self.out_dir / "findings.json"
         findings = read_json(path) if path.exists() else []
-        findings = [f for f in findings if f["claim"] != claim] + [
-            {"claim": claim, "held": held, "evidence": evidence}]
+        findings = [f for f in findings if f["claim"] != claim] + [{"claim": claim, "held": held, "evidence": evidence}]
         atomic_write_json(path, findings)
         verdict = {True: "HELD", False: "DID NOT HOLD", None: "INCONCLUSIVE"}[held]
         return {"claim": claim, "verdict": verdict, "evidence": evidence}

@@ -28,6 +28,7 @@ Example:
     >>> result = run_protocol(["minilm", "bbmini", "smollm2"], texts)  # doctest: +SKIP
     >>> result.table                                                     # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..model.ablation import Condition
 from ..analysis.baselines import random_dims, rank_against
+from ..model.ablation import Condition
 from ..model.norms import NormSite, find_norm_sites, select_sites
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,10 @@ POST_LN_ROLES = ("block_output",)
 CAUSAL_TYPES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gptj", "opt")
 # Output projections of a pre-LN block (what it writes into the residual stream), by model type.
 OUTPUT_DENSE: dict[str, tuple[str, ...]] = {
-    "llama": ("self_attn.o_proj", "mlp.down_proj"), "mistral": ("self_attn.o_proj", "mlp.down_proj"),
-    "qwen2": ("self_attn.o_proj", "mlp.down_proj"), "gpt2": ("attn.c_proj", "mlp.c_proj"),
+    "llama": ("self_attn.o_proj", "mlp.down_proj"),
+    "mistral": ("self_attn.o_proj", "mlp.down_proj"),
+    "qwen2": ("self_attn.o_proj", "mlp.down_proj"),
+    "gpt2": ("attn.c_proj", "mlp.c_proj"),
     "gpt_neox": ("attention.dense", "mlp.dense_4h_to_h"),
 }
 TINY_RANDOM = {"tiny-random-llama": "llama", "tiny-random-gpt2": "gpt2", "tiny-random-bert": "bert"}
@@ -69,7 +72,6 @@ def tiny_random_model(kind: str = "llama", seed: int = 0):
     stand-in for a pretrained model (seconds, offline). ``kind``: 'llama', 'gpt2' (pre-LN decoders) or
     'bert' (a post-LN encoder with an MLM head)."""
     import transformers as T
-
     from transformers import AutoTokenizer
 
     from ..model.loading import resolve
@@ -78,16 +80,42 @@ def tiny_random_model(kind: str = "llama", seed: int = 0):
     torch.manual_seed(seed)
     vocab = len(tokenizer)
     if kind == "llama":
-        model = T.LlamaForCausalLM(T.LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128,
-                                                 num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                                                 max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id))
+        model = T.LlamaForCausalLM(
+            T.LlamaConfig(
+                vocab_size=vocab,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=256,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
     elif kind == "gpt2":
-        model = T.GPT2LMHeadModel(T.GPT2Config(vocab_size=vocab, n_embd=64, n_layer=3, n_head=4, n_positions=256,
-                                               bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id))
+        model = T.GPT2LMHeadModel(
+            T.GPT2Config(
+                vocab_size=vocab,
+                n_embd=64,
+                n_layer=3,
+                n_head=4,
+                n_positions=256,
+                bos_token_id=tokenizer.cls_token_id,
+                eos_token_id=tokenizer.sep_token_id,
+            )
+        )
     elif kind == "bert":
-        model = T.BertForMaskedLM(T.BertConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128,
-                                               num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=256,
-                                               pad_token_id=tokenizer.pad_token_id))
+        model = T.BertForMaskedLM(
+            T.BertConfig(
+                vocab_size=vocab,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=3,
+                num_attention_heads=4,
+                max_position_embeddings=256,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
     else:
         raise ValueError(f"Unknown tiny model kind {kind!r}; pick one of {sorted(set(TINY_RANDOM.values()))}.")
     return model.eval(), tokenizer
@@ -163,8 +191,13 @@ class DetectedDims:
     per_dim: pd.DataFrame
 
 
-def detect_dims(model: nn.Module, sites: Sequence[NormSite], tokenizer=None, texts: Sequence[str] | None = None,
-                max_length: int | None = None) -> DetectedDims:
+def detect_dims(
+    model: nn.Module,
+    sites: Sequence[NormSite],
+    tokenizer=None,
+    texts: Sequence[str] | None = None,
+    max_length: int | None = None,
+) -> DetectedDims:
     """The project's default rule (``detection.detect``: norm parameters of every non-head site, and hidden-state
     magnitudes on ``texts``): the one call to swap when the rule changes. ``sites`` (the ablated roles of one
     stack) is unused by today's rule, which weighs the whole model."""
@@ -209,9 +242,15 @@ def _hidden_states(out, stack: str | None):
 
 
 @torch.no_grad()
-def activation_profile(model: nn.Module, tokenizer, texts: Sequence[str], dims: Sequence[int],
-                       stack: str | None = None, max_length: int = 64, batch_size: int = 16
-                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def activation_profile(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    dims: Sequence[int],
+    stack: str | None = None,
+    max_length: int = 64,
+    batch_size: int = 16,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hidden states of every layer output (0 = embeddings) of ``stack``, one pass over ``texts``.
 
     Returns ``(per_layer, carriers)``. per_layer: layer, dims_mean_abs (mean |h| at ``dims``),
@@ -226,8 +265,13 @@ def activation_profile(model: nn.Module, tokenizer, texts: Sequence[str], dims: 
     kind_abs = kind_count = None
     tokens = 0
     for start in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                        max_length=max_length, return_tensors="pt")
+        enc = tokenizer(
+            list(texts[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
         enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         out = model(**enc, output_hidden_states=True)
         states = torch.stack([h.float() for h in _hidden_states(out, stack)])  # (L+1, B, T, H)
@@ -256,9 +300,15 @@ def activation_profile(model: nn.Module, tokenizer, texts: Sequence[str], dims: 
     mean_abs = (absum / tokens).float()
     median = mean_abs.median(1).values
     layer_max, layer_dim = maxabs.max(1)
-    per_layer = pd.DataFrame({
-        "layer": np.arange(mean_abs.shape[0]), "dims_mean_abs": mean_abs[:, dims_t].mean(1).cpu().numpy(),
-        "median_abs": median.cpu().numpy(), "max_abs": layer_max.cpu().numpy(), "max_dim": layer_dim.cpu().numpy()})
+    per_layer = pd.DataFrame(
+        {
+            "layer": np.arange(mean_abs.shape[0]),
+            "dims_mean_abs": mean_abs[:, dims_t].mean(1).cpu().numpy(),
+            "median_abs": median.cpu().numpy(),
+            "max_abs": layer_max.cpu().numpy(),
+            "max_dim": layer_dim.cpu().numpy(),
+        }
+    )
     per_layer["ratio"] = per_layer.dims_mean_abs / per_layer.median_abs
     per_layer["max_ratio"] = per_layer.max_abs / per_layer.median_abs
     rows = []
@@ -266,9 +316,15 @@ def activation_profile(model: nn.Module, tokenizer, texts: Sequence[str], dims: 
     for layer in range(kind_abs.shape[0]):
         for k, kind in enumerate(TOKEN_KINDS):
             n = int(kind_count[k])
-            rows.append({"layer": layer, "kind": kind, "token_share": n / tokens,
-                         "mean_abs_at_dims": float(kind_abs[layer, k] / n) if n else float("nan"),
-                         "mass_share": float(kind_abs[layer, k] / total[layer]) if total[layer] > 0 else float("nan")})
+            rows.append(
+                {
+                    "layer": layer,
+                    "kind": kind,
+                    "token_share": n / tokens,
+                    "mean_abs_at_dims": float(kind_abs[layer, k] / n) if n else float("nan"),
+                    "mass_share": float(kind_abs[layer, k] / total[layer]) if total[layer] > 0 else float("nan"),
+                }
+            )
     return per_layer, pd.DataFrame(rows)
 
 
@@ -277,8 +333,10 @@ def output_dense_modules(model: nn.Module, sites: Sequence[NormSite]) -> list[nn
     """Each layer's output projections (attention and MLP), for the model types in ``OUTPUT_DENSE``."""
     names = OUTPUT_DENSE.get(model.config.model_type)
     if names is None:
-        raise ValueError(f"No output-projection layout known for {model.config.model_type!r}; known: "
-                         f"{sorted(OUTPUT_DENSE)} (add it to bertbusters_nb.across_models.OUTPUT_DENSE).")
+        raise ValueError(
+            f"No output-projection layout known for {model.config.model_type!r}; known: "
+            f"{sorted(OUTPUT_DENSE)} (add it to bertbusters_nb.across_models.OUTPUT_DENSE)."
+        )
     modules = dict(model.named_modules())
     prefixes = sorted({s.name.rsplit(".", 1)[0] for s in sites if s.layer is not None and s.role in PRE_LN_ROLES})
     found = []
@@ -349,11 +407,18 @@ class Objective:
         if self._engine is None or fresh:
             device = next(self.model.parameters()).device
             if self.kind == "mlm":
-                eval_set = prepare_mlm_eval(self.tokenizer, self.texts, max_length=self.max_length, seed=self.seed,
-                                            batch_size=self.batch_size, device=device)
+                eval_set = prepare_mlm_eval(
+                    self.tokenizer,
+                    self.texts,
+                    max_length=self.max_length,
+                    seed=self.seed,
+                    batch_size=self.batch_size,
+                    device=device,
+                )
             else:
-                eval_set = prepare_causal_eval(self.tokenizer, self.texts, max_length=self.max_length,
-                                               batch_size=self.batch_size, device=device)
+                eval_set = prepare_causal_eval(
+                    self.tokenizer, self.texts, max_length=self.max_length, batch_size=self.batch_size, device=device
+                )
             engine = AblationEngine(self.model, eval_set, autocast=autocast if fresh else self.autocast)
             if fresh:
                 return engine
@@ -363,8 +428,9 @@ class Objective:
     def _embeddings(self) -> torch.Tensor:
         from ..evaluation.embeddings import sentence_embeddings
 
-        return sentence_embeddings(self.model, self.tokenizer, self.texts, batch_size=self.batch_size,
-                                   max_length=self.max_length)
+        return sentence_embeddings(
+            self.model, self.tokenizer, self.texts, batch_size=self.batch_size, max_length=self.max_length
+        )
 
     def score(self, conditions: Sequence[Condition], progress: bool = False) -> list[float]:
         """The objective under each condition (mean loss, or mean cosine of sentence embeddings to intact)."""
@@ -402,27 +468,72 @@ class ModelResult:
     sites: pd.DataFrame
 
 
-def run_model(name: str, texts: Sequence[str], *, random_draws: int = 20, max_length: int = 64,
-              batch_size: int = 16, activation_texts: int = 32, device: str | None = "auto",
-              autocast="auto", compare_precision: bool = True, seed: int = 0, progress: bool = True,
-              model=None, tokenizer=None) -> list[ModelResult]:
+def run_model(
+    name: str,
+    texts: Sequence[str],
+    *,
+    random_draws: int = 20,
+    max_length: int = 64,
+    batch_size: int = 16,
+    activation_texts: int = 32,
+    device: str | None = "auto",
+    autocast="auto",
+    compare_precision: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+    model=None,
+    tokenizer=None,
+) -> list[ModelResult]:
     """The protocol (module docstring) on model ``name``: one result per stack."""
     if model is None:
         model, tokenizer = load_for_protocol(name, device)
     model.eval()
     sites = find_norm_sites(model)
-    objective = Objective(objective_of(model, tokenizer), model, tokenizer, list(texts), max_length, batch_size,
-                          autocast)
+    objective = Objective(
+        objective_of(model, tokenizer), model, tokenizer, list(texts), max_length, batch_size, autocast
+    )
     intact = objective.intact()
     results = []
     for stack in stacks_of(sites):
-        results.append(_run_stack(name, model, tokenizer, sites, stack, objective, intact, texts, random_draws,
-                                  activation_texts, max_length, batch_size, compare_precision, seed, progress))
+        results.append(
+            _run_stack(
+                name,
+                model,
+                tokenizer,
+                sites,
+                stack,
+                objective,
+                intact,
+                texts,
+                random_draws,
+                activation_texts,
+                max_length,
+                batch_size,
+                compare_precision,
+                seed,
+                progress,
+            )
+        )
     return results
 
 
-def _run_stack(name, model, tokenizer, sites, stack, objective, intact, texts, random_draws, activation_texts,
-               max_length, batch_size, compare_precision, seed, progress) -> ModelResult:
+def _run_stack(
+    name,
+    model,
+    tokenizer,
+    sites,
+    stack,
+    objective,
+    intact,
+    texts,
+    random_draws,
+    activation_texts,
+    max_length,
+    batch_size,
+    compare_precision,
+    seed,
+    progress,
+) -> ModelResult:
     placement = norm_placement(sites, stack)
     roles = ablation_roles(sites, stack)
     chosen = select_sites(sites, roles=roles, stack=stack)
@@ -431,14 +542,17 @@ def _run_stack(name, model, tokenizer, sites, stack, objective, intact, texts, r
     hidden = min(s.size for s in chosen)
     label = name if stack is None else f"{name} ({stack})"
 
-    per_layer, carriers = activation_profile(model, tokenizer, list(texts)[:activation_texts], dims, stack,
-                                             max_length, batch_size)
+    per_layer, carriers = activation_profile(
+        model, tokenizer, list(texts)[:activation_texts], dims, stack, max_length, batch_size
+    )
     peak = per_layer.loc[per_layer.max_ratio.idxmax()]
     massive_dim = int(peak.max_dim)
 
     draws = random_dims(hidden, len(dims), random_draws, exclude=dims, seed=seed)
-    conditions = [Condition("outliers zero", dims, roles, stack=stack),
-                  Condition("outliers mean", dims, roles, mode="mean", stack=stack)]
+    conditions = [
+        Condition("outliers zero", dims, roles, stack=stack),
+        Condition("outliers mean", dims, roles, mode="mean", stack=stack),
+    ]
     if massive_dim not in dims:
         conditions.append(Condition("largest activation dim zero", (massive_dim,), roles, stack=stack))
     conditions += [Condition(f"random {i}", d, roles, stack=stack) for i, d in enumerate(draws)]
@@ -458,29 +572,51 @@ def _run_stack(name, model, tokenizer, sites, stack, objective, intact, texts, r
     if compare_precision and objective.kind != "cosine":  # the same two conditions in the other precision
         other = torch.bfloat16 if objective.precision() == "fp32" else None
         reference = objective.engine(autocast=other).run(
-            [Condition("none"), Condition("outliers zero", dims, roles, stack=stack)], progress=False)
+            [Condition("none"), Condition("outliers zero", dims, roles, stack=stack)], progress=False
+        )
         sign = 1.0 if other is not None else -1.0  # always bf16 minus fp32
-        precision_diff = (sign * (reference[0]["eval_loss"] - intact),
-                          sign * (reference[1]["eval_loss"] - values["outliers zero"]))
+        precision_diff = (
+            sign * (reference[0]["eval_loss"] - intact),
+            sign * (reference[1]["eval_loss"] - values["outliers zero"]),
+        )
 
     best_layer = per_layer.loc[per_layer.ratio.idxmax()]
     top_carrier = carriers[carriers.layer == int(best_layer.layer)].sort_values("mean_abs_at_dims", ascending=False)
     row = {
-        "model": label, "model_type": model.config.model_type, "stack": stack or "-", "placement": placement,
-        "layers": 1 + max(s.layer for s in chosen if s.layer is not None), "hidden": hidden,
-        "roles": "+".join(roles), "n_sites": len(chosen), "dims": " ".join(map(str, dims)), "rule": detected.rule,
-        "objective": objective.label, "precision": objective.precision(), "texts": len(texts),
-        "max_length": max_length, "intact": intact, "outliers_zero": values["outliers zero"],
-        "outliers_mean": values["outliers mean"], "random_mean": stats["random_mean"],
-        "random_sd": stats["random_std"], "random_min": stats["random_min"], "random_max": stats["random_max"],
-        "draws": len(draws), "beyond_every_draw": bool(beyond),
-        "dims_ratio_peak": float(best_layer.ratio), "dims_ratio_layer": int(best_layer.layer),
+        "model": label,
+        "model_type": model.config.model_type,
+        "stack": stack or "-",
+        "placement": placement,
+        "layers": 1 + max(s.layer for s in chosen if s.layer is not None),
+        "hidden": hidden,
+        "roles": "+".join(roles),
+        "n_sites": len(chosen),
+        "dims": " ".join(map(str, dims)),
+        "rule": detected.rule,
+        "objective": objective.label,
+        "precision": objective.precision(),
+        "texts": len(texts),
+        "max_length": max_length,
+        "intact": intact,
+        "outliers_zero": values["outliers zero"],
+        "outliers_mean": values["outliers mean"],
+        "random_mean": stats["random_mean"],
+        "random_sd": stats["random_std"],
+        "random_min": stats["random_min"],
+        "random_max": stats["random_max"],
+        "draws": len(draws),
+        "beyond_every_draw": bool(beyond),
+        "dims_ratio_peak": float(best_layer.ratio),
+        "dims_ratio_layer": int(best_layer.layer),
         "top_carrier": str(top_carrier.kind.iloc[0]),
-        "top_carrier_ratio": float(top_carrier.mean_abs_at_dims.iloc[0] /
-                                   carriers[(carriers.layer == int(best_layer.layer)) &
-                                            (carriers.kind == "other")].mean_abs_at_dims.iloc[0]),
-        "largest_activation": float(peak.max_abs), "largest_activation_dim": massive_dim,
-        "largest_activation_layer": int(peak.layer), "largest_activation_ratio": float(peak.max_ratio),
+        "top_carrier_ratio": float(
+            top_carrier.mean_abs_at_dims.iloc[0]
+            / carriers[(carriers.layer == int(best_layer.layer)) & (carriers.kind == "other")].mean_abs_at_dims.iloc[0]
+        ),
+        "largest_activation": float(peak.max_abs),
+        "largest_activation_dim": massive_dim,
+        "largest_activation_layer": int(peak.layer),
+        "largest_activation_ratio": float(peak.max_ratio),
         "largest_dim_detected": massive_dim in dims,
         "largest_dim_zero": values.get("largest activation dim zero", values["outliers zero"]),
         "output_dense_zero": dense,
@@ -488,16 +624,30 @@ def _run_stack(name, model, tokenizer, sites, stack, objective, intact, texts, r
         "bf16_minus_fp32_outliers": None if precision_diff is None else precision_diff[1],
     }
     draw_table = pd.DataFrame({"model": label, "condition": list(values), "value": list(values.values())})
-    return ModelResult(row, draw_table, per_layer.assign(model=label), carriers.assign(model=label),
-                       _sites_summary(sites, stack, roles).assign(model=label))
+    return ModelResult(
+        row,
+        draw_table,
+        per_layer.assign(model=label),
+        carriers.assign(model=label),
+        _sites_summary(sites, stack, roles).assign(model=label),
+    )
 
 
 def _sites_summary(sites: Sequence[NormSite], stack: str | None, roles: Sequence[str]) -> pd.DataFrame:
     chosen = [s for s in sites if stack is None or s.stack == stack]
     rows = {}
     for s in chosen:
-        entry = rows.setdefault(s.role, {"role": s.role, "stack": s.stack, "sites": 0, "class": type(s.module).__name__,
-                                         "has_bias": s.bias is not None, "ablated": s.role in roles})
+        entry = rows.setdefault(
+            s.role,
+            {
+                "role": s.role,
+                "stack": s.stack,
+                "sites": 0,
+                "class": type(s.module).__name__,
+                "has_bias": s.bias is not None,
+                "ablated": s.role in roles,
+            },
+        )
         entry["sites"] += 1
     return pd.DataFrame(list(rows.values()))
 
@@ -539,17 +689,39 @@ def run_protocol(models: Sequence[str], texts: Sequence[str], progress: bool = T
         results += run_model(name, texts, progress=False, **options)
         seconds[name] = time.perf_counter() - start
         gc.collect()
-    return ProtocolResult(pd.DataFrame([r.row for r in results]), pd.concat([r.draws for r in results]),
-                          pd.concat([r.per_layer for r in results]), pd.concat([r.carriers for r in results]),
-                          pd.concat([r.sites for r in results]), seconds)
+    return ProtocolResult(
+        pd.DataFrame([r.row for r in results]),
+        pd.concat([r.draws for r in results]),
+        pd.concat([r.per_layer for r in results]),
+        pd.concat([r.carriers for r in results]),
+        pd.concat([r.sites for r in results]),
+        seconds,
+    )
 
 
 # ----------------------------------------------------------------------------- reporting
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     """The cross-model table for the README: the columns a reader needs, rounded."""
-    cols = ["model", "placement", "roles", "dims", "objective", "intact", "outliers_zero", "outliers_mean",
-            "random_mean", "random_sd", "random_max", "beyond_every_draw", "dims_ratio_peak", "top_carrier",
-            "largest_activation_dim", "largest_activation_ratio", "largest_dim_zero", "output_dense_zero"]
+    cols = [
+        "model",
+        "placement",
+        "roles",
+        "dims",
+        "objective",
+        "intact",
+        "outliers_zero",
+        "outliers_mean",
+        "random_mean",
+        "random_sd",
+        "random_max",
+        "beyond_every_draw",
+        "dims_ratio_peak",
+        "top_carrier",
+        "largest_activation_dim",
+        "largest_activation_ratio",
+        "largest_dim_zero",
+        "output_dense_zero",
+    ]
     return table[cols].round(3)
 
 
@@ -562,22 +734,32 @@ def finding(row: pd.Series) -> tuple[str, bool, str]:
     """(claim, held, evidence) for one model: do its detected dims hurt more than every random draw?"""
     worse = "lower" if row.objective == OBJECTIVE_LABELS["cosine"] else "higher"
     claim = f"{row.model}: disabling the detected dims hurts its objective more than random dims"
-    mean_note = (f"set to the mean instead: {row.outliers_mean:.4g}")
-    dense = "" if row.output_dense_zero is None or (isinstance(row.output_dense_zero, float) and
-                                                    math.isnan(row.output_dense_zero)) else (
-        f" The GPT-2 analogue (each block's attention and MLP output projections zeroed at those dims): "
-        f"{row.output_dense_zero:.4g}.")
-    largest = ("" if row.largest_dim_detected else
-               f" The layer-peak activation dim {row.largest_activation_dim} (max |h| {row.largest_activation:.4g}, "
-               f"{row.largest_activation_ratio:.0f}x the median dim, layer {row.largest_activation_layer}) is not "
-               f"among them; zeroing it alone gives {row.largest_dim_zero:.4g}.")
-    evidence = (f"{row.placement}, {row.roles} norms ({row.n_sites} sites), dims {row.dims} ({row.rule}); "
-                f"{row.objective} intact {row.intact:.4g} -> {row.outliers_zero:.4g} zeroed ({mean_note}); "
-                f"{int(row.draws)} random draws {row.random_mean:.4g} ± {row.random_sd:.2g} (max damage "
-                f"{row.random_max if worse == 'higher' else row.random_min:.4g}); beyond every draw: "
-                f"{bool(row.beyond_every_draw)}. Mean |h| at the dims peaks at {row.dims_ratio_peak:.1f}x the median "
-                f"dim (layer {row.dims_ratio_layer}), carried most by: {row.top_carrier} "
-                f"({row.top_carrier_ratio:.1f}x other tokens).{largest}{dense}")
+    mean_note = f"set to the mean instead: {row.outliers_mean:.4g}"
+    dense = (
+        ""
+        if row.output_dense_zero is None
+        or (isinstance(row.output_dense_zero, float) and math.isnan(row.output_dense_zero))
+        else (
+            f" The GPT-2 analogue (each block's attention and MLP output projections zeroed at those dims): "
+            f"{row.output_dense_zero:.4g}."
+        )
+    )
+    largest = (
+        ""
+        if row.largest_dim_detected
+        else f" The layer-peak activation dim {row.largest_activation_dim} (max |h| {row.largest_activation:.4g}, "
+        f"{row.largest_activation_ratio:.0f}x the median dim, layer {row.largest_activation_layer}) is not "
+        f"among them; zeroing it alone gives {row.largest_dim_zero:.4g}."
+    )
+    evidence = (
+        f"{row.placement}, {row.roles} norms ({row.n_sites} sites), dims {row.dims} ({row.rule}); "
+        f"{row.objective} intact {row.intact:.4g} -> {row.outliers_zero:.4g} zeroed ({mean_note}); "
+        f"{int(row.draws)} random draws {row.random_mean:.4g} ± {row.random_sd:.2g} (max damage "
+        f"{row.random_max if worse == 'higher' else row.random_min:.4g}); beyond every draw: "
+        f"{bool(row.beyond_every_draw)}. Mean |h| at the dims peaks at {row.dims_ratio_peak:.1f}x the median "
+        f"dim (layer {row.dims_ratio_layer}), carried most by: {row.top_carrier} "
+        f"({row.top_carrier_ratio:.1f}x other tokens).{largest}{dense}"
+    )
     return claim, bool(row.beyond_every_draw), evidence
 
 
@@ -607,12 +789,32 @@ def figure(result: ProtocolResult):
         draws = result.draws[(result.draws.model == row.model) & result.draws.condition.str.startswith("random")]
         ax = axes[0, j]
         jitter = np.random.default_rng(j).uniform(-0.15, 0.15, len(draws))
-        ax.scatter(jitter, [damage(v, row.intact, worse) for v in draws.value], color="grey", alpha=0.6, s=14,
-                   label=f"random dims, zero ({len(draws)})")
-        ax.scatter([0.6], [damage(row.outliers_zero, row.intact, worse)], color="crimson", marker="D", s=50,
-                   label="detected dims, zero", zorder=5)
-        ax.scatter([0.85], [damage(row.outliers_mean, row.intact, worse)], color="tab:blue", marker="o", s=40,
-                   label="detected dims, mean", zorder=5)
+        ax.scatter(
+            jitter,
+            [damage(v, row.intact, worse) for v in draws.value],
+            color="grey",
+            alpha=0.6,
+            s=14,
+            label=f"random dims, zero ({len(draws)})",
+        )
+        ax.scatter(
+            [0.6],
+            [damage(row.outliers_zero, row.intact, worse)],
+            color="crimson",
+            marker="D",
+            s=50,
+            label="detected dims, zero",
+            zorder=5,
+        )
+        ax.scatter(
+            [0.85],
+            [damage(row.outliers_mean, row.intact, worse)],
+            color="tab:blue",
+            marker="o",
+            s=40,
+            label="detected dims, mean",
+            zorder=5,
+        )
         ax.set_xlim(-0.4, 1.1)
         values = [damage(v, row.intact, worse) for v in [*draws.value, row.outliers_zero, row.outliers_mean]]
         ax.set_ylim(min(min(values) * 1.5, -1e-3), max(max(values) * 3.0, 1e-2))  # room above the markers
@@ -649,7 +851,8 @@ PRE_LN_SITE_NOTE = (
     "disables the pre-norms (the norm-parameter claim under test, the same kind of site as in the post-LN "
     "models). The paper's GPT-2 experiment disabled the output dense layer of each block instead: its row d is "
     "what the block writes into dim d of the stream, the closest pre-LN counterpart of a post-LN block-output "
-    "LayerNorm. Both are measured below for the pre-LN models, at the same detected dims.")
+    "LayerNorm. Both are measured below for the pre-LN models, at the same detected dims."
+)
 
 
 def _worse(row) -> str:
@@ -665,9 +868,11 @@ def zero_vs_mean_finding(table: pd.DataFrame) -> tuple[str, bool | None, str]:
     """Sun et al.'s contrast for norm parameters: among the models whose zeroed dims beat every random draw,
     does setting them to the site's mean instead cost at most ``MEAN_RECOVERY_SHARE`` of the damage?
     None when no model qualifies."""
-    claim = (f"Setting the detected dims' norm weight and bias to the site's mean instead of zero leaves the "
-             f"model close to intact (at most {MEAN_RECOVERY_SHARE:.0%} of zeroing's damage), as Sun et al. found "
-             f"for massive activations")
+    claim = (
+        f"Setting the detected dims' norm weight and bias to the site's mean instead of zero leaves the "
+        f"model close to intact (at most {MEAN_RECOVERY_SHARE:.0%} of zeroing's damage), as Sun et al. found "
+        f"for massive activations"
+    )
     hit = table[table.beyond_every_draw]
     if hit.empty:
         return claim, None, "No model's zeroed dims beat every random draw, so there is no damage to recover."
@@ -676,20 +881,26 @@ def zero_vs_mean_finding(table: pd.DataFrame) -> tuple[str, bool | None, str]:
         z = damage(row.outliers_zero, row.intact, _worse(row))
         m = damage(row.outliers_mean, row.intact, _worse(row))
         verdicts.append(m <= MEAN_RECOVERY_SHARE * z)
-    note = (" Our mean mode sets the norm PARAMETERS at those dims to the mean of the site's weight (and bias) "
-            "vector; Sun et al. set the ACTIVATIONS to their mean over tokens, a different intervention.")
+    note = (
+        " Our mean mode sets the norm PARAMETERS at those dims to the mean of the site's weight (and bias) "
+        "vector; Sun et al. set the ACTIVATIONS to their mean over tokens, a different intervention."
+    )
     return claim, bool(all(verdicts)), zero_vs_mean_sentence(hit) + note
 
 
 def analogue_table(table: pd.DataFrame) -> pd.DataFrame:
     """Pre-LN models: the objective with the pre-norms zeroed vs the blocks' output projections zeroed."""
     pre = table[table.placement == "pre-LN"]
-    return pre[["model", "dims", "objective", "intact", "outliers_zero", "output_dense_zero", "random_max"]].rename(
-        columns={"outliers_zero": "pre_norms_zero", "random_max": "pre_norms_random_max"}).reset_index(drop=True)
+    return (
+        pre[["model", "dims", "objective", "intact", "outliers_zero", "output_dense_zero", "random_max"]]
+        .rename(columns={"outliers_zero": "pre_norms_zero", "random_max": "pre_norms_random_max"})
+        .reset_index(drop=True)
+    )
 
 
 def precision_table(table: pd.DataFrame) -> pd.DataFrame:
     """Per LM-objective model: the run's precision and bf16 minus fp32 for the intact and zeroed losses."""
     lm = table[table.bf16_minus_fp32_intact.notna()]
-    return lm[["model", "precision", "intact", "outliers_zero", "bf16_minus_fp32_intact",
-               "bf16_minus_fp32_outliers"]].reset_index(drop=True)
+    return lm[
+        ["model", "precision", "intact", "outliers_zero", "bf16_minus_fp32_intact", "bf16_minus_fp32_outliers"]
+    ].reset_index(drop=True)

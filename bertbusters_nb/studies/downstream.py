@@ -16,6 +16,7 @@ Example:
     >>> study.finetune(); study.ablate(); study.random_baseline(draws=20)  # doctest: +SKIP
     >>> study.summary()  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,14 +29,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..model.ablation import Condition
 from ..analysis.baselines import random_dims, rank_against
-from ..finetuning import FinetuneResult, FinetuneSettings, finetune
-from ..model.loading import ALIASES, load_model, resolve
-from ..model.norms import NormSite, find_norm_sites, select_sites
 from ..analysis.detection import detect
 from ..analysis.outliers import OutlierReport, find_outliers
 from ..evaluation.tasks import GLUE_HUB, get_task, load_task, task_columns
+from ..finetuning import FinetuneResult, FinetuneSettings, finetune
+from ..model.ablation import Condition
+from ..model.loading import ALIASES, load_model, resolve
+from ..model.norms import NormSite, find_norm_sites, select_sites
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,10 @@ def check_overrides(overrides: Mapping[str, Mapping[str, object]], settings: Fin
     """``overrides`` as a plain dict, after checking that every name is a fine-tuning setting and that the
     values build valid settings (the error names the valid settings)."""
     if not isinstance(overrides, Mapping) or not all(isinstance(v, Mapping) for v in overrides.values()):
-        raise ValueError(f"overrides must map a backbone to a dict of settings, e.g. "
-                         f"{{'bbmini': {{'learning_rate': 3e-4}}}} (got {overrides!r}).")
+        raise ValueError(
+            f"overrides must map a backbone to a dict of settings, e.g. "
+            f"{{'bbmini': {{'learning_rate': 3e-4}}}} (got {overrides!r})."
+        )
     names = {f.name for f in dataclasses.fields(FinetuneSettings)}
     for backbone, changes in overrides.items():
         unknown = sorted(set(changes) - names)
@@ -132,8 +135,9 @@ def prepare_dev_set(tokenizer, data, task: str, max_length: int, batch_size: int
     order = sorted(range(len(texts)), key=lengths.__getitem__)
     texts, labels = [texts[i] for i in order], [labels[i] for i in order]
     pairs = None if pairs is None else [pairs[i] for i in order]
-    return prepare_classification_eval(tokenizer, texts, labels, task, text_pairs=pairs, max_length=max_length,
-                                       batch_size=batch_size, device=device), labels
+    return prepare_classification_eval(
+        tokenizer, texts, labels, task, text_pairs=pairs, max_length=max_length, batch_size=batch_size, device=device
+    ), labels
 
 
 @dataclass
@@ -170,11 +174,21 @@ class DownstreamStudy:
     backbone that is not in the study (say, one left out because it is not built) are ignored.
     """
 
-    def __init__(self, backbones: Sequence[str], tasks: Sequence[str], settings: FinetuneSettings, *,
-                 roles: Sequence[str] = ("block_output",), k: float = 3.0, min_share: float = 0.5,
-                 device: str | None = "auto", cache_dir: str | os.PathLike | None = None,
-                 glue_source: str = GLUE_HUB, progress: bool = True,
-                 overrides: Mapping[str, Mapping[str, object]] | None = None):
+    def __init__(
+        self,
+        backbones: Sequence[str],
+        tasks: Sequence[str],
+        settings: FinetuneSettings,
+        *,
+        roles: Sequence[str] = ("block_output",),
+        k: float = 3.0,
+        min_share: float = 0.5,
+        device: str | None = "auto",
+        cache_dir: str | os.PathLike | None = None,
+        glue_source: str = GLUE_HUB,
+        progress: bool = True,
+        overrides: Mapping[str, Mapping[str, object]] | None = None,
+    ):
         if not backbones or not tasks:
             raise ValueError("Give at least one backbone and one task.")
         for task in tasks:
@@ -202,29 +216,58 @@ class DownstreamStudy:
         for backbone in self.backbones:
             for task in self.tasks:
                 spec, settings = get_task(task), self.settings_for(backbone)
-                tuned = finetune(backbone, task, settings, cache_dir=self.cache_dir, device=self.device,
-                                 glue_source=self.glue_source, progress=self.progress)
+                tuned = finetune(
+                    backbone,
+                    task,
+                    settings,
+                    cache_dir=self.cache_dir,
+                    device=self.device,
+                    glue_source=self.glue_source,
+                    progress=self.progress,
+                )
                 sites = find_norm_sites(tuned.model)
                 chosen = select_sites(sites, roles=self.roles)
-                pair = Pair(backbone, task, tuned, sites, n_layers=1 + max(s.layer for s in chosen if s.layer is not None),
-                            hidden=min(s.size for s in chosen))
-                data = load_task(task, max_train_samples=1, max_eval_samples=settings.max_eval_samples,
-                                 glue_source=self.glue_source)
+                pair = Pair(
+                    backbone,
+                    task,
+                    tuned,
+                    sites,
+                    n_layers=1 + max(s.layer for s in chosen if s.layer is not None),
+                    hidden=min(s.size for s in chosen),
+                )
+                data = load_task(
+                    task, max_train_samples=1, max_eval_samples=settings.max_eval_samples, glue_source=self.glue_source
+                )
                 for split in spec.eval_splits:
                     pair.eval_sets[split], labels = prepare_dev_set(
-                        tuned.tokenizer, data[split], task, settings.max_length, settings.eval_batch_size,
-                        next(tuned.model.parameters()).device)
+                        tuned.tokenizer,
+                        data[split],
+                        task,
+                        settings.max_length,
+                        settings.eval_batch_size,
+                        next(tuned.model.parameters()).device,
+                    )
                     pair.chance[split] = chance_score(task, labels)
                     metrics = evaluate(tuned.model, pair.eval_sets[split])
-                    rows.append({"backbone": backbone, "task": task, "split": split, "metric": spec.metric,
-                                 "value": metrics[spec.metric], "chance": pair.chance[split],
-                                 "eval_loss": metrics["eval_loss"], "dev_examples": len(labels),
-                                 "learning_rate": settings.learning_rate,
-                                 "train_examples": tuned.manifest["train"]["examples"],
-                                 "train_steps": tuned.manifest["train"]["steps"],
-                                 "train_loss": tuned.manifest["train"]["train_loss"],
-                                 "train_seconds": tuned.train_seconds, "reused_cache": tuned.reused,
-                                 "checkpoint": str(tuned.path)})
+                    rows.append(
+                        {
+                            "backbone": backbone,
+                            "task": task,
+                            "split": split,
+                            "metric": spec.metric,
+                            "value": metrics[spec.metric],
+                            "chance": pair.chance[split],
+                            "eval_loss": metrics["eval_loss"],
+                            "dev_examples": len(labels),
+                            "learning_rate": settings.learning_rate,
+                            "train_examples": tuned.manifest["train"]["examples"],
+                            "train_steps": tuned.manifest["train"]["steps"],
+                            "train_loss": tuned.manifest["train"]["train_loss"],
+                            "train_seconds": tuned.train_seconds,
+                            "reused_cache": tuned.reused,
+                            "checkpoint": str(tuned.path),
+                        }
+                    )
                 self.pairs.append(pair)
         self.tables["baseline"] = pd.DataFrame(rows)
         return self.tables["baseline"]
@@ -243,28 +286,36 @@ class DownstreamStudy:
         for pair in self.pairs:
             if pair.backbone not in before_cache:
                 base, base_tokenizer = load_model(pair.backbone, head="base", device="cpu")
-                before_cache[pair.backbone] = find_outliers(select_sites(find_norm_sites(base), roles=self.roles),
-                                                            k=self.k, min_share=self.min_share)
+                before_cache[pair.backbone] = find_outliers(
+                    select_sites(find_norm_sites(base), roles=self.roles), k=self.k, min_share=self.min_share
+                )
                 found = detect(base, base_tokenizer)  # the one rule, on the pre-trained backbone
                 rule_cache[pair.backbone] = found.dims, found.rule
             pair.before = before_cache[pair.backbone]
             pair.after = find_outliers(select_sites(pair.sites, roles=self.roles), k=self.k, min_share=self.min_share)
             dims, rule = rule_cache[pair.backbone]
             pair.dims = list(dims)
-            pair.dims_source = (f"pre-trained backbone, detection.dims_to_ablate ({rule})" if rule != "strongest candidates"
-                                else "no dim met the rule on the backbone; its strongest candidates instead")
-            merged = pair.before.per_dim.merge(pair.after.per_dim, on="dim", how="outer", suffixes=("_before", "_after"))
+            pair.dims_source = (
+                f"pre-trained backbone, detection.dims_to_ablate ({rule})"
+                if rule != "strongest candidates"
+                else "no dim met the rule on the backbone; its strongest candidates instead"
+            )
+            merged = pair.before.per_dim.merge(
+                pair.after.per_dim, on="dim", how="outer", suffixes=("_before", "_after")
+            )
             merged = merged.fillna({"sites_flagged_before": 0, "sites_flagged_after": 0})
             merged["outlier_before"] = merged.dim.isin(pair.before.dims)
             merged["outlier_after"] = merged.dim.isin(pair.after.dims)
             merged["disabled"] = merged.dim.isin(pair.dims)
             merged.insert(0, "task", pair.task)
             merged.insert(0, "backbone", pair.backbone)
-            frames.append(merged.sort_values(["outlier_before", "outlier_after", "sites_flagged_before"],
-                                             ascending=False))
+            frames.append(
+                merged.sort_values(["outlier_before", "outlier_after", "sites_flagged_before"], ascending=False)
+            )
         self.tables["outliers"] = pd.concat(frames, ignore_index=True)
-        self.tables["outliers"][["sites_flagged_before", "sites_flagged_after"]] = \
-            self.tables["outliers"][["sites_flagged_before", "sites_flagged_after"]].astype(int)
+        self.tables["outliers"][["sites_flagged_before", "sites_flagged_after"]] = self.tables["outliers"][
+            ["sites_flagged_before", "sites_flagged_after"]
+        ].astype(int)
         return self.tables["outliers"]
 
     def outlier_sets(self) -> pd.DataFrame:
@@ -275,10 +326,18 @@ class DownstreamStudy:
         rows = []
         for p in self.pairs:
             kept = sorted(set(p.before.dims) & set(p.after.dims))
-            rows.append({"backbone": p.backbone, "task": p.task, "before": " ".join(map(str, p.before.dims)),
-                         "after": " ".join(map(str, p.after.dims)), "kept": " ".join(map(str, kept)),
-                         "all_kept": bool(p.before.dims) and set(p.before.dims) <= set(p.after.dims),
-                         "disabled": " ".join(map(str, p.dims)), "disabled_because": p.dims_source})
+            rows.append(
+                {
+                    "backbone": p.backbone,
+                    "task": p.task,
+                    "before": " ".join(map(str, p.before.dims)),
+                    "after": " ".join(map(str, p.after.dims)),
+                    "kept": " ".join(map(str, kept)),
+                    "all_kept": bool(p.before.dims) and set(p.before.dims) <= set(p.after.dims),
+                    "disabled": " ".join(map(str, p.dims)),
+                    "disabled_because": p.dims_source,
+                }
+            )
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------ stage 3
@@ -287,8 +346,9 @@ class DownstreamStudy:
 
         frames = []
         for split, eval_set in pair.eval_sets.items():
-            table = evaluate_conditions(pair.tuned.model, eval_set, conditions, sites=pair.sites,
-                                        progress=self.progress)
+            table = evaluate_conditions(
+                pair.tuned.model, eval_set, conditions, sites=pair.sites, progress=self.progress
+            )
             intact = self.tables["baseline"].set_index(PAIR_COLUMNS).loc[(pair.backbone, pair.task, split), "value"]
             table.insert(0, "split", split)
             table.insert(0, "task", pair.task)
@@ -304,8 +364,10 @@ class DownstreamStudy:
         self._need("ablate")
         if "outliers" not in self.tables:
             self.outliers()
-        frames = [self._evaluate(p, outlier_conditions(p.dims, self.roles, p.n_layers, layer_parts), "ablations")
-                  for p in self.pairs]
+        frames = [
+            self._evaluate(p, outlier_conditions(p.dims, self.roles, p.n_layers, layer_parts), "ablations")
+            for p in self.pairs
+        ]
         self.tables["ablations"] = pd.concat(frames, ignore_index=True)
         return self.tables["ablations"]
 
@@ -325,8 +387,13 @@ class DownstreamStudy:
         return self.tables["random"]
 
     # ------------------------------------------------------------ stage 4
-    def scan(self, tasks: Sequence[str] | None = None, max_samples: int | None = None, every: int = 1,
-             checkpoint_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    def scan(
+        self,
+        tasks: Sequence[str] | None = None,
+        max_samples: int | None = None,
+        every: int = 1,
+        checkpoint_dir: str | os.PathLike | None = None,
+    ) -> pd.DataFrame:
         """Every hidden dim disabled alone (all layers, ``roles``), on the first dev split of each pair.
 
         tasks: limit the scan to these tasks (None: all). max_samples: scan a seeded subset of the
@@ -350,15 +417,32 @@ class DownstreamStudy:
                 continue
             spec, settings = get_task(p.task), self.settings_for(p.backbone)
             split = spec.eval_splits[0]
-            data = load_task(p.task, max_train_samples=1, max_eval_samples=max_samples or settings.max_eval_samples,
-                             glue_source=self.glue_source)[split]
-            eval_set, _ = prepare_dev_set(p.tuned.tokenizer, data, p.task, settings.max_length,
-                                          settings.eval_batch_size, next(p.tuned.model.parameters()).device)
+            data = load_task(
+                p.task,
+                max_train_samples=1,
+                max_eval_samples=max_samples or settings.max_eval_samples,
+                glue_source=self.glue_source,
+            )[split]
+            eval_set, _ = prepare_dev_set(
+                p.tuned.tokenizer,
+                data,
+                p.task,
+                settings.max_length,
+                settings.eval_batch_size,
+                next(p.tuned.model.parameters()).device,
+            )
             # the checkpoint is named by the scan's key (evaluation.scan.checkpoint_name), so a changed run
             # never meets a checkpoint of another scan
             dims = sorted(set(range(0, p.hidden, every)) | set(p.dims))
-            table = scan_dims(p.tuned.model, eval_set, roles=self.roles, dims=dims, checkpoint_dir=checkpoint_dir,
-                              progress=self.progress, sites=p.sites)
+            table = scan_dims(
+                p.tuned.model,
+                eval_set,
+                roles=self.roles,
+                dims=dims,
+                checkpoint_dir=checkpoint_dir,
+                progress=self.progress,
+                sites=p.sites,
+            )
             table.insert(0, "split", split)
             table.insert(0, "task", p.task)
             table.insert(0, "backbone", p.backbone)
@@ -394,12 +478,26 @@ class DownstreamStudy:
                 continue
             spec, settings = get_task(p.task), self.settings_for(p.backbone)
             split = spec.eval_splits[0]
-            data = load_task(p.task, max_train_samples=1, max_eval_samples=settings.max_eval_samples,
-                             glue_source=self.glue_source)[split]
-            eval_set, _ = prepare_dev_set(p.tuned.tokenizer, data, p.task, settings.max_length,
-                                          settings.eval_batch_size, next(p.tuned.model.parameters()).device)
-            table = screened_scan(p.tuned.model, eval_set, roles=self.roles, top_k=top_k, also_check=p.dims,
-                                  sites=p.sites, progress=self.progress)
+            data = load_task(
+                p.task, max_train_samples=1, max_eval_samples=settings.max_eval_samples, glue_source=self.glue_source
+            )[split]
+            eval_set, _ = prepare_dev_set(
+                p.tuned.tokenizer,
+                data,
+                p.task,
+                settings.max_length,
+                settings.eval_batch_size,
+                next(p.tuned.model.parameters()).device,
+            )
+            table = screened_scan(
+                p.tuned.model,
+                eval_set,
+                roles=self.roles,
+                top_k=top_k,
+                also_check=p.dims,
+                sites=p.sites,
+                progress=self.progress,
+            )
             for column, value in (("split", split), ("task", p.task), ("backbone", p.backbone)):
                 table.insert(0, column, value)
             table["outlier"] = table.dim.isin(p.dims)
@@ -446,29 +544,46 @@ class DownstreamStudy:
         stats = rank_against(together, random["value"])
         single = ablations[ablations.condition.str.fullmatch(r"dim \d+")]
         ranges = ablations[ablations.condition.str.startswith("outlier dims, layers")]
-        row = {"backbone": p.backbone, "task": p.task, "split": split, "metric": get_task(p.task).metric,
-               "chance": p.chance[split], "intact": intact, "disabled_dims": " ".join(map(str, p.dims)),
-               "outliers_disabled": together, "relative_change": together / intact - 1,
-               "worst_single_outlier": float(single["value"].min()) if len(single) else float("nan"),
-               "worst_layer_range": (ranges.loc[ranges["value"].idxmin(), "layers"] if len(ranges) else ""),
-               "random_mean": stats["random_mean"], "random_std": stats["random_std"],
-               "random_min": stats["random_min"], "random_max": stats["random_max"], "draws": stats["draws"],
-               "random_relative_change": stats["random_mean"] / intact - 1,
-               "worse_than_every_draw": bool(together < stats["random_min"]),
-               "share_of_draws_as_damaging": float((random["value"] <= together).mean()),
-               "outliers_kept_after_finetuning": bool(p.before.dims) and set(p.before.dims) <= set(p.after.dims)}
+        row = {
+            "backbone": p.backbone,
+            "task": p.task,
+            "split": split,
+            "metric": get_task(p.task).metric,
+            "chance": p.chance[split],
+            "intact": intact,
+            "disabled_dims": " ".join(map(str, p.dims)),
+            "outliers_disabled": together,
+            "relative_change": together / intact - 1,
+            "worst_single_outlier": float(single["value"].min()) if len(single) else float("nan"),
+            "worst_layer_range": (ranges.loc[ranges["value"].idxmin(), "layers"] if len(ranges) else ""),
+            "random_mean": stats["random_mean"],
+            "random_std": stats["random_std"],
+            "random_min": stats["random_min"],
+            "random_max": stats["random_max"],
+            "draws": stats["draws"],
+            "random_relative_change": stats["random_mean"] / intact - 1,
+            "worse_than_every_draw": bool(together < stats["random_min"]),
+            "share_of_draws_as_damaging": float((random["value"] <= together).mean()),
+            "outliers_kept_after_finetuning": bool(p.before.dims) and set(p.before.dims) <= set(p.after.dims),
+        }
         scan = self.tables.get("scan")
         if scan is not None:
             mine = scan[(scan.backbone == p.backbone) & (scan.task == p.task) & (scan.split == split)]
             if len(mine):
                 worst = mine.loc[mine["damage_rank"].idxmin()]
-                row.update({"scan_intact": float(mine.intact_value.iloc[0]), "scan_examples": int(mine.examples.iloc[0]),
-                            "scan_intact_loss": float(mine.intact_loss.iloc[0]),
-                            "scan_most_damaging_dim": int(worst.dim), "scan_most_damaging_value": float(worst.value),
-                            "scan_most_damaging_loss_delta": float(worst.loss_delta),
-                            "scan_most_damaging_is_outlier": bool(worst.outlier),
-                            "scan_outlier_ranks": " ".join(str(int(r)) for r in mine[mine.outlier].damage_rank),
-                            "scan_dims": len(mine)})
+                row.update(
+                    {
+                        "scan_intact": float(mine.intact_value.iloc[0]),
+                        "scan_examples": int(mine.examples.iloc[0]),
+                        "scan_intact_loss": float(mine.intact_loss.iloc[0]),
+                        "scan_most_damaging_dim": int(worst.dim),
+                        "scan_most_damaging_value": float(worst.value),
+                        "scan_most_damaging_loss_delta": float(worst.loss_delta),
+                        "scan_most_damaging_is_outlier": bool(worst.outlier),
+                        "scan_outlier_ranks": " ".join(str(int(r)) for r in mine[mine.outlier].damage_rank),
+                        "scan_dims": len(mine),
+                    }
+                )
         return row
 
     def findings(self) -> list[dict]:
@@ -476,32 +591,45 @@ class DownstreamStudy:
         summary = self.summary()
         out = []
         for r in summary.itertuples():
-            out.append({
-                "claim": f"Disabling the outlier dims after fine-tuning ({r.backbone}, {r.task} {r.split}) lowers "
-                         f"{r.metric} more than every random draw of as many dims",
-                "held": bool(r.worse_than_every_draw),
-                "evidence": (f"{r.metric} intact {r.intact:.3f} (majority class {r.chance:.3f}); dims "
-                             f"[{r.disabled_dims}] disabled in all layers: {r.outliers_disabled:.3f} "
-                             f"({r.relative_change:+.1%}); {r.draws} random draws: {r.random_mean:.3f} ± "
-                             f"{r.random_std:.3f} (min {r.random_min:.3f}, {r.random_relative_change:+.1%} on average); "
-                             f"{r.share_of_draws_as_damaging:.0%} of draws as damaging.")})
+            out.append(
+                {
+                    "claim": f"Disabling the outlier dims after fine-tuning ({r.backbone}, {r.task} {r.split}) lowers "
+                    f"{r.metric} more than every random draw of as many dims",
+                    "held": bool(r.worse_than_every_draw),
+                    "evidence": (
+                        f"{r.metric} intact {r.intact:.3f} (majority class {r.chance:.3f}); dims "
+                        f"[{r.disabled_dims}] disabled in all layers: {r.outliers_disabled:.3f} "
+                        f"({r.relative_change:+.1%}); {r.draws} random draws: {r.random_mean:.3f} ± "
+                        f"{r.random_std:.3f} (min {r.random_min:.3f}, {r.random_relative_change:+.1%} on average); "
+                        f"{r.share_of_draws_as_damaging:.0%} of draws as damaging."
+                    ),
+                }
+            )
         sets = self.outlier_sets()
         for r in sets.itertuples():
-            out.append({"claim": f"The outlier dims of {r.backbone} survive fine-tuning on {r.task}",
-                        "held": bool(r.all_kept),
-                        "evidence": f"before: [{r.before}]; after: [{r.after}]; kept: [{r.kept}]."})
+            out.append(
+                {
+                    "claim": f"The outlier dims of {r.backbone} survive fine-tuning on {r.task}",
+                    "held": bool(r.all_kept),
+                    "evidence": f"before: [{r.before}]; after: [{r.after}]; kept: [{r.kept}].",
+                }
+            )
         if "scan_dims" in summary:
             for r in summary.dropna(subset=["scan_dims"]).itertuples():
                 held = bool(r.scan_most_damaging_is_outlier) and r.scan_most_damaging_loss_delta > 0
-                out.append({"claim": f"In the single-dim scan ({r.backbone}, {r.task}) the most damaging dim is an "
-                                     f"outlier dim",
-                            "held": held,
-                            "evidence": f"most damaging of {int(r.scan_dims)} dims (largest dev-loss rise, "
-                                        f"{int(r.scan_examples)} dev examples): dim {int(r.scan_most_damaging_dim)}, "
-                                        f"loss {r.scan_intact_loss:.3f} {r.scan_most_damaging_loss_delta:+.3f}, "
-                                        f"{r.metric} {r.scan_intact:.3f} -> {r.scan_most_damaging_value:.3f}; damage "
-                                        f"ranks of the outlier dims [{r.disabled_dims}]: {r.scan_outlier_ranks} "
-                                        f"(1 = most damaging)."})
+                out.append(
+                    {
+                        "claim": f"In the single-dim scan ({r.backbone}, {r.task}) the most damaging dim is an "
+                        f"outlier dim",
+                        "held": held,
+                        "evidence": f"most damaging of {int(r.scan_dims)} dims (largest dev-loss rise, "
+                        f"{int(r.scan_examples)} dev examples): dim {int(r.scan_most_damaging_dim)}, "
+                        f"loss {r.scan_intact_loss:.3f} {r.scan_most_damaging_loss_delta:+.3f}, "
+                        f"{r.metric} {r.scan_intact:.3f} -> {r.scan_most_damaging_value:.3f}; damage "
+                        f"ranks of the outlier dims [{r.disabled_dims}]: {r.scan_outlier_ranks} "
+                        f"(1 = most damaging).",
+                    }
+                )
         return out
 
     def describe(self) -> str:
@@ -510,24 +638,34 @@ class DownstreamStudy:
         lines = []
         for r in summary.itertuples():
             sensible = r.intact > r.chance + 0.05
-            verdict = ("worse than every one of" if r.worse_than_every_draw else "NOT worse than every one of")
+            verdict = "worse than every one of" if r.worse_than_every_draw else "NOT worse than every one of"
             lines.append(
                 f"- **{r.backbone} on {r.task}** ({r.split}): fine-tuned {r.metric} {r.intact:.3f} vs majority "
                 f"class {r.chance:.3f}{'' if sensible else ' (not clearly above chance: the fine-tune is too weak to say much)'}. "
                 f"Disabling dims [{r.disabled_dims}] in every layer gives {r.outliers_disabled:.3f} "
                 f"({r.relative_change:+.1%}), {verdict} the {r.draws} random draws "
                 f"({r.random_mean:.3f} ± {r.random_std:.3f}, {r.random_relative_change:+.1%} on average)."
-                + (f" Single-dim scan ({int(r.scan_examples)} dev examples): the most damaging dim is "
-                   f"{int(r.scan_most_damaging_dim)} (dev loss {r.scan_most_damaging_loss_delta:+.3f}), "
-                   f"{'an outlier dim' if r.scan_most_damaging_is_outlier else 'not an outlier dim'}; the outlier dims "
-                   f"rank {r.scan_outlier_ranks} of {int(r.scan_dims)}." if "scan_dims" in summary
-                   and not pd.isna(r.scan_dims) else "")
-                + (" The backbone's outlier dims are still outliers after fine-tuning."
-                   if r.outliers_kept_after_finetuning else " Fine-tuning changed which dims are outliers."))
+                + (
+                    f" Single-dim scan ({int(r.scan_examples)} dev examples): the most damaging dim is "
+                    f"{int(r.scan_most_damaging_dim)} (dev loss {r.scan_most_damaging_loss_delta:+.3f}), "
+                    f"{'an outlier dim' if r.scan_most_damaging_is_outlier else 'not an outlier dim'}; the outlier dims "
+                    f"rank {r.scan_outlier_ranks} of {int(r.scan_dims)}."
+                    if "scan_dims" in summary and not pd.isna(r.scan_dims)
+                    else ""
+                )
+                + (
+                    " The backbone's outlier dims are still outliers after fine-tuning."
+                    if r.outliers_kept_after_finetuning
+                    else " Fine-tuning changed which dims are outliers."
+                )
+            )
         held = int(summary.worse_than_every_draw.sum())
-        effect = ("The paper's downstream claim held in every pair." if held == len(summary) else
-                  f"The paper's downstream claim held in {held} of {len(summary)} pairs; where it did not, this small "
-                  f"model and short fine-tune do not show the paper's effect.")
+        effect = (
+            "The paper's downstream claim held in every pair."
+            if held == len(summary)
+            else f"The paper's downstream claim held in {held} of {len(summary)} pairs; where it did not, this small "
+            f"model and short fine-tune do not show the paper's effect."
+        )
         return "\n".join(lines + ["", effect])
 
 

@@ -3,6 +3,7 @@
 The dims come from the project's one detection rule (``detection.dims_to_ablate``), called in one
 line (``detect_dims``) so a change of rule is a one-line swap.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,9 +59,14 @@ def _head_and_kind(name: str) -> tuple[str, str]:
     return ("causal-lm", "causal") if model_type in CAUSAL_TYPES else ("mlm", "mlm")
 
 
-def load_subject(name: str, device: str = "auto", k: float = 3.0,
-                 corpora: Sequence[str] = frequency.DEFAULT_PROXY_CORPORA, proxy_max_texts: int | None = None,
-                 exact_max_texts: int | None = None) -> Subject:
+def load_subject(
+    name: str,
+    device: str = "auto",
+    k: float = 3.0,
+    corpora: Sequence[str] = frequency.DEFAULT_PROXY_CORPORA,
+    proxy_max_texts: int | None = None,
+    exact_max_texts: int | None = None,
+) -> Subject:
     """Load ``name`` with the head its objective needs, detect its outlier dims, count its tokens.
 
     Counts are exact for a model folder with a ``training_config.json`` (pre-trained by this project), else a
@@ -103,8 +109,9 @@ def conditions(subject: Subject, draws: int, seed: int = 0) -> list:
     from ..model.ablation import Condition
 
     randoms = random_draws(subject, draws, seed)
-    return ([Condition("none"), Condition("outliers", tuple(subject.dims), subject.roles)]
-            + [Condition(f"random {i}", d, subject.roles) for i, d in enumerate(randoms)])
+    return [Condition("none"), Condition("outliers", tuple(subject.dims), subject.roles)] + [
+        Condition(f"random {i}", d, subject.roles) for i, d in enumerate(randoms)
+    ]
 
 
 def random_excluded(subject: Subject, draws: int, seed: int = 0) -> dict[str, tuple[int, ...]]:

@@ -22,6 +22,7 @@ Example:
     >>> view = ex.compute_view(ex.state_with(dims=ex.outlier_dims))  # doctest: +SKIP
     >>> view["loss"] - view["loss_intact"]                      # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from .coalescer import Coalescer
@@ -31,44 +32,44 @@ from .explorer import Explorer, explore
 from .finding import explorer_finding
 from .loading import load_for_explorer
 from .render import (
-                     LM_LABELS,
-                     PANEL_ROLES,
-                     ROLE_LABELS,
-                     SHORT_ROLE_LABELS,
-                     NormFigure,
-                     loss_html,
-                     predictions_html,
-                     static_view_html,
-                     view_html,
-                     view_table,
-                     view_text,
+    LM_LABELS,
+    PANEL_ROLES,
+    ROLE_LABELS,
+    SHORT_ROLE_LABELS,
+    NormFigure,
+    loss_html,
+    predictions_html,
+    static_view_html,
+    view_html,
+    view_table,
+    view_text,
 )
 from .state import DEFAULT_PROMPT, DEFAULT_SENTENCE, ExplorerState
 
 __all__ = [
-                     "DEFAULT_PROMPT",
-                     "DEFAULT_SENTENCE",
-                     "LM_LABELS",
-                     "N_SUGGESTIONS",
-                     "PANEL_ROLES",
-                     "RANKING_COLUMNS",
-                     "ROLE_LABELS",
-                     "SHORT_ROLE_LABELS",
-                     "Coalescer",
-                     "Explorer",
-                     "ExplorerState",
-                     "ExplorerWidget",
-                     "NormFigure",
-                     "candidate_dims",
-                     "explore",
-                     "explorer_finding",
-                     "load_for_explorer",
-                     "loss_html",
-                     "predictions_html",
-                     "screen_ranking_table",
-                     "shown_key",
-                     "static_view_html",
-                     "view_html",
-                     "view_table",
-                     "view_text",
+    "DEFAULT_PROMPT",
+    "DEFAULT_SENTENCE",
+    "LM_LABELS",
+    "N_SUGGESTIONS",
+    "PANEL_ROLES",
+    "RANKING_COLUMNS",
+    "ROLE_LABELS",
+    "SHORT_ROLE_LABELS",
+    "Coalescer",
+    "Explorer",
+    "ExplorerState",
+    "ExplorerWidget",
+    "NormFigure",
+    "candidate_dims",
+    "explore",
+    "explorer_finding",
+    "load_for_explorer",
+    "loss_html",
+    "predictions_html",
+    "screen_ranking_table",
+    "shown_key",
+    "static_view_html",
+    "view_html",
+    "view_table",
+    "view_text",
 ]

@@ -5,6 +5,7 @@ computes the newest value on the loop itself (no threads: the model is never use
 at once) and drops results that were superseded while they were computed. Nothing here knows about
 models or widgets, so it is tested with a hand-driven loop, whatever the machine's speed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,9 +41,14 @@ class Coalescer:
         6
     """
 
-    def __init__(self, compute: Callable[[Any], Any], deliver: Callable[[Any], None], delay_s: float = 0.15,
-                 on_error: Callable[[BaseException, Any], None] | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(
+        self,
+        compute: Callable[[Any], Any],
+        deliver: Callable[[Any], None],
+        delay_s: float = 0.15,
+        on_error: Callable[[BaseException, Any], None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ):
         if delay_s < 0:
             raise ValueError(f"delay_s must be >= 0, got {delay_s}.")
         self.compute, self.deliver, self.delay_s = compute, deliver, float(delay_s)

@@ -7,6 +7,7 @@ computed once and shown as buttons that switch a dim off). Every change goes thr
 a burst of slider moves computes only the latest state; the status line carries ``data-shown`` (the state
 the shown view was computed for) so a browser test can check the view is fresh.
 """
+
 from __future__ import annotations
 
 import html
@@ -30,8 +31,15 @@ N_SUGGESTIONS = 8  # dims the screen's ranking shows (each one checked exactly)
 def shown_key(state: ExplorerState) -> str:
     """The controls' state a shown result was computed for, as compact JSON (the status line's
     ``data-shown``): a browser test compares it with the controls to prove the view is fresh."""
-    return json.dumps({"dims": sorted(state.dims), "layers": list(state.layers or ()), "roles": sorted(state.roles),
-                       "mode": state.mode}, separators=(",", ":"))
+    return json.dumps(
+        {
+            "dims": sorted(state.dims),
+            "layers": list(state.layers or ()),
+            "roles": sorted(state.roles),
+            "mode": state.mode,
+        },
+        separators=(",", ":"),
+    )
 
 
 class ExplorerWidget:
@@ -52,36 +60,65 @@ class ExplorerWidget:
         self.dim_box = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         for d in ex.top_dims:
             self._add_dim_button(d, value=False)
-        self.new_dim = W.BoundedIntText(value=ex.top_dims[0] if ex.top_dims else 0, min=0, max=ex.hidden_size - 1,
-                                        description="any dim:", layout=W.Layout(width="170px"))
+        self.new_dim = W.BoundedIntText(
+            value=ex.top_dims[0] if ex.top_dims else 0,
+            min=0,
+            max=ex.hidden_size - 1,
+            description="any dim:",
+            layout=W.Layout(width="170px"),
+        )
         self.new_dim.add_class("bb-new-dim")
-        self.add_button = W.Button(description="switch off", tooltip="add this dim (switched off)",
-                                   layout=W.Layout(width="90px"))
+        self.add_button = W.Button(
+            description="switch off", tooltip="add this dim (switched off)", layout=W.Layout(width="90px")
+        )
         self.add_button.add_class("bb-add-dim")
         self.add_button.on_click(self._on_add)
         last = ex.n_layers - 1
-        self.layers = W.IntRangeSlider(value=(0, last), min=0, max=last, step=1, description="layers:",
-                                       continuous_update=True, layout=W.Layout(width="420px"))
+        self.layers = W.IntRangeSlider(
+            value=(0, last),
+            min=0,
+            max=last,
+            step=1,
+            description="layers:",
+            continuous_update=True,
+            layout=W.Layout(width="420px"),
+        )
         self.layers.add_class("bb-layers")
         self.roles = {}
         for role in ex.roles_available:
-            box = W.Checkbox(value=role in ex.initial.roles, description=ROLE_LABELS.get(role, role), indent=False,
-                             layout=W.Layout(width="auto"))
+            box = W.Checkbox(
+                value=role in ex.initial.roles,
+                description=ROLE_LABELS.get(role, role),
+                indent=False,
+                layout=W.Layout(width="auto"),
+            )
             box.add_class(f"bb-role-{role}")
             self.roles[role] = box
-        self.mode = W.ToggleButtons(options=[("zero", "zero"), ("mean", "mean")], value="zero",
-                                    tooltips=["weight and bias set to 0", "set to the layer's mean"],
-                                    style={"button_width": "60px"})
+        self.mode = W.ToggleButtons(
+            options=[("zero", "zero"), ("mean", "mean")],
+            value="zero",
+            tooltips=["weight and bias set to 0", "set to the layer's mean"],
+            style={"button_width": "60px"},
+        )
         self.mode.add_class("bb-mode")
-        self.sentence = W.Text(value=ex.initial.sentence, description="sentence:", continuous_update=False,
-                               placeholder=("the start of a sentence; press Enter" if ex.kind == "causal" else
-                                            "a sentence with [MASK]; press Enter"),
-                               layout=W.Layout(width="640px"))
+        self.sentence = W.Text(
+            value=ex.initial.sentence,
+            description="sentence:",
+            continuous_update=False,
+            placeholder=(
+                "the start of a sentence; press Enter" if ex.kind == "causal" else "a sentence with [MASK]; press Enter"
+            ),
+            layout=W.Layout(width="640px"),
+        )
         self.sentence.add_class("bb-sentence")
         self.n_suggestions = int(n_suggestions)
-        self.suggest = W.ToggleButton(value=False, description="suggest dims from the screen",
-                                      tooltip="rank every dim by the screen (gradients, top ones checked exactly) "
-                                              "for the ticked sites, layers and mode", layout=W.Layout(width="auto"))
+        self.suggest = W.ToggleButton(
+            value=False,
+            description="suggest dims from the screen",
+            tooltip="rank every dim by the screen (gradients, top ones checked exactly) "
+            "for the ticked sites, layers and mode",
+            layout=W.Layout(width="auto"),
+        )
         self.suggest.add_class("bb-suggest")
         self.suggest.observe(self._suggest_toggled, names="value")
         self.suggestion_label = W.HTML()
@@ -92,18 +129,32 @@ class ExplorerWidget:
         self.status = W.HTML()
         self.loss = W.HTML()
         self.predictions = W.HTML()
-        self.plot = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto", align_self="flex-start",
-                                                          object_fit="contain"))
+        self.plot = W.Image(
+            format="png",
+            layout=W.Layout(max_width="100%", height="auto", align_self="flex-start", object_fit="contain"),
+        )
         self.coalescer = Coalescer(self._compute, self._show, delay_s=ex.debounce_s, on_error=self._error)
-        header = W.HTML("<b>Switch hidden dims off</b> (toggles: the model's strongest LayerNorm dims; "
-                        "crimson = off). Embeddings and LM-head norms ignore the layer range.")
-        self.box = W.VBox([
-            header, W.HBox([self.dim_box, self.new_dim, self.add_button], layout=W.Layout(flex_flow="row wrap")),
-            self.layers, W.HBox([W.Label("site roles:"), *self.roles.values()]),
-            W.HBox([W.Label("disabled dims are set to:"), self.mode]), self.sentence,
-            W.HBox([self.suggest, self.suggestion_label, self.suggestion_box], layout=W.Layout(flex_flow="row wrap")),
-            self.status, self.loss,
-            self.predictions, self.plot])
+        header = W.HTML(
+            "<b>Switch hidden dims off</b> (toggles: the model's strongest LayerNorm dims; "
+            "crimson = off). Embeddings and LM-head norms ignore the layer range."
+        )
+        self.box = W.VBox(
+            [
+                header,
+                W.HBox([self.dim_box, self.new_dim, self.add_button], layout=W.Layout(flex_flow="row wrap")),
+                self.layers,
+                W.HBox([W.Label("site roles:"), *self.roles.values()]),
+                W.HBox([W.Label("disabled dims are set to:"), self.mode]),
+                self.sentence,
+                W.HBox(
+                    [self.suggest, self.suggestion_label, self.suggestion_box], layout=W.Layout(flex_flow="row wrap")
+                ),
+                self.status,
+                self.loss,
+                self.predictions,
+                self.plot,
+            ]
+        )
         self.box.add_class("bb-explorer")
         for control in (self.layers, self.mode, self.sentence, *self.roles.values()):
             control.observe(self._changed, names="value")
@@ -112,8 +163,9 @@ class ExplorerWidget:
 
     # ------------------------------------------------------------- controls
     def _add_dim_button(self, dim: int, value: bool) -> None:
-        button = self.W.ToggleButton(value=value, description=str(dim), tooltip=f"switch dim {dim} off",
-                                     layout=self.W.Layout(width="64px"))
+        button = self.W.ToggleButton(
+            value=value, description=str(dim), tooltip=f"switch dim {dim} off", layout=self.W.Layout(width="64px")
+        )
         button.add_class("bb-dim-toggle")
         button.add_class(f"bb-dim-{dim}")
         button.observe(self._dim_toggled, names="value")
@@ -144,9 +196,12 @@ class ExplorerWidget:
     def state(self) -> ExplorerState:
         """The state the controls show now."""
         return ExplorerState(
-            dims=tuple(d for d, b in self.dim_buttons.items() if b.value), layers=tuple(self.layers.value),
-            roles=tuple(r for r, box in self.roles.items() if box.value), mode=self.mode.value,
-            sentence=self.sentence.value)
+            dims=tuple(d for d, b in self.dim_buttons.items() if b.value),
+            layers=tuple(self.layers.value),
+            roles=tuple(r for r, box in self.roles.items() if box.value),
+            mode=self.mode.value,
+            sentence=self.sentence.value,
+        )
 
     def set_state(self, state: ExplorerState) -> None:
         """Move the controls to ``state`` (each change goes through the coalescer like a user's)."""
@@ -182,9 +237,12 @@ class ExplorerWidget:
         self._clear_suggestions()
         buttons = []
         for r in ranking.itertuples():
-            button = self.W.Button(description=f"{r.dim} ({r.effect:+.3g})", layout=self.W.Layout(width="auto"),
-                                   tooltip=f"rank {r.rank}: switching dim {r.dim} off alone changes the "
-                                           f"{r.objective} by {r.effect:+.4g} ({r.value_kind}); click to switch it off")
+            button = self.W.Button(
+                description=f"{r.dim} ({r.effect:+.3g})",
+                layout=self.W.Layout(width="auto"),
+                tooltip=f"rank {r.rank}: switching dim {r.dim} off alone changes the "
+                f"{r.objective} by {r.effect:+.4g} ({r.value_kind}); click to switch it off",
+            )
             button.add_class("bb-suggest-dim")
             button.add_class(f"bb-suggest-{r.dim}")
             button.on_click(lambda _b, dim=int(r.dim): self.switch_off(dim))
@@ -216,8 +274,10 @@ class ExplorerWidget:
         loss_name = LM_LABELS[self.explorer.kind][0] if self.explorer.kind in LM_LABELS else "embedding distance"
         label = ranking_html(shown.describe_sites(), loss_name)
         if (shown.roles, shown.layers, shown.mode) != (state.roles, state.layers, state.mode):
-            label += ("<span class='bb-suggest-stale' style='font-size:12px;color:#a35'> (not the sites ticked "
-                      "now: switch the toggle off and on to rank there)</span>")
+            label += (
+                "<span class='bb-suggest-stale' style='font-size:12px;color:#a35'> (not the sites ticked "
+                "now: switch the toggle off and on to rank there)</span>"
+            )
         self.suggestion_label.value = label
 
     def _compute(self, state: ExplorerState) -> tuple[ExplorerState, dict, bytes, float]:
@@ -244,10 +304,12 @@ class ExplorerWidget:
     def _status_html(self, text: str) -> str:
         c = self.coalescer
         shown = html.escape(getattr(self, "_shown", ""), quote=True)
-        return (f"<span class='bb-status' data-generation='{self._generation}' data-computed='{c.computed}' "
-                f"data-submitted='{c.submitted}' data-shown='{shown}' style='color:#555;font-size:12px'>"
-                f"view {self._generation} · {text}"
-                f" · {c.computed} of {c.submitted} changes computed</span>")
+        return (
+            f"<span class='bb-status' data-generation='{self._generation}' data-computed='{c.computed}' "
+            f"data-submitted='{c.submitted}' data-shown='{shown}' style='color:#555;font-size:12px'>"
+            f"view {self._generation} · {text}"
+            f" · {c.computed} of {c.submitted} changes computed</span>"
+        )
 
     def _repr_mimebundle_(self, **kwargs) -> dict:
         return self.box._repr_mimebundle_(**kwargs)

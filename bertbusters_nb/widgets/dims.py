@@ -10,6 +10,7 @@ Example:
     >>> toggles, default = candidate_dims(model, tokenizer, 6)          # doctest: +SKIP
     >>> screen_ranking_table(model, eval_set, roles=("block_output",), n=8)[["dim", "effect"]]  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,8 +28,9 @@ if TYPE_CHECKING:
 RANKING_COLUMNS = ("rank", "dim", "effect", "value_kind", "estimate", "objective", "method")
 
 
-def candidate_dims(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None, count: int,
-                   **rule_options) -> tuple[list[int], list[int]]:
+def candidate_dims(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None, count: int, **rule_options
+) -> tuple[list[int], list[int]]:
     """(``count`` dims to offer as toggles, the default dims to ablate among them), both from the one rule
     (``analysis.detection.detect``): the default dims first, then the next strongest candidates by its rank combination.
     ``tokenizer`` None: parameters only."""
@@ -44,9 +46,16 @@ def candidate_dims(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | 
     return dims, [d for d in found.dims if d in dims]
 
 
-def screen_ranking_table(model: torch.nn.Module, eval_set: EvalSet, roles: Sequence[str],
-                         layers: Sequence[int] | None = None, mode: str = "zero", n: int = 8,
-                         sites: Sequence[NormSite] | None = None, also_check: Sequence[int] = ()) -> pd.DataFrame:
+def screen_ranking_table(
+    model: torch.nn.Module,
+    eval_set: EvalSet,
+    roles: Sequence[str],
+    layers: Sequence[int] | None = None,
+    mode: str = "zero",
+    n: int = 8,
+    sites: Sequence[NormSite] | None = None,
+    also_check: Sequence[int] = (),
+) -> pd.DataFrame:
     """The ``n`` dims the screen ranks most harmful to disable alone at the chosen sites, most harmful first.
 
     The screen checks its first ``n`` dims exactly, and ``also_check`` too (the explorer passes the rule's
@@ -63,8 +72,17 @@ def screen_ranking_table(model: torch.nn.Module, eval_set: EvalSet, roles: Seque
         raise ValueError(f"n must be a positive integer (got {n!r}).")
     if not roles:
         raise ValueError("No site role chosen: tick at least one site role to rank dims there.")
-    table = screened_scan(model, eval_set, roles=tuple(roles), layers=None if layers is None else tuple(layers),
-                          mode=mode, top_k=n, sites=sites, progress=False, also_check=list(also_check))
+    table = screened_scan(
+        model,
+        eval_set,
+        roles=tuple(roles),
+        layers=None if layers is None else tuple(layers),
+        mode=mode,
+        top_k=n,
+        sites=sites,
+        progress=False,
+        also_check=list(also_check),
+    )
     dims = screen_ranking(table, n)
     ranked = table.set_index("dim").loc[dims].reset_index()
     ranked.insert(0, "rank", range(1, len(ranked) + 1))

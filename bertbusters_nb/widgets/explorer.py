@@ -17,6 +17,7 @@ Example:
     >>> view = ex.compute_view(ex.state_with(dims=ex.outlier_dims))  # doctest: +SKIP
     >>> view["loss"] - view["loss_intact"]                      # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -71,12 +72,26 @@ class Explorer:
         >>> ex.compute_view(ex.state_with(dims=ex.outlier_dims))["loss_delta"]  # doctest: +SKIP
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *,
-                 sentence: str = DEFAULT_SENTENCE, roles: Sequence[str] = ("block_output",), n_top_dims: int = 6,
-                 top_k: int = 5,
-                 max_length: int = 64, batch_size: int = 64, mask_prob: float = 0.15, seed: int = 42,
-                 k: float = 3.0, outlier_roles: Sequence[str] | None = None, debounce_s: float = 0.15,
-                 cache_size: int = 64, cpu_threads: int | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        texts: Sequence[str],
+        *,
+        sentence: str = DEFAULT_SENTENCE,
+        roles: Sequence[str] = ("block_output",),
+        n_top_dims: int = 6,
+        top_k: int = 5,
+        max_length: int = 64,
+        batch_size: int = 64,
+        mask_prob: float = 0.15,
+        seed: int = 42,
+        k: float = 3.0,
+        outlier_roles: Sequence[str] | None = None,
+        debounce_s: float = 0.15,
+        cache_size: int = 64,
+        cpu_threads: int | None = None,
+    ):
         texts = list(texts)
         if not texts:
             raise ValueError("texts is empty: the explorer needs a few eval texts (e.g. 16 held-out reviews).")
@@ -88,8 +103,14 @@ class Explorer:
         self.roles_available = tuple(r for r in ROLES if any(s.role == r for s in self.sites))
         self.n_layers = 1 + max((s.layer for s in self.sites if s.layer is not None), default=0)
         self.hidden_size = min(s.size for s in self.sites)
-        rule = {"k": k} if outlier_roles is None else {
-            "k": k, "param_roles": [r for r in outlier_roles if r in self.roles_available] or [self.roles_available[0]]}
+        rule = (
+            {"k": k}
+            if outlier_roles is None
+            else {
+                "k": k,
+                "param_roles": [r for r in outlier_roles if r in self.roles_available] or [self.roles_available[0]],
+            }
+        )
         self.top_dims, self.outlier_dims = candidate_dims(model, tokenizer, n_top_dims, **rule)
         if is_causal_lm(model):
             self.kind = "causal"
@@ -123,11 +144,19 @@ class Explorer:
 
             device = self.device
             if self.kind == "mlm":
-                self.eval_set = prepare_mlm_eval(tokenizer, texts, max_length=max_length, mask_prob=mask_prob,
-                                                 seed=seed, batch_size=batch_size, device=device)
+                self.eval_set = prepare_mlm_eval(
+                    tokenizer,
+                    texts,
+                    max_length=max_length,
+                    mask_prob=mask_prob,
+                    seed=seed,
+                    batch_size=batch_size,
+                    device=device,
+                )
             else:
-                self.eval_set = prepare_causal_eval(tokenizer, texts, max_length=max_length, batch_size=batch_size,
-                                                    device=device)
+                self.eval_set = prepare_causal_eval(
+                    tokenizer, texts, max_length=max_length, batch_size=batch_size, device=device
+                )
             self.engine = AblationEngine(model, self.eval_set, self.sites, prefix_cache=True)
             self.intact_metrics = self.engine.evaluate()
         else:
@@ -158,8 +187,10 @@ class Explorer:
         """Raise ValueError naming the problem when ``state`` does not fit this model."""
         bad = [d for d in state.dims if not 0 <= d < self.hidden_size]
         if bad:
-            raise ValueError(f"dims {bad} are out of range: the hidden size is {self.hidden_size} "
-                             f"(valid: 0..{self.hidden_size - 1}).")
+            raise ValueError(
+                f"dims {bad} are out of range: the hidden size is {self.hidden_size} "
+                f"(valid: 0..{self.hidden_size - 1})."
+            )
         if state.layers is not None and not (0 <= state.layers[0] <= state.layers[1] < self.n_layers):
             raise ValueError(f"layers {state.layers} are outside this model (0..{self.n_layers - 1}).")
         missing = [r for r in state.roles if r not in self.roles_available]
@@ -176,8 +207,9 @@ class Explorer:
         from ..evaluation.embeddings import sentence_embeddings
 
         encoder = getattr(self.model, "base_model", self.model)  # a classifier's encoder: its hidden states
-        return sentence_embeddings(encoder, self.tokenizer, list(texts), batch_size=self.batch_size,
-                                   max_length=self.max_length)
+        return sentence_embeddings(
+            encoder, self.tokenizer, list(texts), batch_size=self.batch_size, max_length=self.max_length
+        )
 
     def _predict(self, sentence: str) -> pd.DataFrame:
         if self.kind == "causal":
@@ -222,26 +254,47 @@ class Explorer:
         sites = self.touched_sites(state)
         condition = state.condition()
         view: dict[str, Any] = {
-            "state": state, "kind": self.kind, "description": state.describe(), "sites": [s.name for s in sites],
-            "n_sites": len(sites), "note": "", "loss_intact": None, "loss": None, "loss_delta": None,
-            "perplexity_intact": None, "perplexity": None, "tokens": None, "cosine_mean": None, "cosine_min": None,
-            "sentence_cosine": None, "predictions": None, "changed_predictions": None, "cached": False}
+            "state": state,
+            "kind": self.kind,
+            "description": state.describe(),
+            "sites": [s.name for s in sites],
+            "n_sites": len(sites),
+            "note": "",
+            "loss_intact": None,
+            "loss": None,
+            "loss_delta": None,
+            "perplexity_intact": None,
+            "perplexity": None,
+            "tokens": None,
+            "cosine_mean": None,
+            "cosine_min": None,
+            "sentence_cosine": None,
+            "predictions": None,
+            "changed_predictions": None,
+            "cached": False,
+        }
         notes = []
         if state.dims and not state.roles:
             notes.append("No site role is ticked, so nothing is switched off.")
         sentence_intact = self._sentence_intact(state.sentence)
         if self.kind in LM_LABELS:
             if sentence_intact is None:
-                notes.append("Your sentence has no [MASK]: type [MASK] where a word should be guessed."
-                             if self.kind == "mlm" else "Type the beginning of a sentence: the model predicts "
-                             "the next token.")
+                notes.append(
+                    "Your sentence has no [MASK]: type [MASK] where a word should be guessed."
+                    if self.kind == "mlm"
+                    else "Type the beginning of a sentence: the model predicts the next token."
+                )
             metrics = self.engine.evaluate(condition) if state.ablates else self.intact_metrics
             if not state.ablates and not use_cache:
                 metrics = self.engine.evaluate(condition)
-            view.update(loss_intact=self.intact_metrics["eval_loss"], loss=metrics["eval_loss"],
-                        loss_delta=metrics["eval_loss"] - self.intact_metrics["eval_loss"],
-                        perplexity_intact=self.intact_metrics["perplexity"], perplexity=metrics["perplexity"],
-                        tokens=metrics["tokens"])
+            view.update(
+                loss_intact=self.intact_metrics["eval_loss"],
+                loss=metrics["eval_loss"],
+                loss_delta=metrics["eval_loss"] - self.intact_metrics["eval_loss"],
+                perplexity_intact=self.intact_metrics["perplexity"],
+                perplexity=metrics["perplexity"],
+                tokens=metrics["tokens"],
+            )
             if sentence_intact is not None:
                 if state.ablates or not use_cache:
                     with condition.apply(self.sites):
@@ -260,10 +313,13 @@ class Explorer:
             cos = torch.nn.functional.cosine_similarity(self.intact_embeddings, ablated, dim=-1)
             view.update(cosine_mean=float(cos.mean()), cosine_min=float(cos.min()))
             if sentence_ablated is not None:
-                view["sentence_cosine"] = float(torch.nn.functional.cosine_similarity(
-                    sentence_intact, sentence_ablated, dim=-1)[0])
-            notes.append("This encoder has no MLM head: the view compares its sentence embeddings with the "
-                         "intact model's instead of losses and predictions.")
+                view["sentence_cosine"] = float(
+                    torch.nn.functional.cosine_similarity(sentence_intact, sentence_ablated, dim=-1)[0]
+                )
+            notes.append(
+                "This encoder has no MLM head: the view compares its sentence embeddings with the "
+                "intact model's instead of losses and predictions."
+            )
         view["note"] = " ".join(notes)
         view["seconds"] = time.perf_counter() - start
         if use_cache:
@@ -318,11 +374,24 @@ class Explorer:
             from ..evaluation.screen import prepare_embedding_eval
 
             if self._embedding_set is None:
-                self._embedding_set = prepare_embedding_eval(self.tokenizer, self.texts, max_length=self.max_length,
-                                                             batch_size=self.batch_size, device=self.device)
+                self._embedding_set = prepare_embedding_eval(
+                    self.tokenizer,
+                    self.texts,
+                    max_length=self.max_length,
+                    batch_size=self.batch_size,
+                    device=self.device,
+                )
             model, eval_set, sites = getattr(self.model, "base_model", self.model), self._embedding_set, None
-        return screen_ranking_table(model, eval_set, roles=state.roles, layers=state.layer_indices, mode=state.mode,
-                                    n=n, sites=sites, also_check=self.outlier_dims)
+        return screen_ranking_table(
+            model,
+            eval_set,
+            roles=state.roles,
+            layers=state.layer_indices,
+            mode=state.mode,
+            n=n,
+            sites=sites,
+            also_check=self.outlier_dims,
+        )
 
     # ------------------------------------------------------------- figure
     def plotted_sites(self) -> list[NormSite]:
@@ -376,9 +445,16 @@ class Explorer:
         return bundle
 
 
-def explore(model: torch.nn.Module | str, tokenizer: PreTrainedTokenizerBase | None = None,
-            texts: Sequence[str] | None = None, n_texts: int = 16, seed: int = 42,
-            device: str | None = "auto", cpu_threads: int | None = 1, **options) -> Explorer:
+def explore(
+    model: torch.nn.Module | str,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    texts: Sequence[str] | None = None,
+    n_texts: int = 16,
+    seed: int = 42,
+    device: str | None = "auto",
+    cpu_threads: int | None = 1,
+    **options,
+) -> Explorer:
     """The explorer for a model (or a model name/alias) on ``texts`` (default: ``n_texts`` held-out movie
     reviews), computing with ``cpu_threads`` torch threads on a CPU (1: the fastest on a small shared CPU).
 

@@ -8,6 +8,7 @@ bit) and builds the evidence sentence.
 Example:
     >>> claim, held, evidence = explorer_finding("mlm", view, restored=True, n_texts=16, top_k=5)  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from .render import LM_LABELS
@@ -22,23 +23,32 @@ def explorer_finding(kind: str, view: dict, restored: bool, n_texts: int, top_k:
         loss_name, scored = LM_LABELS[kind]
         table = view["predictions"]
         where = f"{table.blank.nunique()} blank(s)" if kind == "mlm" else "the next token"
-        guesses = (("no [MASK] in the sentence" if kind == "mlm" else "no text to continue") if table is None
-                   else f"{view['changed_predictions']} of the {len(table)} top-{top_k} guesses for "
-                   f"{where} changed")
-        claim = (f"Switching the top outlier dims off raises the {loss_name}; switching them on again restores "
-                 f"it exactly")
+        guesses = (
+            ("no [MASK] in the sentence" if kind == "mlm" else "no text to continue")
+            if table is None
+            else f"{view['changed_predictions']} of the {len(table)} top-{top_k} guesses for {where} changed"
+        )
+        claim = (
+            f"Switching the top outlier dims off raises the {loss_name}; switching them on again restores it exactly"
+        )
         held = bool(view["loss_delta"] is not None and view["loss_delta"] > 0 and restored)
-        evidence = (f"dims {dims} off in {view['n_sites']} norm modules: {loss_name} {view['loss_intact']:.4f} -> "
-                    f"{view['loss']:.4f} ({view['loss_delta']:+.4f}) on {view['tokens']} {scored} of "
-                    f"{n_texts} texts; {guesses}; intact loss and predictions recomputed afterwards "
-                    f"identical: {restored}.")
+        evidence = (
+            f"dims {dims} off in {view['n_sites']} norm modules: {loss_name} {view['loss_intact']:.4f} -> "
+            f"{view['loss']:.4f} ({view['loss_delta']:+.4f}) on {view['tokens']} {scored} of "
+            f"{n_texts} texts; {guesses}; intact loss and predictions recomputed afterwards "
+            f"identical: {restored}."
+        )
     else:
-        claim = ("Switching the top outlier dims off moves sentence embeddings; switching them on again restores them "
-                 "exactly")
+        claim = (
+            "Switching the top outlier dims off moves sentence embeddings; switching them on again restores them "
+            "exactly"
+        )
         held = bool(view["cosine_mean"] is not None and view["cosine_mean"] < 1.0 and restored)
-        evidence = (f"dims {dims} off in {view['n_sites']} norm modules: mean cosine to the intact embeddings "
-                    f"{view['cosine_mean']:.4f} (min {view['cosine_min']:.4f}) over {n_texts} texts; "
-                    f"intact embeddings recomputed afterwards identical: {restored}.")
+        evidence = (
+            f"dims {dims} off in {view['n_sites']} norm modules: mean cosine to the intact embeddings "
+            f"{view['cosine_mean']:.4f} (min {view['cosine_min']:.4f}) over {n_texts} texts; "
+            f"intact embeddings recomputed afterwards identical: {restored}."
+        )
     return claim, held, evidence
 
 

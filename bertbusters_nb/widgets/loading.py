@@ -4,6 +4,7 @@ A masked LM is loaded with its MLM head (fill-in-the-blank and MLM loss), a deco
 head (next tokens and causal-LM loss), anything else as the bare encoder (sentence-embedding cosine), so
 one call works for bbmini, SmolLM2 and MiniLM alike.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -16,8 +17,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-def load_for_explorer(name_or_path: str, device: str | None = "auto"
-                      ) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+def load_for_explorer(
+    name_or_path: str, device: str | None = "auto"
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """Load a model with its MLM head when the checkpoint has one, else the bare encoder (e.g. MiniLM).
 
     Example:

@@ -7,6 +7,7 @@ encoded as a 128-colour PNG: fast enough to follow a slider. ``view_text`` / ``v
 ``loss_html`` / ``predictions_html`` format ``Explorer.compute_view``'s dict; class names ``bb-*`` are
 what the browser test and styling look for.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,17 +22,41 @@ from ..model.norms import NormSite, disabled_fill
 from .state import ExplorerState
 
 LM_LABELS = {"mlm": ("MLM loss", "masked tokens"), "causal": ("causal-LM loss", "next tokens")}
-SHORT_ROLE_LABELS = {"embeddings": "emb", "attention_output": "attn", "block_output": "block",
-                     "cross_attention_output": "cross", "pre_attention": "pre-attn", "pre_cross_attention": "pre-cross",
-                     "pre_ffn": "pre-FFN", "pre_parallel": "pre-par", "post_attention": "post-attn",
-                     "post_cross_attention": "post-cross", "post_ffn": "post-FFN", "qk_norm": "q/k", "inner": "inner",
-                     "final": "final", "head": "head"}
+SHORT_ROLE_LABELS = {
+    "embeddings": "emb",
+    "attention_output": "attn",
+    "block_output": "block",
+    "cross_attention_output": "cross",
+    "pre_attention": "pre-attn",
+    "pre_cross_attention": "pre-cross",
+    "pre_ffn": "pre-FFN",
+    "pre_parallel": "pre-par",
+    "post_attention": "post-attn",
+    "post_cross_attention": "post-cross",
+    "post_ffn": "post-FFN",
+    "qk_norm": "q/k",
+    "inner": "inner",
+    "final": "final",
+    "head": "head",
+}
 PANEL_ROLES = ("block_output", "pre_ffn", "pre_parallel", "pre_attention", "attention_output")  # first present
-ROLE_LABELS = {"embeddings": "embeddings", "attention_output": "attention output", "block_output": "block output",
-               "cross_attention_output": "cross-attention output", "pre_attention": "pre-attention",
-               "pre_cross_attention": "pre-cross-attention", "pre_ffn": "pre-FFN", "pre_parallel": "pre-parallel",
-               "post_attention": "post-attention", "post_cross_attention": "post-cross-attention",
-               "post_ffn": "post-FFN", "qk_norm": "query/key", "inner": "inner", "final": "final", "head": "LM head"}
+ROLE_LABELS = {
+    "embeddings": "embeddings",
+    "attention_output": "attention output",
+    "block_output": "block output",
+    "cross_attention_output": "cross-attention output",
+    "pre_attention": "pre-attention",
+    "pre_cross_attention": "pre-cross-attention",
+    "pre_ffn": "pre-FFN",
+    "pre_parallel": "pre-parallel",
+    "post_attention": "post-attention",
+    "post_cross_attention": "post-cross-attention",
+    "post_ffn": "post-FFN",
+    "qk_norm": "query/key",
+    "inner": "inner",
+    "final": "final",
+    "head": "LM head",
+}
 
 
 def _rgba_to_png(canvas) -> bytes:
@@ -54,11 +79,28 @@ def _fmt(value, spec: str = ".4f") -> str:
 def view_table(view: dict) -> pd.DataFrame:
     """One-row tidy summary of a view (for ``RunRecorder.table``)."""
     state = view["state"]
-    keys = ("kind", "n_sites", "loss_intact", "loss", "loss_delta", "perplexity_intact", "perplexity", "tokens",
-            "cosine_mean", "cosine_min", "sentence_cosine", "changed_predictions")
-    row = {"dims": " ".join(map(str, state.dims)), "layers": "all" if state.layers is None else
-           f"{state.layers[0]}-{state.layers[1]}", "roles": "+".join(state.roles), "mode": state.mode,
-           "sentence": state.sentence, **{k: view[k] for k in keys}}
+    keys = (
+        "kind",
+        "n_sites",
+        "loss_intact",
+        "loss",
+        "loss_delta",
+        "perplexity_intact",
+        "perplexity",
+        "tokens",
+        "cosine_mean",
+        "cosine_min",
+        "sentence_cosine",
+        "changed_predictions",
+    )
+    row = {
+        "dims": " ".join(map(str, state.dims)),
+        "layers": "all" if state.layers is None else f"{state.layers[0]}-{state.layers[1]}",
+        "roles": "+".join(state.roles),
+        "mode": state.mode,
+        "sentence": state.sentence,
+        **{k: view[k] for k in keys},
+    }
     return pd.DataFrame([row])
 
 
@@ -67,13 +109,17 @@ def view_text(view: dict) -> str:
     lines = [f"Explorer: {view['description']} ({view['n_sites']} norm modules edited)"]
     if view["kind"] in LM_LABELS:
         loss_name, scored = LM_LABELS[view["kind"]]
-        lines.append(f"{loss_name}: intact {_fmt(view['loss_intact'])} -> now {_fmt(view['loss'])} "
-                     f"(change {_fmt(view['loss_delta'], '+.4f')}) on {view['tokens']} {scored}")
+        lines.append(
+            f"{loss_name}: intact {_fmt(view['loss_intact'])} -> now {_fmt(view['loss'])} "
+            f"(change {_fmt(view['loss_delta'], '+.4f')}) on {view['tokens']} {scored}"
+        )
         if view["predictions"] is not None:
             lines.append(view["predictions"].to_string(index=False, float_format=lambda p: f"{p:.3f}"))
     else:
-        lines.append(f"Sentence-embedding cosine to the intact model: mean {_fmt(view['cosine_mean'])}, "
-                     f"min {_fmt(view['cosine_min'])}; your sentence {_fmt(view['sentence_cosine'])}")
+        lines.append(
+            f"Sentence-embedding cosine to the intact model: mean {_fmt(view['cosine_mean'])}, "
+            f"min {_fmt(view['cosine_min'])}; your sentence {_fmt(view['sentence_cosine'])}"
+        )
     if view["note"]:
         lines.append(view["note"])
     return "\n".join(lines)
@@ -86,16 +132,20 @@ def loss_html(view: dict) -> str:
         loss_name, scored = LM_LABELS[view["kind"]]
         delta = view["loss_delta"] or 0.0
         color = "crimson" if delta > 1e-9 else ("seagreen" if delta < -1e-9 else "black")
-        body = (f"<b>{loss_name}</b> on {view['tokens']} {scored}: intact "
-                f"<span class='bb-loss-intact'>{_fmt(view['loss_intact'])}</span> &rarr; now "
-                f"<b class='bb-loss-ablated'>{_fmt(view['loss'])}</b> "
-                f"(<span class='bb-loss-delta' style='color:{color}'>{_fmt(view['loss_delta'], '+.4f')}</span>; "
-                f"perplexity {_fmt(view['perplexity_intact'], '.1f')} &rarr; {_fmt(view['perplexity'], '.1f')})")
+        body = (
+            f"<b>{loss_name}</b> on {view['tokens']} {scored}: intact "
+            f"<span class='bb-loss-intact'>{_fmt(view['loss_intact'])}</span> &rarr; now "
+            f"<b class='bb-loss-ablated'>{_fmt(view['loss'])}</b> "
+            f"(<span class='bb-loss-delta' style='color:{color}'>{_fmt(view['loss_delta'], '+.4f')}</span>; "
+            f"perplexity {_fmt(view['perplexity_intact'], '.1f')} &rarr; {_fmt(view['perplexity'], '.1f')})"
+        )
     else:
-        body = (f"<b>Sentence-embedding cosine to the intact model</b>: mean "
-                f"<b class='bb-cos-mean'>{_fmt(view['cosine_mean'])}</b>, min "
-                f"<span class='bb-cos-min'>{_fmt(view['cosine_min'])}</span>; your sentence "
-                f"<span class='bb-cos-sentence'>{_fmt(view['sentence_cosine'])}</span>")
+        body = (
+            f"<b>Sentence-embedding cosine to the intact model</b>: mean "
+            f"<b class='bb-cos-mean'>{_fmt(view['cosine_mean'])}</b>, min "
+            f"<span class='bb-cos-min'>{_fmt(view['cosine_min'])}</span>; your sentence "
+            f"<span class='bb-cos-sentence'>{_fmt(view['sentence_cosine'])}</span>"
+        )
     desc = f"<div class='bb-desc'>{e(view['description'])} · {view['n_sites']} norm modules edited</div>"
     note = f"<div class='bb-note' style='color:#a35'>{e(view['note'])}</div>" if view["note"] else ""
     return f"<div class='bb-loss'>{body}{desc}{note}</div>"
@@ -110,13 +160,24 @@ def predictions_html(view: dict) -> str:
     rows = []
     for r in table.itertuples():
         style = "" if r.same else " style='background:#fde2e4'"
-        cells = (r.blank, r.rank, e(str(r.intact)), _fmt(r.p_intact, ".3f"), e(str(r.ablated)),
-                 _fmt(r.p_ablated, ".3f"))
+        cells = (
+            r.blank,
+            r.rank,
+            e(str(r.intact)),
+            _fmt(r.p_intact, ".3f"),
+            e(str(r.ablated)),
+            _fmt(r.p_ablated, ".3f"),
+        )
         rows.append(f"<tr{style}>" + "".join(f"<td style='padding:1px 8px'>{c}</td>" for c in cells) + "</tr>")
-    head = "<tr>" + "".join(f"<th style='padding:1px 8px'>{h}</th>" for h in
-                            ("blank", "rank", "intact", "p", "ablated", "p")) + "</tr>"
-    return (f"<table class='bb-predictions' style='border-collapse:collapse;font-size:12px'>"
-            f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>")
+    head = (
+        "<tr>"
+        + "".join(f"<th style='padding:1px 8px'>{h}</th>" for h in ("blank", "rank", "intact", "p", "ablated", "p"))
+        + "</tr>"
+    )
+    return (
+        f"<table class='bb-predictions' style='border-collapse:collapse;font-size:12px'>"
+        f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def view_html(view: dict) -> str:
@@ -127,8 +188,10 @@ def view_html(view: dict) -> str:
 def static_view_html(view: dict, png: bytes) -> str:
     """A self-contained HTML view (tables and the figure inline) for frontends without widgets."""
     data = base64.b64encode(png).decode()
-    return (f"<div class='bb-explorer-static'>{view_html(view)}"
-            f"<img alt='LayerNorm parameters' src='data:image/png;base64,{data}'/></div>")
+    return (
+        f"<div class='bb-explorer-static'>{view_html(view)}"
+        f"<img alt='LayerNorm parameters' src='data:image/png;base64,{data}'/></div>"
+    )
 
 
 class NormFigure:
@@ -229,14 +292,41 @@ class NormFigure:
             roles = by_panel.get((site.stack, site.layer) if site.layer is not None else (site.name,))
             if not roles:
                 if touched:
-                    marks.append(ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, color="white",
-                                                        alpha=0.55, lw=0, zorder=5)))
+                    marks.append(
+                        ax.add_patch(
+                            Rectangle((0, 0), 1, 1, transform=ax.transAxes, color="white", alpha=0.55, lw=0, zorder=5)
+                        )
+                    )
                 continue
-            marks.append(ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False,
-                                                edgecolor="crimson", lw=2.5, clip_on=False, zorder=6)))
-            marks.append(ax.text(0.99, 0.97, "off: " + ", ".join(roles), transform=ax.transAxes, ha="right",
-                                 va="top", color="crimson", fontsize=7, zorder=8,
-                                 bbox={"facecolor": "white", "alpha": 0.85, "linewidth": 0, "pad": 1.5}))
+            marks.append(
+                ax.add_patch(
+                    Rectangle(
+                        (0, 0),
+                        1,
+                        1,
+                        transform=ax.transAxes,
+                        fill=False,
+                        edgecolor="crimson",
+                        lw=2.5,
+                        clip_on=False,
+                        zorder=6,
+                    )
+                )
+            )
+            marks.append(
+                ax.text(
+                    0.99,
+                    0.97,
+                    "off: " + ", ".join(roles),
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="top",
+                    color="crimson",
+                    fontsize=7,
+                    zorder=8,
+                    bbox={"facecolor": "white", "alpha": 0.85, "linewidth": 0, "pad": 1.5},
+                )
+            )
             for d in state.dims:
                 marks.append(ax.axvspan(d - half, d + half, color="crimson", alpha=0.3, lw=0, zorder=4))
                 if site.name not in names:
@@ -245,16 +335,27 @@ class NormFigure:
                     if param is not None:
                         new = float(disabled_fill(site, param, state.mode)) if site.can_disable else float("nan")
                         marks.extend(ax.plot([d], [new], marker="x", color="crimson", ms=6, mew=2, zorder=7))
-        marks.append(fig.text(0.5, 0.995, f"LayerNorm weight and bias per dim · {state.describe()}", ha="center",
-                              va="top", fontsize=9, color="crimson" if touched else "black"))
+        marks.append(
+            fig.text(
+                0.5,
+                0.995,
+                f"LayerNorm weight and bias per dim · {state.describe()}",
+                ha="center",
+                va="top",
+                fontsize=9,
+                color="crimson" if touched else "black",
+            )
+        )
         return marks
 
 
 def ranking_html(where: str, loss_name: str) -> str:
     """The label of the screen's ranking (class ``bb-suggest-label``): what it ranks and where."""
-    return (f"<span class='bb-suggest-label' style='font-size:12px'>screen: dims most harmful alone "
-            f"({html.escape(loss_name)} change; the screen's top and the rule's dims, checked exactly) in "
-            f"{html.escape(where)}; click to switch off:</span>")
+    return (
+        f"<span class='bb-suggest-label' style='font-size:12px'>screen: dims most harmful alone "
+        f"({html.escape(loss_name)} change; the screen's top and the rule's dims, checked exactly) in "
+        f"{html.escape(where)}; click to switch off:</span>"
+    )
 
 
 __all__ = [

@@ -10,6 +10,7 @@ Example:
     >>> state.condition().layers
     (1, 2, 3)
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -103,8 +104,10 @@ class ExplorerState:
         if not self.roles:
             return "intact model (no site role chosen)"
         layers = "all layers" if self.layers is None else f"layers {self.layers[0]}-{self.layers[1]}"
-        return (f"dims {' '.join(map(str, self.dims))} set to {'0' if self.mode == 'zero' else 'the mean'} in "
-                f"{'+'.join(self.roles)} norms, {layers}")
+        return (
+            f"dims {' '.join(map(str, self.dims))} set to {'0' if self.mode == 'zero' else 'the mean'} in "
+            f"{'+'.join(self.roles)} norms, {layers}"
+        )
 
 
 __all__ = ["DEFAULT_PROMPT", "DEFAULT_SENTENCE", "ExplorerState"]

@@ -25,9 +25,9 @@ seed = 0
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb.reporting import claims, plots
 from bertbusters_nb.data import load_texts, sample_texts
 from bertbusters_nb.evaluation.embeddings import embedding_drift
+from bertbusters_nb.reporting import claims, plots
 
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 model, tokenizer = bb.load_model(model_name, device=device)
@@ -54,7 +54,9 @@ print(report.summary())
 report.per_dim.head(10)
 
 # %%
-fig = plots.norm_parameter_lines(sites, report.dims, title=f"{model_name}: {', '.join(roles)} LayerNorm weight and bias")
+fig = plots.norm_parameter_lines(
+    sites, report.dims, title=f"{model_name}: {', '.join(roles)} LayerNorm weight and bias"
+)
 rec.figure(fig, "norm_parameters")
 
 # %% [markdown]
@@ -86,8 +88,8 @@ print(found.summary())
 texts = sample_texts(load_texts("movie_reviews", split="heldout"), n_texts, seed=seed)
 conditions = [bb.Condition("outlier dims", dims, tuple(roles))] + [
     bb.Condition(f"random {i}", draw, tuple(roles))
-    for i, draw in enumerate(bb.random_dims(model.config.hidden_size, len(dims), random_draws,
-                                            exclude=dims, seed=seed))]
+    for i, draw in enumerate(bb.random_dims(model.config.hidden_size, len(dims), random_draws, exclude=dims, seed=seed))
+]
 before = bb.state_fingerprint(model)
 drift = embedding_drift(model, tokenizer, texts, conditions)
 rec.table(drift, "embedding_drift")
@@ -105,7 +107,9 @@ display(Markdown(embeddings.sentence))
 # Every ablation ran inside a context that restores the touched parameters on exit.
 
 # %%
-restored = claims.restored_exactly(bb.fingerprints_equal(before, bb.state_fingerprint(model)), len(before), len(conditions))
+restored = claims.restored_exactly(
+    bb.fingerprints_equal(before, bb.state_fingerprint(model)), len(before), len(conditions)
+)
 rec.finding(*restored)
 display(Markdown(restored.sentence))
 

@@ -75,7 +75,9 @@ final_dims = emergence.final_outlier_dims(flags)
 emerged = emergence.emergence_steps(flags, final_dims)
 rec.table(flags[flags.dim.isin(final_dims)], "flags_over_steps")
 rec.table(emerged, "emergence_steps")
-fig = plots.plot_flags_over_steps(flags, final_dims, breakout=breakout, title=f"{record.name}: sites beyond {k:g} sigma")
+fig = plots.plot_flags_over_steps(
+    flags, final_dims, breakout=breakout, title=f"{record.name}: sites beyond {k:g} sigma"
+)
 rec.figure(fig, "flags_over_steps")
 emerged
 
@@ -106,8 +108,15 @@ display(Markdown(at_the_end.sentence))
 # is to watch the LayerNorm parameters move, and to see whether any dim stands out yet.
 
 # %%
-live = emergence.live_pretraining(f"{out_dir}/live", live_seconds, n_texts=live_texts, hidden=live_hidden,
-                                  layers=live_layers, seed=seed, device=device)
+live = emergence.live_pretraining(
+    f"{out_dir}/live",
+    live_seconds,
+    n_texts=live_texts,
+    hidden=live_hidden,
+    layers=live_layers,
+    seed=seed,
+    device=device,
+)
 live_record = emergence.load_record(str(live.out_dir))
 fig = plots.loss_curves(live_record.log, plateau=live_record.plateau, title="live run: MLM loss")
 rec.figure(fig, "live_losses")

@@ -32,8 +32,8 @@ from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
 from bertbusters_nb.analysis import activations, consistency, detection
-from bertbusters_nb.reporting import claims, plots
 from bertbusters_nb.data import load_texts, sample_texts
+from bertbusters_nb.reporting import claims, plots
 
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 model, tokenizer = bb.load_model(model_name, head="base", device=device)
@@ -58,8 +58,9 @@ rec.figure(fig, "block_output_params")
 
 # %%
 for role in bb.model.norms.companion_roles(all_sites, paper_roles):  # post-LN: attention-output, then embedding norms
-    fig = plots.norm_parameter_lines(bb.select_sites(all_sites, role), marked,
-                                     title=f"{model_name}: {bb.model.norms.role_label(role)} norms")
+    fig = plots.norm_parameter_lines(
+        bb.select_sites(all_sites, role), marked, title=f"{model_name}: {bb.model.norms.role_label(role)} norms"
+    )
     rec.figure(fig, f"{role}_params")  # pyplot figures: the notebook shows each at the end of the cell
 
 # %% [markdown]
@@ -70,8 +71,11 @@ for role in bb.model.norms.companion_roles(all_sites, paper_roles):  # post-LN: 
 
 # %%
 sites_report = bb.find_outliers([s for s in bb.select_sites(all_sites, None) if s.role != "head"], k=k)
-fig = plots.zscore_heatmap(sites_report.params, report.per_dim.dim.head(top_dims).tolist(),
-                           title=f"{model_name}: LayerNorm weight z-scores, every site")
+fig = plots.zscore_heatmap(
+    sites_report.params,
+    report.per_dim.dim.head(top_dims).tolist(),
+    title=f"{model_name}: LayerNorm weight z-scores, every site",
+)
 rec.figure(fig, "zscore_heatmap")
 flags = consistency.flag_table(sites_report, top=top_dims)
 rec.table(flags.reset_index(), "flags_by_site")
@@ -96,8 +100,11 @@ rec.table(layer_table, "activation_by_layer")
 layer_table
 
 # %%
-fig = plots.layer_lines(layer_table, ["ratio", "input_share", "token_share"],
-                        title=f"{model_name}: outlier dims {marked} in the hidden states")
+fig = plots.layer_lines(
+    layer_table,
+    ["ratio", "input_share", "token_share"],
+    title=f"{model_name}: outlier dims {marked} in the hidden states",
+)
 rec.figure(fig, "activation_by_layer")
 
 # %% [markdown]
@@ -149,11 +156,23 @@ across_seeds
 # The criteria see only parameters and offline *train* reviews, never the scored texts.
 
 # %%
-agreement = detection.agreement_across_models(detection_models, n_effect_texts=detection_texts,
-                                               effect_dims=detection_dims or None, progress=True)
+agreement = detection.agreement_across_models(
+    detection_models, n_effect_texts=detection_texts, effect_dims=detection_dims or None, progress=True
+)
 rec.table(agreement, "detection_agreement")
-agreement[["model", "most_damaging", "criterion", "dims", "precision", "recall", "names_most_damaging",
-           "top_dim_effect_rank", "spearman"]]
+agreement[
+    [
+        "model",
+        "most_damaging",
+        "criterion",
+        "dims",
+        "precision",
+        "recall",
+        "names_most_damaging",
+        "top_dim_effect_rank",
+        "spearman",
+    ]
+]
 
 # %%
 rule = claims.rule_names_damaging_dims(agreement)

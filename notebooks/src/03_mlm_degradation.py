@@ -29,7 +29,11 @@ roles = ["block_output"]
 random_draws = 20
 scan_limit = 0
 scan_texts = 80
-sentences = ["the movie was [MASK] and i loved every minute of it .", "this is one of the [MASK] films i have ever seen .", "the [MASK] was great but the plot made no sense ."]
+sentences = [
+    "the movie was [MASK] and i loved every minute of it .",
+    "this is one of the [MASK] films i have ever seen .",
+    "the [MASK] was great but the plot made no sense .",
+]
 no_head_model = "minilm"
 snli_pairs = 300
 
@@ -38,11 +42,10 @@ from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
 from bertbusters_nb import widgets
-from bertbusters_nb.evaluation import conditions as cs
-from bertbusters_nb.evaluation import embeddings, mlm_effects, screen
-from bertbusters_nb.reporting import claims, plots
 from bertbusters_nb.data import load_texts, sample_texts
-from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval
+from bertbusters_nb.evaluation import conditions as cs
+from bertbusters_nb.evaluation import embeddings, evaluate_conditions, mlm_effects, prepare_mlm_eval, screen
+from bertbusters_nb.reporting import claims, plots
 
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 model, tokenizer = bb.load_model(model_name, head="mlm", device=device)
@@ -63,10 +66,12 @@ print("dims ablated below:", dims)
 
 # %%
 texts = sample_texts(load_texts(corpus, split="heldout", min_words=min_words), n_texts, seed=seed)
-eval_set = prepare_mlm_eval(tokenizer, texts, max_length=max_length, mask_prob=mask_prob, seed=seed,
-                            batch_size=batch_size)
+eval_set = prepare_mlm_eval(
+    tokenizer, texts, max_length=max_length, mask_prob=mask_prob, seed=seed, batch_size=batch_size
+)
 conditions = cs.outlier_conditions(dims, roles) + cs.random_conditions(
-    model.config.hidden_size, len(dims), random_draws, exclude=dims, roles=roles, seed=seed)
+    model.config.hidden_size, len(dims), random_draws, exclude=dims, roles=roles, seed=seed
+)
 table = cs.with_groups(evaluate_conditions(model, eval_set, conditions))
 rec.table(table, "mlm_conditions")
 table[["condition", "group", "dims", "eval_loss", "perplexity"]].head(len(dims) + 4)
@@ -84,15 +89,25 @@ display(Markdown(mlm.sentence))
 # ## By layer range, by site role, zero vs mean
 
 # %%
-by_layer = cs.with_groups(evaluate_conditions(model, eval_set, [bb.Condition("none")] + cs.layer_range_conditions(
-    dims, model.config.num_hidden_layers, roles)))
+by_layer = cs.with_groups(
+    evaluate_conditions(
+        model, eval_set, [bb.Condition("none")] + cs.layer_range_conditions(dims, model.config.num_hidden_layers, roles)
+    )
+)
 rec.table(by_layer, "mlm_by_layer")
 fig = plots.bar_conditions(by_layer, "eval_loss", title=f"MLM loss with dims {dims} disabled, by layers")
 rec.figure(fig, "loss_by_layer")
 
 # %%
-by_role = cs.with_groups(evaluate_conditions(model, eval_set, [bb.Condition("none")] + cs.role_conditions(
-    dims, sorted({s.role for s in all_sites})) + cs.mode_conditions(dims, roles)))
+by_role = cs.with_groups(
+    evaluate_conditions(
+        model,
+        eval_set,
+        [bb.Condition("none")]
+        + cs.role_conditions(dims, sorted({s.role for s in all_sites}))
+        + cs.mode_conditions(dims, roles),
+    )
+)
 rec.table(by_role, "mlm_by_role_and_mode")
 fig = plots.bar_conditions(by_role, "eval_loss", title=f"MLM loss with dims {dims} disabled, by site role and mode")
 rec.figure(fig, "loss_by_role")
@@ -106,8 +121,9 @@ by_role[["condition", "roles", "mode", "eval_loss", "perplexity"]]
 # ## Fill in the blanks, before and after
 
 # %%
-blanks = mlm_effects.fill_in_the_blanks(model, tokenizer, sentences, bb.Condition("outliers", tuple(dims), tuple(roles)),
-                                        all_sites)
+blanks = mlm_effects.fill_in_the_blanks(
+    model, tokenizer, sentences, bb.Condition("outliers", tuple(dims), tuple(roles)), all_sites
+)
 rec.table(blanks, "fill_in_the_blanks")
 blanks
 
@@ -152,7 +168,8 @@ head_free, head_free_tok = bb.load_model(no_head_model, device=device)
 hf_sites = bb.find_norm_sites(head_free)
 hf_dims = bb.dims_to_ablate(head_free, head_free_tok, k=k)
 hf_conditions = cs.outlier_conditions(hf_dims, roles) + cs.random_conditions(
-    head_free.config.hidden_size, len(hf_dims), random_draws, exclude=hf_dims, roles=roles, seed=seed)
+    head_free.config.hidden_size, len(hf_dims), random_draws, exclude=hf_dims, roles=roles, seed=seed
+)
 probe = embeddings.snli_probe_table(head_free, head_free_tok, hf_conditions, n_pairs=snli_pairs, seed=seed)
 probe = cs.with_groups(probe)
 rec.table(probe, "no_head_probe")

@@ -51,21 +51,39 @@ scan_every = 1
 from IPython.display import Markdown, display
 
 from bertbusters_nb import RunRecorder, notebook_parameters
-from bertbusters_nb.studies import downstream
+from bertbusters_nb.evaluation.tasks import describe_tasks
+from bertbusters_nb.finetuning import FinetuneSettings
 from bertbusters_nb.reporting import claims
 from bertbusters_nb.reporting.plots import downstream as downstream_plots
-from bertbusters_nb.finetuning import FinetuneSettings
-from bertbusters_nb.evaluation.tasks import describe_tasks
+from bertbusters_nb.studies import downstream
 
 rec = RunRecorder(out_dir, config=notebook_parameters(globals()))
 settings = FinetuneSettings(
-    epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
-    weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed, max_train_samples=max_train_samples,
-    max_eval_samples=max_eval_samples, max_steps=max_steps, group_by_length=group_by_length)
+    epochs=epochs,
+    learning_rate=learning_rate,
+    batch_size=batch_size,
+    max_length=max_length,
+    weight_decay=weight_decay,
+    warmup_ratio=warmup_ratio,
+    seed=seed,
+    max_train_samples=max_train_samples,
+    max_eval_samples=max_eval_samples,
+    max_steps=max_steps,
+    group_by_length=group_by_length,
+)
 usable, missing = downstream.available_backbones(backbones)
-study = downstream.DownstreamStudy(usable, tasks, settings, roles=roles, k=k, min_share=min_share, device=device,
-                                   cache_dir=cache_dir, glue_source=glue_source,
-                                   overrides=backbone_overrides)
+study = downstream.DownstreamStudy(
+    usable,
+    tasks,
+    settings,
+    roles=roles,
+    k=k,
+    min_share=min_share,
+    device=device,
+    cache_dir=cache_dir,
+    glue_source=glue_source,
+    overrides=backbone_overrides,
+)
 display(Markdown(downstream.backbones_note(usable, missing)))
 describe_tasks(tasks)
 
@@ -82,8 +100,20 @@ describe_tasks(tasks)
 baseline = study.finetune()
 rec.table(baseline, "baseline")
 rec.figure(downstream_plots.baseline_bars(baseline), "baseline")
-baseline[["backbone", "task", "split", "metric", "value", "chance", "train_examples", "train_steps", "train_seconds",
-          "reused_cache"]]
+baseline[
+    [
+        "backbone",
+        "task",
+        "split",
+        "metric",
+        "value",
+        "chance",
+        "train_examples",
+        "train_steps",
+        "train_seconds",
+        "reused_cache",
+    ]
+]
 
 # %% [markdown]
 # The bars are the dev scores of the fine-tuned models; the black ticks are what always

@@ -49,9 +49,20 @@ bb.model.loading.model_summary(model)
 # texts form the fixed eval set (15% of their tokens masked once, with a fixed seed).
 
 # %%
-explorer = widgets.Explorer(model, tokenizer, texts, sentence=sentence, roles=roles, n_top_dims=n_top_dims,
-                            top_k=top_k, max_length=max_length, k=k, seed=seed, debounce_s=debounce_s,
-                            cpu_threads=cpu_threads)
+explorer = widgets.Explorer(
+    model,
+    tokenizer,
+    texts,
+    sentence=sentence,
+    roles=roles,
+    n_top_dims=n_top_dims,
+    top_k=top_k,
+    max_length=max_length,
+    k=k,
+    seed=seed,
+    debounce_s=debounce_s,
+    cpu_threads=cpu_threads,
+)
 explorer
 
 # %% [markdown]

@@ -35,9 +35,9 @@ import time
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb.studies import across_models
 from bertbusters_nb.data import load_texts, sample_texts
 from bertbusters_nb.reporting import claims
+from bertbusters_nb.studies import across_models
 
 started = time.perf_counter()
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
@@ -51,9 +51,17 @@ f"{len(texts)} held-out texts, windows of at most {max_length} tokens"
 # An encoder-decoder (BART) is analysed per stack: its encoder's and its decoder's norms apart.
 
 # %%
-result = across_models.run_protocol(models, texts, random_draws=random_draws, max_length=max_length,
-                                    batch_size=batch_size, activation_texts=activation_texts, device=device,
-                                    autocast=autocast, seed=seed)
+result = across_models.run_protocol(
+    models,
+    texts,
+    random_draws=random_draws,
+    max_length=max_length,
+    batch_size=batch_size,
+    activation_texts=activation_texts,
+    device=device,
+    autocast=autocast,
+    seed=seed,
+)
 rec.table(result.table, "across_models")
 rec.table(result.draws, "conditions")
 rec.table(result.per_layer, "activations_per_layer")

@@ -38,23 +38,42 @@ seed = 0
 
 # %%
 import pandas as pd
-import torch
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
 from bertbusters_nb.analysis import attention_sinks, frequency, quantization
-from bertbusters_nb.studies import why
-from bertbusters_nb.reporting import claims, plots
 from bertbusters_nb.analysis.activations import text_batches
 from bertbusters_nb.data import load_texts, sample_texts
+from bertbusters_nb.reporting import claims, plots
+from bertbusters_nb.studies import why
 
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 texts = sample_texts(load_texts(corpus, split="heldout", min_words=20), n_texts, seed=seed)
-subjects = [why.load_subject(name, device=device, k=k, corpora=count_corpora, proxy_max_texts=proxy_max_texts or None,
-                             exact_max_texts=exact_max_texts or None) for name in models]
-overview = pd.DataFrame([{"model": s.name, "objective": s.kind, "layers": s.layers, "hidden": s.hidden_size,
-                          "outlier dims": s.dims, "ablation roles": "+".join(s.roles), "counts": s.counts.describe()}
-                         for s in subjects])
+subjects = [
+    why.load_subject(
+        name,
+        device=device,
+        k=k,
+        corpora=count_corpora,
+        proxy_max_texts=proxy_max_texts or None,
+        exact_max_texts=exact_max_texts or None,
+    )
+    for name in models
+]
+overview = pd.DataFrame(
+    [
+        {
+            "model": s.name,
+            "objective": s.kind,
+            "layers": s.layers,
+            "hidden": s.hidden_size,
+            "outlier dims": s.dims,
+            "ablation roles": "+".join(s.roles),
+            "counts": s.counts.describe(),
+        }
+        for s in subjects
+    ]
+)
 rec.table(overview, "models")
 overview
 
@@ -66,20 +85,33 @@ overview
 # correlations that control for the type's mean position and for special tokens.
 
 # %%
-occurrences = {s.name: frequency.token_occurrences(s.model, s.tokenizer, texts, s.dims, max_length, batch_size)
-               for s in subjects}
-correlations = pd.concat([frequency.layer_correlations(occurrences[s.name], s.counts, s.dims[0], n_boot, seed,
-                                                       min_occurrences).assign(model=s.name) for s in subjects],
-                         ignore_index=True)
+occurrences = {
+    s.name: frequency.token_occurrences(s.model, s.tokenizer, texts, s.dims, max_length, batch_size) for s in subjects
+}
+correlations = pd.concat(
+    [
+        frequency.layer_correlations(occurrences[s.name], s.counts, s.dims[0], n_boot, seed, min_occurrences).assign(
+            model=s.name
+        )
+        for s in subjects
+    ],
+    ignore_index=True,
+)
 rec.table(correlations, "frequency_correlations")
 fig = plots.correlation_by_layer(correlations)
 rec.figure(fig, "frequency_correlation_by_layer")
 
 # %%
 best_layers = correlations[correlations.measure == "partial_spearman"].groupby("model", sort=False).value.idxmax()
-scatter = pd.concat([frequency.frequency_table(occurrences[s.name], s.counts, int(correlations.layer[best_layers[s.name]]),
-                                               s.dims[0], min_occurrences).assign(model=s.name) for s in subjects],
-                    ignore_index=True)
+scatter = pd.concat(
+    [
+        frequency.frequency_table(
+            occurrences[s.name], s.counts, int(correlations.layer[best_layers[s.name]]), s.dims[0], min_occurrences
+        ).assign(model=s.name)
+        for s in subjects
+    ],
+    ignore_index=True,
+)
 rec.table(scatter, "frequency_by_token")
 fig = plots.frequency_scatter(scatter)
 rec.figure(fig, "frequency_scatter")
@@ -122,10 +154,21 @@ for s in subjects:
 # dims disabled, against `random_draws` random sets of as many dims.
 
 # %%
-sinks = pd.concat([attention_sinks.sink_under_conditions(s.model, s.tokenizer, texts[:attention_texts],
-                                                         why.conditions(s, random_draws, seed), s.sites, max_length,
-                                                         batch_size).assign(model=s.name) for s in subjects],
-                  ignore_index=True)
+sinks = pd.concat(
+    [
+        attention_sinks.sink_under_conditions(
+            s.model,
+            s.tokenizer,
+            texts[:attention_texts],
+            why.conditions(s, random_draws, seed),
+            s.sites,
+            max_length,
+            batch_size,
+        ).assign(model=s.name)
+        for s in subjects
+    ],
+    ignore_index=True,
+)
 rec.table(sinks, "attention_sinks")
 fig = plots.sink_heatmaps(sinks)
 rec.figure(fig, "attention_sinks")
@@ -151,11 +194,25 @@ for s in subjects:
 # for MiniLM (no LM head) 1 - cosine of its sentence embeddings to the fp32 ones.
 
 # %%
-quant = pd.concat([quantization.quantization_table(s.model, s.tokenizer, texts[:quant_texts], s.kind, s.dims,
-                                                   why.random_draws(s, random_draws, seed),
-                                                   bits, max_length, batch_size, seed,
-                                                   sites=s.sites).assign(model=s.name)
-                   for s in subjects], ignore_index=True)
+quant = pd.concat(
+    [
+        quantization.quantization_table(
+            s.model,
+            s.tokenizer,
+            texts[:quant_texts],
+            s.kind,
+            s.dims,
+            why.random_draws(s, random_draws, seed),
+            bits,
+            max_length,
+            batch_size,
+            seed,
+            sites=s.sites,
+        ).assign(model=s.name)
+        for s in subjects
+    ],
+    ignore_index=True,
+)
 rec.table(quant, "quantization")
 fig = plots.quantization_bars(quant)
 rec.figure(fig, "quantization")
@@ -171,9 +228,17 @@ for s in subjects:
 # With all dims, without the outlier dims, and without as many random dims (same forwards).
 
 # %%
-metrics = pd.concat([quantization.outlier_metrics(s.model, text_batches(s.tokenizer, texts, max_length, batch_size),
-                                                  why.random_excluded(s, random_draws, seed)).assign(model=s.name)
-                     for s in subjects], ignore_index=True)
+metrics = pd.concat(
+    [
+        quantization.outlier_metrics(
+            s.model,
+            text_batches(s.tokenizer, texts, max_length, batch_size),
+            why.random_excluded(s, random_draws, seed),
+        ).assign(model=s.name)
+        for s in subjects
+    ],
+    ignore_index=True,
+)
 rec.table(metrics, "kurtosis")
 fig = plots.kurtosis_by_layer(metrics)
 rec.figure(fig, "kurtosis")

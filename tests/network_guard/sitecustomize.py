@@ -4,6 +4,7 @@ Any socket connection to a non-loopback address raises and is logged to $BB_NETW
 so an offline run that tries to reach the network fails loudly. Loopback stays open
 because Jupyter kernels talk to papermill over 127.0.0.1.
 """
+
 import os
 import socket
 

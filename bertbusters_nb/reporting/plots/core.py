@@ -1,5 +1,6 @@
 """Figures for the outlier analysis (notebooks 00-03). Every function returns a matplotlib Figure;
 saving is RunRecorder's job."""
+
 from __future__ import annotations
 
 import warnings
@@ -14,8 +15,9 @@ if TYPE_CHECKING:
     from ...model.norms import NormSite
 
 
-def norm_parameter_lines(sites: Sequence["NormSite"], outlier_dims: Sequence[int] = (), title: str = "",
-                         max_cols: int = 4) -> plt.Figure:
+def norm_parameter_lines(
+    sites: Sequence["NormSite"], outlier_dims: Sequence[int] = (), title: str = "", max_cols: int = 4
+) -> plt.Figure:
     """One panel per site: LayerNorm weight and bias over all dims, outliers marked (the paper's figure style)."""
     sites = list(sites)
     cols = min(max_cols, len(sites))
@@ -32,7 +34,7 @@ def norm_parameter_lines(sites: Sequence["NormSite"], outlier_dims: Sequence[int
                 ax.annotate(str(d), (d, weight[d]), fontsize=7, color="crimson")
         ax.set_title(f"{site.role} L{'' if site.layer is None else site.layer}", fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(sites):]:
+    for ax in list(axes.flat)[len(sites) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(title or "LayerNorm parameters per dim (red: outlier dims)", fontsize=10)
@@ -47,16 +49,25 @@ def zscore_heatmap(params: pd.DataFrame, dims: Sequence[int], param: str = "weig
     pivot = table.assign(site_label=label).pivot_table(index="site_label", columns="dim", values="z", sort=False)
     pivot = pivot[[d for d in dims if d in pivot.columns]]
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(pivot.columns), 0.9 + 0.32 * len(pivot)))
-    sns.heatmap(pivot, center=0, cmap="RdBu_r", annot=len(pivot.columns) <= 12, fmt=".1f", ax=ax,
-                annot_kws={"fontsize": 7}, cbar_kws={"label": "z-score"})
+    sns.heatmap(
+        pivot,
+        center=0,
+        cmap="RdBu_r",
+        annot=len(pivot.columns) <= 12,
+        fmt=".1f",
+        ax=ax,
+        annot_kws={"fontsize": 7},
+        cbar_kws={"label": "z-score"},
+    )
     ax.set_title(title or f"LayerNorm {param} z-scores at the top dims")
     ax.set_ylabel("")
     fig.tight_layout()
     return fig
 
 
-def against_random(value: float, random_values: Sequence[float], metric: str, label: str = "outlier dims",
-                   title: str = "") -> plt.Figure:
+def against_random(
+    value: float, random_values: Sequence[float], metric: str, label: str = "outlier dims", title: str = ""
+) -> plt.Figure:
     """Distribution of a metric over random-dim draws with the outlier-dim result marked."""
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     sns.histplot(list(random_values), ax=ax, color="grey", label=f"random dims ({len(random_values)} draws)")
@@ -76,8 +87,10 @@ def scan_plot(scan: pd.DataFrame, value: str, highlight: Sequence[int] = (), tit
     from another eval set would make every dim look helpful or harmful."""
     column = "intact_value" if value == "value" else f"intact_{value}"
     if column not in scan:
-        raise ValueError(f"The scan table has no {column!r} column to draw its baseline from; "
-                         f"make it with scan_dims (columns: {list(scan.columns)}).")
+        raise ValueError(
+            f"The scan table has no {column!r} column to draw its baseline from; "
+            f"make it with scan_dims (columns: {list(scan.columns)})."
+        )
     baseline = float(scan[column].iloc[0])
     fig, ax = plt.subplots(figsize=(9, 3.2))
     ax.plot(scan["dim"], scan[value], lw=0.7, color="tab:blue")
@@ -148,8 +161,9 @@ def parameters_over_steps(snapshots: pd.DataFrame, title: str = "") -> plt.Figur
     return fig
 
 
-def plot_flags_over_steps(flags: pd.DataFrame, dims: Sequence[int], breakout: int | None = None,
-                          title: str = "") -> plt.Figure:
+def plot_flags_over_steps(
+    flags: pd.DataFrame, dims: Sequence[int], breakout: int | None = None, title: str = ""
+) -> plt.Figure:
     """Sites in which each dim is beyond the threshold (left) and its max |z| (right), against step
     (``flags``: the table ``emergence.flags_over_steps`` computes)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -175,8 +189,9 @@ def ablation_over_steps(ablation: pd.DataFrame, title: str = "") -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.plot(ablation.step, ablation.delta, marker="o", color="crimson", label="outlier dims")
     ax.plot(ablation.step, ablation.random_mean, color="grey", label="random dims (mean)")
-    ax.fill_between(ablation.step, ablation.random_min, ablation.random_max, color="grey", alpha=0.3,
-                    label="random dims (range)")
+    ax.fill_between(
+        ablation.step, ablation.random_min, ablation.random_max, color="grey", alpha=0.3, label="random dims (range)"
+    )
     ax.set_xlabel("step")
     ax.set_ylabel("MLM loss rise (nats)")
     ax.legend(fontsize=8)
@@ -185,9 +200,14 @@ def ablation_over_steps(ablation: pd.DataFrame, title: str = "") -> plt.Figure:
     return fig
 
 
-def flags_over_steps(flags: pd.DataFrame, dims: Sequence[int], breakout: int | None = None,
-                     title: str = "") -> plt.Figure:
+def flags_over_steps(
+    flags: pd.DataFrame, dims: Sequence[int], breakout: int | None = None, title: str = ""
+) -> plt.Figure:
     """Old name of ``plot_flags_over_steps`` (it shadowed the table ``emergence.flags_over_steps``); one release."""
-    warnings.warn("plotting.flags_over_steps is now bertbusters_nb.reporting.plots.plot_flags_over_steps "
-                  "(emergence.flags_over_steps is the table it draws)", FutureWarning, stacklevel=2)
+    warnings.warn(
+        "plotting.flags_over_steps is now bertbusters_nb.reporting.plots.plot_flags_over_steps "
+        "(emergence.flags_over_steps is the table it draws)",
+        FutureWarning,
+        stacklevel=2,
+    )
     return plot_flags_over_steps(flags, dims, breakout=breakout, title=title)

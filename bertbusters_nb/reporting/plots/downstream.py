@@ -1,6 +1,7 @@
 """Figures of the downstream study (notebook 04: fine-tuned tasks, ablations after fine-tuning, the scan).
 
 Each function takes a ``studies.downstream`` table and returns a Figure (this was ``plotting_glue``)."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -25,8 +26,10 @@ def _grid(n: int, max_cols: int = 2, width: float = 5.5, height: float = 3.2):
 
 def _panels(table: pd.DataFrame, keys: Sequence[str] = ("backbone", "task", "split")) -> list[tuple[str, pd.DataFrame]]:
     keys = [k for k in keys if k in table.columns]
-    return [(" / ".join(map(str, key if isinstance(key, tuple) else (key,))), group)
-            for key, group in table.groupby(keys, sort=False)]
+    return [
+        (" / ".join(map(str, key if isinstance(key, tuple) else (key,))), group)
+        for key, group in table.groupby(keys, sort=False)
+    ]
 
 
 def baseline_bars(baseline: pd.DataFrame) -> plt.Figure:
@@ -34,8 +37,7 @@ def baseline_bars(baseline: pd.DataFrame) -> plt.Figure:
     table = baseline.assign(pair=baseline.backbone + " / " + baseline.task + "\n" + baseline.split)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(table) + 1.5), 3.2))
     sns.barplot(data=table, x="pair", y="value", ax=ax, color="tab:blue")
-    ax.scatter(range(len(table)), table["chance"], marker="_", s=900, color="black", zorder=3,
-               label="majority class")
+    ax.scatter(range(len(table)), table["chance"], marker="_", s=900, color="black", zorder=3, label="majority class")
     ax.set_ylim(min(0.0, float(table["value"].min()) - 0.05), 1)
     ax.set_xlabel("")
     ax.set_ylabel(" / ".join(table.metric.unique()))
@@ -75,14 +77,31 @@ def conditions_vs_random(ablations: pd.DataFrame, random: pd.DataFrame) -> plt.F
 def relative_change_strip(summary: pd.DataFrame, random: pd.DataFrame) -> plt.Figure:
     """Relative change of the score per pair: every random draw (grey) and the outlier dims (red)."""
     random = random.merge(summary[["backbone", "task", "split", "intact"]], on=["backbone", "task", "split"])
-    random = random.assign(pair=random.backbone + " / " + random.task + " " + random.split,
-                           change=random["value"] / random["intact"] - 1)
+    random = random.assign(
+        pair=random.backbone + " / " + random.task + " " + random.split, change=random["value"] / random["intact"] - 1
+    )
     summary = summary.assign(pair=summary.backbone + " / " + summary.task + " " + summary.split)
     fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(summary) + 1.5), 3.4))
-    sns.stripplot(data=random, x="pair", y="change", order=list(summary.pair), ax=ax, color=RANDOM_COLOR, size=4,
-                  jitter=0.2, label="random draws")
-    ax.scatter(range(len(summary)), summary["relative_change"], color=OUTLIER_COLOR, s=60, zorder=3,
-               marker="D", label="outlier dims")
+    sns.stripplot(
+        data=random,
+        x="pair",
+        y="change",
+        order=list(summary.pair),
+        ax=ax,
+        color=RANDOM_COLOR,
+        size=4,
+        jitter=0.2,
+        label="random draws",
+    )
+    ax.scatter(
+        range(len(summary)),
+        summary["relative_change"],
+        color=OUTLIER_COLOR,
+        s=60,
+        zorder=3,
+        marker="D",
+        label="outlier dims",
+    )
     ax.axhline(0, color="black", lw=0.6)
     ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.0%}"))
     ax.set_xlabel("")
@@ -106,15 +125,23 @@ def scan_grid(scan: pd.DataFrame) -> plt.Figure:
     for i, (label, group) in enumerate(panels):
         marked = group[group.outlier]
         loss_intact = group["intact_loss"].iloc[0] if "intact_loss" in group else None
-        for ax, column, intact in ((axes[2 * i, 0], "value", group["intact_value"].iloc[0]),
-                                   (axes[2 * i + 1, 0], "eval_loss", loss_intact)):
+        for ax, column, intact in (
+            (axes[2 * i, 0], "value", group["intact_value"].iloc[0]),
+            (axes[2 * i + 1, 0], "eval_loss", loss_intact),
+        ):
             ax.plot(group["dim"], group[column], lw=0.7, color="tab:blue", marker="." if len(group) < 80 else None)
             if intact is not None:
                 ax.axhline(intact, color="grey", ls="--", lw=0.8, label="no ablation")
             ax.scatter(marked["dim"], marked[column], color=OUTLIER_COLOR, zorder=3, label="outlier dims")
             for row in marked.itertuples():
-                ax.annotate(str(row.dim), (row.dim, getattr(row, column)), color=OUTLIER_COLOR, fontsize=8,
-                            xytext=(3, 3), textcoords="offset points")
+                ax.annotate(
+                    str(row.dim),
+                    (row.dim, getattr(row, column)),
+                    color=OUTLIER_COLOR,
+                    fontsize=8,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
             ax.set_xlim(-1, group["dim"].max() + 1)
             ax.legend(fontsize=7, loc="best")
         axes[2 * i, 0].set_ylabel(group.metric.iloc[0])
@@ -133,8 +160,14 @@ def outliers_before_after(outliers: pd.DataFrame) -> plt.Figure:
         group = group.fillna({"max_abs_z_before": 0.0, "max_abs_z_after": 0.0})
         ax.scatter(group["max_abs_z_before"], group["max_abs_z_after"], s=6, color=RANDOM_COLOR, label="flagged dims")
         marked = group[group.outlier_before | group.outlier_after]
-        ax.scatter(marked["max_abs_z_before"], marked["max_abs_z_after"], s=30, color=OUTLIER_COLOR, zorder=3,
-                   label="outlier dims")
+        ax.scatter(
+            marked["max_abs_z_before"],
+            marked["max_abs_z_after"],
+            s=30,
+            color=OUTLIER_COLOR,
+            zorder=3,
+            label="outlier dims",
+        )
         for row in marked.itertuples():
             ax.annotate(str(row.dim), (row.max_abs_z_before, row.max_abs_z_after), fontsize=7, color=OUTLIER_COLOR)
         top = float(max(group["max_abs_z_before"].max(), group["max_abs_z_after"].max(), 1.0)) * 1.05
