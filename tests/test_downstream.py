@@ -73,6 +73,7 @@ def study(tiny_dir, tmp_path_factory):
     s.ablate(layer_parts=3)
     s.random_baseline(draws=20, seed=0)
     s.scan(tasks=["rt"], max_samples=8, every=4, checkpoint_dir=tmp_path_factory.mktemp("scan"))
+    s.screened_scan(tasks=["rt"], top_k=3)
     return s
 
 
@@ -206,3 +207,13 @@ def test_an_override_reaches_the_fine_tune(tiny_dir, tmp_path):
     baseline = s.finetune()
     assert baseline.learning_rate.tolist() == [7e-4]
     assert s.pairs[0].tuned.manifest["settings"]["learning_rate"] == 7e-4
+
+
+def test_the_screened_scan_covers_every_dim_on_the_whole_dev_set_and_checks_the_outliers(study):
+    screened, scan = study.tables["screened_scan"], study.tables["scan"]
+    assert set(screened.task) == {"rt"} and sorted(screened.dim) == list(range(24))
+    exact = screened[screened.value_kind == "exact"]
+    assert PLANTED in set(exact.dim) and 3 <= len(exact) <= 3 + screened.outlier.sum()
+    assert screened.examples.iloc[0] == 24 > scan.examples.iloc[0]  # the whole dev set, not the subset
+    text = study.screened_summary()
+    assert text.startswith("- **") and "rt" in text and "of the exact scan's top 5 dims" in text.lower()

@@ -409,28 +409,8 @@ class DownstreamStudy:
         max_samples = count("max_samples", max_samples, zero_means="the whole dev set", none_ok=True) or None
 
         self._need("scan")
-        if "outliers" not in self.tables:
-            self.outliers()
         frames = []
-        for p in self.pairs:
-            if tasks is not None and p.task not in tasks:
-                continue
-            spec, settings = get_task(p.task), self.settings_for(p.backbone)
-            split = spec.eval_splits[0]
-            data = load_task(
-                p.task,
-                max_train_samples=1,
-                max_eval_samples=max_samples or settings.max_eval_samples,
-                glue_source=self.glue_source,
-            )[split]
-            eval_set, _ = prepare_dev_set(
-                p.tuned.tokenizer,
-                data,
-                p.task,
-                settings.max_length,
-                settings.eval_batch_size,
-                next(p.tuned.model.parameters()).device,
-            )
+        for p, split, eval_set in self._scan_dev_sets(tasks, max_samples):
             # the checkpoint is named by the scan's key (evaluation.scan.checkpoint_name), so a changed run
             # never meets a checkpoint of another scan
             dims = sorted(set(range(0, p.hidden, every)) | set(p.dims))
@@ -460,6 +440,32 @@ class DownstreamStudy:
         self.tables["scan"] = pd.concat(frames, ignore_index=True)
         return self.tables["scan"]
 
+    def _scan_dev_sets(self, tasks: Sequence[str] | None, max_samples: int | None):
+        """(pair, split, eval set) for each pair of ``tasks`` (None: all): the first dev split, its first
+        ``max_samples`` examples (None: as many as the ablations use)."""
+        if "outliers" not in self.tables:
+            self.outliers()
+        for p in self.pairs:
+            if tasks is not None and p.task not in tasks:
+                continue
+            spec, settings = get_task(p.task), self.settings_for(p.backbone)
+            split = spec.eval_splits[0]
+            data = load_task(
+                p.task,
+                max_train_samples=1,
+                max_eval_samples=max_samples or settings.max_eval_samples,
+                glue_source=self.glue_source,
+            )[split]
+            eval_set, _ = prepare_dev_set(
+                p.tuned.tokenizer,
+                data,
+                p.task,
+                settings.max_length,
+                settings.eval_batch_size,
+                next(p.tuned.model.parameters()).device,
+            )
+            yield p, split, eval_set
+
     def screened_scan(self, tasks: Sequence[str] | None = None, top_k: int = 16) -> pd.DataFrame:
         """Every hidden dim's effect on the dev loss of the whole dev set, estimated (``screen.screened_scan``),
         with the top ``top_k`` by |estimate| and the outlier dims checked exactly (``value_kind`` says which).
@@ -470,25 +476,8 @@ class DownstreamStudy:
         from ..evaluation.screen import screened_scan
 
         self._need("screened_scan")
-        if "outliers" not in self.tables:
-            self.outliers()
         frames = []
-        for p in self.pairs:
-            if tasks is not None and p.task not in tasks:
-                continue
-            spec, settings = get_task(p.task), self.settings_for(p.backbone)
-            split = spec.eval_splits[0]
-            data = load_task(
-                p.task, max_train_samples=1, max_eval_samples=settings.max_eval_samples, glue_source=self.glue_source
-            )[split]
-            eval_set, _ = prepare_dev_set(
-                p.tuned.tokenizer,
-                data,
-                p.task,
-                settings.max_length,
-                settings.eval_batch_size,
-                next(p.tuned.model.parameters()).device,
-            )
+        for p, split, eval_set in self._scan_dev_sets(tasks, None):
             table = screened_scan(
                 p.tuned.model,
                 eval_set,
