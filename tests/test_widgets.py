@@ -18,6 +18,7 @@ from bertbusters_nb.evaluation.fill_mask import (
     side_by_side,
 )
 from bertbusters_nb.model import ablation
+from bertbusters_nb.model.norms import find_norm_sites, select_sites
 from bertbusters_nb.widgets import (
     Coalescer,
     Explorer,
@@ -135,7 +136,7 @@ def test_fill_mask_sees_an_ablation_and_side_by_side_marks_changes(tiny):
     model, tokenizer = tiny
     sentence = "the movie was [MASK] ."
     intact = blank_predictions(model, tokenizer, sentence)
-    sites = ablation.select_sites(ablation.find_norm_sites(model), "block_output")
+    sites = select_sites(find_norm_sites(model), "block_output")
     with ablation.disabled_dims(sites, [PLANTED]):
         ablated = blank_predictions(model, tokenizer, sentence)
     table = side_by_side(intact, ablated)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from ..model.norms import ROLE_LABELS as NORM_ROLE_LABELS
 from ..model.norms import NormSite, disabled_fill
 from .state import ExplorerState
 
@@ -40,23 +41,7 @@ SHORT_ROLE_LABELS = {
     "head": "head",
 }
 PANEL_ROLES = ("block_output", "pre_ffn", "pre_parallel", "pre_attention", "attention_output")  # first present
-ROLE_LABELS = {
-    "embeddings": "embeddings",
-    "attention_output": "attention output",
-    "block_output": "block output",
-    "cross_attention_output": "cross-attention output",
-    "pre_attention": "pre-attention",
-    "pre_cross_attention": "pre-cross-attention",
-    "pre_ffn": "pre-FFN",
-    "pre_parallel": "pre-parallel",
-    "post_attention": "post-attention",
-    "post_cross_attention": "post-cross-attention",
-    "post_ffn": "post-FFN",
-    "qk_norm": "query/key",
-    "inner": "inner",
-    "final": "final",
-    "head": "LM head",
-}
+ROLE_LABELS = NORM_ROLE_LABELS  # the toggles' labels: one table for every role name, in model/norms
 
 
 def _rgba_to_png(canvas) -> bytes:

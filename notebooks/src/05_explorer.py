@@ -9,6 +9,9 @@
 # model, the top guesses for the blanks of your own sentence (intact vs ablated, side by side),
 # and the per-layer LayerNorm parameters with the disabled dims marked. For an encoder without an
 # MLM head (the packaged MiniLM) the view shows how far sentence embeddings move instead.
+# The toggle "suggest dims from the screen" (off at start) ranks every dim by the screened scan
+# (`bertbusters_nb.evaluation.screen`: estimated from one backward pass, the top ones and the
+# rule's dims checked exactly) and shows the most harmful as buttons that switch them off.
 #
 # Opened in JupyterLab the explorer is live; a headless run (papermill, the batch runner) shows a
 # static view of the same state. Every number is computed in this run.
