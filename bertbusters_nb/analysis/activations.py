@@ -6,11 +6,14 @@ dataset costs memory proportional to layers x hidden size only.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @torch.no_grad()
@@ -89,7 +92,9 @@ def outlier_share(top: pd.DataFrame, dims: Iterable[int]) -> pd.DataFrame:
     return chosen.reindex(layers, fill_value=0.0).reset_index()
 
 
-def text_batches(tokenizer, texts, max_length: int = 128, batch_size: int = 32) -> list[dict[str, torch.Tensor]]:
+def text_batches(
+    tokenizer: PreTrainedTokenizerBase, texts, max_length: int = 128, batch_size: int = 32
+) -> list[dict[str, torch.Tensor]]:
     """Tokenized, padded batches of ``texts`` for ``activation_stats`` (truncated to ``max_length``)."""
     texts = list(texts)
     if not texts:

@@ -13,7 +13,7 @@ Attention probabilities need the eager implementation in transformers 5 (SDPA re
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,12 +24,15 @@ from ..model.ablation import Condition
 from ..model.norms import NormSite, find_norm_sites
 from .frequency import CATEGORIES, _base, token_categories
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 SINK = "sink"  # the union of the categories: special, delimiter or first token
 SINK_FACTOR = 2.0  # a head population "sinks" when its mean sink mass is at least twice the sink tokens' base rate
 
 
 @contextlib.contextmanager
-def eager_attention(model) -> Iterator[None]:
+def eager_attention(model: torch.nn.Module) -> Iterator[None]:
     """Use the eager attention implementation inside the block (so ``output_attentions`` works), then restore.
 
     Example:
@@ -80,7 +83,12 @@ def attention_mass(
 
 @torch.no_grad()
 def sink_scores(
-    model, tokenizer, texts: Sequence[str], max_length: int = 128, batch_size: int = 32, progress: bool = False
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int = 128,
+    batch_size: int = 32,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Per (layer, head, category) over ``texts``: mean attention mass of real queries on the category's keys
     (``mass``) and the category's base rate (``base``); categories special, delimiter, first and sink (any).
@@ -131,8 +139,8 @@ def sink_scores(
 
 
 def sink_under_conditions(
-    model,
-    tokenizer,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     conditions: Sequence[Condition],
     sites: Sequence[NormSite] | None = None,

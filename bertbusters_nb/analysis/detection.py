@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ from tqdm.auto import tqdm
 from ..model.hooks import Trace, first_tensor
 from ..model.norms import NormSite, find_norm_sites, select_sites
 from .outliers import parameter_table, strict_share
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 # Roles whose parameters are weighed by default: every site on the hidden dim except an LM head's own norm.
 PARAM_ROLES_ALL = "all"
@@ -377,7 +380,7 @@ def objective_of(model: torch.nn.Module) -> str:
 
 def effect_criterion(
     model: torch.nn.Module,
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     roles: Iterable[str] | None = None,
     dims: Iterable[int] | None = None,
@@ -522,7 +525,12 @@ class EffectSelection:
 
 
 def select_dims_by_effect(
-    model: torch.nn.Module, tokenizer, texts: Sequence[str], count: int = 2, seed: int = 0, **effect_options
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    count: int = 2,
+    seed: int = 0,
+    **effect_options,
 ) -> EffectSelection:
     """Effect-selected dims, honestly: the ``count`` most damaging dims on one half of ``texts``, and the
     same scan on the other, disjoint half (``evaluation``) to judge them. Choosing dims by their effect and
@@ -599,7 +607,7 @@ def combine(
 
 def detect(
     model: torch.nn.Module,
-    tokenizer=None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     texts: Sequence[str] | None = None,
     *,
     param_roles: Iterable[str] | str = DEFAULT_RULE["param_roles"],
@@ -650,7 +658,12 @@ def detect(
     return Detection(dims, rule, table, params, activations, settings)
 
 
-def dims_to_ablate(model: torch.nn.Module, tokenizer=None, texts: Sequence[str] | None = None, **options) -> list[int]:
+def dims_to_ablate(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    texts: Sequence[str] | None = None,
+    **options,
+) -> list[int]:
     """The default dims to ablate (``detect(...).dims``): every notebook, the explorer, pre-training and
     fine-tuning call this. See ``detect`` for the rule and its options.
 
@@ -790,7 +803,7 @@ def _evidence_columns(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 def detection_report(
     model: torch.nn.Module,
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     activation_texts: Sequence[str] | None = None,
     effect_texts: Sequence[str] | None = None,
     effect_dims: Iterable[int] | None = None,

@@ -24,12 +24,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +154,10 @@ def _whole_texts(tokenizer):
 
 
 def proxy_token_counts(
-    tokenizer, corpora: Sequence[str] = DEFAULT_PROXY_CORPORA, max_texts: int | None = None, cache: bool = True
+    tokenizer: PreTrainedTokenizerBase,
+    corpora: Sequence[str] = DEFAULT_PROXY_CORPORA,
+    max_texts: int | None = None,
+    cache: bool = True,
 ) -> TokenCounts:
     """Per-token counts of the offline corpora (train split) with ``tokenizer``, special tokens included.
 
@@ -201,7 +207,7 @@ def _category_ids(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     return special, delimiter
 
 
-def token_categories(tokenizer, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+def token_categories(tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """Boolean masks of ``input_ids``' shape: 'special' (the tokenizer's special ids), 'delimiter'
     (a token that decodes to one of ``DELIMITERS``) and 'first' (position 0).
 
@@ -228,8 +234,8 @@ def _base(model):
 
 @torch.no_grad()
 def token_occurrences(
-    model,
-    tokenizer,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     dims: Sequence[int],
     max_length: int = 128,

@@ -20,7 +20,7 @@ the scales are then taken over the other columns.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,9 @@ from tqdm.auto import tqdm
 from ..model.hooks import Trace, first_tensor
 from ..model.norms import find_norm_sites
 from .frequency import _base
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 RECOVERED_MAJORITY = 0.5  # keeping the outlier dims must win back at least half of what W8A8 lost
 
@@ -57,7 +60,9 @@ def fake_quant(x: torch.Tensor, bits: int = 8, keep: torch.Tensor | None = None)
 
 
 @torch.no_grad()
-def residual_readers(model, batch: dict[str, torch.Tensor], sites: Sequence | None = None) -> list[str]:
+def residual_readers(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], sites: Sequence | None = None
+) -> list[str]:
     """Names of the Linears whose input is a norm site's output tensor (found by one forward, not by names).
 
     Example:
@@ -84,7 +89,7 @@ def _skipped(model, skip_output_embeddings: bool) -> set[int]:
 
 @contextlib.contextmanager
 def w8a8(
-    model,
+    model: torch.nn.Module,
     bits: int = 8,
     keep_dims: Sequence[int] = (),
     readers: Iterable[str] = (),
@@ -178,8 +183,8 @@ OBJECTIVE_NAMES = {
 
 
 def quantization_table(
-    model,
-    tokenizer,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     kind: str,
     outlier_dims: Sequence[int],
@@ -253,7 +258,7 @@ def quantization_verdict(table: pd.DataFrame, label: str) -> tuple[bool, str]:
 
 @torch.no_grad()
 def outlier_metrics(
-    model,
+    model: torch.nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
     excluded: dict[str, Sequence[int]] | None = None,
     progress: bool = False,

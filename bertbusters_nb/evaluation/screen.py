@@ -37,7 +37,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,6 +53,9 @@ from .metrics import is_regression
 from .sets import IGNORE_INDEX, Batch, EvalSet, _check_batch_size, _pad_id, _padded, _tokenize
 from .tables import condition_spec
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 log = logging.getLogger(__name__)
 
 METHODS = ("gradient", "fisher", "midpoint", "integrated", "second_order", "gauss_newton")
@@ -66,7 +69,7 @@ class EmbeddingEvalSet(EvalSet):
 
 
 def prepare_embedding_eval(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     max_length: int = 128,
     batch_size: int = 64,
@@ -128,7 +131,9 @@ class EmbeddingEngine(AblationEngine):
         return {"eval_loss": loss, "cosine_mean": 1.0 - loss, "tokens": total.count, "examples": total.count}
 
 
-def make_engine(model, eval_set: EvalSet, sites: Sequence[NormSite] | None = None, **options) -> AblationEngine:
+def make_engine(
+    model: torch.nn.Module, eval_set: EvalSet, sites: Sequence[NormSite] | None = None, **options
+) -> AblationEngine:
     """The engine for ``eval_set``: ``EmbeddingEngine`` for embedding sets, ``AblationEngine`` otherwise."""
     cls = EmbeddingEngine if eval_set.kind == "embedding" else AblationEngine
     return cls(model, eval_set, sites, **options)

@@ -36,7 +36,7 @@ import logging
 import math
 import string
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,9 @@ from tqdm.auto import tqdm
 from ..analysis.baselines import random_dims, rank_against
 from ..model.ablation import Condition
 from ..model.norms import NormSite, find_norm_sites, select_sites
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +124,7 @@ def tiny_random_model(kind: str = "llama", seed: int = 0):
     return model.eval(), tokenizer
 
 
-def objective_of(model: nn.Module, tokenizer) -> str:
+def objective_of(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> str:
     """'mlm' (an MLM head and a mask token), 'causal' (a decoder-only LM head) or 'cosine' (anything else)."""
     from ..evaluation.fill_mask import has_mlm_head
 
@@ -194,7 +197,7 @@ class DetectedDims:
 def detect_dims(
     model: nn.Module,
     sites: Sequence[NormSite],
-    tokenizer=None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     texts: Sequence[str] | None = None,
     max_length: int | None = None,
 ) -> DetectedDims:
@@ -244,7 +247,7 @@ def _hidden_states(out, stack: str | None):
 @torch.no_grad()
 def activation_profile(
     model: nn.Module,
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     dims: Sequence[int],
     stack: str | None = None,
@@ -481,8 +484,8 @@ def run_model(
     compare_precision: bool = True,
     seed: int = 0,
     progress: bool = True,
-    model=None,
-    tokenizer=None,
+    model: torch.nn.Module | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> list[ModelResult]:
     """The protocol (module docstring) on model ``name``: one result per stack."""
     if model is None:

@@ -24,7 +24,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,9 @@ from ..finetuning import FinetuneResult, FinetuneSettings, finetune
 from ..model.ablation import Condition
 from ..model.loading import ALIASES, load_model, resolve
 from ..model.norms import NormSite, find_norm_sites, select_sites
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +127,7 @@ def chance_score(task: str, labels: Sequence) -> float:
     return float(compute_metrics(task, [values[counts.argmax()]] * len(labels), labels)[spec.metric])
 
 
-def prepare_dev_set(tokenizer, data, task: str, max_length: int, batch_size: int, device):
+def prepare_dev_set(tokenizer: PreTrainedTokenizerBase, data, task: str, max_length: int, batch_size: int, device):
     """A classification eval set of ``data``, examples ordered by length (less padding per batch;
     the metrics do not depend on the order)."""
     from ..evaluation import prepare_classification_eval

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -16,12 +16,15 @@ from ..analysis import frequency
 from ..model.loading import load_model, resolve
 from ..model.norms import NormSite, find_norm_sites
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 # alias -> (head to load, objective kind for quantization.quantization_table)
 KNOWN = {"bbmini": ("mlm", "mlm"), "minilm": ("base", "embedding"), "smollm2": ("causal-lm", "causal")}
 CAUSAL_TYPES = ("gpt2", "llama", "mistral", "qwen2", "opt", "gpt_neox", "phi", "gemma")
 
 
-def detect_dims(model: torch.nn.Module, tokenizer, k: float = 3.0) -> list[int]:
+def detect_dims(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, k: float = 3.0) -> list[int]:
     """The dims to study: the project's one rule (parameters + activations; never an effect measured here)."""
     from ..analysis.detection import dims_to_ablate
 
