@@ -216,4 +216,6 @@ def test_the_screened_scan_covers_every_dim_on_the_whole_dev_set_and_checks_the_
     assert PLANTED in set(exact.dim) and 3 <= len(exact) <= 3 + screened.outlier.sum()
     assert screened.examples.iloc[0] == 24 > scan.examples.iloc[0]  # the whole dev set, not the subset
     text = study.screened_summary()
-    assert text.startswith("- **") and "rt" in text and "of the exact scan's top 5 dims" in text.lower()
+    assert (
+        text.startswith("- **") and "rt" in text and "of the top 5 dims of the exact scan on 8 examples" in text.lower()
+    )

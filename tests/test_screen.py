@@ -151,7 +151,7 @@ def test_screen_summary_names_checked_dims_and_the_exact_scans_top_dims_found():
     assert f"{first} (" in text and "top 3 checked exactly" in text and "on 16 examples" in text
     exact_top = scan.nlargest(5, "delta")["dim"].tolist()
     found = len(set(exact_top) & set(table.loc[table["value_kind"] == "exact", "dim"]))
-    assert f"{found} are among the screen's checked dims" in text
+    assert f"{found} {'is' if found == 1 else 'are'} among the screen's checked dims" in text
 
 
 @pytest.mark.parametrize("arch,roles,layers", [("bert", "block_output", (1,)), ("llama", "pre_ffn", (1,))])

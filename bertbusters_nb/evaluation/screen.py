@@ -627,9 +627,11 @@ def screen_summary(table: pd.DataFrame, scan: pd.DataFrame | None = None, n: int
     if scan is not None and len(scan):
         exact_top = scan.nlargest(n, delta)["dim"].astype(int).tolist()
         found = [d for d in exact_top if d in set(checked["dim"].astype(int))]
+        on = f" on {int(scan['examples'].iloc[0])} examples" if "examples" in scan.columns else ""
+        verb = "is" if len(found) == 1 else "are"
         text += (
-            f" Of the exact scan's top {len(exact_top)} dims {exact_top}, {len(found)} are among the screen's "
-            f"checked dims."
+            f" Of the top {len(exact_top)} dims of the exact scan{on} {exact_top}, {len(found)} {verb} among the "
+            f"screen's checked dims."
         )
     return text
 
