@@ -81,14 +81,9 @@ def test_reading_a_corpus_quiets_datasets_only_while_it_reads(tmp_path):
         datasets.logging.set_verbosity(before)
 
 
-def test_old_assets_path_warns_and_forwards():
-    import importlib
-
+def test_repo_root_is_the_checkout():
     from bertbusters_nb.data import assets as new
 
-    old = importlib.reload(importlib.import_module("bertbusters_nb.assets"))  # a fresh shim warns again
-    with pytest.warns(FutureWarning, match="bertbusters_nb.data.assets"):
-        assert old.assets_dir is new.assets_dir
     assert new.REPO_ROOT == Path(__file__).resolve().parent.parent
     assert (new.REPO_ROOT / "notebooks").is_dir()
 

@@ -397,27 +397,3 @@ def test_every_row_reruns_exactly_from_its_stored_condition(tmp_path):
         assert again["eval_loss"].iloc[0] == table["eval_loss"].iloc[i]
     with pytest.raises(ValueError, match="no 'spec'"):
         row_condition(stored.drop(columns="spec").iloc[0])
-
-
-@pytest.mark.parametrize(
-    "old, new, name",
-    [
-        ("masking", "sets", "prepare_mlm_eval"),
-        ("metrics", "metrics", "compute_metrics"),
-        ("tasks", "tasks", "get_task"),
-        ("conditions", "conditions", "outlier_conditions"),
-        ("embeddings", "embeddings", "sentence_embeddings"),
-        ("fill_mask", "fill_mask", "has_mlm_head"),
-        ("mlm_effects", "mlm_effects", "run_scan"),
-        ("next_token", "next_token", "next_tokens"),
-        ("scan", "scan", "scan_dims"),
-        ("engine", "engine", "AblationEngine"),
-    ],
-)
-def test_old_module_paths_warn_with_the_new_path_and_forward(old, new, name):
-    import importlib
-
-    shim = importlib.reload(importlib.import_module(f"bertbusters_nb.{old}"))  # a fresh shim warns again
-    target = importlib.import_module(f"bertbusters_nb.evaluation.{new}")
-    with pytest.warns(FutureWarning, match=f"bertbusters_nb.evaluation.{new}"):
-        assert getattr(shim, name) is getattr(target, name)

@@ -1,8 +1,8 @@
 """The package's layers, enforced over the imports of every module (top-level and inside functions;
 imports under ``if TYPE_CHECKING:`` never run and do not count).
 
-Lowest first; a module may import its own layer and lower ones only, never a higher one, and never
-through an old-path shim (``_moved.forward``). Command lines (``__main__``, ``*/cli.py``) sit on top with
+Lowest first; a module may import its own layer and lower ones only, never a higher one. There are no
+compatibility shims: every module holds code of its own. Command lines (``__main__``, ``*/cli.py``) sit on top with
 the runner: they wire the layers together. The import graph between modules has no circles.
 """
 
@@ -11,11 +11,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "bertbusters_nb"
 LAYERS = {
-    "base": ["_moved", "checks", "atomic", "device"],
+    "base": ["checks", "atomic", "device"],
     "data": ["data"],
     "model": ["model"],
     "evaluation": ["evaluation"],
@@ -30,18 +28,12 @@ RANK = {unit: i for i, units in enumerate(LAYERS.values()) for unit in units}
 APP = len(LAYERS) - 1
 
 
-def is_shim(path: Path) -> bool:
-    """A top-level file left at an old path for one release (it forwards through ``_moved``)."""
-    return path.parent == PACKAGE and path.name != "_moved.py" and "from ._moved import" in path.read_text()
-
-
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py")) if not is_shim(p)}
-SHIMS = {module_name(p) for p in PACKAGE.rglob("*.py") if is_shim(p)}
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def unit_of(module: str) -> str:
@@ -79,10 +71,7 @@ def imported(module: str, path: Path) -> set[str]:
                 stem = ".".join(root + ([node.module] if node.module else []))
             else:
                 stem = node.module or ""
-            targets = [
-                f"{stem}.{a.name}" if f"{stem}.{a.name}" in MODULES or f"{stem}.{a.name}" in SHIMS else stem
-                for a in node.names
-            ]
+            targets = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in MODULES else stem for a in node.names]
         else:
             continue
         found |= {t for t in targets if t == "bertbusters_nb" or t.startswith("bertbusters_nb.")}
@@ -122,9 +111,24 @@ def test_pretraining_and_finetuning_do_not_import_each_other():
     assert not bad, "\n".join(bad)
 
 
-def test_package_code_never_imports_through_an_old_path_shim():
-    bad = [f"{m} imports {t}" for m, targets in GRAPH.items() for t in sorted(targets) if t in SHIMS]
-    assert not bad, "\n".join(bad)
+def forwards_elsewhere(path: Path) -> bool:
+    """A module-level ``__getattr__`` naming another module of the package: a compatibility shim.
+
+    A package ``__init__`` that loads its own submodules lazily (``f"{__name__}.texts"``) names none.
+    """
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
+            strings = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+            if any("bertbusters_nb" in s or "moved" in s for s in strings):
+                return True
+    return False
+
+
+def test_no_module_forwards_names_to_another():
+    """No compatibility layer: no module serves another module's names under an old path."""
+    bad = [m for m, path in MODULES.items() if forwards_elsewhere(path)]
+    assert not bad, f"modules that forward names: {bad}"
+    assert not (PACKAGE / "_moved.py").exists()
 
 
 def test_the_import_graph_has_no_circles():
@@ -152,11 +156,3 @@ def test_the_import_graph_has_no_circles():
         if m not in state:
             visit(m, [])
     assert not cycles, "import circles:\n" + "\n".join(" -> ".join(c) for c in cycles)
-
-
-@pytest.mark.parametrize("shim", sorted(SHIMS))
-def test_every_shim_forwards_to_a_module_that_exists(shim):
-    text = (PACKAGE.parent / (shim.replace(".", "/") + ".py")).read_text()
-    targets = [part.split('"')[0] for part in text.split('forward(__name__, "')[1:]]
-    assert targets, f"{shim} forwards nowhere"
-    assert all(t in MODULES for t in targets), f"{shim} forwards to {targets}, not all modules of the package"

@@ -84,36 +84,3 @@ def test_pickle_weights_need_an_explicit_opt_in(saved_bert, tmp_path):
 def test_unknown_head_is_an_error():
     with pytest.raises(ValueError, match="Unknown head"):
         load_model("minilm", head="seq2seq")
-
-
-@pytest.mark.parametrize(
-    "old, new, name",
-    [
-        ("loading", "loading", "load_model"),
-        ("gguf_convert", "gguf", "converted_folder"),
-        ("norms", "norms", "find_norm_sites"),
-        ("ablation", "ablation", "Condition"),
-        ("architectures", "architectures", "sweep"),
-    ],
-)
-def test_old_model_paths_warn_and_forward(old, new, name):
-    import importlib
-
-    shim = importlib.import_module(f"bertbusters_nb.{old}")
-    with pytest.warns(FutureWarning, match=f"bertbusters_nb.model.{new}"):
-        value = getattr(shim, name)
-    assert value is getattr(importlib.import_module(f"bertbusters_nb.model.{new}"), name)
-
-
-def test_the_old_architectures_command_still_runs_the_sweep(monkeypatch):
-    """``python -m bertbusters_nb.architectures`` (the docs' old command) calls the moved module's main."""
-    import runpy
-    import sys
-
-    from bertbusters_nb.model import architectures
-
-    ran = []
-    monkeypatch.setattr(architectures, "main", lambda: ran.append("main"))
-    monkeypatch.delitem(sys.modules, "bertbusters_nb.architectures", raising=False)  # run fresh, as -m does
-    runpy.run_module("bertbusters_nb.architectures", run_name="__main__")
-    assert ran == ["main"]

@@ -333,21 +333,6 @@ def test_cli_flags_come_from_the_config_fields_and_errors_name_the_fix(capsys):
     assert "unrecognized arguments: --hiden" in capsys.readouterr().err
 
 
-def test_old_paths_warn_and_forward():
-    import importlib
-
-    from bertbusters_nb.pretraining import tokenizer
-
-    old = importlib.import_module("bertbusters_nb.tokenizer_training")
-    with pytest.warns(FutureWarning, match="bertbusters_nb.pretraining.tokenizer"):
-        assert old.load_chunks is tokenizer.load_chunks
-    with pytest.warns(FutureWarning, match="analysis.trajectory"):
-        assert pt.ablation_trajectory is trajectory.ablation_trajectory
-    assert pt.mask_tokens is pt.mask_fixed_count
-    with pytest.raises(AttributeError):
-        pt.no_such_name
-
-
 # ----------------------------------------------------------------------------- the committed model
 
 needs_bbmini = pytest.mark.skipif(not (BBMINI / "METRICS.json").exists(), reason="models/bbmini is not built")

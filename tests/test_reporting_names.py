@@ -1,8 +1,7 @@
-"""Issue 18's renames and moves in reporting: the new names, and the old ones warning and forwarding for one release."""
+"""Reporting's names: the reporting API at the package top, the flag figure, blank predictions, min_sites."""
 
 from __future__ import annotations
 
-import importlib
 import warnings
 
 import matplotlib
@@ -19,23 +18,7 @@ from bertbusters_nb.reporting import plots  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize(
-    "old, new, name",
-    [
-        ("bertbusters_nb.plotting", "bertbusters_nb.reporting.plots.core", "scan_plot"),
-        ("bertbusters_nb.plotting_glue", "bertbusters_nb.reporting.plots.downstream", "baseline_bars"),
-        ("bertbusters_nb.plotting_why", "bertbusters_nb.reporting.plots.why", "sink_heatmaps"),
-        ("bertbusters_nb.results", "bertbusters_nb.reporting.recorder", "RunRecorder"),
-    ],
-)
-def test_old_paths_warn_and_forward(old, new, name):
-    module = importlib.reload(importlib.import_module(old))  # a fresh shim warns once per name, whatever ran before
-    with pytest.warns(FutureWarning, match=new.replace(".", r"\.")):
-        value = getattr(module, name)
-    assert value is getattr(importlib.import_module(new), name)
-
-
-def test_the_old_reporting_names_stay_without_warning():
+def test_the_reporting_names_at_the_package_top_do_not_warn():
     import bertbusters_nb as bb
 
     with warnings.catch_warnings():
@@ -57,18 +40,16 @@ def flags_table():
     )
 
 
-def test_plot_flags_over_steps_is_the_figure_and_the_old_name_warns():
+def test_plot_flags_over_steps_is_the_figure():
     fig = plots.plot_flags_over_steps(flags_table(), [5, 9], breakout=50, title="t")
     assert [ax.get_ylabel() for ax in fig.axes] == ["sites flagged", "max |z| over sites"]
     assert [line.get_label() for line in fig.axes[0].get_lines()][:2] == ["dim 5", "dim 9"]
-    with pytest.warns(FutureWarning, match="plot_flags_over_steps"):
-        old = plots.core.flags_over_steps(flags_table(), [5, 9])
-    assert len(old.axes) == 2
+    assert not hasattr(plots.core, "flags_over_steps")  # the table keeps that name (analysis.emergence)
 
 
-def test_blank_predictions_and_the_old_fill_mask_name():
+def test_blank_predictions():
     from bertbusters_nb.data import assets
-    from bertbusters_nb.evaluation.fill_mask import blank_predictions, fill_mask
+    from bertbusters_nb.evaluation.fill_mask import blank_predictions
 
     tokenizer = T.AutoTokenizer.from_pretrained(assets.minilm_dir())
     torch.manual_seed(0)
@@ -84,12 +65,9 @@ def test_blank_predictions_and_the_old_fill_mask_name():
     ).eval()
     table = blank_predictions(model, tokenizer, "the movie was [MASK] and [MASK] .", top_k=2)
     assert list(table.columns) == ["blank", "rank", "token", "probability"] and len(table) == 4
-    with pytest.warns(FutureWarning, match="blank_predictions"):
-        old = fill_mask(model, tokenizer, "the movie was [MASK] and [MASK] .", top_k=2)
-    pd.testing.assert_frame_equal(old, table)
 
 
-def test_min_sites_and_the_old_min_layers_keyword():
+def test_min_sites_counts_norm_sites():
     torch.manual_seed(0)
     model = T.BertModel(
         T.BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, vocab_size=120)
@@ -100,11 +78,4 @@ def test_min_sites_and_the_old_min_layers_keyword():
     sites = select_sites(find_norm_sites(model), "block_output")
     report = find_outliers(sites, k=3, min_sites=2)
     assert report.dims == [7] and report.min_sites == 2 and "in >= 2 of 3 sites" in report.summary()
-    with pytest.warns(FutureWarning, match="min_sites"):
-        old = find_outliers(sites, k=3, min_layers=2)
-    assert old.dims == report.dims and old.min_sites == 2
-    with pytest.warns(FutureWarning, match="min_sites"):
-        assert report.min_layers == 2
     assert find_outliers(sites, k=3, min_sites=4).dims == []  # more sites than there are: none qualifies
-    with pytest.raises(TypeError, match="min_sites only"):
-        find_outliers(sites, k=3, min_sites=2, min_layers=2)

@@ -12,7 +12,6 @@ role set's parameters (plots, flag tables).
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -58,12 +57,6 @@ class OutlierReport:
     min_sites: int
     n_sites: int
 
-    @property
-    def min_layers(self) -> int:
-        """Old name of ``min_sites`` (it counts sites, not layers); warns, works for one release."""
-        warnings.warn("OutlierReport.min_layers is now OutlierReport.min_sites", FutureWarning, stacklevel=2)
-        return self.min_sites
-
     def summary(self) -> str:
         top = self.per_dim.head(5)
         parts = [
@@ -86,14 +79,11 @@ def find_outliers(
     k: float = 3.0,
     min_sites: int | None = None,
     min_share: float = 0.5,
-    *,
-    min_layers: int | None = None,
 ) -> OutlierReport:
     """Detect outlier dims in ``sites``' norm parameters.
 
     A dim is kept when weight or bias is beyond ``k`` sigma in at least ``min_sites`` sites
     (default: more than half of them; the follow-up's code used > 3 of 12, min_share=0.25).
-    ``min_layers`` is the old name of ``min_sites`` (warns, works for one release).
 
     Example:
         >>> report = find_outliers(select_sites(find_norm_sites(model), "block_output"))
@@ -105,15 +95,6 @@ def find_outliers(
         raise ValueError("No sites given; select some with select_sites(find_norm_sites(model), ...).")
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}.")
-    if min_layers is not None:
-        if min_sites is not None:
-            raise TypeError("Give min_sites only (min_layers is its old name).")
-        warnings.warn(
-            "find_outliers(min_layers=...) is now find_outliers(min_sites=...): it counts norm sites",
-            FutureWarning,
-            stacklevel=2,
-        )
-        min_sites = min_layers
     params = parameter_table(sites, k)
     if min_sites is None:
         min_sites = strict_share(len(sites), min_share)

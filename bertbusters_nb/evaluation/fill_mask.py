@@ -9,13 +9,11 @@ when called inside one::
     side_by_side(intact, ablated)
 
 ``[MASK]`` is the placeholder whatever the tokenizer's own mask token (RoBERTa's ``<mask>``).
-``blank_predictions`` was called ``fill_mask`` (the module's name); the old name works for one release.
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -96,20 +94,6 @@ def blank_predictions(
                 }
             )
     return pd.DataFrame(rows, columns=list(COLUMNS))
-
-
-def fill_mask(
-    model: PreTrainedModel | torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    sentence: str,
-    top_k: int = 5,
-    max_length: int = 128,
-) -> pd.DataFrame:
-    """Old name of ``blank_predictions`` (it repeated the module's name); warns, works for one release."""
-    warnings.warn(
-        "fill_mask.fill_mask is now bertbusters_nb.evaluation.fill_mask.blank_predictions", FutureWarning, stacklevel=2
-    )
-    return blank_predictions(model, tokenizer, sentence, top_k=top_k, max_length=max_length)
 
 
 def side_by_side(intact: pd.DataFrame, ablated: pd.DataFrame) -> pd.DataFrame:

@@ -4,8 +4,7 @@
 and checks, the atomic writer. ``trainer``: ``finetune`` (reuse or train, resume from a Trainer checkpoint, several
 processes under ``accelerate launch``). ``cli``: the command line (``python -m bertbusters_nb.finetuning``).
 
-Every name the old single module ``finetuning.py`` had is importable from here, e.g.
-``from bertbusters_nb.finetuning import FinetuneSettings, finetune``.
+Import from here, e.g. ``from bertbusters_nb.finetuning import FinetuneSettings, finetune``.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from .cache import (
     check_entry,
     default_cache_dir,
     entry_path,
-    model_fingerprint,
 )
 from .cli import build_parser, main
 from .settings import NOT_IN_KEY, FinetuneSettings
@@ -38,7 +36,6 @@ __all__ = [
     "default_cache_dir",
     "entry_path",
     "finetune",
-    "model_fingerprint",
     "per_device_batch_size",
     "build_parser",
     "main",

@@ -26,7 +26,6 @@ from .settings import FinetuneSettings
 CACHE_ENV = "BERTBUSTERS_FINETUNED"
 FORMAT_VERSION = 1  # bump when the cached layout or the training recipe changes
 MANIFEST = "finetune.json"
-model_fingerprint = weights_fingerprint  # the old name here: the backbone's identity on disk (model.fingerprint)
 
 
 class CacheWarning(UserWarning):

@@ -28,13 +28,11 @@ cli              the command line (``python -m bertbusters_nb.pretraining``)
 ===============  ==========================================================================================
 
 The post-hoc analysis of runs (``select_outlier_dims``, ``ablation_effect``, ``ablation_trajectory``,
-``model_metrics``) moved to ``bertbusters_nb.analysis.trajectory``; reading them here still works for
-one release and warns with the new path.
+``model_metrics``) lives in ``bertbusters_nb.analysis.trajectory``.
 """
 
 import torch  # noqa: F401  (``pretraining.torch``: tests patch torch.save through it, as before the split)
 
-from .._moved import forward as _forward
 from .benchmark import run_throughput
 from .checkpoints import checkpoint_dirs, load_weights, save_weights
 from .cli import build_parser, config_from_args, main
@@ -57,8 +55,6 @@ from .objective import MaskedLM, eval_mlm_loss, mask_fixed_count, masked_logits,
 from .runs import export_model, load_run_model
 from .tokenizer import SPECIAL_TOKENS, load_chunks, unigram_entropy
 from .trainer import PretrainResult, lr_at, make_optimizer, pretrain, train_step
-
-mask_tokens = mask_fixed_count  # the old name (not evaluation.sets.mask_tokens: another rule, see objective)
 
 __all__ = [
     "CHANGEABLE_ON_RESUME",
@@ -89,7 +85,6 @@ __all__ = [
     "main",
     "make_optimizer",
     "mask_fixed_count",
-    "mask_tokens",
     "masked_logits",
     "masked_loss",
     "mlm_loss",
@@ -99,13 +94,3 @@ __all__ = [
     "train_step",
     "unigram_entropy",
 ]
-
-_MOVED_TO_ANALYSIS = ("select_outlier_dims", "ablation_effect", "ablation_trajectory", "model_metrics")
-_analysis_getattr, _ = _forward(__name__, "bertbusters_nb.analysis.trajectory")
-
-
-def __getattr__(name: str):
-    """The post-hoc analysis names, read through their old path (warns once with the new one)."""
-    if name in _MOVED_TO_ANALYSIS:
-        return _analysis_getattr(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

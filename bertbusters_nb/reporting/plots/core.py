@@ -3,7 +3,6 @@ saving is RunRecorder's job."""
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Sequence
 
 import matplotlib.pyplot as plt
@@ -198,16 +197,3 @@ def ablation_over_steps(ablation: pd.DataFrame, title: str = "") -> plt.Figure:
     ax.set_title(title)
     fig.tight_layout()
     return fig
-
-
-def flags_over_steps(
-    flags: pd.DataFrame, dims: Sequence[int], breakout: int | None = None, title: str = ""
-) -> plt.Figure:
-    """Old name of ``plot_flags_over_steps`` (it shadowed the table ``emergence.flags_over_steps``); one release."""
-    warnings.warn(
-        "plotting.flags_over_steps is now bertbusters_nb.reporting.plots.plot_flags_over_steps "
-        "(emergence.flags_over_steps is the table it draws)",
-        FutureWarning,
-        stacklevel=2,
-    )
-    return plot_flags_over_steps(flags, dims, breakout=breakout, title=title)

@@ -1,3 +1,0 @@
-from ._moved import forward
-
-__getattr__, __dir__ = forward(__name__, "bertbusters_nb.evaluation.embeddings")

@@ -1,5 +1,0 @@
-"""Moved to bertbusters_nb.analysis.emergence (this path works for one release)."""
-
-from ._moved import forward
-
-__getattr__, __dir__ = forward(__name__, "bertbusters_nb.analysis.emergence")
