@@ -312,8 +312,10 @@ def report(figures: dict, args) -> str:
     lines = [
         f"measured {time.strftime('%Y-%m-%d %H:%M')}, machine: {figures['machine']}",
         "",
-        "Times are process CPU seconds with 1 torch thread; the machine was shared with four other agents' "
-        "jobs (2 cores, load average several), so absolute times are noisy; ratios come from one run.",
+        f"Times are process CPU seconds with {figures.get('threads', args.threads)} torch thread(s); "
+        f"1-minute load average {figures.get('load_start', float('nan')):.1f} when the run started and "
+        f"{figures.get('load_end', float('nan')):.1f} when it ended, on {os.cpu_count()} CPUs; ratios come from "
+        "one run.",
         "",
     ]
     scan = figures.get("scan", {})
@@ -394,7 +396,7 @@ def main(argv=None) -> dict:
         args.texts = min(args.texts, 8)
     torch.set_num_threads(args.threads)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    figures = {"machine": machine()}
+    figures = {"machine": machine(), "threads": args.threads, "load_start": os.getloadavg()[0]}
 
     def save():
         if args.json:
@@ -422,6 +424,8 @@ def main(argv=None) -> dict:
         if "scaling" not in skip:
             figures["scaling"] = scaling_part(args)
             save()
+    if not args.from_json:
+        figures["load_end"] = os.getloadavg()[0]
     text = report(figures, args)
     print(text)
     label = "screened scans and CPU precision" + (" (quick)" if args.quick else "")
