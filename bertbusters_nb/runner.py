@@ -262,6 +262,8 @@ def run_series(
 
 def write_summary(results: list[NotebookResult], profile: str, figures_dir: Path = FIGURES_DIR) -> Path:
     """A one-page markdown summary: per notebook, status, time and the verdict of each claim."""
+    from .reporting.claims import summary_verdict
+
     lines = [
         f"# Summary of the `{profile}` run",
         "",
@@ -277,7 +279,7 @@ def write_summary(results: list[NotebookResult], profile: str, figures_dir: Path
             continue
         lines += [f"## {r.notebook}", ""]
         for f in r.findings:
-            verdict = {True: "held", False: "did NOT hold", None: "inconclusive"}[f["held"]]
+            verdict = summary_verdict(f)  # held, did NOT hold, inconclusive, or beyond every random draw but small
             lines.append(f"- **{f['claim']}**: {verdict}. {f['evidence']}")
         lines.append("")
     path = Path(figures_dir) / profile / "SUMMARY.md"

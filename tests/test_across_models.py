@@ -112,9 +112,10 @@ def test_the_protocol_on_a_real_model_and_a_tiny_decoder_gives_one_tidy_table(te
     precision = am.precision_table(result.table)
     assert list(precision.model) == ["bbmini", "tiny-random-llama"]
     assert (precision.bf16_minus_fp32_intact.abs() < 0.05).all()  # bf16 and fp32 agree closely
-    claims = am.findings(result.table)
-    assert [held for _, held, _ in claims] == [True, bool(llama.beyond_every_draw)]
-    assert "81" in claims[0][2] and "GPT-2 analogue" in claims[1][2]
+    claims = claims_module.across_models_findings(result.table)
+    assert claims[0].outcome == claims_module.HELD
+    assert (claims[1].outcome != claims_module.NOT_HELD) == bool(llama.beyond_every_draw)
+    assert "81" in claims[0].evidence and "GPT-2 analogue" in claims[1].evidence
     assert "bbmini" in claims_module.across_models_report(result.table)
     fig = am.figure(result)
     assert len(fig.axes) == 4

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -17,7 +19,7 @@ def report(dims, sites_flagged, n_sites=4):
 
 def test_finding_unpacks_into_the_recorder_and_shows_its_verdict(tmp_path):
     f = Finding("A claim", True, "the evidence", "the shown sentence")
-    assert tuple(f) == ("A claim", True, "the evidence")
+    assert tuple(f) == ("A claim", True, "the evidence", claims.HELD)
     assert f.markdown() == "**The paper's claim held here.** the shown sentence"
     assert Finding("c", None, "e").sentence == "e"
     assert Finding("c", None, "e").markdown() == "**Inconclusive here.** e"
@@ -25,7 +27,18 @@ def test_finding_unpacks_into_the_recorder_and_shows_its_verdict(tmp_path):
     assert Finding("c", True, "e").headline() == "**c:** held here. e"
     rec = RunRecorder(tmp_path)
     assert rec.finding(*f)["verdict"] == "HELD"
-    assert rec.findings() == [{"claim": "A claim", "held": True, "evidence": "the evidence"}]
+    assert rec.findings() == [{"claim": "A claim", "held": True, "evidence": "the evidence", "outcome": "held"}]
+    small = Finding.of("Small", claims.SMALL, "e")
+    assert small.held is False and small.markdown().startswith(
+        "**Beyond every random draw here, but the effect is small.**"
+    )
+    assert small.headline() == "**Small:** beyond every random draw but small here. e"
+    assert rec.finding(*small)["verdict"] == "BEYOND EVERY RANDOM DRAW BUT SMALL"
+    assert rec.findings()[-1] == {"claim": "Small", "held": False, "evidence": "e", "outcome": claims.SMALL}
+    assert claims.summary_verdict(rec.findings()[-1]) == "beyond every random draw but small"
+    assert claims.summary_verdict({"held": False}) == "did NOT hold"  # a findings.json written before outcomes
+    with pytest.raises(ValueError, match="does not match"):
+        Finding("c", True, "e", outcome=claims.SMALL)
 
 
 def test_embeddings_vs_random_both_ways():
@@ -38,6 +51,8 @@ def test_embeddings_vs_random_both_ways():
     )
     missed = claims.embeddings_vs_random(0.98, [0.99, 0.97, 0.96])
     assert missed.held is False and "not beyond every random draw" in missed.sentence
+    small = claims.embeddings_vs_random(0.97, [0.99, 0.98, 0.985])  # beyond every draw, 3% from intact
+    assert small.outcome == claims.SMALL and small.held is False
 
 
 def test_restored_exactly_both_ways():
@@ -46,13 +61,15 @@ def test_restored_exactly_both_ways():
         "Ablations restore the model bit-exactly",
         True,
         "all 101 tensors identical after 21 conditions: True",
+        "held",
     )
     assert ok.sentence == "All parameters identical after 21 ablations: **True**."
     assert claims.restored_exactly(False, 101, 21).held is False
     summary = claims.core_summary(ok, "minilm", [223, 99], "rule summary", "params summary")
     assert summary.startswith("**The paper's claim held here.** All parameters")
     assert summary.endswith(
-        "Dims disabled on minilm: [223, 99] (rule summary); block-output parameters alone: params summary."
+        "Dims disabled on minilm: [223, 99] (rule summary); block-output parameters alone (a different "
+        "criterion, not the dims disabled): params summary."
     )
 
 
@@ -112,11 +129,20 @@ def test_positions_differ_between_models():
 def test_mlm_loss_vs_random_both_ways():
     summary = {"outlier_loss": 6.0, "intact_loss": 2.0, "outlier_delta": 4.0, "random_delta_mean": 0.01}
     held = claims.mlm_loss_vs_random(summary, pd.Series([2.0, 2.02, 2.01]), [81])
-    assert held.held is True and held.sentence.startswith("With dims [81] disabled, the MLM loss (nats) is 6;")
+    assert held.held is True and held.sentence.startswith("With dims [81] disabled, the MLM loss (nats) is 6 (intact 2);")
     assert held.evidence == held.sentence + (
         " Intact loss 2.000; the outlier ablation adds +4.000, random draws add +0.010 on average."
     )
     assert claims.mlm_loss_vs_random({**summary, "outlier_loss": 2.01}, [2.0, 2.02], [81]).held is False
+    issue_22 = claims.mlm_loss_vs_random(
+        {"outlier_loss": 0.213, "intact_loss": 0.207, "outlier_delta": 0.006, "random_delta_mean": 0.001},
+        [0.207, 0.208, 0.209, 0.210, 0.211] * 4,
+        [1, 2],
+    )
+    assert issue_22.outcome == claims.SMALL and "beyond every random draw but small" in issue_22.sentence
+    assert claims.mlm_summary(issue_22, "m", "r").startswith(
+        "**Beyond every random draw here, but the effect is small.**"
+    )
     assert claims.mlm_summary(held, "bbmini", "scan ranks.") == (
         "**The paper's claim held here.** On **bbmini**: " + held.sentence + " scan ranks."
     )
@@ -125,7 +151,7 @@ def test_mlm_loss_vs_random_both_ways():
 def test_probe_vs_random_both_ways():
     probe = pd.DataFrame(
         {
-            "group": ["intact", "outliers", "random", "random"],
+            "group": ["none", "outliers", "random", "random"],
             "snli_auc": [0.8, 0.6, 0.79, 0.78],
             "cosine_mean": [1.0, 0.7, 0.99, 0.97],
         }
@@ -149,13 +175,17 @@ def test_emergence_claims_both_ways():
             "delta": [0.1, 3.0],
             "random_max": [0.2, 0.1],
             "random_mean": [0.1, 0.05],
+            "random_std": [0.05, 0.02],
+            "base_loss": [9.0, 3.0],
             "dims": ["[81]", "[81]"],
             "draws": [20, 20],
         }
     )
     end = claims.matters_at_the_end(ablation)
     assert end.held is True and "raises the MLM loss by +3.000 nats" in end.sentence
-    assert claims.matters_at_the_end(ablation.assign(delta=[3.0, 0.05])).held is False
+    assert claims.matters_at_the_end(ablation.assign(delta=[3.0, 0.05])).outcome == claims.NOT_HELD
+    small = claims.matters_at_the_end(ablation.assign(delta=[0.1, 0.12]))  # beyond every draw, +4% of 3.0 nats
+    assert small.outcome == claims.SMALL and "+0.120 nats" in small.sentence
     assert claims.matters_at_the_end(None).held is None
     assert claims.emergence_summary(early, end, "live.") == early.markdown() + " " + end.sentence + " Live run: live."
 
@@ -224,6 +254,7 @@ def test_why_claims_both_ways():
         "bbmini: the frequency correlation appears when the outlier dim emerges during pre-training",
         None,
         "no intermediate weights.",
+        "inconclusive",
     )
 
 
@@ -264,54 +295,189 @@ def test_thresholds_are_named(name):
     assert 0 < getattr(claims, name) < 1
 
 
-class _Study:
-    """What claims.downstream_versus_random reads from a DownstreamStudy: summary() and tables['random']."""
-
-    def __init__(self, outliers_disabled):
-        self._summary = pd.DataFrame(
-            {
-                "backbone": ["bbmini"],
-                "task": ["rt"],
-                "split": ["validation"],
-                "metric": ["accuracy"],
-                "outliers_disabled": [outliers_disabled],
-            }
-        )
-        self.tables = {
-            "random": pd.DataFrame(
-                {
-                    "backbone": ["bbmini"] * 3 + ["other"],
-                    "task": ["rt"] * 4,
-                    "split": ["validation"] * 4,
-                    "value": [0.80, 0.82, 0.81, 0.1],
-                }
-            )
+def downstream_summary(outliers_disabled, random_min=0.80, random_mean=0.81, random_std=0.01):
+    """A DownstreamStudy.summary() row as the claims read it (accuracy; intact 0.82)."""
+    return pd.DataFrame(
+        {
+            "backbone": ["bbmini"],
+            "task": ["rt"],
+            "split": ["validation"],
+            "metric": ["accuracy"],
+            "chance": [0.5],
+            "intact": [0.82],
+            "disabled_dims": ["81 126"],
+            "outliers_disabled": [outliers_disabled],
+            "relative_change": [outliers_disabled / 0.82 - 1],
+            "random_mean": [random_mean],
+            "random_std": [random_std],
+            "random_min": [random_min],
+            "draws": [3],
+            "random_relative_change": [random_mean / 0.82 - 1],
+            "worse_than_every_draw": [outliers_disabled < random_min],
+            "share_of_draws_as_damaging": [0.0],
+            "outliers_kept_after_finetuning": [True],
         }
-
-    def summary(self):
-        return self._summary
+    )
 
 
-def test_downstream_versus_random_both_ways():
-    text = claims.downstream_versus_random(_Study(0.55))
+RANDOM = pd.DataFrame(
+    {
+        "backbone": ["bbmini"] * 3 + ["other"],
+        "task": ["rt"] * 4,
+        "split": ["validation"] * 4,
+        "value": [0.80, 0.82, 0.81, 0.1],
+    }
+)
+SETS = pd.DataFrame(
+    {"backbone": ["bbmini"], "task": ["rt"], "before": ["81"], "after": ["81"], "kept": ["81"], "all_kept": [True]}
+)
+
+
+def test_downstream_three_ways():
+    text = claims.downstream_versus_random(downstream_summary(0.55), RANDOM)
     assert text.startswith(
-        "**bbmini / rt (validation)**: With the outlier dims disabled, accuracy is 0.55; over 3 random draws"
+        "**bbmini / rt (validation)**: With the outlier dims disabled, accuracy is 0.55 (intact 0.82); over 3 random draws"
     )  # the other backbone's draw is not among them
     assert "beyond every random draw" in text and "not beyond" not in text
-    assert "not beyond every random draw" in claims.downstream_versus_random(_Study(0.805))
-
-
-def test_across_models_report_lists_each_finding_and_zero_vs_mean(monkeypatch):
-    from bertbusters_nb.studies import across_models
-
-    monkeypatch.setattr(
-        across_models,
-        "findings",
-        lambda table: [("bbmini: dims matter", True, "e1."), ("smollm2: dims matter", False, "e2.")],
+    assert "not beyond every random draw" in claims.downstream_versus_random(downstream_summary(0.805), RANDOM)
+    outcomes = [claims.downstream_findings(downstream_summary(v), SETS)[0].outcome for v in (0.55, 0.79, 0.805)]
+    assert outcomes == [claims.HELD, claims.SMALL, claims.NOT_HELD]  # 0.79: beyond every draw, -3.7%
+    findings = claims.downstream_findings(downstream_summary(0.79), SETS)
+    assert [f.held for f in findings] == [False, True] and "the detection rule's dims" in findings[1].evidence
+    assert claims.findings_markdown(findings).startswith("- **beyond every random draw but small**: Disabling")
+    text = claims.downstream_describe(downstream_summary(0.79))
+    assert "worse than every one of (but by a small effect)" in text
+    assert text.endswith(
+        "held in 0 of 1 pairs (1 more beyond every random draw but by a small effect); where it did not, this "
+        "small model and short fine-tune do not show the paper's effect."
     )
-    monkeypatch.setattr(across_models, "zero_vs_mean_finding", lambda table: ("zero vs mean", None, "e3."))
-    assert claims.across_models_report(pd.DataFrame()) == (
-        "- **bbmini** **The paper's claim held here.** e1.\n"
-        "- **smollm2** **The paper's claim did not hold here.** e2.\n"
-        "- **Zero vs mean.** **Inconclusive here.** e3."
+    assert claims.downstream_describe(downstream_summary(0.55)).endswith("held in every pair.")
+
+
+def protocol_row(model, outliers_zero, beyond, objective="masked-LM loss"):
+    """A row of across_models.run_protocol's table, as the claims read it (intact 3.0, random 3.01 ± 0.01)."""
+    return {
+        "model": model,
+        "objective": objective,
+        "placement": "post-LN",
+        "roles": "block_output",
+        "n_sites": 4,
+        "dims": "81",
+        "rule": "params",
+        "intact": 3.0,
+        "outliers_zero": outliers_zero,
+        "outliers_mean": 3.0 + (outliers_zero - 3.0) * 0.05,
+        "random_mean": 3.01,
+        "random_sd": 0.01,
+        "random_min": 3.0,
+        "random_max": 3.03,
+        "draws": 20,
+        "beyond_every_draw": beyond,
+        "output_dense_zero": float("nan"),
+        "largest_dim_detected": True,
+        "dims_ratio_peak": 5.0,
+        "dims_ratio_layer": 3,
+        "top_carrier": "first token",
+        "top_carrier_ratio": 4.0,
+    }
+
+
+def test_across_models_three_ways_and_zero_vs_mean():
+    table = pd.DataFrame(
+        [protocol_row("big", 4.0, True), protocol_row("small", 3.06, True), protocol_row("none", 3.02, False)]
     )
+    findings = claims.across_models_findings(table)
+    assert [f.outcome for f in findings] == [claims.HELD, claims.SMALL, claims.NOT_HELD]
+    assert findings[0].claim == "big: disabling the detected dims hurts its objective more than random dims"
+    mean = claims.zero_vs_mean(table)
+    assert mean.held is True and "big: damage 1 zeroed vs 0.05 at the mean (5% of it)" in mean.evidence
+    report = claims.across_models_report(table).splitlines()
+    assert report[0].startswith("- **big** **The paper's claim held here.** post-LN")
+    assert report[1].startswith("- **small** **Beyond every random draw here, but the effect is small.**")
+    assert report[-1].startswith("- **Zero vs mean.** **The paper's claim held here.**")
+    assert claims.zero_vs_mean(table.assign(beyond_every_draw=False)).held is None
+
+
+# --- the effect-size rule of every versus-random verdict: both sides of each boundary -------------------
+
+
+def test_effect_outcome_on_both_sides_of_each_boundary():
+    r, s = claims.MIN_RELATIVE_CHANGE, claims.MIN_SPREAD_RATIO
+    assert claims.effect_outcome(True, r, s) == claims.HELD  # at both thresholds
+    assert claims.effect_outcome(True, r - 1e-9, s) == claims.SMALL  # relative change just short
+    assert claims.effect_outcome(True, r, s - 1e-9) == claims.SMALL  # spread ratio just short
+    assert claims.effect_outcome(True, math.inf, math.inf) == claims.HELD
+    assert claims.effect_outcome(False, 10.0, 100.0) == claims.NOT_HELD  # a draw as damaging: size does not help
+
+
+def test_thresholds_are_documented_values():
+    assert claims.MIN_RELATIVE_CHANGE == 0.05 and claims.MIN_SPREAD_RATIO == 3.0
+    assert claims.OUTCOMES == ("held", "beyond every random draw but small", "did not hold", "inconclusive")
+
+
+def test_compare_to_random_relative_change_and_spread_ratio():
+    draws = [0.9, 1.0, 1.1]  # mean 1.0, sd 0.1
+    up = claims.compare_to_random(1.5, draws, intact=1.0)
+    assert up.beyond and up.relative_change == pytest.approx(0.5) and up.spread_ratio == pytest.approx(5.0)
+    assert up.outcome == claims.HELD and up.damage == pytest.approx(0.5)
+    down = claims.compare_to_random(0.5, draws, intact=1.0, worse="lower")
+    assert down.beyond and down.relative_change == pytest.approx(0.5) and down.spread_ratio == pytest.approx(5.0)
+    # spread boundary: 1.0 + 3 sd = 1.3 with a 30% change
+    assert claims.compare_to_random(1.31, draws, intact=1.0).outcome == claims.HELD
+    assert claims.compare_to_random(1.29, draws, intact=1.0).outcome == claims.SMALL
+    # relative boundary: draws that do not vary (sd 0, ratio inf); intact 2.0, 5% is 2.1
+    flat = [2.0, 2.0]
+    assert claims.compare_to_random(2.11, flat, intact=2.0).outcome == claims.HELD
+    assert claims.compare_to_random(2.09, flat, intact=2.0).outcome == claims.SMALL
+    assert claims.compare_to_random(2.0, flat, intact=2.0).outcome == claims.NOT_HELD
+    with pytest.raises(ValueError, match="worse"):
+        claims.compare_to_random(1.0, draws, intact=1.0, worse="up")
+
+
+def test_issue_22_example_is_small_not_held():
+    """An intact loss 0.207 -> 0.213 (+0.006 nats, 3%) beyond 20 random draws (max 0.211)."""
+    draws = [0.206, 0.207, 0.208, 0.209, 0.210, 0.211, 0.207, 0.208, 0.209, 0.208] * 2
+    outcome, sentence = claims.versus_random(0.213, draws, "the MLM loss (nats)", intact=0.207)
+    assert max(draws) == 0.211 and outcome == claims.SMALL
+    assert "beyond every random draw (100% of draws are less damaging)" in sentence
+    assert "+2.9% of the intact value" in sentence and "beyond every random draw but small" in sentence
+    with pytest.raises(ValueError, match="intact"):
+        claims.versus_random(0.213, draws, "loss")
+
+
+def test_heavy_tails_three_ways():
+    def metrics(without):
+        return pd.DataFrame(
+            {
+                "excluded": ["none", "outliers", "random 0", "random 1", "random 2"],
+                "layer": [0] * 5,
+                "kurtosis": [20.0, without, 19.0, 19.5, 19.2],
+                "max_inf_norm": [100.0, 10.0, 99.0, 98.0, 97.0],
+            }
+        )
+
+    assert claims.heavy_tails(metrics(3.0), "m").outcome == claims.HELD
+    small = claims.heavy_tails(metrics(12.0), "m")  # below every draw, but 60% of the full kurtosis
+    assert small.outcome == claims.SMALL and "beyond every random draw but small" in small.evidence
+    assert claims.heavy_tails(metrics(19.1), "m").outcome == claims.NOT_HELD
+
+
+def test_rule_names_damaging_dims():
+    from bertbusters_nb.analysis.detection import RULE_CRITERION
+
+    agreement = pd.DataFrame(
+        {
+            "criterion": [RULE_CRITERION, "other"],
+            "model": ["m", "m"],
+            "dims": ["81", "5"],
+            "most_damaging": ["81 3", "81 3"],
+            "names_most_damaging": [True, False],
+            "precision": [1.0, 0.0],
+            "recall": [0.5, 0.0],
+            "spearman": [0.9, 0.1],
+        }
+    )
+    held = claims.rule_names_damaging_dims(agreement)
+    assert held.held is True and "m: default dims [81], scan's most damaging [81 3] (precision 1.00" in held.evidence
+    assert claims.rule_names_damaging_dims(agreement.assign(precision=[0.4, 0.0])).held is False
+    assert claims.rule_names_damaging_dims(agreement.iloc[1:]).held is None

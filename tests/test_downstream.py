@@ -20,7 +20,6 @@ from bertbusters_nb.studies.downstream import (  # noqa: E402
     available_backbones,
     backbones_note,
     chance_score,
-    findings_markdown,
     layer_ranges,
     outlier_conditions,
 )
@@ -150,13 +149,13 @@ def test_summary_findings_and_prose_come_from_the_tables(study):
     assert len(summary) == 2 and summary.draws.eq(20).all()
     row = summary.iloc[0]
     assert row.worse_than_every_draw == (row.outliers_disabled < row.random_min)
-    findings = study.findings()
-    assert len(findings) == 2 + 2 + 1 and all(isinstance(f["held"], bool) for f in findings)
-    assert f"{row.intact:.3f}" in findings[0]["evidence"]
-    text = study.describe()
+    findings = claims.downstream_findings(summary, study.outlier_sets())
+    assert len(findings) == 2 + 2 + 1 and all(isinstance(f.held, bool) for f in findings)
+    assert f"{row.intact:.3f}" in findings[0].evidence
+    text = claims.downstream_describe(summary)
     assert "rt" in text and "snli" in text and f"{row.intact:.3f}" in text
-    assert "random draws" in claims.downstream_versus_random(study)
-    assert findings_markdown([{"verdict": "HELD", "claim": "c", "evidence": "e"}]) == "- **HELD**: c. e"
+    assert "random draws" in claims.downstream_versus_random(summary, study.tables["random"])
+    assert claims.findings_markdown([claims.Finding("c", True, "e")]) == "- **held**: c. e"
 
 
 def test_the_figures_draw_from_the_tables(study):

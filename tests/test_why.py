@@ -11,6 +11,7 @@ from bertbusters_nb.analysis import attention_sinks, frequency, quantization
 from bertbusters_nb.analysis.activations import text_batches
 from bertbusters_nb.model.ablation import Condition, fingerprints_equal, state_fingerprint
 from bertbusters_nb.model.norms import find_norm_sites
+from bertbusters_nb.reporting import claims
 from bertbusters_nb.studies import why
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -117,8 +118,8 @@ def test_quantization_table_and_verdict(bbmini):
     )
     assert list(table.group) == ["fp32", "w8a8", "outliers", "random", "random"]
     assert table.delta.iloc[0] == 0 and table.objective.notna().all()
-    held, sentence = quantization.quantization_verdict(table, "bbmini")
-    assert isinstance(held, bool) and "W8A8" in sentence
+    rescued = claims.quantization_rescued(table, "bbmini", 8)
+    assert isinstance(rescued.held, bool) and "W8A8" in rescued.evidence
 
 
 def test_quantization_verdict_on_hand_built_tables():
@@ -126,12 +127,14 @@ def test_quantization_verdict_on_hand_built_tables():
         groups = ["fp32", "w8a8", "outliers"] + ["random"] * (len(values) - 3)
         return pd.DataFrame({"group": groups, "objective": values, "kind": "mlm"})
 
-    held, sentence = quantization.quantization_verdict(table([2.0, 3.0, 2.2, 2.9, 2.95]), "m")
-    assert held is True and "recovers 80%" in sentence and "2 draws" in sentence
-    assert quantization.quantization_verdict(table([2.0, 3.0, 2.2, 2.1, 2.95]), "m")[0] is False  # a draw does better
-    assert quantization.quantization_verdict(table([2.0, 3.0, 2.8, 2.9, 2.95]), "m")[0] is False  # recovers only 20%
-    held, sentence = quantization.quantization_verdict(table([2.0, 1.99, 2.0, 2.0, 2.0]), "m")
-    assert held is False and "nothing for the outlier dims to recover" in sentence
+    rescued = claims.quantization_rescued(table([2.0, 3.0, 2.2, 2.9, 2.95]), "m", 8)
+    assert rescued.outcome == claims.HELD and "recovers 80%" in rescued.evidence and "2 draws" in rescued.evidence
+    beaten = claims.quantization_rescued(table([2.0, 3.0, 2.2, 2.1, 2.95]), "m", 8)  # a draw does better
+    assert beaten.outcome == claims.NOT_HELD
+    small = claims.quantization_rescued(table([2.0, 3.0, 2.8, 2.9, 2.95]), "m", 8)  # beyond the draws, recovers 20%
+    assert small.outcome == claims.SMALL and small.held is False
+    nothing = claims.quantization_rescued(table([2.0, 1.99, 2.0, 2.0, 2.0]), "m", 8)
+    assert nothing.held is False and "nothing for the outlier dims to recover" in nothing.evidence
 
 
 def test_outlier_metrics_leave_dims_out(bbmini):
@@ -143,8 +146,8 @@ def test_outlier_metrics_leave_dims_out(bbmini):
     assert len(metrics) == 3 * (model.config.num_hidden_layers + 1)
     none, without = (metrics[metrics.excluded == e].set_index("layer") for e in ("none", "outliers"))
     assert (without.max_inf_norm <= none.max_inf_norm + 1e-6).all()
-    held, sentence = quantization.kurtosis_verdict(metrics, "bbmini")
-    assert "Gaussian: 3" in sentence and isinstance(held, bool)
+    tails = claims.heavy_tails(metrics, "bbmini")
+    assert "Gaussian: 3" in tails.evidence and isinstance(tails.held, bool)
 
 
 # ----------------------------------------------------------------------------- attention sinks
@@ -180,8 +183,8 @@ def test_sink_scores_on_bbmini_and_eager_is_restored(bbmini):
     sink = table[table.category == "sink"].set_index(["layer", "head"])
     for part in ("special", "delimiter", "first"):
         assert (table[table.category == part].set_index(["layer", "head"]).mass <= sink.mass + 1e-6).all()
-    held, sentence = attention_sinks.sink_verdict(table, "bbmini")
-    assert isinstance(held, bool) and f"{heads} heads" in sentence
+    sinking = claims.heads_sink(table[table.category == "sink"], "bbmini")
+    assert isinstance(sinking.held, bool) and f"{heads} heads" in sinking.evidence
 
 
 def test_sink_under_conditions_restores_the_model(bbmini):
@@ -285,10 +288,10 @@ def test_frequency_correlation_and_verdict():
     assert set(strong.measure) == {"pearson", "spearman", "partial_pearson", "partial_spearman"}
     row = strong.set_index("measure").loc["pearson"]
     assert row.value > 0.8 and row.ci_low <= row.value <= row.ci_high
-    assert frequency.frequency_verdict(strong, counts, "m")[0] is True
+    assert claims.frequency_correlation_holds(strong) is True
     none = frequency.frequency_correlation(_table(300, 0.0), n_boot=200)
-    held, sentence = frequency.frequency_verdict(none, counts, "m")
-    assert held is False and "No positive correlation" in sentence
+    assert claims.frequency_correlation_holds(none) is False
+    assert "No positive correlation" in claims.frequency_sentence(none, counts, "m")
     with pytest.raises(ValueError, match="too few"):
         frequency.frequency_correlation(_table(4, 1.0))
 
@@ -307,7 +310,7 @@ def test_token_occurrences_and_tables_on_bbmini(bbmini):
     assert (table["count"] == table.token_id).all() and table.occurrences.sum() == n_tokens
     tokens, shares = frequency.top_activation_tokens(occ, 81, top_share=0.2)
     assert 0 <= shares["top_any"] <= 1 and tokens.share_of_top.sum() <= 1 + 1e-9
-    assert isinstance(frequency.top_tokens_verdict(shares, "bbmini")[0], bool)
+    assert isinstance(claims.top_activations_on_special_tokens(shares, "bbmini").held, bool)
     with pytest.raises(ValueError, match="No occurrences"):
         frequency.frequency_table(occ, counts, 2, 5)
 
@@ -315,9 +318,10 @@ def test_token_occurrences_and_tables_on_bbmini(bbmini):
 def test_snapshot_availability_on_bbmini():
     from bertbusters_nb.model.loading import resolve
 
-    emerged, sentence = frequency.snapshot_availability(resolve("bbmini"), [81])
+    emerged, snapshots, steps = frequency.snapshot_availability(resolve("bbmini"), [81])
     assert emerged.dim.tolist() == [81] and emerged.first_step_in_most_sites.notna().all()
-    assert "no intermediate weights" in sentence
+    assert snapshots == [] and steps == sorted(steps) and len(steps) > 1
+    assert "no intermediate weights" in claims.snapshot_sentence(emerged, len(snapshots), "bbmini", steps, 3.0)
 
 
 def test_subject_conditions_exclude_the_outliers(bbmini):

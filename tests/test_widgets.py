@@ -201,7 +201,7 @@ def test_view_table_and_text(explorer):
 
 
 def test_summarize_gives_a_finding_computed_in_the_run(explorer):
-    claim, held, evidence = explorer.summarize(explorer.compute_view(explorer.state_with(dims=explorer.outlier_dims)))
+    claim, held, evidence, _ = explorer.summarize(explorer.compute_view(explorer.state_with(dims=explorer.outlier_dims)))
     assert "MLM loss" in claim and isinstance(held, bool) and "identical: True" in evidence
 
 
@@ -480,7 +480,7 @@ def test_causal_lm_explorer_predicts_next_tokens_on_a_tiny_random_llama(tmp_path
     assert list(off["predictions"].columns[:4]) == ["blank", "rank", "intact", "p_intact"]
     assert "causal-LM loss" in view_text(off) and "next tokens" in view_text(off)
     assert "Type the beginning" in ex.compute_view(ex.state_with(sentence="  "))["note"]
-    claim, held, evidence = ex.summarize(off)
+    claim, held, evidence, _ = ex.summarize(off)
     assert "causal-LM loss" in claim and "identical: True" in evidence
     assert held == (off["loss_delta"] > 0)
     ExplorerWidget(ex)  # the widget builds for a decoder too

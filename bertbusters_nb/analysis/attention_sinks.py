@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 SINK = "sink"  # the union of the categories: special, delimiter or first token
-SINK_FACTOR = 2.0  # a head population "sinks" when its mean sink mass is at least twice the sink tokens' base rate
 
 
 @contextlib.contextmanager
@@ -162,19 +161,3 @@ def sink_under_conditions(
 def mean_sink(table: pd.DataFrame) -> pd.Series:
     """Per condition: the sink mass averaged over all heads."""
     return table[table.category == SINK].groupby("condition", sort=False)["mass"].mean()
-
-
-def sink_verdict(intact: pd.DataFrame, label: str) -> tuple[bool, str]:
-    """Do heads attend to special tokens, delimiters and the first token far beyond their share of the keys?
-    Held when the mean sink mass over heads is at least ``SINK_FACTOR`` times the sink tokens' base rate."""
-    sink = intact[intact.category == SINK]
-    mass, base = float(sink.mass.mean()), float(sink.base.mean())
-    share_heads = float((sink.mass >= 0.5).mean())
-    held = bool(mass >= SINK_FACTOR * base)
-    top = sink.sort_values("mass", ascending=False).iloc[0]
-    return held, (
-        f"{label}: averaged over its {len(sink)} heads, {mass:.0%} of the attention goes to special tokens, "
-        f"delimiters or the first token, which make up {base:.0%} of the keys ({mass / max(base, 1e-12):.1f}x); "
-        f"{share_heads:.0%} of the heads put at least half their mass there (the most, layer {int(top.layer)} "
-        f"head {int(top['head'])}: {top.mass:.0%})."
-    )

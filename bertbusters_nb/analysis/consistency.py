@@ -74,31 +74,6 @@ def compare_models(names: Sequence[str], texts: Sequence[str], **options) -> pd.
     return pd.DataFrame([model_profile(name, texts, **options) for name in names])
 
 
-def conclusion(
-    model_name: str,
-    held_position: bool,
-    held_activation: bool,
-    share: float,
-    input_share: float,
-    dims: Sequence[int],
-    k: float,
-) -> str:
-    """The closing paragraph of notebook 02, from the run's numbers."""
-    position = (
-        f"the same dim is beyond {k:g} sigma in {share:.0%} of the block-output LayerNorms (outlier dims {list(dims)})"
-        if held_position
-        else f"no dim is beyond {k:g} sigma in most block-output LayerNorms (the most consistent one: "
-        f"{share:.0%} of them), so the paper's cross-layer pattern is not present in this model"
-    )
-    activation = (
-        f"the outlier dims dominate the hidden states for {input_share:.0%} of inputs, as in the paper"
-        if held_activation
-        else f"the outlier dims are the largest hidden-state dim for only {input_share:.0%} of inputs, "
-        f"short of the paper's ~95%"
-    )
-    return f"On **{model_name}**, {position}; {activation}."
-
-
 def run_folder(run: str) -> Path:
     """A pre-training run or exported model folder: an alias (``bbmini``), a path, or a path relative to the
     repository (so ``models/bbmini/candidates/h256l4s0`` works from the notebooks folder too)."""
@@ -154,17 +129,3 @@ def positions_across_runs(
             }
         )
     return pd.DataFrame(rows)
-
-
-def seeds_finding(table: pd.DataFrame) -> tuple[bool | None, str]:
-    """(held, evidence) for 'outlier positions differ between runs': every run's top dim differs from the
-    others' and is an outlier there (None when fewer than two runs)."""
-    evidence = "; ".join(
-        f"{r.run} (seed {r.seed}, {r.layers} layers): outlier dims [{r.outlier_dims}], top dim "
-        f"{r.top_dim} in {r.top_dim_sites_flagged} block-output LayerNorms"
-        for r in table.itertuples()
-    )
-    if len(table) < 2:
-        return None, evidence
-    held = bool(table.top_dim.nunique() == len(table) and (table.outlier_dims != "").all())
-    return held, evidence

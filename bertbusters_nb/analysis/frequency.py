@@ -41,7 +41,8 @@ DELIMITERS = frozenset(
 )  # Bondarenko et al. 2023 name [SEP], "." and ","; the other punctuation marks join them
 CATEGORIES = ("special", "delimiter", "first")
 DEFAULT_PROXY_CORPORA = ("movie_reviews", "snli", "kjv")
-MIN_CORRELATION = 0.3  # a "moderate" correlation: the weakest effect we would call an explanation
+
+
 CACHE_DIR = Path(os.environ.get("BERTBUSTERS_CACHE", Path.home() / ".cache" / "bertbusters_nb")) / "token_counts"
 
 
@@ -417,25 +418,6 @@ def frequency_correlation(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0
     return pd.DataFrame(rows)
 
 
-def frequency_verdict(correlation: pd.DataFrame, counts: TokenCounts, label: str) -> tuple[bool | None, str]:
-    """Held when the partial Spearman correlation (position and special tokens controlled) is positive, at least
-    ``MIN_CORRELATION``, and its CI excludes 0. Proxy counts make a held verdict read as such."""
-    row = correlation.set_index("measure").loc["partial_spearman"]
-    raw = correlation.set_index("measure").loc["spearman"]
-    pearson = correlation.set_index("measure").loc["pearson"]
-    if np.isnan(row.value):
-        return None, f"{label}: the correlation is undefined (constant magnitudes or counts)."
-    held = bool(row.value >= MIN_CORRELATION and row.ci_low > 0)
-    sentence = (
-        f"{label}: over {int(row.types)} token types, Pearson r(log count, mean |h|) = {pearson.value:.2f} "
-        f"[{pearson.ci_low:.2f}, {pearson.ci_high:.2f}], Spearman {raw.value:.2f} [{raw.ci_low:.2f}, "
-        f"{raw.ci_high:.2f}]; controlling for mean position and special tokens, Spearman {row.value:.2f} "
-        f"[{row.ci_low:.2f}, {row.ci_high:.2f}] (95% bootstrap CIs; counts: {counts.describe()}). "
-        f"{'A' if held else 'No'} positive correlation of at least {MIN_CORRELATION} with a CI above 0."
-    )
-    return held, sentence
-
-
 def top_activation_tokens(
     occurrences: pd.DataFrame, dim: int, layer: int | None = None, top_share: float = 0.01, n_tokens: int = 10
 ) -> tuple[pd.DataFrame, dict]:
@@ -464,19 +446,6 @@ def top_activation_tokens(
     return tokens, shares
 
 
-def top_tokens_verdict(shares: dict, label: str, majority: float = 0.5) -> tuple[bool, str]:
-    """Bondarenko et al.: >97% of BERT-base's outliers sit on [SEP], '.' and ','. Held here when a majority of the
-    top activations sit on special tokens, delimiters or the first token, above their base rate."""
-    held = bool(shares["top_any"] >= majority and shares["top_any"] > shares["all_any"])
-    sentence = (
-        f"{label}: of the top {shares['top']:,} activations (|h| >= {shares['threshold']:.3g}), "
-        f"{shares['top_any']:.0%} sit on special tokens, delimiters or the first token (special "
-        f"{shares['top_special']:.0%}, delimiters {shares['top_delimiter']:.0%}, first {shares['top_first']:.0%}); "
-        f"among all tokens these make up {shares['all_any']:.0%} (published for BERT-base: >97%)."
-    )
-    return held, sentence
-
-
 def layer_correlations(
     occurrences: pd.DataFrame, counts: TokenCounts, dim: int, n_boot: int = 500, seed: int = 0, min_occurrences: int = 3
 ) -> pd.DataFrame:
@@ -491,32 +460,12 @@ def layer_correlations(
     return pd.concat(frames, ignore_index=True)
 
 
-def layers_verdict(correlations: pd.DataFrame, counts: TokenCounts, label: str) -> tuple[bool, str]:
-    """Held when ``frequency_verdict`` holds in more than half of the layers (the project's "most layers")."""
-    per_layer = {
-        int(layer): frequency_verdict(frame, counts, label)[0] for layer, frame in correlations.groupby("layer")
-    }
-    partial = correlations[correlations.measure == "partial_spearman"].set_index("layer")
-    held_layers = [l for l, h in per_layer.items() if h]
-    held = len(held_layers) > len(per_layer) / 2
-    values = ", ".join(
-        f"{l}: {partial.loc[l, 'value']:.2f} [{partial.loc[l, 'ci_low']:.2f}, {partial.loc[l, 'ci_high']:.2f}]"
-        for l in sorted(per_layer)
-    )
-    best = int(partial.value.idxmax())
-    return held, (
-        f"{label}, dim {int(correlations.dim.iloc[0])}: partial Spearman correlation of corpus count and "
-        f"mean |h| (position and special tokens controlled), by layer (0 = embeddings): {values}. It reaches "
-        f"{MIN_CORRELATION} with a CI above 0 in {len(held_layers)} of {len(per_layer)} layers; strongest at "
-        f"layer {best}. Counts: {counts.describe()}."
-    )
-
-
 def snapshot_availability(
-    model_dir: str | os.PathLike, dims: Sequence[int], k: float = 3.0
-) -> tuple[pd.DataFrame, str]:
+    model_dir: str | os.PathLike, dims: Sequence[int], k: float = DEFAULT_RULE.k
+) -> tuple[pd.DataFrame, list[Path], list[int]]:
     """Over a project-trained model's training: when did ``dims`` stand out, and can the frequency correlation be
-    measured at the snapshots? Returns the emergence table (from the LayerNorm trajectory) and a sentence.
+    measured at the snapshots? Returns the emergence table (from the LayerNorm trajectory), the snapshot weight
+    files present and the trajectory's logged steps (``reporting.claims.snapshot_sentence`` words them).
 
     The correlation needs hidden states, hence whole intermediate weights (``snapshots/step_N.safetensors`` of the
     run folder); a model folder that carries only ``norm_trajectory.npz`` allows the parameter-based timeline only.
@@ -533,21 +482,4 @@ def snapshot_availability(
     snapshots = (
         sorted((model_dir / "snapshots").glob("step_*.safetensors")) if (model_dir / "snapshots").exists() else []
     )
-    onset = ", ".join(
-        f"dim {int(r.dim)} from step {r.first_step_in_most_sites:,}"
-        if pd.notna(r.first_step_in_most_sites)
-        else f"dim {int(r.dim)} never"
-        for r in emerged.itertuples()
-    )
-    where = (
-        f"{len(snapshots)} snapshot weight files are present: run token_occurrences on each to follow the correlation"
-        if snapshots
-        else f"{model_dir.name} carries no intermediate weights (only the LayerNorm trajectory, {len(trajectory.steps)} "
-        f"log points to step {trajectory.steps[-1]:,}), so the frequency correlation cannot be measured over "
-        f"training here; a rebuild with its COMMAND.sh (CUDA GPU) keeps fp16 snapshots in the run folder, on which "
-        f"the same functions run unchanged"
-    )
-    return emerged, (
-        f"In the LayerNorm trajectory the outlier dims stand out in most block-output LayerNorms ({k:g} "
-        f"sigma): {onset}. {where}."
-    )
+    return emerged, snapshots, [int(s) for s in trajectory.steps]

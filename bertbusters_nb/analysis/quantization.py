@@ -36,8 +36,6 @@ from .frequency import _base
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-RECOVERED_MAJORITY = 0.5  # keeping the outlier dims must win back at least half of what W8A8 lost
-
 
 def fake_quant(x: torch.Tensor, bits: int = 8, keep: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric per-tensor fake quantization of ``x``; ``keep`` (bool over the last dim) stays exact.
@@ -230,32 +228,6 @@ def quantization_table(
     return table
 
 
-def quantization_verdict(table: pd.DataFrame, label: str) -> tuple[bool, str]:
-    """Bondarenko et al.: the outliers make W8A8 fail. Held when keeping the outlier dims in full precision wins
-    back at least ``RECOVERED_MAJORITY`` of W8A8's loss AND more than keeping any random draw of as many dims."""
-    by = table.set_index("group")
-    fp, q = float(table.objective.iloc[0]), float(by.loc["w8a8", "objective"])
-    kept = float(by.loc["outliers", "objective"])
-    random = table[table.group == "random"].objective.to_numpy(float)
-    lost = q - fp
-    recovered = (q - kept) / lost if lost > 0 else float("nan")
-    random_recovered = (q - random) / lost if lost > 0 else np.full(len(random), np.nan)
-    held = bool(lost > 0 and recovered >= RECOVERED_MAJORITY and kept < random.min())
-    kind = str(table.kind.iloc[0])
-    if lost <= 0:
-        return held, (
-            f"{label}: {OBJECTIVE_NAMES[kind]} {fp:.4g} in fp32 and {q:.4g} with W8A8: quantization does not "
-            f"raise it here, so there is nothing for the outlier dims to recover (kept: {kept:.4g}; random "
-            f"draws {random.mean():.4g} ± {random.std(ddof=1) if len(random) > 1 else 0:.2g})."
-        )
-    return held, (
-        f"{label}: {OBJECTIVE_NAMES[kind]} {fp:.4g} in fp32, {q:.4g} with W8A8 ({lost:+.3g}); keeping the "
-        f"outlier dims in full precision gives {kept:.4g} (recovers {recovered:.0%} of the loss), keeping as "
-        f"many random dims {random.mean():.4g} ± {random.std(ddof=1) if len(random) > 1 else 0:.2g} over "
-        f"{len(random)} draws (best {random.min():.4g}, recovers at most {np.nanmax(random_recovered):.0%})."
-    )
-
-
 @torch.no_grad()
 def outlier_metrics(
     model: torch.nn.Module,
@@ -308,29 +280,6 @@ def outlier_metrics(
     )
 
 
-def kurtosis_sentence(metrics: pd.DataFrame, label: str) -> str:
-    """What the kurtosis and max infinity norm are with all dims, without the outlier dims, and without random dims
-    (``metrics`` from ``outlier_metrics`` with labels 'none', 'outliers' and 'random ...')."""
-    mean_k = metrics.groupby("excluded")["kurtosis"].mean()
-    full = metrics[metrics.excluded == "none"].set_index("layer")
-    without = metrics[metrics.excluded == "outliers"].set_index("layer")
-    randoms = mean_k[[e for e in mean_k.index if e.startswith("random")]]
-    spread = (
-        (
-            f"leaving out as many random dims {randoms.mean():.1f} (range {randoms.min():.1f} to "
-            f"{randoms.max():.1f}, {len(randoms)} draws)"
-        )
-        if len(randoms)
-        else "no random draws"
-    )
-    return (
-        f"{label}: the kurtosis of a token's hidden vector, averaged over layers, is {mean_k['none']:.1f} "
-        f"(Gaussian: 3; largest {full['kurtosis'].max():.1f} at layer {int(full['kurtosis'].idxmax())}); leaving out the "
-        f"outlier dims it is {mean_k['outliers']:.1f}, {spread}. The max infinity norm over layers is "
-        f"{full.max_inf_norm.max():.3g} ({without.max_inf_norm.max():.3g} without the outlier dims)."
-    )
-
-
 def kurtosis(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Pearson's kurtosis E[(x - mean)^4] / var^2 along ``dim`` (3 for a Gaussian, 1.8 for a uniform).
 
@@ -341,12 +290,3 @@ def kurtosis(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     centred = x - x.mean(dim, keepdim=True)
     var = centred.pow(2).mean(dim)
     return centred.pow(4).mean(dim) / var.pow(2).clamp_min(1e-30)
-
-
-def kurtosis_verdict(metrics: pd.DataFrame, label: str) -> tuple[bool, str]:
-    """Are the outlier dims what makes the hidden states heavy-tailed? Held when leaving them out brings the mean
-    kurtosis below every random draw's AND to at most half of its full value."""
-    mean_k = metrics.groupby("excluded")["kurtosis"].mean()
-    randoms = mean_k[[e for e in mean_k.index if e.startswith("random")]]
-    held = bool(len(randoms) and mean_k["outliers"] < randoms.min() and mean_k["outliers"] <= mean_k["none"] / 2)
-    return held, kurtosis_sentence(metrics, label)

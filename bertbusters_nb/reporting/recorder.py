@@ -46,15 +46,18 @@ class RunRecorder:
         fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
         return atomic_write_bytes(self.out_dir / f"{name}.png", buffer.getvalue())
 
-    def finding(self, claim: str, held: bool | None, evidence: str) -> dict:
+    def finding(self, claim: str, held: bool | None, evidence: str, outcome: str | None = None) -> dict:
         """Record whether a claim of the paper held in this run, with the numbers that decide it
-        (``rec.finding(*finding)`` with a ``reporting.claims.Finding``)."""
+        (``rec.finding(*finding)`` with a ``reporting.claims.Finding``). ``outcome``: one of
+        ``claims.OUTCOMES`` (held, beyond every random draw but small, did not hold, inconclusive); from
+        ``held`` when not given."""
+        from .claims import outcome_of, summary_verdict
+
+        entry = {"claim": claim, "held": held, "evidence": evidence, "outcome": outcome or outcome_of(held)}
         path = self.out_dir / "findings.json"
         findings = read_json(path) if path.exists() else []
-        findings = [f for f in findings if f["claim"] != claim] + [{"claim": claim, "held": held, "evidence": evidence}]
-        atomic_write_json(path, findings)
-        verdict = {True: "HELD", False: "DID NOT HOLD", None: "INCONCLUSIVE"}[held]
-        return {"claim": claim, "verdict": verdict, "evidence": evidence}
+        atomic_write_json(path, [f for f in findings if f["claim"] != claim] + [entry])
+        return {"claim": claim, "verdict": summary_verdict(entry).upper(), "evidence": evidence}
 
     def findings(self) -> list[dict]:
         """Every finding recorded so far in this run's folder (claim, held, evidence), in order."""

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -733,52 +732,6 @@ def damage(value: float, intact: float, worse: str) -> float:
     return value - intact if worse == "higher" else intact - value
 
 
-def finding(row: pd.Series) -> tuple[str, bool, str]:
-    """(claim, held, evidence) for one model: do its detected dims hurt more than every random draw?"""
-    worse = "lower" if row.objective == OBJECTIVE_LABELS["cosine"] else "higher"
-    claim = f"{row.model}: disabling the detected dims hurts its objective more than random dims"
-    mean_note = f"set to the mean instead: {row.outliers_mean:.4g}"
-    dense = (
-        ""
-        if row.output_dense_zero is None
-        or (isinstance(row.output_dense_zero, float) and math.isnan(row.output_dense_zero))
-        else (
-            f" The GPT-2 analogue (each block's attention and MLP output projections zeroed at those dims): "
-            f"{row.output_dense_zero:.4g}."
-        )
-    )
-    largest = (
-        ""
-        if row.largest_dim_detected
-        else f" The layer-peak activation dim {row.largest_activation_dim} (max |h| {row.largest_activation:.4g}, "
-        f"{row.largest_activation_ratio:.0f}x the median dim, layer {row.largest_activation_layer}) is not "
-        f"among them; zeroing it alone gives {row.largest_dim_zero:.4g}."
-    )
-    evidence = (
-        f"{row.placement}, {row.roles} norms ({row.n_sites} sites), dims {row.dims} ({row.rule}); "
-        f"{row.objective} intact {row.intact:.4g} -> {row.outliers_zero:.4g} zeroed ({mean_note}); "
-        f"{int(row.draws)} random draws {row.random_mean:.4g} ± {row.random_sd:.2g} (max damage "
-        f"{row.random_max if worse == 'higher' else row.random_min:.4g}); beyond every draw: "
-        f"{bool(row.beyond_every_draw)}. Mean |h| at the dims peaks at {row.dims_ratio_peak:.1f}x the median "
-        f"dim (layer {row.dims_ratio_layer}), carried most by: {row.top_carrier} "
-        f"({row.top_carrier_ratio:.1f}x other tokens).{largest}{dense}"
-    )
-    return claim, bool(row.beyond_every_draw), evidence
-
-
-def zero_vs_mean_sentence(table: pd.DataFrame) -> str:
-    """Sun et al.'s zero-vs-mean contrast, per model, from the run's numbers."""
-    parts = []
-    for row in table.itertuples():
-        worse = "lower" if row.objective == OBJECTIVE_LABELS["cosine"] else "higher"
-        z, m = damage(row.outliers_zero, row.intact, worse), damage(row.outliers_mean, row.intact, worse)
-        if z > 0:
-            parts.append(f"{row.model}: damage {z:.3g} zeroed vs {m:.3g} at the mean ({m / z:.0%} of it)")
-        else:
-            parts.append(f"{row.model}: no damage zeroed ({z:.3g}), {m:.3g} at the mean")
-    return "; ".join(parts) + "."
-
-
 def figure(result: ProtocolResult):
     """Top: per model, damage of the detected dims (zero, mean) against the random draws. Bottom: mean |h| at
     the detected dims over the median dim, per layer (log scale)."""
@@ -843,10 +796,6 @@ def figure(result: ProtocolResult):
     return fig
 
 
-# Sun et al. (2024): set to their mean, LLaMA2-7B's massive activations cost 0.01 of perplexity, zeroed
-# they cost thousands. "Mean replacement recovers" here: its damage is at most this share of zeroing's.
-MEAN_RECOVERY_SHARE = 0.1
-
 PRE_LN_SITE_NOTE = (
     "In a pre-LN model (GPT-2, Pythia, Llama/SmolLM2) no norm sits on the residual stream: each pre-attention "
     "and pre-FFN norm only feeds its own sub-layer, and the final norm feeds the head. Zeroing a pre-norm's "
@@ -856,39 +805,6 @@ PRE_LN_SITE_NOTE = (
     "what the block writes into dim d of the stream, the closest pre-LN counterpart of a post-LN block-output "
     "LayerNorm. Both are measured below for the pre-LN models, at the same detected dims."
 )
-
-
-def _worse(row) -> str:
-    return "lower" if row.objective == OBJECTIVE_LABELS["cosine"] else "higher"
-
-
-def findings(table: pd.DataFrame) -> list[tuple[str, bool, str]]:
-    """(claim, held, evidence) per model of ``table`` (see ``finding``)."""
-    return [finding(row) for _, row in table.iterrows()]
-
-
-def zero_vs_mean_finding(table: pd.DataFrame) -> tuple[str, bool | None, str]:
-    """Sun et al.'s contrast for norm parameters: among the models whose zeroed dims beat every random draw,
-    does setting them to the site's mean instead cost at most ``MEAN_RECOVERY_SHARE`` of the damage?
-    None when no model qualifies."""
-    claim = (
-        f"Setting the detected dims' norm weight and bias to the site's mean instead of zero leaves the "
-        f"model close to intact (at most {MEAN_RECOVERY_SHARE:.0%} of zeroing's damage), as Sun et al. found "
-        f"for massive activations"
-    )
-    hit = table[table.beyond_every_draw]
-    if hit.empty:
-        return claim, None, "No model's zeroed dims beat every random draw, so there is no damage to recover."
-    verdicts = []
-    for _, row in hit.iterrows():
-        z = damage(row.outliers_zero, row.intact, _worse(row))
-        m = damage(row.outliers_mean, row.intact, _worse(row))
-        verdicts.append(m <= MEAN_RECOVERY_SHARE * z)
-    note = (
-        " Our mean mode sets the norm PARAMETERS at those dims to the mean of the site's weight (and bias) "
-        "vector; Sun et al. set the ACTIVATIONS to their mean over tokens, a different intervention."
-    )
-    return claim, bool(all(verdicts)), zero_vs_mean_sentence(hit) + note
 
 
 def analogue_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -29,7 +29,6 @@ from .coalescer import Coalescer
 from .controls import N_SUGGESTIONS, ExplorerWidget, shown_key
 from .dims import RANKING_COLUMNS, candidate_dims, screen_ranking_table
 from .explorer import Explorer, explore
-from .finding import explorer_finding
 from .loading import load_for_explorer
 from .render import (
     LM_LABELS,
@@ -62,7 +61,6 @@ __all__ = [
     "NormFigure",
     "candidate_dims",
     "explore",
-    "explorer_finding",
     "load_for_explorer",
     "loss_html",
     "predictions_html",

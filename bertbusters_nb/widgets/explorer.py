@@ -38,8 +38,8 @@ from ..evaluation.fill_mask import (
 )
 from ..evaluation.next_token import is_causal_lm, next_tokens
 from ..model.norms import ROLES, NormSite, find_norm_sites
+from ..reporting.claims import Finding, explorer_finding
 from .dims import candidate_dims, screen_ranking_table
-from .finding import explorer_finding
 from .loading import load_for_explorer
 from .render import LM_LABELS, NormFigure, static_view_html, view_text
 from .state import DEFAULT_PROMPT, DEFAULT_SENTENCE, ExplorerState
@@ -341,8 +341,8 @@ class Explorer:
                 return bool(same)
             return bool(torch.equal(self._embeddings(self.texts), self.intact_embeddings))
 
-    def summarize(self, view: dict) -> tuple[str, bool, str]:
-        """(claim, held, evidence) for ``RunRecorder.finding``: the ablated view hurts the model and the
+    def summarize(self, view: dict) -> Finding:
+        """The explorer's finding (``rec.finding(*finding)``, ``reporting.claims.explorer_finding``): the ablated view hurts the model and the
         intact model comes back exactly when the dims are switched on again (recomputed, not cached)."""
         return explorer_finding(self.kind, view, self.recheck_intact(), len(self.texts), self.top_k)
 

@@ -20,9 +20,9 @@ import pandas as pd
 
 from ..model.norms import ROLE_LABELS as NORM_ROLE_LABELS
 from ..model.norms import NormSite, disabled_fill
+from ..reporting.claims import LM_LABELS  # the loss names and what each scores, worded once
 from .state import ExplorerState
 
-LM_LABELS = {"mlm": ("MLM loss", "masked tokens"), "causal": ("causal-LM loss", "next tokens")}
 SHORT_ROLE_LABELS = {
     "embeddings": "emb",
     "attention_output": "attn",

@@ -131,7 +131,7 @@ live_ablation = ablation_trajectory(live.out_dir, dims=live_top, draws=live_draw
 rec.table(live_ablation, "live_ablation_over_steps")
 fig = plots.ablation_over_steps(live_ablation, title="live run: loss rise when the top LayerNorm dims are zeroed")
 rec.figure(fig, "live_ablation_over_steps")
-live_text = emergence.live_summary(live_record, live_flags, live_top, live_ablation)
+live_text = claims.emergence_live_summary(live_record, live_flags, live_top, live_ablation)
 display(Markdown(live_text))
 
 # %% [markdown]

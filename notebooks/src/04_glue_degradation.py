@@ -169,7 +169,7 @@ rec.figure(downstream_plots.conditions_vs_random(ablations, random), "conditions
 summary = study.summary()
 rec.table(summary, "summary")
 rec.figure(downstream_plots.relative_change_strip(summary, random), "relative_change_vs_random")
-display(Markdown(claims.downstream_versus_random(study)))
+display(Markdown(claims.downstream_versus_random(summary, random)))
 
 # %% [markdown]
 # Relative change of the dev score per pair: each grey point is one random draw, the red
@@ -222,11 +222,13 @@ summary
 # ranks of the outlier dims (1 = most damaging).
 
 # %%
-findings = [rec.finding(f["claim"], f["held"], f["evidence"]) for f in study.findings()]
-display(Markdown(downstream.findings_markdown(findings)))
+findings = claims.downstream_findings(summary, outlier_sets)
+for f in findings:
+    rec.finding(*f)
+display(Markdown(claims.findings_markdown(findings)))
 
 # %% [markdown]
 # ## What this run found
 
 # %%
-display(Markdown(study.describe()))
+display(Markdown(claims.downstream_describe(summary)))

@@ -40,7 +40,6 @@ from IPython.display import HTML, Markdown, display
 import bertbusters_nb as bb
 from bertbusters_nb import widgets
 from bertbusters_nb.data import load_texts, sample_texts
-from bertbusters_nb.reporting import claims
 
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 model, tokenizer = widgets.load_for_explorer(model_name, device=device)
@@ -94,7 +93,7 @@ display(HTML(explorer.static_html(state)))
 # they are set to); the table compares the intact and the ablated model's guesses.
 
 # %%
-summary = claims.Finding(*explorer.summarize(view))
+summary = explorer.summarize(view)
 rec.finding(*summary)
 display(Markdown(summary.headline()))
 

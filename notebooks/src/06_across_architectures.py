@@ -126,9 +126,8 @@ precision
 # ## What this run found
 
 # %%
-for claim, held, evidence in across_models.findings(result.table):
-    rec.finding(claim, held, evidence)
-rec.finding(*across_models.zero_vs_mean_finding(result.table))
+for f in [*claims.across_models_findings(result.table), claims.zero_vs_mean(result.table)]:
+    rec.finding(*f)
 display(Markdown(claims.across_models_report(result.table)))
 
 # %%

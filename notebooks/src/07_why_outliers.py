@@ -128,8 +128,9 @@ for s in subjects:
 
 # %%
 for s in filter(why.has_trajectory, subjects):
-    emerged, sentence_snap = frequency.snapshot_availability(bb.model.loading.resolve(s.name), s.dims, k=k)
+    emerged, snapshot_files, steps = frequency.snapshot_availability(bb.model.loading.resolve(s.name), s.dims, k=k)
     rec.table(emerged, f"emergence_{s.name}")
+    sentence_snap = claims.snapshot_sentence(emerged, len(snapshot_files), s.name, steps, k)
     over_training = claims.frequency_over_training(s.name, sentence_snap)
     rec.finding(*over_training)
     display(emerged, Markdown(over_training.markdown()))

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ...analysis.frequency import MIN_CORRELATION
+from ..claims import MIN_CORRELATION
 
 
 def frequency_scatter(tables: pd.DataFrame, title: str = "") -> plt.Figure:
