@@ -51,7 +51,8 @@ from bertbusters_nb.atomic import atomic_write_text  # noqa: E402
 from bertbusters_nb.device import best_device  # noqa: E402
 from bertbusters_nb.evaluation import evaluate_conditions, prepare_mlm_eval  # noqa: E402
 from bertbusters_nb.model.ablation import Condition  # noqa: E402
-from bertbusters_nb.model.norms import find_norm_sites, select_sites  # noqa: E402
+from bertbusters_nb.model.discovery import find_norm_sites  # noqa: E402
+from bertbusters_nb.model.sites import select_sites  # noqa: E402
 
 log = logging.getLogger("engine_benchmark")
 

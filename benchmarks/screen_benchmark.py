@@ -55,8 +55,9 @@ from bertbusters_nb.evaluation.screen import (  # noqa: E402
 )
 from bertbusters_nb.evaluation.sets import prepare_causal_eval, prepare_mlm_eval  # noqa: E402
 from bertbusters_nb.model.ablation import Condition  # noqa: E402
+from bertbusters_nb.model.discovery import find_norm_sites  # noqa: E402
 from bertbusters_nb.model.loading import load_model  # noqa: E402
-from bertbusters_nb.model.norms import find_norm_sites, select_sites  # noqa: E402
+from bertbusters_nb.model.sites import select_sites  # noqa: E402
 
 log = logging.getLogger("screen_benchmark")
 

@@ -13,8 +13,9 @@ from .analysis.detection import detect, dims_to_ablate
 from .analysis.outliers import OutlierReport, find_outliers, parameter_table
 from .device import best_device
 from .model.ablation import Condition, disabled_dims, fingerprints_equal, state_fingerprint, validate_dims
+from .model.discovery import find_norm_sites
 from .model.loading import ALIASES, ModelLoadError, load_model
-from .model.norms import NormLayoutError, NormSite, find_norm_sites, select_sites, sites_table
+from .model.sites import NormLayoutError, NormSite, select_sites, sites_table
 from .reporting import RunRecorder, notebook_parameters
 
 __all__ = [

@@ -9,7 +9,7 @@ a kernel minutes later. A spec is a small JSON object:
 - ``{"type": "int", "min": 1, "max": 100, "also": [0], "also_means": "all"}``
 - ``{"type": "float", "min": 0, "exclusive_min": true, "max": 1}``
 - ``{"type": "bool"}``
-- ``{"type": "str", "choices": ["auto", "cpu"]}`` (or ``"choices_from": "bertbusters_nb.model.norms:ROLES"``,
+- ``{"type": "str", "choices": ["auto", "cpu"]}`` (or ``"choices_from": "bertbusters_nb.model.sites:ROLES"``,
   read from the package so the schema never drifts from it), ``{"type": "str", "pattern": "cuda(:\\\\d+)?"}``
   or ``{"type": "str", "nonempty": true}``
 - ``{"type": "list", "items": {...}, "min_items": 1, "unique": true}``

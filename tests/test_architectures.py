@@ -10,7 +10,8 @@ import transformers
 
 from bertbusters_nb.model import architectures
 from bertbusters_nb.model.ablation import disabled_dims, fingerprints_equal, state_fingerprint, verify_sites
-from bertbusters_nb.model.norms import HIDDEN_ROLES, NormLayoutError, default_roles, find_norm_sites, select_sites
+from bertbusters_nb.model.discovery import find_norm_sites
+from bertbusters_nb.model.sites import HIDDEN_ROLES, NormLayoutError, default_roles, select_sites
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

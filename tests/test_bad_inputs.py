@@ -13,7 +13,7 @@ from torch import nn
 import bertbusters_nb as bb
 from bertbusters_nb import atomic, data, runner
 from bertbusters_nb.model.loading import ModelLoadError
-from bertbusters_nb.model.norms import NormLayoutError
+from bertbusters_nb.model.sites import NormLayoutError
 
 MODEL = tiny_model("bert")
 SITES = bb.find_norm_sites(MODEL)

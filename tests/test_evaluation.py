@@ -24,7 +24,7 @@ from bertbusters_nb.evaluation import (
 from bertbusters_nb.evaluation.engine import AblationEngine
 from bertbusters_nb.evaluation.sets import IGNORE_INDEX
 from bertbusters_nb.model.ablation import Condition, state_fingerprint
-from bertbusters_nb.model.norms import find_norm_sites
+from bertbusters_nb.model.discovery import find_norm_sites
 
 WORDS = [f"w{i}" for i in range(100)]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import tiny_model
 
+from bertbusters_nb.model.discovery import find_norm_sites
 from bertbusters_nb.model.fingerprint import model_fingerprint, weights_fingerprint
-from bertbusters_nb.model.norms import find_norm_sites, select_sites
+from bertbusters_nb.model.sites import select_sites
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

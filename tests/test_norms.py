@@ -9,7 +9,10 @@ import torch
 from conftest import tiny_model
 from torch import nn
 
-from bertbusters_nb.model.norms import NormLayoutError, find_norm_sites, select_sites, sites_table
+from bertbusters_nb.model.discovery import find_norm_sites
+
+# (stack, role) -> count for the tiny models of conftest (3 layers; BART decoder 2).
+from bertbusters_nb.model.sites import NormLayoutError, select_sites, sites_table
 
 # (stack, role) -> count for the tiny models of conftest (3 layers; BART decoder 2).
 EXPECTED = {

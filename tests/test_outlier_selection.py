@@ -6,7 +6,7 @@ import torch
 import transformers as T
 
 from bertbusters_nb import detection as D
-from bertbusters_nb.model.norms import find_norm_sites
+from bertbusters_nb.model.discovery import find_norm_sites
 
 
 def _model(planted: dict[int, int]):

@@ -288,7 +288,7 @@ def test_sigkill_then_resume_ends_identical_without_datasets(data_dir, tmp_path)
 
 def test_outlier_selection_and_ablation_effect_on_a_planted_outlier(data_dir, tmp_path):
     model = pt.build_model(tiny(data_dir), 80, 32).eval()
-    from bertbusters_nb.model.norms import find_norm_sites
+    from bertbusters_nb.model.discovery import find_norm_sites
 
     with torch.no_grad():
         for site in find_norm_sites(model):  # the rule weighs every norm site but the MLM head's

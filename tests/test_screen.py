@@ -21,7 +21,8 @@ from bertbusters_nb.evaluation.screen import (
 )
 from bertbusters_nb.evaluation.sets import prepare_causal_eval
 from bertbusters_nb.model.ablation import Condition, fingerprints_equal, state_fingerprint
-from bertbusters_nb.model.norms import find_norm_sites, select_sites
+from bertbusters_nb.model.discovery import find_norm_sites
+from bertbusters_nb.model.sites import select_sites
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,7 @@ import torch
 from bertbusters_nb.analysis import attention_sinks, frequency, quantization
 from bertbusters_nb.analysis.activations import text_batches
 from bertbusters_nb.model.ablation import Condition, fingerprints_equal, state_fingerprint
-from bertbusters_nb.model.norms import find_norm_sites
+from bertbusters_nb.model.discovery import find_norm_sites
 from bertbusters_nb.reporting import claims
 from bertbusters_nb.studies import why
 

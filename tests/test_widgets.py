@@ -18,7 +18,8 @@ from bertbusters_nb.evaluation.fill_mask import (
     side_by_side,
 )
 from bertbusters_nb.model import ablation
-from bertbusters_nb.model.norms import find_norm_sites, select_sites
+from bertbusters_nb.model.discovery import find_norm_sites
+from bertbusters_nb.model.sites import select_sites
 from bertbusters_nb.widgets import (
     Coalescer,
     Explorer,

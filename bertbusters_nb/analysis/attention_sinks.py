@@ -21,7 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.ablation import Condition
-from ..model.norms import NormSite, find_norm_sites
+from ..model.discovery import find_norm_sites
+from ..model.sites import NormSite
 from .frequency import CATEGORIES, _base, token_categories
 
 if TYPE_CHECKING:

@@ -7,8 +7,9 @@ from typing import Sequence
 
 import pandas as pd
 
+from ..model.discovery import find_norm_sites
 from ..model.loading import load_model
-from ..model.norms import find_norm_sites, select_sites
+from ..model.sites import select_sites
 from .activations import activation_stats, magnitude_by_layer, outlier_share, text_batches
 from .detection import dims_to_ablate
 from .outliers import OutlierReport, find_outliers

@@ -32,8 +32,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..model.discovery import find_norm_sites
 from ..model.hooks import Trace, first_tensor
-from ..model.norms import NormSite, find_norm_sites, select_sites
+from ..model.sites import NormSite, select_sites
 from .outliers import parameter_table, strict_share
 
 if TYPE_CHECKING:

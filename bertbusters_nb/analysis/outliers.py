@@ -17,7 +17,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..model.norms import NormSite
+from ..model.sites import NormSite
 
 
 def parameter_table(sites: Sequence[NormSite], k: float = 3.0) -> pd.DataFrame:

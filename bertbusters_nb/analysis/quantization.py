@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..model.discovery import find_norm_sites
 from ..model.hooks import Trace, first_tensor
-from ..model.norms import find_norm_sites
 from .frequency import _base
 
 if TYPE_CHECKING:

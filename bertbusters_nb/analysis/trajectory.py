@@ -83,7 +83,8 @@ def ablation_effect(
         1.0
     """
     from ..model.ablation import disabled_dims
-    from ..model.norms import find_norm_sites, select_sites
+    from ..model.discovery import find_norm_sites
+    from ..model.sites import select_sites
     from .baselines import random_dims, rank_against
 
     sites = select_sites(find_norm_sites(model), roles=list(roles))
@@ -168,8 +169,9 @@ def model_metrics(
         >>> model_metrics("models/bbmini", ".gpu/data")["ablation"]["share_of_draws_below"]  # doctest: +SKIP
         1.0
     """
+    from ..model.discovery import find_norm_sites
     from ..model.loading import load_model
-    from ..model.norms import find_norm_sites, select_sites
+    from ..model.sites import select_sites
     from .outliers import find_outliers
 
     model, _ = load_model(str(model_dir), head="mlm")

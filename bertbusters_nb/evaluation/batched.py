@@ -2,7 +2,7 @@
 weight and bias to slice k (a ``Trace`` edit of the norm's output).
 
 Condition k's parameters are taken from the model while ``ablation.disabled_dims`` holds condition k in
-force, so they are what the one definition of "disable" (``norms.disabled_fill``) makes them, bit for bit;
+force, so they are what the one definition of "disable" (``edits.disabled_fill``) makes them, bit for bit;
 FLOPs are those of K forwards (it pays on a GPU that one small batch does not fill, not on a CPU).
 """
 
@@ -16,7 +16,7 @@ from torch import nn
 
 from ..model.ablation import Condition, disabled_dims
 from ..model.hooks import Trace
-from ..model.norms import NormSite
+from ..model.sites import NormSite
 
 __all__ = ["ConditionsInOneForward"]
 

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.ablation import Condition
-from ..model.norms import find_norm_sites
+from ..model.discovery import find_norm_sites
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -57,7 +57,9 @@ from torch import nn
 from ..device import autocast as autocast_context
 from ..device import eval_autocast_dtype as default_autocast_dtype
 from ..model.ablation import Condition, validate_dims
-from ..model.norms import NormSite, disabled_fill, find_norm_sites
+from ..model.discovery import find_norm_sites
+from ..model.edits import disabled_fill
+from ..model.sites import NormSite
 from .batched import ConditionsInOneForward
 from .memory import back_off, default_cache_budget, is_out_of_memory
 from .probe import LayerStack, checked_stack

@@ -11,7 +11,8 @@ import torch
 
 from ..checks import count
 from ..model.ablation import Condition
-from ..model.norms import NormSite, find_norm_sites
+from ..model.discovery import find_norm_sites
+from ..model.sites import NormSite
 from .fill_mask import blank_predictions
 from .sets import EvalSet
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..model.hooks import Trace
-from ..model.norms import NormSite
+from ..model.sites import NormSite
 
 if TYPE_CHECKING:
     from .engine import AblationEngine

@@ -33,8 +33,9 @@ import torch
 
 from ..atomic import atomic_write_json, read_json
 from ..model.ablation import Condition, validate_dims
+from ..model.discovery import find_norm_sites
 from ..model.fingerprint import model_fingerprint  # noqa: F401  (re-exported: scan keys use it)
-from ..model.norms import NormSite, find_norm_sites, select_sites
+from ..model.sites import NormSite, select_sites
 from .engine import AblationEngine
 from .progress import progress_bar
 from .sets import EvalSet

@@ -46,8 +46,10 @@ import torch.nn.functional as F
 
 from ..device import best_device
 from ..model.ablation import Condition, validate_dims
+from ..model.discovery import find_norm_sites
+from ..model.edits import disabled_fill
 from ..model.hooks import Trace, first_tensor
-from ..model.norms import NormSite, disabled_fill, find_norm_sites, select_sites
+from ..model.sites import NormSite, select_sites
 from .engine import AblationEngine
 from .metrics import is_regression
 from .sets import IGNORE_INDEX, Batch, EvalSet, _check_batch_size, _pad_id, _padded, _tokenize
@@ -155,7 +157,7 @@ def _params(sites: Sequence[NormSite]) -> list[torch.Tensor]:
 
 def _edits(sites: Sequence[NormSite], mode: str) -> list[torch.Tensor]:
     """For each site parameter, the change disabling makes at every dim (the one definition,
-    ``norms.disabled_fill``, minus the value), float32."""
+    ``edits.disabled_fill``, minus the value), float32."""
     return [disabled_fill(site, param, mode).float() - param.detach().float() for site, param in _pairs(sites)]
 
 

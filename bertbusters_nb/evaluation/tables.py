@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 from ..model.ablation import Condition
-from ..model.norms import NormSite
+from ..model.sites import NormSite
 from .engine import AblationEngine
 from .metrics import METRIC_FOR_TASK, TASK_METRICS
 from .sets import (

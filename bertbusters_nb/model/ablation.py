@@ -1,25 +1,25 @@
-"""Disable chosen hidden dimensions in chosen norm sites, reversibly.
+"""Disable chosen hidden dimensions in chosen norm sites, reversibly: ``disabled_dims`` and ``Condition``.
 
-Every edit happens inside a ``with`` block and is undone on exit, also when the body
-raises (KeyboardInterrupt included) and when blocks nest: the original values of exactly
-the touched entries are saved before the edit and copied back after, so the model is
-restored bit for bit without reloading it from disk.
+The edit itself (what a disabled dim's weight and bias become: ``edits.disabled_fill``) and the context that
+makes it and undoes it (``edits.edited``) live in ``edits``, with every other temporary change to a model.
+Every edit happens inside a ``with`` block and is undone on exit, also when the body raises (KeyboardInterrupt
+included) and when blocks nest: the original values of exactly the touched entries are saved before the edit
+and copied back after, so the model is restored bit for bit without reloading it from disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .hooks import Trace
-from .norms import NormSite, _eval_mode, _first, _Tracer, disabled_fill, select_sites
-
-Mode = Literal["zero", "mean"]
-MODES = ("zero", "mean")
+from .edits import MODES, Mode, disabled_fill, edited, eval_mode, norm_dim_edits
+from .hooks import Trace, first_tensor
+from .sites import NormSite, select_sites
+from .tracing import dummy_inputs
 
 
 def validate_dims(dims: Iterable[int], size: int) -> list[int]:
@@ -48,13 +48,9 @@ def validate_dims(dims: Iterable[int], size: int) -> list[int]:
     return dims
 
 
-def _targets(site: NormSite) -> list[torch.Tensor]:
-    return [p for p in (site.weight, site.bias) if p is not None]
-
-
 @contextlib.contextmanager
 def disabled_dims(sites: Sequence[NormSite], dims: Iterable[int], mode: Mode = "zero") -> Iterator[list[NormSite]]:
-    """Disable ``dims`` in ``sites`` (effective scale and shift 0, or the site's mean: ``norms.disabled_fill``,
+    """Disable ``dims`` in ``sites`` (effective scale and shift 0, or the site's mean: ``edits.disabled_fill``,
     which knows Gemma's ``x * (1 + w)``); restore bit for bit on exit. A site without affine parameters
     has nothing to disable: ValueError naming it.
 
@@ -74,22 +70,8 @@ def disabled_dims(sites: Sequence[NormSite], dims: Iterable[int], mode: Mode = "
     for site in sites:
         if not site.can_disable:
             disabled_fill(site, site.weight, mode)  # raises, naming the site and why
-    saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    indices: dict[torch.device, torch.Tensor] = {}  # one index tensor per device (a GPU copy each is costly)
-    try:
-        with torch.no_grad():
-            for site in sites:
-                for param in _targets(site):
-                    if param.device not in indices:
-                        indices[param.device] = torch.tensor(dims, device=param.device)
-                    index = indices[param.device]
-                    saved.append((param, index, param.data[index]))  # indexing with a tensor copies
-                    param.data[index] = disabled_fill(site, param, mode)
+    with edited(norm_dim_edits(sites, dims, mode)):
         yield sites
-    finally:
-        with torch.no_grad():
-            for param, index, original in reversed(saved):
-                param.data[index] = original
 
 
 @dataclass(frozen=True)
@@ -183,13 +165,12 @@ def verify_sites(model: nn.Module, sites: Sequence[NormSite], dim: int = 1) -> l
     (caught with a ``Trace``), its output with the dim disabled must be its plain output with that dim
     zeroed, other dims bit-identical. Sites without affine parameters must refuse the ablation.
     Empty list: every site verified."""
-    tracer = _Tracer(model, {}, {}, {}, {})
     with (
         Trace(model, {site.name: site.module for site in sites}, retain_input=True, retain_output=False) as trace,
         torch.no_grad(),
-        _eval_mode(model),
+        eval_mode(model),
     ):
-        model(**tracer._kwargs())
+        model(**dummy_inputs(model))
     # the first call's input of each site that ran
     inputs = {r.name: (r.calls[0].args, r.calls[0].kwargs) for r in trace.records.values() if r.calls}
     problems = []
@@ -207,10 +188,10 @@ def verify_sites(model: nn.Module, sites: Sequence[NormSite], dim: int = 1) -> l
             continue
         args, kwargs = inputs[site.name]
         d = dim % site.size
-        with torch.no_grad(), _eval_mode(model):
-            before = _first(site.module(*args, **kwargs))
+        with torch.no_grad(), eval_mode(model):
+            before = first_tensor(site.module(*args, **kwargs)).detach().clone()
             with disabled_dims([site], [d]):
-                after = _first(site.module(*args, **kwargs))
+                after = first_tensor(site.module(*args, **kwargs)).detach().clone()
         want = before.clone()
         want[..., d] = 0
         if not torch.allclose(after.float(), want.float(), atol=1e-6, rtol=0):

@@ -202,7 +202,8 @@ def _role_summary(sites) -> tuple[str, str]:
 def check_type(model_type: str, head: str) -> Outcome:
     """Build, find sites, verify every site; never raises (the outcome says what happened)."""
     from .ablation import verify_sites
-    from .norms import NormLayoutError, find_norm_sites
+    from .discovery import find_norm_sites
+    from .sites import NormLayoutError
 
     start = time.perf_counter()
     try:
@@ -245,11 +246,11 @@ def check_type(model_type: str, head: str) -> Outcome:
 
 def _plain_forward(model: torch.nn.Module) -> None:
     """The tiny model must run on input_ids alone, else the sweep cannot test the finder on it."""
-    from .norms import _Tracer
+    from .tracing import dummy_inputs
 
     with torch.no_grad():
         try:
-            model(**_Tracer(model, {}, {}, {}, {})._kwargs())
+            model(**dummy_inputs(model))
         except Exception as exc:  # noqa: BLE001
             raise RuntimeError(
                 f"the tiny model does not run on input_ids alone ({type(exc).__name__}: {_short(exc, 150)})"

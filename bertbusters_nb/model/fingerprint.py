@@ -25,7 +25,7 @@ import torch
 
 from .gguf import sha256_file
 from .loading import resolve
-from .norms import NormSite
+from .sites import NormSite
 
 __all__ = ["model_fingerprint", "weights_fingerprint", "sha256_file"]
 

@@ -22,7 +22,7 @@ class NormTrajectory:
     """LayerNorm weight and bias of every norm site at each log point.
 
     steps: (C,). weight, bias: (C, S, H) float32. names, roles: (S,) site names and roles
-    (norms.find_norm_sites); layers: (S,) layer index, -1 outside the layers.
+    (discovery.find_norm_sites); layers: (S,) layer index, -1 outside the layers.
 
     Example:
         >>> traj = NormTrajectory.load("models/bbmini/norm_trajectory.npz")  # doctest: +SKIP
@@ -38,7 +38,7 @@ class NormTrajectory:
 
     @classmethod
     def for_model(cls, model: torch.nn.Module) -> "NormTrajectory":
-        from ..model.norms import find_norm_sites
+        from ..model.discovery import find_norm_sites
 
         sites = find_norm_sites(model)
         return cls(

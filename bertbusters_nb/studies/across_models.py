@@ -45,7 +45,8 @@ from tqdm.auto import tqdm
 
 from ..analysis.baselines import random_dims, rank_against
 from ..model.ablation import Condition
-from ..model.norms import NormSite, find_norm_sites, select_sites
+from ..model.discovery import find_norm_sites
+from ..model.sites import NormSite, select_sites
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

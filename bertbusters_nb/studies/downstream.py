@@ -35,8 +35,9 @@ from ..analysis.outliers import OutlierReport, find_outliers
 from ..evaluation.tasks import GLUE_HUB, get_task, load_task, task_columns
 from ..finetuning import FinetuneResult, FinetuneSettings, finetune
 from ..model.ablation import Condition
+from ..model.discovery import find_norm_sites
 from ..model.loading import ALIASES, load_model, resolve
-from ..model.norms import NormSite, find_norm_sites, select_sites
+from ..model.sites import NormSite, select_sites
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from ..analysis import frequency
+from ..model.discovery import find_norm_sites
 from ..model.loading import load_model, resolve
-from ..model.norms import NormSite, find_norm_sites
+from ..model.sites import NormSite
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from ..evaluation.sets import EvalSet
-from ..model.norms import NormSite
+from ..model.sites import NormSite
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

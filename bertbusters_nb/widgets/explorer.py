@@ -37,7 +37,8 @@ from ..evaluation.fill_mask import (
     side_by_side,
 )
 from ..evaluation.next_token import is_causal_lm, next_tokens
-from ..model.norms import ROLES, NormSite, find_norm_sites
+from ..model.discovery import find_norm_sites
+from ..model.sites import ROLES, NormSite
 from ..reporting.claims import Finding, explorer_finding
 from .dims import candidate_dims, screen_ranking_table
 from .loading import load_for_explorer

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ..model.norms import ROLE_LABELS as NORM_ROLE_LABELS
-from ..model.norms import NormSite, disabled_fill
+from ..model.edits import disabled_fill
+from ..model.sites import ROLE_LABELS as NORM_ROLE_LABELS
+from ..model.sites import NormSite
 from ..reporting.claims import LM_LABELS  # the loss names and what each scores, worded once
 from .state import ExplorerState
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from ..model.ablation import MODES, Condition
-from ..model.norms import ROLES, NormSite
+from ..model.ablation import Condition
+from ..model.edits import MODES
+from ..model.sites import ROLES, NormSite
 
 DEFAULT_SENTENCE = "the movie was [MASK] and the acting was [MASK] ."
 DEFAULT_PROMPT = "The movie was"  # a causal LM continues the text: no blanks
@@ -30,7 +31,7 @@ class ExplorerState:
     dims: hidden dims switched off (sorted, unique; empty: intact model).
     layers: first and last layer (inclusive) whose norms are edited; norms outside the layers
         (embeddings, LM head) ignore it. None: all layers.
-    roles: norm-site roles edited (see ``norms.ROLES``); empty: nothing is edited.
+    roles: norm-site roles edited (see ``sites.ROLES``); empty: nothing is edited.
     mode: 'zero' (weight and bias set to 0) or 'mean' (set to the site's mean).
     sentence: the user's sentence with [MASK] blanks.
     """

@@ -47,19 +47,19 @@ bb.model.loading.model_summary(model)
 # magnitudes), so the reader sees where they stand out and where they do not.
 
 # %%
-paper_roles, roles_reason = bb.model.norms.default_roles(all_sites)
+paper_roles, roles_reason = bb.model.sites.default_roles(all_sites)
 display(Markdown(f"Sites standing for the paper's block-output LayerNorms: {roles_reason}."))
 block = bb.select_sites(all_sites, paper_roles)
 report = bb.find_outliers(block, k=k)
 marked = bb.dims_to_ablate(model, tokenizer, k=k)
 print(report.summary())
-fig = plots.norm_parameter_lines(block, marked, title=f"{model_name}: {bb.model.norms.role_label(paper_roles)} norms")
+fig = plots.norm_parameter_lines(block, marked, title=f"{model_name}: {bb.model.sites.role_label(paper_roles)} norms")
 rec.figure(fig, "block_output_params")
 
 # %%
-for role in bb.model.norms.companion_roles(all_sites, paper_roles):  # post-LN: attention-output, then embedding norms
+for role in bb.model.sites.companion_roles(all_sites, paper_roles):  # post-LN: attention-output, then embedding norms
     fig = plots.norm_parameter_lines(
-        bb.select_sites(all_sites, role), marked, title=f"{model_name}: {bb.model.norms.role_label(role)} norms"
+        bb.select_sites(all_sites, role), marked, title=f"{model_name}: {bb.model.sites.role_label(role)} norms"
     )
     rec.figure(fig, f"{role}_params")  # pyplot figures: the notebook shows each at the end of the cell
 

@@ -11,7 +11,7 @@ import pandas as pd
 import seaborn as sns
 
 if TYPE_CHECKING:
-    from ...model.norms import NormSite
+    from ...model.sites import NormSite
 
 
 def norm_parameter_lines(
