@@ -1,4 +1,5 @@
-"""Detection: the criteria, the one rule, its agreement with the scan, effect selection on disjoint splits."""
+"""Detection: the criteria, the one rule, its agreement with the scan, effect selection on disjoint splits, the
+``detect`` command."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ import pytest
 import torch
 import transformers as T
 
-from bertbusters_nb import detection as D
+from bertbusters_nb.analysis import criteria
+from bertbusters_nb.analysis import detection as D
+from bertbusters_nb.analysis.activations import activation_profile
+from bertbusters_nb.analysis.detection_report import detection_report
+from bertbusters_nb.analysis.effect import effect_criterion, select_dims_by_effect
+from bertbusters_nb.analysis.rule import DEFAULT_RULE, DetectionRule
 from bertbusters_nb.data import load_texts, sample_texts
 from bertbusters_nb.model.loading import load_model
 
@@ -40,7 +46,7 @@ def _no_effect(*_args, **_kwargs):
 
 
 def test_minilm_default_names_99_from_parameters_and_activations_only(minilm, monkeypatch):
-    monkeypatch.setattr(D, "effect_criterion", _no_effect)
+    monkeypatch.setattr("bertbusters_nb.analysis.effect.effect_criterion", _no_effect)
     monkeypatch.setattr("bertbusters_nb.evaluation.scan.scan_dims", _no_effect)
     monkeypatch.setattr("bertbusters_nb.evaluation.embeddings.embedding_drift", _no_effect)
     model, tokenizer = minilm
@@ -72,9 +78,9 @@ def test_planted_activation_outlier_is_found_by_activations_not_parameters():
     model = _planted_activation_model()
     torch.manual_seed(1)
     batches = [{"input_ids": torch.randint(5, 120, (8, 24)), "attention_mask": torch.ones(8, 24, dtype=torch.long)}]
-    profile = D.activation_profile(model, batches)
-    acts = D.activation_criterion(profile, "magnitude")
-    params = D.parameter_criterion(model)
+    profile = activation_profile(model, batches)
+    acts = criteria.activation_criterion(profile, "magnitude")
+    params = criteria.parameter_criterion(model)
     assert list(acts.dim[acts.selected]) == [PLANTED]
     assert PLANTED not in set(params.dim[params.selected])
     assert not params.selected.any()
@@ -84,7 +90,7 @@ def test_planted_activation_outlier_is_found_by_activations_not_parameters():
 
 def test_bbmini_effect_ranking_top_two_are_81_and_126(bbmini, heldout):
     model, tokenizer = bbmini
-    effect = D.effect_criterion(model, tokenizer, heldout)
+    effect = effect_criterion(model, tokenizer, heldout)
     assert len(effect) == model.config.hidden_size  # exhaustive
     assert set(effect.dim.head(2)) == {81, 126}
     assert effect.attrs["objective"] == "mlm"
@@ -93,7 +99,7 @@ def test_bbmini_effect_ranking_top_two_are_81_and_126(bbmini, heldout):
 def test_effect_selected_dims_are_judged_on_a_disjoint_split(bbmini, heldout):
     model, tokenizer = bbmini
     dims = list(range(0, 256, 3)) + [81, 126]  # a subset keeps the test short; 81 and 126 among them
-    chosen = D.select_dims_by_effect(model, tokenizer, heldout, count=2, dims=sorted(set(dims)))
+    chosen = select_dims_by_effect(model, tokenizer, heldout, count=2, dims=sorted(set(dims)))
     assert not set(chosen.selection_texts) & set(chosen.evaluation_texts)
     assert set(chosen.selection_texts) | set(chosen.evaluation_texts) == set(heldout)
     assert chosen.selection.attrs["texts"] == len(chosen.selection_texts)
@@ -105,14 +111,14 @@ def test_effect_selected_dims_are_judged_on_a_disjoint_split(bbmini, heldout):
 
 def test_report_refuses_effect_texts_that_chose_the_dims(bbmini):
     model, tokenizer = bbmini
-    texts = D.texts_for_activations(8)
+    texts = criteria.texts_for_activations(8)
     with pytest.raises(ValueError, match="another split"):
-        D.detection_report(model, tokenizer, activation_texts=texts, effect_texts=texts[:4])
+        detection_report(model, tokenizer, activation_texts=texts, effect_texts=texts[:4])
 
 
 def test_report_agreement_on_bbmini(bbmini, heldout):
     model, tokenizer = bbmini
-    report = D.detection_report(model, tokenizer, effect_texts=heldout[:16], effect_dims=range(0, 256, 1))
+    report = detection_report(model, tokenizer, effect_texts=heldout[:16], effect_dims=range(0, 256, 1))
     table = report.agreement.set_index("criterion")
     rule = table.loc[D.RULE_CRITERION]
     assert rule.names_most_damaging and rule.precision >= 0.5
@@ -127,7 +133,7 @@ def test_init_model_still_gets_strongest_candidates():
         T.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     ).eval()
     found = D.detect(model)  # LayerNorms at init: all ones and zeros, nothing stands out
-    assert found.rule == "strongest candidates" and len(found.dims) == D.DEFAULT_RULE["fallback"]
+    assert found.rule == "strongest candidates" and len(found.dims) == DEFAULT_RULE.fallback
 
 
 def test_every_place_that_chose_dims_calls_the_one_rule(monkeypatch, bbmini):
@@ -169,6 +175,48 @@ def test_detect_command_prints_json_with_dims():
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout.strip().splitlines()[-1])
     assert payload["dims"][0] == 81 and payload["rule"] == "params+activations"
+    rule = DEFAULT_RULE.as_dict()
+    assert payload["settings"] == {**rule, "n_texts": 8, "activations": True}  # the rule it applied, every field
+
+
+def test_the_rule_is_one_frozen_dataclass_whose_options_are_its_fields():
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DEFAULT_RULE.k = 4.0  # type: ignore[misc]
+    assert DEFAULT_RULE.with_options(k=4.0) == DetectionRule(k=4.0) and DEFAULT_RULE.k == 3.0
+    with pytest.raises(ValueError, match="no setting"):
+        DEFAULT_RULE.with_options(sigma=4.0)
+    with pytest.raises(ValueError, match="k must be positive"):
+        DetectionRule(k=0)
+    assert DetectionRule(param_roles=["block_output"]).param_roles == ("block_output",)  # hashable
+    model = _planted_activation_model()
+    assert D.detect(model, k=50.0).settings == D.detect(model, rule=DetectionRule(k=50.0)).settings
+    with pytest.raises(ValueError, match="no setting"):
+        D.detect(model, sigma=4.0)
+
+
+def test_no_signature_retypes_the_rules_thresholds():
+    """Every ``k`` / ``min_share`` / ``fallback_count`` default in the package comes from the rule (or a named
+    constant), never a typed number: changing ``DetectionRule``'s defaults changes them all."""
+    import ast
+    from pathlib import Path
+
+    package = Path(D.__file__).resolve().parents[1]
+    retyped = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            args = node.args.posonlyargs + node.args.args
+            pairs = list(zip(args[len(args) - len(node.args.defaults) :], node.args.defaults))
+            pairs += [(a, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults) if d is not None]
+            retyped += [
+                f"{path.relative_to(package)}:{node.lineno} {node.name}({a.arg}={ast.unparse(d)})"
+                for a, d in pairs
+                if a.arg in ("k", "min_share", "fallback_count") and isinstance(d, ast.Constant) and d.value is not None
+            ]
+    assert not retyped, "thresholds typed instead of taken from DEFAULT_RULE:\n" + "\n".join(retyped)
 
 
 def test_detect_command_names_a_bad_model():
@@ -183,7 +231,7 @@ def test_detect_command_names_a_bad_model():
 
 def test_the_screen_switches_in_behind_the_same_function(bbmini, heldout):
     model, tokenizer = bbmini
-    effect = D.effect_criterion(model, tokenizer, heldout[:16], method="screen", screen_top_k=8)
+    effect = effect_criterion(model, tokenizer, heldout[:16], method="screen", screen_top_k=8)
     assert set(effect.dim.head(2)) == {81, 126} and (effect.effect_kind.head(2) == "exact").all()
     with pytest.raises(ValueError, match="exact"):
-        D.effect_criterion(model, tokenizer, heldout[:4], method="guess")
+        effect_criterion(model, tokenizer, heldout[:4], method="guess")

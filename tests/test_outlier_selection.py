@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import transformers as T
 
-from bertbusters_nb import detection as D
+from bertbusters_nb.analysis import detection as D
 from bertbusters_nb.model.discovery import find_norm_sites
 
 

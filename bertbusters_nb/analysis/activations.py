@@ -1,16 +1,23 @@
 """Outliers in hidden states: per-layer, per-dim magnitude statistics over a dataset.
 
 Statistics are accumulated batch by batch (sums, not stacked activations), so a large
-dataset costs memory proportional to layers x hidden size only.
+dataset costs memory proportional to layers x hidden size only. ``activation_profile`` is the one
+profile the activation criteria (``criteria.activation_criterion``) read; ``activation_stats`` adds
+signed means and standard deviations for the descriptive plots.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Mapping
+import string
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+
+from ..model.discovery import find_norm_sites
+from ..model.hooks import Trace, first_tensor
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -95,10 +102,13 @@ def outlier_share(top: pd.DataFrame, dims: Iterable[int]) -> pd.DataFrame:
 def text_batches(
     tokenizer: PreTrainedTokenizerBase, texts, max_length: int = 128, batch_size: int = 32
 ) -> list[dict[str, torch.Tensor]]:
-    """Tokenized, padded batches of ``texts`` for ``activation_stats`` (truncated to ``max_length``)."""
+    """Tokenized, padded batches of ``texts`` for ``activation_stats`` / ``activation_profile`` (truncated to
+    ``max_length``). A tokenizer without a pad token (decoders such as Llama) pads with its end-of-text token."""
     texts = list(texts)
     if not texts:
         raise ValueError("No texts given: the dataset is empty.")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     return [
         dict(
             tokenizer(
@@ -118,3 +128,231 @@ def magnitude_by_layer(per_dim: pd.DataFrame, dims: Iterable[int]) -> pd.DataFra
     table = pd.concat([at, others], axis=1).reset_index()
     table["ratio"] = table.outlier_mean_abs / table.others_median_abs
     return table
+
+
+@torch.no_grad()
+def activation_profile(
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    threshold: float = 6.0,
+    norm_outputs: bool = False,
+    progress: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+    stack: str | None = None,
+) -> pd.DataFrame:
+    """Per (where, layer, dim) over real tokens: mean |h|, max |h|, share of tokens with |h| >= ``threshold``,
+    share of tokens / inputs where the dim is the largest, and the layer's median |h| (over all entries,
+    averaged over batches). ``where`` is ``hidden`` (the model's hidden states, index 0 = embeddings; of
+    ``stack``, ``encoder`` or ``decoder``, in an encoder-decoder) or, with ``norm_outputs``, a norm site's name
+    (its output). Sums, not stacked activations: memory is layers x hidden size. ``layer_dominance`` reads the
+    per-layer view of given dims from it.
+
+    Example:
+        >>> profile = activation_profile(model, text_batches(tokenizer, texts, 64))  # doctest: +SKIP
+    """
+    device = next(model.parameters()).device
+    acc: dict[str, dict[str, torch.Tensor]] = {}
+    counts = {"tokens": 0, "inputs": 0, "batches": 0}
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, output, _call) -> None:  # this batch's norm output; None: the output goes on unchanged
+        captured[name] = first_tensor(output)
+
+    traced = {site.name: site.module for site in find_norm_sites(model)} if norm_outputs else {}
+
+    def add(where: str, states: torch.Tensor, mask: torch.Tensor) -> None:  # states (L, B, T, H)
+        L, _, _, H = states.shape
+        real = states[:, mask].abs()  # (L, N, H)
+        per_input = (states.abs() * mask[None, :, :, None]).sum(2) / mask.sum(1)[None, :, None]
+        a = acc.setdefault(
+            where,
+            {
+                "abs": torch.zeros(L, H, dtype=torch.float64, device=device),
+                "max": torch.zeros(L, H, dtype=torch.float32, device=device),
+                "ge": torch.zeros(L, H, dtype=torch.long, device=device),
+                "tok": torch.zeros(L, H, dtype=torch.long, device=device),
+                "inp": torch.zeros(L, H, dtype=torch.long, device=device),
+                "median": torch.zeros(L, dtype=torch.float64, device=device),
+            },
+        )
+        a["abs"] += real.sum(1).double()
+        a["max"] = torch.maximum(a["max"], real.amax(1))
+        a["ge"] += (real >= threshold).sum(1)
+        a["tok"] += torch.nn.functional.one_hot(real.argmax(-1), H).sum(1)
+        a["inp"] += torch.nn.functional.one_hot(per_input.argmax(-1), H).sum(1)
+        a["median"] += real.flatten(1).median(1).values.double()
+
+    with Trace(model, traced, retain_output=False, edit_output=keep):
+        for batch in tqdm(list(batches), desc="activations", disable=not progress, leave=False):
+            batch = {
+                k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+            }
+            captured.clear()
+            if autocast_dtype is not None:
+                with torch.autocast(device.type, dtype=autocast_dtype):
+                    out = model(**batch, output_hidden_states=True)
+            else:
+                out = model(**batch, output_hidden_states=True)
+            mask = batch.get("attention_mask", torch.ones(batch["input_ids"].shape, device=device)).bool()
+            add("hidden", _stacked(hidden_states_of(out, stack), mask, stack), mask)
+            for name, value in captured.items():
+                if value.dim() == 3 and value.shape[:2] == mask.shape:
+                    add(name, value.float()[None], mask)
+            counts["tokens"] += int(mask.sum())
+            counts["inputs"] += int(mask.shape[0])
+            counts["batches"] += 1
+    if not counts["batches"]:
+        raise ValueError("No batches given: the dataset is empty.")
+    frames = []
+    for where, a in acc.items():
+        L, H = a["abs"].shape
+        frame = pd.DataFrame(
+            {
+                "where": where,
+                "layer": np.repeat(np.arange(L), H),
+                "dim": np.tile(np.arange(H), L),
+                "mean_abs": (a["abs"] / counts["tokens"]).flatten().cpu().numpy(),
+                "max_abs": a["max"].flatten().cpu().numpy(),
+                "share_ge_threshold": (a["ge"].double() / counts["tokens"]).flatten().cpu().numpy(),
+                "token_share": (a["tok"].double() / counts["tokens"]).flatten().cpu().numpy(),
+                "input_share": (a["inp"].double() / counts["inputs"]).flatten().cpu().numpy(),
+                "layer_median_abs": np.repeat((a["median"] / counts["batches"]).cpu().numpy(), H),
+            }
+        )
+        frame["ratio_to_median_dim"] = frame.mean_abs / frame.groupby("layer").mean_abs.transform("median")
+        frames.append(frame)
+    profile = pd.concat(frames, ignore_index=True)
+    profile.attrs.update(threshold=threshold, **counts)
+    return profile
+
+
+TOKEN_KINDS = ("first token", "special", "punctuation", "other")
+
+
+def hidden_states_of(output, stack: str | None = None) -> tuple[torch.Tensor, ...]:
+    """The hidden states (embeddings first) in a forward's ``output``: of ``stack`` (``encoder`` / ``decoder``)
+    in an encoder-decoder, else the model's own (a decoder-only output's ``decoder_hidden_states`` as fallback)."""
+    if stack == "encoder" and getattr(output, "encoder_hidden_states", None) is not None:
+        return output.encoder_hidden_states
+    if stack == "decoder" and getattr(output, "decoder_hidden_states", None) is not None:
+        return output.decoder_hidden_states
+    states = getattr(output, "hidden_states", None)
+    if states is None:
+        states = getattr(output, "decoder_hidden_states", None)
+    if states is None:
+        raise ValueError("The model returned no hidden states (it was called with output_hidden_states=True).")
+    return states
+
+
+def _stacked(states: Sequence[torch.Tensor], mask: torch.Tensor, stack: str | None) -> torch.Tensor:
+    """(L+1, B, T, H) in fp32; a decoder's states must line up with the input tokens the mask counts."""
+    stacked = torch.stack([h.float() for h in states])
+    if stacked.shape[1:3] != mask.shape:
+        raise ValueError(f"{stack or 'the model'}'s hidden states do not align with the input tokens")
+    return stacked
+
+
+def layer_dominance(profile: pd.DataFrame, dims: Sequence[int], where: str = "hidden") -> pd.DataFrame:
+    """Per layer of an ``activation_profile``: dims_mean_abs (mean |h| at ``dims``), median_abs (the median dim's
+    mean |h|; of an even count, the lower middle one), ratio (the two's), max_abs (largest |h| of the layer),
+    max_dim (where) and max_ratio (max_abs / median_abs): how strongly ``dims`` and the layer's peak dominate.
+
+    Example:
+        >>> layer_dominance(activation_profile(model, batches), [81]).ratio.max()  # doctest: +SKIP
+    """
+    p = profile[profile["where"] == where]
+    if p.empty:
+        raise ValueError(f"The activation profile has no {where!r} rows.")
+    n_layers, hidden = int(p.layer.max()) + 1, int(p.dim.max()) + 1
+    mean_abs = torch.tensor(p.mean_abs.to_numpy().reshape(n_layers, hidden)).float()
+    max_abs = torch.tensor(p.max_abs.to_numpy().reshape(n_layers, hidden))
+    at = torch.tensor([int(d) for d in dims], dtype=torch.long)
+    layer_max, layer_dim = max_abs.max(1)
+    per_layer = pd.DataFrame(
+        {
+            "layer": np.arange(n_layers),
+            "dims_mean_abs": mean_abs[:, at].mean(1).numpy(),
+            "median_abs": mean_abs.median(1).values.numpy(),
+            "max_abs": layer_max.numpy(),
+            "max_dim": layer_dim.numpy(),
+        }
+    )
+    per_layer["ratio"] = per_layer.dims_mean_abs / per_layer.median_abs
+    per_layer["max_ratio"] = per_layer.max_abs / per_layer.median_abs
+    return per_layer
+
+
+def token_kinds(input_ids: torch.Tensor, mask: torch.Tensor, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """Per token, its index in ``TOKEN_KINDS``: 0 first token, 1 special/delimiter, 2 punctuation, 3 other
+    (-1 padding)."""
+    special = set(int(i) for i in getattr(tokenizer, "all_special_ids", []) or [])
+    vocab_punct: dict[int, bool] = {}
+    kinds = torch.full(input_ids.shape, 3, dtype=torch.long)
+    ids = input_ids.cpu()
+    for (b, t), token in np.ndenumerate(ids.numpy()):
+        token = int(token)
+        if token in special:
+            kinds[b, t] = 1
+        else:
+            if token not in vocab_punct:
+                text = tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(token)]).strip()
+                vocab_punct[token] = bool(text) and all(c in string.punctuation for c in text)
+            if vocab_punct[token]:
+                kinds[b, t] = 2
+    kinds[:, 0] = 0
+    kinds[~mask.cpu().bool()] = -1
+    return kinds
+
+
+@torch.no_grad()
+def carriers_by_token_kind(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    dims: Sequence[int],
+    stack: str | None = None,
+) -> pd.DataFrame:
+    """Which tokens carry ``dims``: per layer and kind of token (``TOKEN_KINDS``), its share of the tokens, the
+    mean |h| at ``dims`` on it, and its share of the summed |h| at ``dims`` (mass_share; sums to 1 per layer).
+
+    Example:
+        >>> carriers_by_token_kind(model, tokenizer, text_batches(tokenizer, texts), [81])  # doctest: +SKIP
+    """
+    device = next(model.parameters()).device
+    dims_t = torch.tensor([int(d) for d in dims], device=device)
+    kind_abs = kind_count = None
+    tokens = 0
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        out = model(**batch, output_hidden_states=True)
+        mask = batch.get("attention_mask", torch.ones(batch["input_ids"].shape, device=device)).bool()
+        states = _stacked(hidden_states_of(out, stack), mask, stack)  # (L+1, B, T, H)
+        kinds = token_kinds(batch["input_ids"], mask, tokenizer).to(device)
+        real = states[:, mask].abs()  # (L+1, N, H)
+        k_real = kinds[mask]
+        if kind_abs is None:
+            kind_abs = torch.zeros(real.shape[0], len(TOKEN_KINDS), dtype=torch.float64, device=device)
+            kind_count = torch.zeros(len(TOKEN_KINDS), dtype=torch.long, device=device)
+        at = real.index_select(2, dims_t).mean(2)  # (L+1, N): mean |h| over the chosen dims
+        for k in range(len(TOKEN_KINDS)):
+            chosen = k_real == k
+            kind_abs[:, k] += at[:, chosen].sum(1).double()
+            kind_count[k] += int(chosen.sum())
+        tokens += int(mask.sum())
+    if kind_abs is None:
+        raise ValueError("No batches given: the dataset is empty.")
+    rows = []
+    total = kind_abs.sum(1)
+    for layer in range(kind_abs.shape[0]):
+        for k, kind in enumerate(TOKEN_KINDS):
+            n = int(kind_count[k])
+            rows.append(
+                {
+                    "layer": layer,
+                    "kind": kind,
+                    "token_share": n / tokens,
+                    "mean_abs_at_dims": float(kind_abs[layer, k] / n) if n else float("nan"),
+                    "mass_share": float(kind_abs[layer, k] / total[layer]) if total[layer] > 0 else float("nan"),
+                }
+            )
+    return pd.DataFrame(rows)

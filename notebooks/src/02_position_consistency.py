@@ -31,7 +31,7 @@ detection_dims = 0
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb.analysis import activations, consistency, detection
+from bertbusters_nb.analysis import activations, consistency, detection_report
 from bertbusters_nb.data import load_texts, sample_texts
 from bertbusters_nb.reporting import claims, plots
 
@@ -156,7 +156,7 @@ across_seeds
 # The criteria see only parameters and offline *train* reviews, never the scored texts.
 
 # %%
-agreement = detection.agreement_across_models(
+agreement = detection_report.agreement_across_models(
     detection_models, n_effect_texts=detection_texts, effect_dims=detection_dims or None, progress=True
 )
 rec.table(agreement, "detection_agreement")
