@@ -17,7 +17,7 @@ Run on the CPU here (default: a randomly initialised BERT, hidden 256, 4 layers,
 On a GPU, a randomly initialised bert-base in bf16:
     python benchmarks/engine_benchmark.py --device cuda --dtype bf16 --random-bert-base
 On the project's own model:
-    python benchmarks/engine_benchmark.py --model models/bbmini
+    python benchmarks/engine_benchmark.py --model bertbusters_nb/data/bbmini
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ log = logging.getLogger("engine_benchmark")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", help="a local masked-LM folder (e.g. models/bbmini); default: random BERT")
+    p.add_argument("--model", help="a local masked-LM folder (e.g. bertbusters_nb/data/bbmini); default: random BERT")
     p.add_argument("--random-bert-base", action="store_true", help="random bert-base size model (vocab 30522)")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)

@@ -9,7 +9,7 @@ edit the sentence, switch the dims on again. In live use the debounce delay (``d
 default 0.15 s) comes on top, once per burst of changes.
 
 Offline default (notebook 05's parameters): ``bbmini`` on 16 held-out movie reviews, 64 tokens, one torch
-thread while the explorer computes (``cpu_threads=1``). When models/bbmini is not
+thread while the explorer computes (``cpu_threads=1``). When bertbusters_nb/data/bbmini is not
 there yet, a randomly initialised BERT of bbmini's shape (hidden 256, 4 layers, MiniLM's
 30k-token vocabulary: a larger head than bbmini's) stands in; the latency does not depend on
 the weights' values.

@@ -20,15 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import paths
 from .atomic import atomic_write_json, atomic_write_text, read_json
-from .data import assets
 from .schema import ParameterError, check_value, load_schema
 
 log = logging.getLogger(__name__)
 
 PROFILES = ("smoke", "offline", "paper")
-NOTEBOOKS_DIR = assets.REPO_ROOT / "notebooks"
-FIGURES_DIR = assets.REPO_ROOT / "figures"
 KERNEL_NAME = "bertbusters_nb"
 RESERVED = ("profile", "out_dir")
 
@@ -46,8 +44,10 @@ class NotebookResult:
     findings: list = field(default_factory=list)
 
 
-def numbered_notebooks(directory: Path = NOTEBOOKS_DIR, only: Iterable[str] | None = None) -> list[Path]:
-    """``NN_*.ipynb`` in order; ``only`` filters by number prefix or stem (e.g. ['00', '03_mlm'])."""
+def numbered_notebooks(directory: Path | None = None, only: Iterable[str] | None = None) -> list[Path]:
+    """``NN_*.ipynb`` in order (default folder: ``paths.notebooks_dir()``); ``only`` filters by number prefix or
+    stem (e.g. ['00', '03_mlm'])."""
+    directory = Path(directory) if directory is not None else paths.notebooks_dir()
     books = sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
     if only:
         wanted = list(only)
@@ -137,13 +137,15 @@ def run_notebook(
     profile: str,
     overrides: dict | None = None,
     redo: bool = False,
-    figures_dir: Path = FIGURES_DIR,
+    figures_dir: Path | None = None,
     kernel_name: str | None = KERNEL_NAME,
 ) -> NotebookResult:
-    """Execute one notebook headless with papermill; never raises for a failing cell."""
+    """Execute one notebook headless with papermill (in the project root, results under ``figures_dir``, default
+    ``paths.figures_dir()``); never raises for a failing cell."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    figures_dir = Path(figures_dir) if figures_dir is not None else paths.figures_dir()
     out_dir = figures_dir / profile / notebook.stem
     params = {**profile_parameters(notebook, profile), **(overrides or {})}
     declared = declared_parameters(notebook)
@@ -168,7 +170,7 @@ def run_notebook(
             parameters=params,
             kernel_name=kernel_name,
             progress_bar=False,
-            cwd=str(assets.REPO_ROOT),
+            cwd=str(paths.project_root()),
             log_output=False,
         )
     except PapermillExecutionError as exc:
@@ -226,8 +228,8 @@ def run_series(
     only: Iterable[str] | None = None,
     redo: bool = False,
     overrides: dict | None = None,
-    figures_dir: Path = FIGURES_DIR,
-    notebooks_dir: Path = NOTEBOOKS_DIR,
+    figures_dir: Path | None = None,
+    notebooks_dir: Path | None = None,
     kernel_name: str | None = KERNEL_NAME,
 ) -> list[NotebookResult]:
     """Run the numbered notebooks in order and write ``figures/<profile>/SUMMARY.md``.
@@ -239,6 +241,7 @@ def run_series(
     """
     from tqdm.auto import tqdm
 
+    figures_dir = Path(figures_dir) if figures_dir is not None else paths.figures_dir()
     books = numbered_notebooks(notebooks_dir, only)
     for book in books:  # fail fast on bad parameters before hours of work
         check_parameters(
@@ -260,8 +263,9 @@ def run_series(
     return results
 
 
-def write_summary(results: list[NotebookResult], profile: str, figures_dir: Path = FIGURES_DIR) -> Path:
+def write_summary(results: list[NotebookResult], profile: str, figures_dir: Path | None = None) -> Path:
     """A one-page markdown summary: per notebook, status, time and the verdict of each claim."""
+    figures_dir = Path(figures_dir) if figures_dir is not None else paths.figures_dir()
     from .reporting.claims import summary_verdict
 
     lines = [

@@ -11,7 +11,7 @@ def test_outlier_positions_across_our_own_seeds():
 
     table = positions_across_runs(["bbmini", "models/bbmini/candidates/h256l4s0"])
     assert table.seed.tolist() == [1, 0]
-    assert table.top_dim.tolist() == [81, 209]  # recorded in models/bbmini/METRICS.json and README
+    assert table.top_dim.tolist() == [81, 209]  # recorded in bertbusters_nb/data/bbmini/METRICS.json and README
     held, evidence = positions_differ_between_seeds(table).held, positions_differ_between_seeds(table).evidence
     assert held is True and "81" in evidence and "209" in evidence
     same = positions_across_runs(["bbmini", "bbmini"])

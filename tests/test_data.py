@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bertbusters_nb import data
@@ -79,13 +77,6 @@ def test_reading_a_corpus_quiets_datasets_only_while_it_reads(tmp_path):
         assert datasets.logging.get_verbosity() == datasets.logging.INFO
     finally:
         datasets.logging.set_verbosity(before)
-
-
-def test_repo_root_is_the_checkout():
-    from bertbusters_nb.data import assets as new
-
-    assert new.REPO_ROOT == Path(__file__).resolve().parent.parent
-    assert (new.REPO_ROOT / "notebooks").is_dir()
 
 
 def test_data_package_re_exports_the_old_module_names():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bertbusters_nb"
 LAYERS = {
-    "base": ["checks", "atomic", "device"],
+    "base": ["checks", "atomic", "device", "paths"],
     "data": ["data"],
     "model": ["model"],
     "evaluation": ["evaluation"],

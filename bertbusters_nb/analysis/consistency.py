@@ -77,13 +77,18 @@ def compare_models(names: Sequence[str], texts: Sequence[str], **options) -> pd.
 
 def run_folder(run: str) -> Path:
     """A pre-training run or exported model folder: an alias (``bbmini``), a path, or a path relative to the
-    repository (so ``models/bbmini/candidates/h256l4s0`` works from the notebooks folder too)."""
-    from ..data import assets
+    project checkout (``paths.in_project``: ``models/bbmini/candidates/h256l4s0`` works from the notebooks folder
+    too)."""
     from ..model.loading import ALIASES
+    from ..paths import ProjectNotFoundError, in_project
 
     if run in ALIASES:
         return Path(ALIASES[run]())
-    for folder in (Path(run), assets.REPO_ROOT / run):
+    try:
+        in_checkout = [in_project(run)]
+    except ProjectNotFoundError:
+        in_checkout = []
+    for folder in (Path(run), *in_checkout):
         if (folder / "norm_trajectory.npz").exists():
             return folder
     raise FileNotFoundError(

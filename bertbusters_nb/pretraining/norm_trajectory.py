@@ -25,7 +25,7 @@ class NormTrajectory:
     (discovery.find_norm_sites); layers: (S,) layer index, -1 outside the layers.
 
     Example:
-        >>> traj = NormTrajectory.load("models/bbmini/norm_trajectory.npz")  # doctest: +SKIP
+        >>> traj = NormTrajectory.load("bertbusters_nb/data/bbmini/norm_trajectory.npz")  # doctest: +SKIP
         >>> traj.table(roles=["block_output"]).head()  # doctest: +SKIP
     """
 

@@ -1,5 +1,5 @@
 """A finished run folder as a model: ``load_run_model`` (weights into the run's architecture) and ``export_model``
-(a loadable model folder such as models/bbmini, with the run's log, norm trajectory and an eval check)."""
+(a loadable model folder such as bertbusters_nb/data/bbmini, with the run's log, norm trajectory and an eval check)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def export_model(
     The saved config says float32, so ``load_model(model_dir)`` computes in fp32 on any device.
 
     Example:
-        >>> export_model("runs/gpu/h256l4", "models/bbmini")  # doctest: +SKIP
+        >>> export_model("runs/gpu/h256l4", "bertbusters_nb/data/bbmini")  # doctest: +SKIP
     """
     from transformers import AutoTokenizer
 

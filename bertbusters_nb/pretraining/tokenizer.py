@@ -119,7 +119,7 @@ def prepare_data_from_texts(
 
     Example:
         >>> prepare_data_from_texts(train, heldout, "runs/tiny-data", vocab_size=200, seq_len=32)  # doctest: +SKIP
-        >>> prepare_data_from_texts(train, heldout, "runs/live", tokenizer_dir="models/bbmini")  # doctest: +SKIP
+        >>> prepare_data_from_texts(train, heldout, "runs/live", tokenizer_dir="bertbusters_nb/data/bbmini")  # doctest: +SKIP
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,7 @@ def prepare_data(
 ) -> Path:
     """Tokenizer + packed chunks for the offline corpora (train / held-out split of ``data.py``).
 
-    ``tokenizer_dir`` reuses a saved tokenizer (e.g. ``models/bbmini``) instead of training
+    ``tokenizer_dir`` reuses a saved tokenizer (e.g. ``bertbusters_nb/data/bbmini``) instead of training
     one; ``max_texts`` keeps the first N train and N held-out texts of each corpus (a quick
     live or smoke run). Needs ``datasets`` (imported here, not at module import). A folder
     already prepared with the same settings is reused.
@@ -177,7 +177,7 @@ def prepare_data(
     Example:
         >>> prepare_data(".gpu/data")  # doctest: +SKIP
         PosixPath('.gpu/data')
-        >>> prepare_data("runs/live-data", tokenizer_dir="models/bbmini", max_texts=2000)  # doctest: +SKIP
+        >>> prepare_data("runs/live-data", tokenizer_dir="bertbusters_nb/data/bbmini", max_texts=2000)  # doctest: +SKIP
     """
     out_dir = Path(out_dir)
     wanted = {

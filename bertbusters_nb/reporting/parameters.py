@@ -20,15 +20,11 @@ from typing import Any, Mapping
 __all__ = ["notebook_parameters", "parameter_names"]
 
 
-def _notebooks_dir() -> Path:
-    from ..data.assets import REPO_ROOT
-
-    return REPO_ROOT / "notebooks"
-
-
 def parameter_names(notebooks_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
     """Notebook stem -> its parameter names, in schema order, for every ``NN_name.schema.json`` in ``notebooks_dir``."""
-    folder = Path(notebooks_dir) if notebooks_dir is not None else _notebooks_dir()
+    from ..paths import notebooks_dir as project_notebooks
+
+    folder = Path(notebooks_dir) if notebooks_dir is not None else project_notebooks()
     names = {}
     for path in sorted(folder.glob("[0-9][0-9]_*.schema.json")):
         try:

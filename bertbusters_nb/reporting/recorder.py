@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from ..paths import in_project
 
 __all__ = ["RunRecorder"]
 
@@ -22,6 +23,9 @@ __all__ = ["RunRecorder"]
 @dataclass
 class RunRecorder:
     """Saves a notebook run's tables, figures and findings under ``out_dir`` with its config beside them.
+
+    A relative ``out_dir`` (a notebook's ``"figures/offline/00_core_minilm"``) is taken from the project root
+    (``paths.in_project``), so a kernel started in ``notebooks/`` writes to the top-level ``figures/``.
 
     Example:
         >>> rec = RunRecorder(out_dir, config=bb.notebook_parameters(globals()))   # doctest: +SKIP
@@ -32,7 +36,7 @@ class RunRecorder:
     config: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.out_dir = Path(self.out_dir)
+        self.out_dir = in_project(self.out_dir)  # relative: from the project root, wherever the kernel started
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out_dir / "config.json", self.config)
 

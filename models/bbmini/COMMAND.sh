@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Rebuilds models/bbmini from scratch (`make bbmini`). Needs a CUDA GPU: the training took
+# Rebuilds bbmini from scratch (`make bbmini`) into the package data folder bertbusters_nb/data/bbmini
+# (what `load_model("bbmini")` reads, in a wheel too); this script and candidates/ stay in models/bbmini. Needs a CUDA GPU: the training took
 # 233 s on one NVIDIA H200 (bf16 autocast) while two other runs shared the GPU; alone it
 # runs at ~1.4M tokens/s. On a 2-core CPU (~1-3k tokens/s for this size) it would take days,
 # so the script refuses to start there unless FORCE_CPU=1.
@@ -21,5 +22,6 @@ fi
   --log-every 250 --save-every 2500 --eval-sequences 512 \
   --snapshot-steps 0 250 500 750 1000 1500 2000 3000 4000 5000 6000 8000 10000 12000 16000 20000 24000 32000 40000 48000 64000
 "$PY" -m bertbusters_nb.pretraining ablation --run "$RUN" --draws 20 --max-sequences 512
-"$PY" -m bertbusters_nb.pretraining export --run "$RUN" --model-dir models/bbmini
-"$PY" -m bertbusters_nb.pretraining metrics --model-dir models/bbmini --data-dir "$DATA" --update models/bbmini/METRICS.json
+"$PY" -m bertbusters_nb.pretraining export --run "$RUN" --model-dir bertbusters_nb/data/bbmini
+"$PY" -m bertbusters_nb.pretraining metrics --model-dir bertbusters_nb/data/bbmini --data-dir "$DATA" \
+  --update bertbusters_nb/data/bbmini/METRICS.json
