@@ -10,6 +10,7 @@ from conftest import tiny_model
 
 from bertbusters_nb import find_norm_sites, fingerprints_equal, state_fingerprint
 from bertbusters_nb.data import load_texts, sample_texts
+from bertbusters_nb.model.sites import ablation_roles, norm_placement
 from bertbusters_nb.reporting import claims as claims_module
 from bertbusters_nb.studies import across_models as am
 
@@ -35,8 +36,8 @@ def test_norm_placement_and_the_roles_disabled(arch, placement, roles):
     stacks = am.stacks_of(sites)
     assert stacks == (["decoder", "encoder"] if arch == "bart" else [None])
     for stack in stacks:
-        assert am.norm_placement(sites, stack) == placement
-        assert am.ablation_roles(sites, stack) == roles
+        assert norm_placement(sites, stack) == placement
+        assert ablation_roles(sites, stack) == roles
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])

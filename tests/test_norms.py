@@ -138,3 +138,47 @@ def test_bad_selections_are_clear_errors(kwargs, match):
     sites = find_norm_sites(tiny_model("bert"))
     with pytest.raises(ValueError, match=match):
         select_sites(sites, **kwargs)
+
+
+def _runs_during(model, call) -> bool:
+    """Whether ``model``'s first layer ran while ``call()`` did."""
+    from bertbusters_nb.model.hooks import Trace
+
+    with Trace(model, "bert.encoder.layer.0", retain_output=False) as trace:
+        call()
+    return bool(trace["bert.encoder.layer.0"].calls)
+
+
+def test_sites_are_found_once_per_model_and_again_when_its_structure_changes():
+    model = tiny_model("bert")
+    kept = []
+    assert _runs_during(model, lambda: kept.append(find_norm_sites(model)))  # a new model is traced (traces nest)
+    first = kept.pop()
+    assert not _runs_during(model, lambda: kept.append(find_norm_sites(model)))  # found once: not traced again
+    assert kept[0] == first and kept[0] is not first  # equal sites, a new list each call
+    kept[0].clear()
+    assert find_norm_sites(model) == first
+    # a module replaced: the sites are found again and hold the new module
+    new_norm = nn.LayerNorm(32)
+    model.bert.encoder.layer[1].output.LayerNorm = new_norm
+    assert _runs_during(model, lambda: kept.append(find_norm_sites(model)))
+    assert next(s for s in kept[-1] if s.name == "bert.encoder.layer.1.output.LayerNorm").module is new_norm
+    # another dtype: found again
+    model.to(torch.float64)
+    assert _runs_during(model, lambda: find_norm_sites(model))
+
+
+def test_the_found_sites_do_not_keep_the_model_alive_and_warnings_are_said_again():
+    import gc
+    import weakref
+
+    model = tiny_model("bert")
+    model.bert.encoder.layer[0].extra_norm = nn.LayerNorm(32)
+    with pytest.warns(UserWarning, match="did not run.*extra_norm"):
+        find_norm_sites(model)
+    with pytest.warns(UserWarning, match="did not run.*extra_norm"):  # from the kept result, as a search would
+        find_norm_sites(model)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None

@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
+from ..model.loading import CAUSAL_TYPES
 from .fill_mask import COLUMNS, has_mlm_head
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-CAUSAL_MODEL_TYPES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gptj", "opt", "phi", "gemma")
 
 
 def is_causal_lm(model: PreTrainedModel | torch.nn.Module) -> bool:
@@ -31,7 +30,7 @@ def is_causal_lm(model: PreTrainedModel | torch.nn.Module) -> bool:
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return False
-    return config.model_type in CAUSAL_MODEL_TYPES and has_mlm_head(model)
+    return config.model_type in CAUSAL_TYPES and has_mlm_head(model)
 
 
 @torch.no_grad()

@@ -37,6 +37,9 @@ _AUTO = {
     "causal-lm": AutoModelForCausalLM,
     "classification": AutoModelForSequenceClassification,
 }
+# Model types whose checkpoints are decoder-only causal LMs: loaded with head="causal-lm", scored on next-token
+# loss (the one list: evaluation.next_token, studies and widgets read it).
+CAUSAL_TYPES: tuple[str, ...] = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gptj", "opt", "phi", "gemma")
 
 
 def _smollm2_dir() -> Path:

@@ -176,6 +176,37 @@ def default_roles(sites: Sequence[NormSite]) -> tuple[tuple[str, ...], str]:
     raise ValueError(f"This model has no layer norms to stand in for block-output sites (roles: {sorted(present)}).")
 
 
+def norm_placement(sites: Sequence[NormSite], stack: str | None = None) -> str:
+    """'post-LN' (a norm on the residual stream after a sub-layer: ``block_output`` or ``attention_output``),
+    'pre-LN' (norms only in front of sub-layers: a ``PRE_LN_ROLES`` role) or 'unknown', for ``stack`` (None:
+    the whole model)."""
+    roles = {s.role for s in sites if stack is None or s.stack == stack}
+    if roles & {"block_output", "attention_output"}:
+        return "post-LN"
+    if roles & set(PRE_LN_ROLES):
+        return "pre-LN"
+    return "unknown"
+
+
+def ablation_roles(sites: Sequence[NormSite], stack: str | None = None) -> tuple[str, ...]:
+    """The roles a hidden-dim ablation disables in ``stack`` (None: the whole model): the block-output norms of
+    a post-LN model (the paper's sites: they ARE the residual stream), else every pre-LN role the model has
+    (``PRE_LN_ROLES`` order: GPT-2, Pythia, Llama get ``pre_attention`` + ``pre_ffn``). ValueError when the
+    model has neither.
+
+    Example:
+        >>> ablation_roles(find_norm_sites(gpt2))  # doctest: +SKIP
+        ('pre_attention', 'pre_ffn')
+    """
+    present = {s.role for s in sites if stack is None or s.stack == stack}
+    if norm_placement(sites, stack) == "post-LN":
+        return ("block_output",)
+    pre = tuple(r for r in PRE_LN_ROLES if r in present)
+    if not pre:
+        raise ValueError(f"No block-output or pre-LN norms to disable (roles: {sorted(present)}).")
+    return pre
+
+
 ROLE_LABELS = {
     "embeddings": "embedding",
     "block_input": "block-input",

@@ -14,7 +14,7 @@ Per model (and per stack of an encoder-decoder, BART's encoder and decoder apart
 5. Zero vs mean replacement (Sun et al. 2024 on LLaMA2-7B: perplexity 5.12 -> 8115 zeroed, 5.13 at
    the mean: does that hold for norm parameters?).
 
-Which sites are disabled (``ablation_roles``). In a post-LN model the block-output LayerNorm IS the
+Which sites are disabled (``sites.ablation_roles``). In a post-LN model the block-output LayerNorm IS the
 residual stream: zeroing its weight and bias at dim d removes d from everything downstream, which is
 the paper's intervention. In a pre-LN model no norm sits on the residual stream: a pre-attention or
 pre-FFN norm only feeds its sub-layer, so zeroing it at d hides d from that sub-layer while the
@@ -46,16 +46,14 @@ from tqdm.auto import tqdm
 from ..analysis.baselines import random_dims, rank_against
 from ..model.ablation import Condition
 from ..model.discovery import find_norm_sites
-from ..model.sites import NormSite, select_sites
+from ..model.loading import CAUSAL_TYPES
+from ..model.sites import PRE_LN_ROLES, NormSite, ablation_roles, norm_placement, select_sites
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
-PRE_LN_ROLES = ("pre_attention", "pre_ffn")
-POST_LN_ROLES = ("block_output",)
-CAUSAL_TYPES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gptj", "opt")
 # Output projections of a pre-LN block (what it writes into the residual stream), by model type.
 OUTPUT_DENSE: dict[str, tuple[str, ...]] = {
     "llama": ("self_attn.o_proj", "mlp.down_proj"),
@@ -167,22 +165,6 @@ def stacks_of(sites: Sequence[NormSite]) -> list[str | None]:
     """[None] for a single-stack model; ['encoder', 'decoder'] for an encoder-decoder (analysed apart)."""
     stacks = sorted({s.stack for s in sites})
     return stacks if len(stacks) > 1 else [None]
-
-
-def norm_placement(sites: Sequence[NormSite], stack: str | None = None) -> str:
-    """'pre-LN' (norms only in front of sub-layers), 'post-LN' (a norm on the residual stream after them)."""
-    roles = {s.role for s in sites if stack is None or s.stack == stack}
-    if roles & {"block_output", "attention_output"}:
-        return "post-LN"
-    if roles & set(PRE_LN_ROLES):
-        return "pre-LN"
-    return "unknown"
-
-
-def ablation_roles(sites: Sequence[NormSite], stack: str | None = None) -> tuple[str, ...]:
-    """The norm roles the protocol disables: block output (post-LN), every pre-norm (pre-LN); see the
-    module docstring for why, and for the output-projection analogue of a pre-LN model."""
-    return POST_LN_ROLES if norm_placement(sites, stack) == "post-LN" else PRE_LN_ROLES
 
 
 @dataclass

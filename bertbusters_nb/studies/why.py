@@ -14,7 +14,7 @@ import torch
 
 from ..analysis import frequency
 from ..model.discovery import find_norm_sites
-from ..model.loading import load_model, resolve
+from ..model.loading import CAUSAL_TYPES, load_model, resolve
 from ..model.sites import NormSite
 
 if TYPE_CHECKING:
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 # alias -> (head to load, objective kind for quantization.quantization_table)
 KNOWN = {"bbmini": ("mlm", "mlm"), "minilm": ("base", "embedding"), "smollm2": ("causal-lm", "causal")}
-CAUSAL_TYPES = ("gpt2", "llama", "mistral", "qwen2", "opt", "gpt_neox", "phi", "gemma")
 
 
 def detect_dims(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, k: float = 3.0) -> list[int]:
