@@ -129,7 +129,9 @@ def test_positions_differ_between_models():
 def test_mlm_loss_vs_random_both_ways():
     summary = {"outlier_loss": 6.0, "intact_loss": 2.0, "outlier_delta": 4.0, "random_delta_mean": 0.01}
     held = claims.mlm_loss_vs_random(summary, pd.Series([2.0, 2.02, 2.01]), [81])
-    assert held.held is True and held.sentence.startswith("With dims [81] disabled, the MLM loss (nats) is 6 (intact 2);")
+    assert held.held is True and held.sentence.startswith(
+        "With dims [81] disabled, the MLM loss (nats) is 6 (intact 2);"
+    )
     assert held.evidence == held.sentence + (
         " Intact loss 2.000; the outlier ablation adds +4.000, random draws add +0.010 on average."
     )
@@ -481,3 +483,58 @@ def test_rule_names_damaging_dims():
     assert held.held is True and "m: default dims [81], scan's most damaging [81 3] (precision 1.00" in held.evidence
     assert claims.rule_names_damaging_dims(agreement.assign(precision=[0.4, 0.0])).held is False
     assert claims.rule_names_damaging_dims(agreement.iloc[1:]).held is None
+
+
+# --- the published figures beside the run's -----------------------------------------------------------
+
+
+def test_published_dims_one_table_keyed_by_hub_name():
+    from bertbusters_nb.reporting.published import PUBLISHED, PUCCETTI_2022
+
+    assert PUBLISHED["bert-base-uncased"].outlier_dims == (308, 381)
+    assert {
+        m: PUBLISHED[m].outlier_dims for m in ("roberta-base", "google/multiberts-seed_0", "google/multiberts-seed_1")
+    } == {
+        "roberta-base": (77, 588),
+        "google/multiberts-seed_0": (263, 628),
+        "google/multiberts-seed_1": (218, 674),
+    }
+    assert dict(PUBLISHED["bert-base-uncased"].task_drops) == {"mnli": 0.30}
+    assert PUBLISHED["roberta-base"].dims_source == PUCCETTI_2022
+    assert not {"minilm", "bbmini", "smollm2"} & set(PUBLISHED)  # the offline models have no published figure
+
+
+def test_published_dims_note_agree_partly_disagree_and_none():
+    assert claims.published_dims_note("bert-base-uncased", [381, 308, 12]).endswith(
+        "This run's rule: [381, 308, 12]. They agree: every published dim is among this run's."
+    )
+    assert "They agree in part: this run finds [308] of them, not [381]." in claims.published_dims_note(
+        "bert-base-uncased", [308]
+    )
+    assert "They disagree" in claims.published_dims_note("roberta-base", [5, 6])
+    assert claims.published_dims_note("minilm", [223, 99]) == (
+        "There is no published figure for minilm: the dims [223, 99] are this run's only."
+    )
+    table = claims.published_dims_table({"roberta-base": ["77", "588"], "bbmini": [81]})
+    assert list(table.agreement) == ["agree", "-"] and list(table["published dims"]) == ["77 588", "none published"]
+
+
+def test_published_drops_note_both_sides_of_the_tolerance():
+    def summary(backbone, task, change):
+        return pd.DataFrame(
+            {
+                "backbone": [backbone],
+                "task": [task],
+                "split": ["validation_matched"],
+                "relative_change": [change],
+                "disabled_dims": ["308 381"],
+            }
+        )
+
+    near = claims.published_drops_note(summary("bert-base-uncased", "mnli", -0.205))
+    assert "this run's drop 20.5%" in near and "published: 30%" in near and "They agree" in near
+    assert "They disagree" in claims.published_drops_note(summary("bert-base-uncased", "mnli", -0.195))
+    assert "They disagree" in claims.published_drops_note(summary("bert-base-uncased", "mnli", -0.405))
+    assert claims.published_drops_note(summary("minilm", "snli", -0.3)) == (
+        "There is no published downstream figure for these backbones and tasks (minilm)."
+    )

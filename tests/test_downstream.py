@@ -122,6 +122,8 @@ def test_stages_need_the_finetune_first(tiny_dir):
 def test_the_planted_outlier_is_found_before_and_after_and_disabled(study):
     sets = study.outlier_sets()
     assert list(sets.before) == [str(PLANTED)] * 2 and sets.all_kept.all()
+    assert list(sets.after) == [str(PLANTED)] * 2  # the one rule on the fine-tuned model, not the parameters alone
+    assert {"params_before", "params_after"} <= set(sets.columns)  # the other criterion, labelled apart
     assert all(p.dims == [PLANTED] for p in study.pairs)
     table = study.tables["outliers"]
     assert table[table.dim == PLANTED].disabled.all()

@@ -75,3 +75,15 @@ def test_missing_parameters_name_the_fix(tmp_path):
         bb.notebook_parameters(namespace, notebook="99")
     with pytest.raises(FileNotFoundError, match="No NN_name.schema.json"):
         bb.notebook_parameters(namespace, notebooks_dir=tmp_path)
+
+
+@pytest.mark.parametrize("book", BOOKS, ids=lambda p: p.stem)
+def test_the_parameters_cell_holds_the_offline_profile(book):
+    """The README's promise: each parameters cell holds the offline profile's values, so opening a notebook and
+    running it is the main job's run; the offline profile overrides nothing with another value."""
+    from bertbusters_nb.runner import profile_parameters
+
+    declared = declared_parameters(book)
+    assert declared["profile"] == "offline" and declared["out_dir"] == f"figures/offline/{book.stem}"
+    differing = {k: v for k, v in profile_parameters(book, "offline").items() if declared.get(k) != v}
+    assert differing == {}, f"{book.stem}: the offline profile sets {differing}; put those values in the cell"

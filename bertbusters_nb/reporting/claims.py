@@ -279,6 +279,87 @@ def outcome_from_summary(
     return effect_outcome(bool(beyond), relative, spread), relative, spread
 
 
+# --- the published figures beside the run's (reporting.published) --------------------------------------
+
+# "Nearly 30%" carries no error bar; a run's relative drop agrees with a published one within 10 points (0.20
+# to 0.40 for MNLI): wide enough for "nearly" and for another fine-tuning seed, narrow enough that a drop of
+# a few percent, or none, reads as a disagreement.
+PUBLISHED_DROP_TOLERANCE = 0.10
+
+
+def published_dims_agreement(published: Sequence[int], computed: Sequence[int]) -> str:
+    """'agree' (every published dim is among the run's), 'partly' (some are) or 'disagree' (none)."""
+    shared = set(map(int, published)) & set(map(int, computed))
+    return "agree" if shared == set(map(int, published)) else "partly" if shared else "disagree"
+
+
+def published_dims_note(model_name: str, dims: Sequence[int]) -> str:
+    """The published outlier dims of ``model_name`` beside the run's (``dims``, from the one rule), and whether
+    they agree; for a model without a published figure, says so."""
+    from .published import PUBLISHED
+
+    entry = PUBLISHED.get(model_name)
+    computed = [int(d) for d in dims]
+    if entry is None or not entry.outlier_dims:
+        return f"There is no published figure for {model_name}: the dims {computed} are this run's only."
+    published = list(entry.outlier_dims)
+    agreement = published_dims_agreement(published, computed)
+    words = {
+        "agree": "They agree: every published dim is among this run's.",
+        "partly": "They agree in part: this run finds "
+        f"{sorted(set(published) & set(computed))} of them, not {sorted(set(published) - set(computed))}.",
+        "disagree": "They disagree: none of the published dims is among this run's.",
+    }[agreement]
+    return (
+        f"Published outlier dims of {model_name}: {published} ({entry.dims_source}). This run's rule: "
+        f"{computed}. {words}"
+    )
+
+
+def published_dims_table(model_dims: Mapping[str, Sequence[int]]) -> pd.DataFrame:
+    """One row per model: the run's dims, the published ones (empty when none), the agreement and the source."""
+    from .published import PUBLISHED
+
+    rows = []
+    for model, dims in model_dims.items():
+        entry = PUBLISHED.get(model)
+        published = list(entry.outlier_dims) if entry is not None else []
+        rows.append(
+            {
+                "model": model,
+                "dims (this run)": " ".join(map(str, dims)),
+                "published dims": " ".join(map(str, published)) or "none published",
+                "agreement": published_dims_agreement(published, dims) if published else "-",
+                "source": entry.dims_source if entry is not None else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def published_drops_note(summary: pd.DataFrame) -> str:
+    """Notebook 04: for each pair of ``DownstreamStudy.summary()`` whose backbone and task have a published
+    relative drop, the run's drop beside it and whether they agree (``PUBLISHED_DROP_TOLERANCE``)."""
+    from .published import PUBLISHED
+
+    lines = []
+    for r in summary.itertuples():
+        entry = PUBLISHED.get(r.backbone)
+        drops = dict(entry.task_drops) if entry is not None else {}
+        if r.task not in drops:
+            continue
+        drop = -float(r.relative_change)
+        agree = abs(drop - drops[r.task]) <= PUBLISHED_DROP_TOLERANCE
+        lines.append(
+            f"- **{r.backbone} / {r.task} ({r.split})**: this run's drop {drop:.1%} with dims [{r.disabled_dims}] "
+            f"zeroed; published: {drops[r.task]:.0%} ({entry.drops_source}). "
+            f"{'They agree' if agree else 'They disagree'} (within {PUBLISHED_DROP_TOLERANCE:.0%} points or not)."
+        )
+    if not lines:
+        backbones = ", ".join(dict.fromkeys(summary.backbone))
+        return f"There is no published downstream figure for these backbones and tasks ({backbones})."
+    return "\n".join(lines)
+
+
 # --- 00 · the core on MiniLM ---------------------------------------------------------------------------
 
 
@@ -1029,7 +1110,7 @@ LM_LABELS = {"mlm": ("MLM loss", "masked tokens"), "causal": ("causal-LM loss", 
 
 def explorer_finding(kind: str, view: Mapping, restored: bool, n_texts: int, top_k: int) -> Finding:
     """Notebook 05: the ablated ``view`` (``Explorer.compute_view``) of a model of ``kind`` ('mlm', 'causal',
-    'embeddings') hurts (loss up, or embeddings moved) and the intact model came back bit for bit
+    'embedding') hurts (loss up, or embeddings moved) and the intact model came back bit for bit
     (``restored``); ``n_texts``: eval texts; ``top_k``: predictions per blank."""
     dims = " ".join(map(str, view["state"].dims))
     if kind in LM_LABELS:

@@ -158,8 +158,9 @@ class Pair:
     chance: dict = field(default_factory=dict)  # split -> score of the majority-class answer
     before: OutlierReport | None = None
     after: OutlierReport | None = None
-    dims: list[int] = field(default_factory=list)
+    dims: list[int] = field(default_factory=list)  # the one rule's dims on the pre-trained backbone (disabled)
     dims_source: str = ""
+    dims_after: list[int] = field(default_factory=list)  # the one rule's dims on the fine-tuned model
 
     @property
     def label(self) -> str:
@@ -299,6 +300,7 @@ class DownstreamStudy:
             pair.after = find_outliers(select_sites(pair.sites, roles=self.roles), k=self.k, min_share=self.min_share)
             dims, rule = rule_cache[pair.backbone]
             pair.dims = list(dims)
+            pair.dims_after = list(detect(pair.tuned.model, pair.tuned.tokenizer).dims)  # the same rule, fine-tuned
             pair.dims_source = (
                 f"pre-trained backbone, detection.dims_to_ablate ({rule})"
                 if rule != "strongest candidates"
@@ -323,23 +325,26 @@ class DownstreamStudy:
         return self.tables["outliers"]
 
     def outlier_sets(self) -> pd.DataFrame:
-        """One row per pair: the outlier dims before and after fine-tuning, and which survived."""
+        """One row per pair: the one rule's dims (``detection.detect``) on the pre-trained backbone (``before``,
+        the dims disabled) and on the fine-tuned model (``after``), and which survived; beside them, labelled as
+        the different criterion they are, the block-output parameters alone (``params_before``/``params_after``:
+        beyond ``k`` sigma in more than ``min_share`` of the block-output norms, the flag table's criterion)."""
         self._need("outlier_sets")
         if "outliers" not in self.tables:
             self.outliers()
         rows = []
         for p in self.pairs:
-            kept = sorted(set(p.before.dims) & set(p.after.dims))
             rows.append(
                 {
                     "backbone": p.backbone,
                     "task": p.task,
-                    "before": " ".join(map(str, p.before.dims)),
-                    "after": " ".join(map(str, p.after.dims)),
-                    "kept": " ".join(map(str, kept)),
-                    "all_kept": bool(p.before.dims) and set(p.before.dims) <= set(p.after.dims),
-                    "disabled": " ".join(map(str, p.dims)),
+                    "before": " ".join(map(str, p.dims)),
+                    "after": " ".join(map(str, p.dims_after)),
+                    "kept": " ".join(map(str, sorted(set(p.dims) & set(p.dims_after)))),
+                    "all_kept": _all_kept(p),
                     "disabled_because": p.dims_source,
+                    "params_before": " ".join(map(str, p.before.dims)),
+                    "params_after": " ".join(map(str, p.after.dims)),
                 }
             )
         return pd.DataFrame(rows)
@@ -557,7 +562,7 @@ class DownstreamStudy:
             "random_relative_change": stats["random_mean"] / intact - 1,
             "worse_than_every_draw": bool(together < stats["random_min"]),
             "share_of_draws_as_damaging": float((random["value"] <= together).mean()),
-            "outliers_kept_after_finetuning": bool(p.before.dims) and set(p.before.dims) <= set(p.after.dims),
+            "outliers_kept_after_finetuning": _all_kept(p),
         }
         scan = self.tables.get("scan")
         if scan is not None:
@@ -578,3 +583,8 @@ class DownstreamStudy:
                     }
                 )
         return row
+
+
+def _all_kept(pair: Pair) -> bool:
+    """Whether the rule's dims of the backbone are all still the rule's dims after fine-tuning."""
+    return bool(pair.dims) and set(pair.dims) <= set(pair.dims_after)

@@ -43,41 +43,42 @@ sites = bb.select_sites(all_sites, roles=roles)
 bb.sites_table(all_sites)
 
 # %% [markdown]
-# ## Outliers in the LayerNorm parameters
-# A dim is flagged in a site when its weight or bias is more than `k` standard deviations from
-# that site's mean; it is an outlier dim of the model when it is flagged in most layers.
-
-# %%
-report = bb.find_outliers(sites, k=k)
-rec.table(report.per_dim, "outlier_dims")
-print(report.summary())
-report.per_dim.head(10)
-
-# %%
-fig = plots.norm_parameter_lines(
-    sites, report.dims, title=f"{model_name}: {', '.join(roles)} LayerNorm weight and bias"
-)
-rec.figure(fig, "norm_parameters")
-
-# %% [markdown]
-# The red dotted lines mark the detected outlier dims; the z-score heatmap shows them layer by layer.
-
-# %%
-top = report.per_dim.dim.head(8).tolist()
-fig = plots.zscore_heatmap(report.params, top)
-rec.figure(fig, "zscore_heatmap")
-
-# %% [markdown]
 # ## The dims to disable: the project's one rule
 # `bb.detect` weighs the parameters of every LayerNorm (beyond `k` sigma in most of them) and the
 # hidden-state magnitudes on offline *train* reviews (many times the median dim in most layers);
 # the held-out reviews below never choose the dims. See README, "Which dims: the detection rule".
+# Every "outlier dim" below is this rule's.
 
 # %%
 found = bb.detect(model, tokenizer, k=k)
 dims = found.dims
 rec.table(found.table.head(20), "detection")
 print(found.summary())
+display(Markdown(claims.published_dims_note(model_name, dims)))
+
+# %% [markdown]
+# ## The LayerNorm parameters at those dims
+# Weight and bias of every chosen LayerNorm over all dims; the red dotted lines mark the rule's dims.
+
+# %%
+fig = plots.norm_parameter_lines(
+    sites, dims, title=f"{model_name}: {', '.join(roles)} LayerNorm weight and bias (red: the rule's dims {dims})"
+)
+rec.figure(fig, "norm_parameters")
+
+# %% [markdown]
+# A different criterion, shown side by side and not used to choose the dims: the block-output parameters
+# alone, a dim flagged in a site when its weight or bias is more than `k` standard deviations from that
+# site's mean, and kept when flagged in most layers. The z-score heatmap shows the rule's dims and the
+# parameters' strongest dims layer by layer.
+
+# %%
+report = bb.find_outliers(sites, k=k)
+rec.table(report.per_dim, "outlier_dims")
+print("block-output parameters alone (a different criterion):", report.summary())
+fig = plots.zscore_heatmap(report.params, list(dict.fromkeys([*dims, *report.per_dim.dim.head(8).tolist()]))[:8])
+rec.figure(fig, "zscore_heatmap")
+report.per_dim.head(10)
 
 # %% [markdown]
 # ## Disabling them, against random dimensions

@@ -79,6 +79,7 @@ fig = plots.plot_flags_over_steps(
     flags, final_dims, breakout=breakout, title=f"{record.name}: sites beyond {k:g} sigma"
 )
 rec.figure(fig, "flags_over_steps")
+display(Markdown(claims.published_dims_note(checkpoints[-1] if checkpoints else model_name, final_dims)))
 emerged
 
 # %%

@@ -125,6 +125,7 @@ display(Markdown(peaks.sentence))
 # %%
 across = consistency.compare_models(compare_models, texts, k=k, max_length=max_length, device=device)
 rec.table(across, "across_models")
+display(claims.published_dims_table(dict(zip(across.model, across.outlier_dims.str.split()))))
 across
 
 # %%

@@ -18,7 +18,7 @@ out_dir = "figures/offline/03_mlm_degradation"
 device = "auto"
 model_name = "bbmini"
 corpus = "movie_reviews"
-n_texts = 512
+n_texts = 128
 min_words = 20
 max_length = 128
 mask_prob = 0.15
@@ -60,6 +60,7 @@ found = bb.detect(model, tokenizer, k=k)  # the one rule: parameters of every La
 dims = found.dims
 print(found.summary())
 print("dims ablated below:", dims)
+display(Markdown(claims.published_dims_note(model_name, dims)))
 
 # %% [markdown]
 # ## MLM loss: intact, each outlier dim, all of them, and random dims of the same count
@@ -173,6 +174,7 @@ hf_conditions = cs.outlier_conditions(hf_dims, roles) + cs.random_conditions(
 probe = embeddings.snli_probe_table(head_free, head_free_tok, hf_conditions, n_pairs=snli_pairs, seed=seed)
 probe = cs.with_groups(probe)
 rec.table(probe, "no_head_probe")
+display(Markdown(claims.published_dims_note(no_head_model, hf_dims)))
 probe[["condition", "group", "dims", "cosine_mean", "snli_auc"]].head(len(hf_dims) + 4)
 
 # %%

@@ -122,8 +122,11 @@ baseline[
 
 # %% [markdown]
 # ## 2 · Do the outlier dims survive fine-tuning?
-# Outlier dims (weight or bias beyond `k` sigma in most layers) of the pre-trained backbone
-# and of each fine-tuned model, side by side.
+# The project's one rule (`bb.detect`: LayerNorm parameters and hidden-state magnitudes) on the pre-trained
+# backbone (`before`: the dims every ablation below disables) and on each fine-tuned model (`after`). Beside
+# them, labelled as the different criterion they are, the block-output parameters alone (`params_before`,
+# `params_after`: weight or bias beyond `k` sigma in most block-output layers); the figure plots that
+# criterion's z-scores per dim.
 
 # %%
 outliers = study.outliers()
@@ -131,11 +134,13 @@ outlier_sets = study.outlier_sets()
 rec.table(outliers, "outliers_before_after")
 rec.table(outlier_sets, "outlier_sets")
 rec.figure(downstream_plots.outliers_before_after(outliers), "outliers_before_after")
+display(claims.published_dims_table(dict(zip(outlier_sets.backbone, outlier_sets.before.str.split()))))
 outlier_sets
 
 # %% [markdown]
-# Each point is a dim that was flagged somewhere; a point on the dotted diagonal kept its
-# outlier strength through fine-tuning. The dims disabled below are the pre-trained backbone's.
+# Each point is a dim that the block-output parameter criterion flagged somewhere; a point on the dotted
+# diagonal kept its outlier strength through fine-tuning. The dims disabled below are the rule's on the
+# pre-trained backbone (`before`); the table above sets them beside the published dims where there are some.
 
 # %% [markdown]
 # ## 3 · Disabling the outlier dims after fine-tuning
@@ -170,6 +175,7 @@ summary = study.summary()
 rec.table(summary, "summary")
 rec.figure(downstream_plots.relative_change_strip(summary, random), "relative_change_vs_random")
 display(Markdown(claims.downstream_versus_random(summary, random)))
+display(Markdown(claims.published_drops_note(summary)))
 
 # %% [markdown]
 # Relative change of the dev score per pair: each grey point is one random draw, the red

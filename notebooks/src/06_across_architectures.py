@@ -96,6 +96,7 @@ analogue
 # %%
 summary = across_models.summary_table(result.table)
 rec.table(summary, "summary")
+display(claims.published_dims_table(dict(zip(result.table.model, result.table.dims.str.split()))))
 summary
 
 # %%

@@ -75,6 +75,7 @@ overview = pd.DataFrame(
     ]
 )
 rec.table(overview, "models")
+display(claims.published_dims_table({s.name: s.dims for s in subjects}))
 overview
 
 # %% [markdown]
