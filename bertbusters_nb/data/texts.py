@@ -27,7 +27,8 @@ from . import assets
 log = logging.getLogger(__name__)
 
 OFFLINE_CORPORA = ("movie_reviews", "snli", "kjv")
-HUB_CORPORA = ("wikitext-2",)
+HUB_DATASETS = {"wikitext-2": ("wikitext", "wikitext-2-raw-v1")}  # corpus -> (hub dataset, config); split validation
+HUB_CORPORA = tuple(HUB_DATASETS)
 HELD_OUT_PERCENT = 2  # share of each corpus reserved for evaluation, by content hash
 
 _TAG = re.compile(r"<[^>]+>")
@@ -71,7 +72,7 @@ def _read_quietly(name_or_path: str) -> datasets.Dataset:
             else ds.select_columns(["text"])
         )
     if name_or_path == "wikitext-2":
-        return datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split="validation")
+        return datasets.load_dataset(*HUB_DATASETS[name_or_path], split="validation")
     path = Path(name_or_path)
     if path.exists():
         builder = {".txt": "text", ".csv": "csv", ".json": "json", ".jsonl": "json"}.get(path.suffix)
@@ -100,6 +101,10 @@ def _cleaned(name_or_path: str) -> tuple[str, ...]:
 def load_texts(name_or_path: str, split: str = "all", min_words: int = 0) -> list[str]:
     """Cleaned, non-empty texts of a corpus: ``split`` is 'train', 'heldout' or 'all'.
 
+    The held-out split keeps the texts no pre-training run of this project sees. A hub corpus (``HUB_CORPORA``:
+    wikitext-2's validation split) is read for evaluation only, never pre-trained on here, so all of it is
+    held out: its 'heldout' is 'all' (a hash split would keep ~2% of it, ~20 of wikitext-2's long paragraphs).
+
     Example:
         >>> texts = load_texts("movie_reviews", split="heldout", min_words=20)  # doctest: +SKIP
     """
@@ -109,6 +114,8 @@ def load_texts(name_or_path: str, split: str = "all", min_words: int = 0) -> lis
         _cleaned(name_or_path) if name_or_path in OFFLINE_CORPORA + HUB_CORPORA else _cleaned.__wrapped__(name_or_path)
     )
     texts = [t for t in source if len(t.split()) >= max(1, min_words)]
+    if split == "heldout" and name_or_path in HUB_CORPORA:
+        split = "all"
     if split != "all":
         keep = split == "heldout"
         texts = [t for t in texts if is_held_out(t) == keep]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +41,11 @@ class RunRecorder:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out_dir / "config.json", self.config)
 
-    def table(self, frame: pd.DataFrame, name: str) -> Path:
-        """Save a tidy table as CSV (the config lies beside it in config.json)."""
+    def table(self, frame: pd.DataFrame | None, name: str) -> Path | None:
+        """Save a tidy table as CSV (the config lies beside it in config.json). ``None`` (a record this run does
+        not have, e.g. notebook 01's per-snapshot ablation of a hub checkpoint series) writes nothing."""
+        if frame is None:
+            return None
         return atomic_write_text(self.out_dir / f"{name}.csv", frame.to_csv(index=False))
 
     def figure(self, fig, name: str, dpi: int = 110) -> Path:
@@ -62,6 +66,16 @@ class RunRecorder:
         findings = read_json(path) if path.exists() else []
         atomic_write_json(path, [f for f in findings if f["claim"] != claim] + [entry])
         return {"claim": claim, "verdict": summary_verdict(entry).upper(), "evidence": evidence}
+
+    def record(self, findings: Sequence) -> list:
+        """Record every ``reporting.claims.Finding`` of ``findings`` (``finding(*f)`` each) and return them."""
+        for f in findings:
+            self.finding(*f)
+        return list(findings)
+
+    def tables(self, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
+        """Save every table of a name -> table mapping (a study's ``tables()``)."""
+        return [self.table(frame, name) for name, frame in tables.items()]
 
     def findings(self) -> list[dict]:
         """Every finding recorded so far in this run's folder (claim, held, evidence), in order."""

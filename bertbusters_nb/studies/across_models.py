@@ -140,16 +140,14 @@ def load_for_protocol(name: str, device: str | None = "auto"):
     """(model, tokenizer) with the head the protocol scores: an MLM head where the checkpoint has one,
     a causal-LM head for decoders, else the bare model (MiniLM, ELECTRA's discriminator, XLNet, BART).
     ``tiny-random-llama`` / ``tiny-random-gpt2`` build a random tiny decoder (smoke profile)."""
-    from transformers import AutoConfig
-
-    from ..model.loading import load_model, resolve
+    from ..model.loading import load_config, load_model
 
     if name in TINY_RANDOM:
         model, tokenizer = tiny_random_model(TINY_RANDOM[name])
         from ..device import best_device
 
         return model.to(best_device(None if device == "auto" else device)), tokenizer
-    config = AutoConfig.from_pretrained(resolve(name))
+    config = load_config(name)  # ModelLoadError naming the cause, as load_model's
     architectures = " ".join(getattr(config, "architectures", None) or [])
     if config.model_type in CAUSAL_TYPES:
         head = "causal-lm"

@@ -14,7 +14,7 @@ import torch
 
 from ..analysis import frequency
 from ..model.discovery import find_norm_sites
-from ..model.loading import CAUSAL_TYPES, load_model, resolve
+from ..model.loading import CAUSAL_TYPES, load_config, load_model, resolve
 from ..model.sites import NormSite
 
 if TYPE_CHECKING:
@@ -56,9 +56,7 @@ class Subject:
 def _head_and_kind(name: str) -> tuple[str, str]:
     if name in KNOWN:
         return KNOWN[name]
-    from transformers import AutoConfig
-
-    model_type = AutoConfig.from_pretrained(resolve(name)).model_type
+    model_type = load_config(name).model_type  # ModelLoadError naming the cause, as load_model's
     return ("causal-lm", "causal") if model_type in CAUSAL_TYPES else ("mlm", "mlm")
 
 

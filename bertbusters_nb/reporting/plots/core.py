@@ -129,9 +129,15 @@ def layer_lines(table: pd.DataFrame, columns: Sequence[str], title: str = "") ->
     return fig
 
 
-def loss_curves(log: pd.DataFrame, plateau: float | None = None, title: str = "") -> plt.Figure:
-    """Training and eval MLM loss against step, with the unigram plateau as a dashed line."""
+def loss_curves(log: pd.DataFrame | None, plateau: float | None = None, title: str = "") -> plt.Figure:
+    """Training and eval MLM loss against step, with the unigram plateau as a dashed line. ``log`` is None for a
+    series of hub checkpoints (the MultiBERTs publish no training log): the figure says so instead of failing."""
     fig, ax = plt.subplots(figsize=(7, 3.4))
+    if log is None:
+        ax.text(0.5, 0.5, "no training log: this checkpoint series publishes none", ha="center", va="center")
+        ax.set_axis_off()
+        ax.set_title(title)
+        return fig
     if "train_loss" in log:
         ax.plot(log["step"], log["train_loss"], label="train loss", lw=1)
     ax.plot(log["step"], log["eval_loss"], label="eval loss", lw=1.5)
@@ -183,9 +189,15 @@ def plot_flags_over_steps(
     return fig
 
 
-def ablation_over_steps(ablation: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Loss rise from zeroing the outlier dims vs the random draws' mean and max, against step."""
+def ablation_over_steps(ablation: pd.DataFrame | None, title: str = "") -> plt.Figure:
+    """Loss rise from zeroing the outlier dims vs the random draws' mean and max, against step. ``None`` (a hub
+    checkpoint series has no per-snapshot ablation record): the figure says so instead of failing."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
+    if ablation is None:
+        ax.text(0.5, 0.5, "no per-snapshot ablation record for this series", ha="center", va="center")
+        ax.set_axis_off()
+        ax.set_title(title)
+        return fig
     ax.plot(ablation.step, ablation.delta, marker="o", color="crimson", label="outlier dims")
     ax.plot(ablation.step, ablation.random_mean, color="grey", label="random dims (mean)")
     ax.fill_between(
