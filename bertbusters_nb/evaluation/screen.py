@@ -47,9 +47,9 @@ import torch.nn.functional as F
 from ..device import best_device
 from ..model.ablation import Condition, validate_dims
 from ..model.discovery import find_norm_sites
-from ..model.edits import disabled_fill
+from ..model.edits import ParamFill, disabled_fill, edited
 from ..model.hooks import Trace, first_tensor
-from ..model.sites import NormSite, select_sites
+from ..model.sites import PRE_LN_ROLES, NormSite, ablation_roles, norm_placement, select_sites
 from .engine import AblationEngine
 from .metrics import is_regression
 from .sets import IGNORE_INDEX, Batch, EvalSet, _check_batch_size, _pad_id, _padded, _tokenize
@@ -161,26 +161,16 @@ def _edits(sites: Sequence[NormSite], mode: str) -> list[torch.Tensor]:
     return [disabled_fill(site, param, mode).float() - param.detach().float() for site, param in _pairs(sites)]
 
 
-class _Shifted:
-    """Adds ``scale * directions`` to the sites' parameters in place (all dims at once); restores on exit."""
-
-    def __init__(self, params: Sequence[torch.Tensor], directions: Sequence[torch.Tensor], scale: float):
-        self.params, self.directions, self.scale = list(params), list(directions), float(scale)
-        self.saved: list[torch.Tensor] = []
-
-    def __enter__(self):
-        with torch.no_grad():
-            for p, d in zip(self.params, self.directions):
-                self.saved.append(p.data.clone())
-                if self.scale:
-                    p.data.add_(d.to(p.dtype), alpha=self.scale)
-        return self
-
-    def __exit__(self, *exc):
-        with torch.no_grad():
-            for p, s in zip(self.params, self.saved):
-                p.data.copy_(s)
-        return False
+def _shifted(params: Sequence[torch.Tensor], directions: Sequence[torch.Tensor], scale: float):
+    """Adds ``scale * directions`` to the sites' parameters in place (all dims at once); restores on exit
+    (an ``edits.ParamFill`` each, under the one edit context)."""
+    scale = float(scale)
+    if not scale:
+        return edited([])
+    return edited(
+        ParamFill(p, ..., lambda now, d=d: torch.add(now, d.to(now.dtype), alpha=scale))
+        for p, d in zip(params, directions)
+    )
 
 
 class _Prefix:
@@ -404,7 +394,7 @@ def estimate_effects(
         alphas = [0.5] if method == "midpoint" else [(i + 0.5) / steps for i in range(steps)]
         estimate = torch.zeros(size, dtype=torch.float64)
         for alpha in alphas:
-            with _Shifted(params, edits, alpha):
+            with _shifted(params, edits, alpha):
                 estimate += _directional(_loss_gradients(engine, params, prefix), edits) / len(alphas)
     else:  # second_order
         first = _directional(_loss_gradients(engine, params, prefix), edits)
@@ -413,9 +403,9 @@ def estimate_effects(
         for _ in range(probes):
             signs = (torch.randint(0, 2, (size,), generator=gen) * 2 - 1).float()
             direction = [e * signs.to(e.device) for e in edits]
-            with _Shifted(params, direction, epsilon):
+            with _shifted(params, direction, epsilon):
                 plus = _loss_gradients(engine, params, prefix)
-            with _Shifted(params, direction, -epsilon):
+            with _shifted(params, direction, -epsilon):
                 minus = _loss_gradients(engine, params, prefix)
             hv = [(p - m) / (2 * epsilon) for p, m in zip(plus, minus)]
             curvature += signs.double() * _directional(hv, edits)

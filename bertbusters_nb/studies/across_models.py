@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from ..analysis.baselines import random_dims, rank_against
 from ..model.ablation import Condition
 from ..model.discovery import find_norm_sites
+from ..model.edits import ParamFill, edited
 from ..model.loading import CAUSAL_TYPES
 from ..model.sites import PRE_LN_ROLES, NormSite, ablation_roles, norm_placement, select_sites
 
@@ -336,23 +337,16 @@ def output_dense_disabled(model: nn.Module, sites: Sequence[NormSite], dims: Seq
     """Zero what every block writes into ``dims`` of the residual stream (the output rows of its attention
     and MLP projections, and their bias there); restored bit-exactly on exit. Yields the modules edited."""
     modules = output_dense_modules(model, sites)
-    saved = []
-    try:
-        with torch.no_grad():
-            for module in modules:
-                # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out)
-                axis = 1 if type(module).__name__ == "Conv1D" else 0
-                index = torch.tensor(list(dims), device=module.weight.device)
-                saved.append((module.weight, axis, index, module.weight.data.index_select(axis, index).clone()))
-                module.weight.data.index_fill_(axis, index, 0.0)
-                if getattr(module, "bias", None) is not None:
-                    saved.append((module.bias, 0, index, module.bias.data[index].clone()))
-                    module.bias.data[index] = 0.0
+    fills = []
+    for module in modules:
+        index = torch.tensor(list(dims), device=module.weight.device)
+        # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out)
+        rows = (slice(None), index) if type(module).__name__ == "Conv1D" else index
+        fills.append(ParamFill(module.weight, rows, 0.0))
+        if getattr(module, "bias", None) is not None:
+            fills.append(ParamFill(module.bias, index, 0.0))
+    with edited(fills):
         yield len(modules)
-    finally:
-        with torch.no_grad():
-            for param, axis, index, original in reversed(saved):
-                param.data.index_copy_(axis, index, original)
 
 
 # ----------------------------------------------------------------------------- the objective
