@@ -338,3 +338,40 @@ def test_subject_conditions_exclude_the_outliers(bbmini):
         c.dims for c in conditions[2:]
     ]
     assert why.has_trajectory(subject)
+
+
+def test_run_study_returns_tidy_tables_that_the_claims_state(bbmini):
+    """Notebook 07's loops live in why.run_study: one table per measurement with a model column, and the claims
+    turn them into one finding per model and section."""
+    model, tokenizer = bbmini
+    counts = frequency.TokenCounts(np.arange(len(tokenizer), dtype=np.int64), "ids as counts", False, 0)
+    subject = why.Subject(
+        "bbmini", model, tokenizer, "mlm", find_norm_sites(model), [81, 126], counts, ("block_output",)
+    )
+    settings = why.WhySettings(
+        k=3.0,
+        max_length=32,
+        batch_size=6,
+        min_occurrences=1,
+        n_boot=20,
+        random_draws=3,
+        attention_texts=3,
+        quant_texts=3,
+    )
+    result = why.run_study([subject], TEXTS * 4, settings)
+    tables = result.tables()
+    assert set(tables) >= {"models", "frequency_correlations", "attention_sinks", "quantization", "kurtosis"}
+    assert all((t.model == "bbmini").all() for t in tables.values() if len(t))
+    assert set(result.sinks.condition) == {"none", "outliers", "random 0", "random 1", "random 2"}
+    assert list(result.quantization.group) == ["fp32", "w8a8", "outliers", "random", "random", "random"]
+    assert result.snapshots["bbmini"][0] == 0 and len(result.emergence) == 2  # the packaged model's timeline
+    sections = [
+        claims.frequency_findings(result),
+        claims.over_training_findings(result),
+        claims.top_token_findings(result),
+        claims.quantization_findings(result),
+        claims.kurtosis_findings(result),
+    ]
+    assert [len(s) for s in sections] == [1, 1, 1, 1, 1] and len(claims.sink_findings(result)) == 2
+    assert all(f.outcome in claims.OUTCOMES and f.claim.startswith("bbmini: ") for s in sections for f in s)
+    assert claims.over_training_findings(result)[0].held is None

@@ -1,7 +1,8 @@
 """Reporting, the layer above the analyses: claims (every verdict and its sentence), the run recorder, plots.
 
-``claims`` holds each notebook's verdicts (threshold, held or not, the sentence) as functions with unit
-tests; ``recorder.RunRecorder`` saves tables, figures, findings and the config atomically;
+``claims`` holds each notebook's verdicts (threshold, outcome: held, beyond every random draw but small, did
+not hold or inconclusive, and the sentence) as functions with unit tests; ``published`` the paper's and the
+follow-up's published figures that claims set beside a run's; ``recorder.RunRecorder`` saves tables, figures, findings and the config atomically;
 ``parameters.notebook_parameters`` captures a notebook's parameters for that config; ``plots`` draws
 (matplotlib; imported on use: ``from bertbusters_nb.reporting import plots``). The names of the old
 ``reporting.py`` (``versus_random``, ``verdict``, ``scan_ranks``) are here as before.

@@ -1103,6 +1103,69 @@ def heavy_tails(metrics: pd.DataFrame, name: str) -> Finding:
     )
 
 
+# --- 07 · the study's findings, section by section (``studies.why.run_study``'s result) ----------------
+
+
+def _per_model(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    return table[table.model == name]
+
+
+def frequency_findings(result: Any) -> list[Finding]:
+    """Notebook 07 section 1: ``frequency_drives_magnitude`` per model of a ``studies.why.WhyResult``."""
+    return [
+        frequency_drives_magnitude(_per_model(result.correlations, s.name), s.counts, s.name) for s in result.subjects
+    ]
+
+
+def over_training_findings(result: Any) -> list[Finding]:
+    """Notebook 07: per model trained here (one with a snapshot timeline), whether the correlation can be
+    followed over training (inconclusive by construction without intermediate weights)."""
+    findings = []
+    for s in result.subjects:
+        if s.name in result.snapshots:
+            n_files, steps = result.snapshots[s.name]
+            emerged = _per_model(result.emergence, s.name)
+            sentence = snapshot_sentence(emerged, n_files, s.name, steps, result.settings.k)
+            findings.append(frequency_over_training(s.name, sentence))
+    return findings
+
+
+def top_token_findings(result: Any) -> list[Finding]:
+    """Notebook 07 section 2: ``top_activations_on_special_tokens`` per model."""
+    shares = result.shares.set_index("model")
+    return [top_activations_on_special_tokens(shares.loc[s.name].to_dict(), s.name) for s in result.subjects]
+
+
+def sink_findings(result: Any) -> list[Finding]:
+    """Notebook 07 section 3: per model, ``heads_sink`` (intact) and ``sinks_removed_vs_random``."""
+    from ..analysis.attention_sinks import mean_sink
+
+    findings = []
+    for s in result.subjects:
+        table = _per_model(result.sinks, s.name)
+        findings.append(heads_sink(table[table.condition == "none"], s.name))
+        findings.append(sinks_removed_vs_random(mean_sink(table), s.name, s.dims))
+    return findings
+
+
+def quantization_findings(result: Any) -> list[Finding]:
+    """Notebook 07 section 4: ``quantization_rescued`` per model."""
+    return [
+        quantization_rescued(_per_model(result.quantization, s.name), s.name, result.settings.bits)
+        for s in result.subjects
+    ]
+
+
+def kurtosis_findings(result: Any) -> list[Finding]:
+    """Notebook 07 section 4b: ``heavy_tails`` per model."""
+    return [heavy_tails(_per_model(result.kurtosis, s.name), s.name) for s in result.subjects]
+
+
+def findings_table(findings: Sequence[Finding]) -> pd.DataFrame:
+    """One row per finding: claim and outcome (notebook 07's closing table)."""
+    return pd.DataFrame([{"claim": f.claim, "outcome": f.outcome} for f in findings])
+
+
 # --- 05 · the explorer ---------------------------------------------------------------------------------
 
 LM_LABELS = {"mlm": ("MLM loss", "masked tokens"), "causal": ("causal-LM loss", "next tokens")}  # loss, scored

@@ -37,46 +37,45 @@ bits = 8
 seed = 0
 
 # %%
-import pandas as pd
 from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
-from bertbusters_nb.analysis import attention_sinks, frequency, quantization
-from bertbusters_nb.analysis.activations import text_batches
 from bertbusters_nb.data import load_texts, sample_texts
 from bertbusters_nb.reporting import claims, plots
 from bertbusters_nb.studies import why
 
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 texts = sample_texts(load_texts(corpus, split="heldout", min_words=20), n_texts, seed=seed)
-subjects = [
-    why.load_subject(
-        name,
-        device=device,
-        k=k,
-        corpora=count_corpora,
-        proxy_max_texts=proxy_max_texts or None,
-        exact_max_texts=exact_max_texts or None,
-    )
-    for name in models
-]
-overview = pd.DataFrame(
-    [
-        {
-            "model": s.name,
-            "objective": s.kind,
-            "layers": s.layers,
-            "hidden": s.hidden_size,
-            "outlier dims": s.dims,
-            "ablation roles": "+".join(s.roles),
-            "counts": s.counts.describe(),
-        }
-        for s in subjects
-    ]
+subjects = why.load_subjects(
+    models,
+    k=k,
+    device=device,
+    corpora=count_corpora,
+    proxy_max_texts=proxy_max_texts or None,
+    exact_max_texts=exact_max_texts or None,
 )
-rec.table(overview, "models")
-display(claims.published_dims_table({s.name: s.dims for s in subjects}))
-overview
+settings = why.WhySettings(
+    k=k,
+    max_length=max_length,
+    batch_size=batch_size,
+    min_occurrences=min_occurrences,
+    n_boot=n_boot,
+    top_share=top_share,
+    attention_texts=attention_texts,
+    quant_texts=quant_texts,
+    random_draws=random_draws,
+    bits=bits,
+    seed=seed,
+)
+result = why.run_study(subjects, texts, settings)
+rec.tables(result.tables())
+display(claims.published_dims_table(dict(zip(result.overview.model, result.overview["outlier dims"]))))
+result.overview
+
+# %% [markdown]
+# `why.run_study` measures everything below on every model (tidy tables, one `model` column each); the
+# sections plot them and state what they show. The table above sets the dims beside the published ones where
+# there are some.
 
 # %% [markdown]
 # ## 1 · Token frequency against outlier magnitude
@@ -86,55 +85,18 @@ overview
 # correlations that control for the type's mean position and for special tokens.
 
 # %%
-occurrences = {
-    s.name: frequency.token_occurrences(s.model, s.tokenizer, texts, s.dims, max_length, batch_size) for s in subjects
-}
-correlations = pd.concat(
-    [
-        frequency.layer_correlations(occurrences[s.name], s.counts, s.dims[0], n_boot, seed, min_occurrences).assign(
-            model=s.name
-        )
-        for s in subjects
-    ],
-    ignore_index=True,
-)
-rec.table(correlations, "frequency_correlations")
-fig = plots.correlation_by_layer(correlations)
-rec.figure(fig, "frequency_correlation_by_layer")
-
-# %%
-best_layers = correlations[correlations.measure == "partial_spearman"].groupby("model", sort=False).value.idxmax()
-scatter = pd.concat(
-    [
-        frequency.frequency_table(
-            occurrences[s.name], s.counts, int(correlations.layer[best_layers[s.name]]), s.dims[0], min_occurrences
-        ).assign(model=s.name)
-        for s in subjects
-    ],
-    ignore_index=True,
-)
-rec.table(scatter, "frequency_by_token")
-fig = plots.frequency_scatter(scatter)
-rec.figure(fig, "frequency_scatter")
-
-# %%
-for s in subjects:
-    follows = claims.frequency_drives_magnitude(correlations[correlations.model == s.name], s.counts, s.name)
-    rec.finding(*follows)
-    display(Markdown(follows.markdown()))
+rec.figure(plots.correlation_by_layer(result.correlations), "frequency_correlation_by_layer")
+rec.figure(plots.frequency_scatter(result.scatter), "frequency_scatter")
+frequency_findings = rec.record(claims.frequency_findings(result))
+display(Markdown(claims.findings_markdown(frequency_findings)))
 
 # %% [markdown]
 # ### Over pre-training (models trained by this project)
 # Does the correlation appear when the outlier does? That needs hidden states at intermediate steps.
 
 # %%
-for s in filter(why.has_trajectory, subjects):
-    emerged, snapshot_files, steps = frequency.snapshot_availability(bb.model.loading.resolve(s.name), s.dims, k=k)
-    rec.table(emerged, f"emergence_{s.name}")
-    sentence_snap = claims.snapshot_sentence(emerged, len(snapshot_files), s.name, steps, k)
-    over_training = claims.frequency_over_training(s.name, sentence_snap)
-    rec.finding(*over_training)
-    display(emerged, Markdown(over_training.markdown()))
+over_training = rec.record(claims.over_training_findings(result))
+display(result.emergence, Markdown(claims.findings_markdown(over_training)))
 
 # %% [markdown]
 # ## 2 · Which tokens carry the largest outlier activations
@@ -142,12 +104,8 @@ for s in filter(why.has_trajectory, subjects):
 # special tokens, delimiters (`. , ; : ! ?`) and the first token, against their share of all tokens.
 
 # %%
-for s in subjects:
-    top_tokens, shares = frequency.top_activation_tokens(occurrences[s.name], s.dims[0], top_share=top_share)
-    rec.table(top_tokens.assign(model=s.name), f"top_tokens_{s.name}")
-    on_special = claims.top_activations_on_special_tokens(shares, s.name)
-    rec.finding(*on_special)
-    display(top_tokens, Markdown(on_special.markdown()))
+on_special = rec.record(claims.top_token_findings(result))
+display(result.top_tokens, Markdown(claims.findings_markdown(on_special)))
 
 # %% [markdown]
 # ## 3 · Attention sinks, and what disabling the outlier dims does to them
@@ -156,33 +114,9 @@ for s in subjects:
 # dims disabled, against `random_draws` random sets of as many dims.
 
 # %%
-sinks = pd.concat(
-    [
-        attention_sinks.sink_under_conditions(
-            s.model,
-            s.tokenizer,
-            texts[:attention_texts],
-            why.conditions(s, random_draws, seed),
-            s.sites,
-            max_length,
-            batch_size,
-        ).assign(model=s.name)
-        for s in subjects
-    ],
-    ignore_index=True,
-)
-rec.table(sinks, "attention_sinks")
-fig = plots.sink_heatmaps(sinks)
-rec.figure(fig, "attention_sinks")
-
-# %%
-for s in subjects:
-    table_s = sinks[sinks.model == s.name]
-    sinking = claims.heads_sink(table_s[table_s.condition == "none"], s.name)
-    rec.finding(*sinking)
-    removed = claims.sinks_removed_vs_random(attention_sinks.mean_sink(table_s), s.name, s.dims)
-    rec.finding(*removed)
-    display(Markdown(sinking.markdown()), Markdown(removed.markdown()))
+rec.figure(plots.sink_heatmaps(result.sinks), "attention_sinks")
+sinking = rec.record(claims.sink_findings(result))
+display(Markdown(claims.findings_markdown(sinking)))
 
 # %% [markdown]
 # ## 4 · What the outliers break: simulated 8-bit quantization
@@ -196,65 +130,22 @@ for s in subjects:
 # for MiniLM (no LM head) 1 - cosine of its sentence embeddings to the fp32 ones.
 
 # %%
-quant = pd.concat(
-    [
-        quantization.quantization_table(
-            s.model,
-            s.tokenizer,
-            texts[:quant_texts],
-            s.kind,
-            s.dims,
-            why.random_draws(s, random_draws, seed),
-            bits,
-            max_length,
-            batch_size,
-            seed,
-            sites=s.sites,
-        ).assign(model=s.name)
-        for s in subjects
-    ],
-    ignore_index=True,
-)
-rec.table(quant, "quantization")
-fig = plots.quantization_bars(quant)
-rec.figure(fig, "quantization")
-
-# %%
-for s in subjects:
-    rescued = claims.quantization_rescued(quant[quant.model == s.name], s.name, bits)
-    rec.finding(*rescued)
-    display(Markdown(rescued.markdown()))
+rec.figure(plots.quantization_bars(result.quantization), "quantization")
+rescued = rec.record(claims.quantization_findings(result))
+display(Markdown(claims.findings_markdown(rescued)))
 
 # %% [markdown]
 # ### Bondarenko's metrics: kurtosis and max infinity norm per layer
 # With all dims, without the outlier dims, and without as many random dims (same forwards).
 
 # %%
-metrics = pd.concat(
-    [
-        quantization.outlier_metrics(
-            s.model,
-            text_batches(s.tokenizer, texts, max_length, batch_size),
-            why.random_excluded(s, random_draws, seed),
-        ).assign(model=s.name)
-        for s in subjects
-    ],
-    ignore_index=True,
-)
-rec.table(metrics, "kurtosis")
-fig = plots.kurtosis_by_layer(metrics)
-rec.figure(fig, "kurtosis")
-
-# %%
-for s in subjects:
-    tails = claims.heavy_tails(metrics[metrics.model == s.name], s.name)
-    rec.finding(*tails)
-    display(Markdown(tails.markdown()))
+rec.figure(plots.kurtosis_by_layer(result.kurtosis), "kurtosis")
+tails = rec.record(claims.kurtosis_findings(result))
+display(Markdown(claims.findings_markdown(tails)))
 
 # %% [markdown]
 # ## What this run found
-# One line per claim and model, from `findings.json` of this run.
+# One line per claim and model: held, beyond every random draw but small, did not hold, or inconclusive.
 
 # %%
-findings = pd.DataFrame(rec.findings())
-findings[["claim", "held"]]
+claims.findings_table([*frequency_findings, *over_training, *on_special, *sinking, *rescued, *tails])
