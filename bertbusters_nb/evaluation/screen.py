@@ -49,7 +49,7 @@ from ..model.ablation import Condition, validate_dims
 from ..model.discovery import find_norm_sites
 from ..model.edits import ParamFill, disabled_fill, edited
 from ..model.hooks import Trace, first_tensor
-from ..model.sites import PRE_LN_ROLES, NormSite, ablation_roles, norm_placement, select_sites
+from ..model.sites import NormSite, select_sites
 from .engine import AblationEngine
 from .metrics import is_regression
 from .sets import IGNORE_INDEX, Batch, EvalSet, _check_batch_size, _pad_id, _padded, _tokenize
