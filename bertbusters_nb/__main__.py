@@ -15,6 +15,7 @@ import ast
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 # subcommand -> (module whose main(argv) takes the rest of the command line, its help line)
 DELEGATED = {
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=VALUE",
         help="override a notebook parameter, e.g. --set model=bert-base-uncased device=cuda",
+    )
+    run.add_argument(
+        "--figures-dir",
+        metavar="DIR",
+        help="where results go: DIR/<profile>/<notebook>/ (default: the checkout's figures/)",
     )
     sub.add_parser("assets", help="download and unpack the source-only offline assets (SNLI, KJV)")
     det = sub.add_parser("detect", help="which hidden dims matter: every criterion's evidence and the default dims")
@@ -100,16 +106,22 @@ def main(argv: list[str] | None = None) -> int:
         name, value = item.split("=", 1)
         overrides[name] = _value(value)
     try:
-        results = run_series(args.profile, only=args.only, redo=args.redo, overrides=overrides)
+        results = run_series(
+            args.profile, only=args.only, redo=args.redo, overrides=overrides, figures_dir=args.figures_dir
+        )
     except (ParameterError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        print("refused: nothing was run or written", file=sys.stderr)
         return 2
     failed = [r for r in results if r.status == "failed"]
     for r in results:
         print(
             f"{r.notebook:28s} {r.status:8s} {r.seconds:7.0f}s {('cell %s: %s' % (r.cell, r.error)) if r.error else ''}"
         )
-    print(f"summary: figures/{args.profile}/SUMMARY.md")
+        if r.attempt_dir:
+            print(f"{'':28s} kept: {r.attempt_dir}/ (executed notebook, run.log); last good results: {r.out_dir}/")
+    summary = Path(results[0].out_dir).parent if results else None
+    print(f"summary: {summary / 'SUMMARY.md' if summary else 'figures/' + args.profile + '/SUMMARY.md'}")
     return 1 if failed else 0
 
 

@@ -2,10 +2,14 @@
 
 Each notebook ``notebooks/NN_name.ipynb`` has a cell tagged ``parameters`` (literals only)
 and a sibling ``NN_name.profiles.json`` mapping profile -> parameter overrides. A run of
-profile P writes, per notebook, ``figures/P/NN_name/``: the executed notebook, its tables,
-figures, ``config.json`` and ``findings.json``; then ``figures/P/SUMMARY.md`` collects the
-verdicts. A failing notebook is reported by name, cell and error and the others go on; a
-re-run skips notebooks that already finished with the same parameters unless ``redo``.
+profile P first plans every notebook it was asked for (parameters in their declared ranges, a device
+this machine has, no ``--set`` of the runner's own ``out_dir``/``profile``): a refused run stops there and
+writes nothing. Then each notebook runs into ``figures/P/attempts/NN_name/`` and, when it finishes,
+replaces ``figures/P/NN_name/`` (executed notebook, tables, figures, ``config.json``, ``findings.json``,
+``run.log``) in one step; a failed or killed one leaves the last good results as they were and keeps its
+attempt folder (see ``run_folders``). ``figures/P/SUMMARY.md`` is rebuilt from disk (``run_summary``). A
+failing notebook is reported by name, cell and error and the others go on; a re-run skips notebooks that
+already finished with the same parameters unless ``redo``, and resumes a kept attempt of the same parameters.
 """
 
 from __future__ import annotations
@@ -21,7 +25,18 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import paths
-from .atomic import atomic_write_json, atomic_write_text, read_json
+from .atomic import read_json
+from .run_folders import (
+    DONE,
+    LOG,
+    RunFolders,
+    check_not_running,
+    close_attempt,
+    open_attempt,
+    publish,
+    read_record,
+)
+from .run_summary import write_summary
 from .schema import ParameterError, check_value, load_schema
 
 log = logging.getLogger(__name__)
@@ -29,11 +44,16 @@ log = logging.getLogger(__name__)
 PROFILES = ("smoke", "offline", "paper")
 KERNEL_NAME = "bertbusters_nb"
 RESERVED = ("profile", "out_dir")
+DEVICES = "'auto' (a CUDA GPU when one is visible, else the CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'"
+HINTS = {"device": f"Use {DEVICES}."}  # appended to a refusal of that parameter
 
 
 @dataclass
 class NotebookResult:
-    """Outcome of one notebook: status is 'ok', 'failed' or 'skipped' (already done)."""
+    """Outcome of one notebook: status is 'ok', 'failed' or 'skipped' (already done).
+
+    out_dir: the results folder (the last good run). attempt_dir: where a failed run's executed notebook and
+    ``run.log`` are kept (empty when the run succeeded or was skipped)."""
 
     notebook: str
     status: str
@@ -42,6 +62,25 @@ class NotebookResult:
     cell: int | None = None  # execution count (In [n]) of the failing cell in the executed notebook
     out_dir: str = ""
     findings: list = field(default_factory=list)
+    attempt_dir: str = ""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One notebook's run, decided (and checked) before any kernel starts."""
+
+    notebook: Path
+    profile: str
+    parameters: dict  # what the notebook runs with; ``out_dir`` names the results folder
+    overrides: dict  # the ``--set`` values among them
+    fingerprint: str  # notebook bytes + parameters: a finished run with the same one is skipped
+    folders: RunFolders
+
+    def kernel_parameters(self) -> dict:
+        """The parameters papermill injects: ``out_dir`` is the attempt folder, so the run writes only there."""
+        if "out_dir" not in self.parameters:
+            return dict(self.parameters)
+        return {**self.parameters, "out_dir": str(self.folders.attempt)}
 
 
 def numbered_notebooks(directory: Path | None = None, only: Iterable[str] | None = None) -> list[Path]:
@@ -122,14 +161,171 @@ def check_parameters(notebook: Path, values: dict[str, Any]) -> dict[str, Any]:
                 f"(like its default {declared[name]!r}), got {type(value).__name__} {value!r}."
             )
     for name, value in {**declared, **values}.items():
-        check_value(notebook.name, name, value, schema[name])
+        try:
+            check_value(notebook.name, name, value, schema[name])
+        except ParameterError as exc:
+            if name in HINTS:
+                raise ParameterError(f"{exc} {HINTS[name]}") from None
+            raise
     return values
+
+
+def check_device(notebook_name: str, value: Any, source: str) -> None:
+    """Refuse a device this machine does not have, before any kernel starts (a kernel would only fail at its
+    first model load, after minutes of setup): ``cuda`` without a visible CUDA GPU, ``cuda:N`` past the last
+    GPU, ``mps`` without Apple's Metal backend. ``source`` says where the value came from."""
+    if value in (None, "auto", "cpu"):
+        return
+    import torch
+
+    kind, _, index = str(value).partition(":")
+    fix = "Run with --set device=cpu, or device=auto (a GPU when there is one, else the CPU)."
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ParameterError(
+                f"{notebook_name}: device={value!r} ({source}) needs a CUDA GPU, and none is visible on this "
+                f"machine (torch.cuda.is_available() is False). {fix}"
+            )
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:
+            raise ParameterError(
+                f"{notebook_name}: device={value!r} ({source}), but this machine has {count} CUDA GPU(s), "
+                f"cuda:0 to cuda:{count - 1}. {fix}"
+            )
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ParameterError(
+            f"{notebook_name}: device={value!r} ({source}) needs Apple's Metal backend, which this machine "
+            f"does not have. {fix}"
+        )
+
+
+def _check_reserved(notebook: Path, overrides: dict, profile_values: dict, figures_dir: Path, profile: str) -> None:
+    """``out_dir`` and ``profile`` belong to the runner: a ``--set`` of either is refused, naming the way that works."""
+    for name, source in [(n, "--set") for n in overrides] + [
+        (n, f"{notebook.stem}.profiles.json") for n in profile_values
+    ]:
+        if name == "out_dir":
+            raise ParameterError(
+                f"{source} out_dir=... is not honoured: the runner puts each notebook's results in "
+                f"<figures>/<profile>/<notebook>/ (here {figures_dir / profile / notebook.stem}/). To write them "
+                "elsewhere, pass --figures-dir DIR (results go to DIR/<profile>/<notebook>/)."
+            )
+        if name == "profile":
+            raise ParameterError(f"{source} profile=... is not honoured: choose the profile with --profile {PROFILES}.")
 
 
 def _fingerprint(notebook: Path, params: dict) -> str:
     h = hashlib.sha256(notebook.read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def plan_notebook(
+    notebook: Path, profile: str, overrides: dict | None = None, figures_dir: Path | None = None
+) -> RunPlan:
+    """Decide one notebook's run and check it, writing nothing: raises ``ParameterError`` for a parameter that is
+    unknown, of the wrong type, out of its range or a device this machine lacks, or a ``--set`` of ``out_dir``
+    or ``profile``; ``RunRefusedError`` when another live process is running it into the same folder."""
+    figures_dir = Path(figures_dir) if figures_dir is not None else paths.figures_dir()
+    overrides = dict(overrides or {})
+    profile_values = profile_parameters(notebook, profile)
+    _check_reserved(notebook, overrides, profile_values, figures_dir, profile)
+    folders = RunFolders.of(figures_dir, profile, notebook.stem)
+    declared = declared_parameters(notebook)
+    params = {**profile_values, **overrides}
+    params.update({k: v for k, v in {"profile": profile, "out_dir": str(folders.results)}.items() if k in declared})
+    check_parameters(notebook, params)
+    if "device" in declared:
+        source = (
+            "from --set"
+            if "device" in overrides
+            else f"from the {profile} profile in {notebook.stem}.profiles.json"
+            if "device" in profile_values
+            else "the notebook's default"
+        )
+        check_device(notebook.name, params.get("device", declared["device"]), source)
+    check_not_running(folders)
+    return RunPlan(notebook, profile, params, overrides, _fingerprint(notebook, params), folders)
+
+
+def _finished(plan: RunPlan) -> bool:
+    done = read_record(plan.folders.results / DONE)
+    if done and "unreadable" in done:
+        log.warning("ignoring corrupt %s; re-running %s", plan.folders.results / DONE, plan.notebook.name)
+    return bool(done) and done.get("fingerprint") == plan.fingerprint
+
+
+def execute(plan: RunPlan, redo: bool = False, kernel_name: str | None = KERNEL_NAME) -> NotebookResult:
+    """Run a planned notebook into its attempt folder and publish it when it finishes; never raises for a
+    failing cell (a KeyboardInterrupt marks the attempt interrupted and is raised on). The profile's summary
+    is rewritten when the attempt starts and when it ends."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    folders, stem = plan.folders, plan.notebook.stem
+    figures_dir = folders.results.parent.parent
+    if not redo and _finished(plan):
+        return NotebookResult(stem, "skipped", out_dir=str(folders.results), findings=_findings(folders.results))
+    open_attempt(
+        folders,
+        {
+            "notebook": stem,
+            "profile": plan.profile,
+            "fingerprint": plan.fingerprint,
+            "parameters": plan.parameters,
+            "overrides": plan.overrides,
+        },
+    )
+    write_summary(plan.profile, figures_dir)
+    start = time.perf_counter()
+    failure: dict | None = None
+    try:
+        with open(folders.attempt / LOG, "a") as log_file:
+            papermill.execute_notebook(
+                str(plan.notebook),
+                str(folders.attempt / plan.notebook.name),
+                parameters=plan.kernel_parameters(),
+                kernel_name=kernel_name,
+                progress_bar=False,
+                cwd=str(paths.project_root()),
+                log_output=False,
+                stdout_file=log_file,
+                stderr_file=log_file,
+            )
+    except PapermillExecutionError as exc:
+        line, code = raising_line(exc.traceback, exc.source)
+        where = f"line {line}: `{code[:100]}`" if line else f"`{code[:100]}`"
+        failure = {"error": f"{exc.ename}: {exc.evalue} (at {where})", "cell": exc.exec_count}
+    except KeyboardInterrupt:
+        close_attempt(folders, "interrupted", error="KeyboardInterrupt", seconds=time.perf_counter() - start)
+        write_summary(plan.profile, figures_dir)
+        raise
+    except Exception as exc:  # noqa: BLE001 - kernel death, missing kernel: reported, not raised
+        failure = {"error": f"{type(exc).__name__}: {exc}", "cell": None}
+    seconds = time.perf_counter() - start
+    if failure is not None:
+        close_attempt(folders, "failed", seconds=seconds, **failure)
+        write_summary(plan.profile, figures_dir)
+        return NotebookResult(
+            stem,
+            "failed",
+            seconds,
+            failure["error"],
+            failure["cell"],
+            str(folders.results),
+            attempt_dir=str(folders.attempt),
+        )
+    done = {
+        "fingerprint": plan.fingerprint,
+        "seconds": seconds,
+        "parameters": plan.parameters,
+        "overrides": plan.overrides,
+        "profile": plan.profile,
+        "notebook": stem,
+    }
+    publish(folders, done, plan.kernel_parameters().get("out_dir"))
+    write_summary(plan.profile, figures_dir)
+    return NotebookResult(stem, "ok", seconds, out_dir=str(folders.results), findings=_findings(folders.results))
 
 
 def run_notebook(
@@ -140,57 +336,9 @@ def run_notebook(
     figures_dir: Path | None = None,
     kernel_name: str | None = KERNEL_NAME,
 ) -> NotebookResult:
-    """Execute one notebook headless with papermill (in the project root, results under ``figures_dir``, default
-    ``paths.figures_dir()``); never raises for a failing cell."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    figures_dir = Path(figures_dir) if figures_dir is not None else paths.figures_dir()
-    out_dir = figures_dir / profile / notebook.stem
-    params = {**profile_parameters(notebook, profile), **(overrides or {})}
-    declared = declared_parameters(notebook)
-    params = {k: v for k, v in params.items() if k in declared or k not in RESERVED}
-    params.update({k: v for k, v in {"profile": profile, "out_dir": str(out_dir)}.items() if k in declared})
-    check_parameters(notebook, params)
-    done_marker = out_dir / ".done.json"
-    stamp = _fingerprint(notebook, params)
-    if not redo and done_marker.exists():
-        try:
-            if read_json(done_marker).get("fingerprint") == stamp:
-                return NotebookResult(notebook.stem, "skipped", out_dir=str(out_dir), findings=_findings(out_dir))
-        except ValueError:
-            log.warning("ignoring corrupt %s; re-running %s", done_marker, notebook.name)
-    done_marker.unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(out_dir / notebook.name),
-            parameters=params,
-            kernel_name=kernel_name,
-            progress_bar=False,
-            cwd=str(paths.project_root()),
-            log_output=False,
-        )
-    except PapermillExecutionError as exc:
-        line, code = raising_line(exc.traceback, exc.source)
-        where = f"line {line}: `{code[:100]}`" if line else f"`{code[:100]}`"
-        return NotebookResult(
-            notebook.stem,
-            "failed",
-            time.perf_counter() - start,
-            f"{exc.ename}: {exc.evalue} (at {where})",
-            exc.exec_count,
-            str(out_dir),
-        )
-    except Exception as exc:  # noqa: BLE001 - kernel death, missing kernel: reported, not raised
-        return NotebookResult(
-            notebook.stem, "failed", time.perf_counter() - start, f"{type(exc).__name__}: {exc}", None, str(out_dir)
-        )
-    seconds = time.perf_counter() - start
-    atomic_write_json(done_marker, {"fingerprint": stamp, "seconds": seconds, "parameters": params})
-    return NotebookResult(notebook.stem, "ok", seconds, out_dir=str(out_dir), findings=_findings(out_dir))
+    """Check and execute one notebook headless with papermill (in the project root, results under
+    ``figures_dir``, default ``paths.figures_dir()``); raises only for a refused run, never for a failing cell."""
+    return execute(plan_notebook(notebook, profile, overrides, figures_dir), redo, kernel_name)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -232,7 +380,8 @@ def run_series(
     notebooks_dir: Path | None = None,
     kernel_name: str | None = KERNEL_NAME,
 ) -> list[NotebookResult]:
-    """Run the numbered notebooks in order and write ``figures/<profile>/SUMMARY.md``.
+    """Plan every notebook (a refusal raises before anything is written), run them in order, and keep
+    ``figures/<profile>/SUMMARY.md`` describing what is on disk.
 
     Example:
         >>> results = run_series("smoke")  # doctest: +SKIP
@@ -243,50 +392,19 @@ def run_series(
 
     figures_dir = Path(figures_dir) if figures_dir is not None else paths.figures_dir()
     books = numbered_notebooks(notebooks_dir, only)
-    for book in books:  # fail fast on bad parameters before hours of work
-        check_parameters(
-            book,
-            {
-                k: v
-                for k, v in {**profile_parameters(book, profile), **(overrides or {})}.items()
-                if k in declared_parameters(book) or k not in RESERVED
-            },
-        )
+    plans = [plan_notebook(book, profile, overrides, figures_dir) for book in books]  # refused: before hours of work
     results = []
-    for book in tqdm(books, desc=f"notebooks ({profile})"):
-        result = run_notebook(book, profile, overrides, redo, figures_dir, kernel_name)
-        log.info("%s: %s %.0fs %s", book.stem, result.status, result.seconds, result.error)
+    for plan in tqdm(plans, desc=f"notebooks ({profile})"):
+        result = execute(plan, redo, kernel_name)
+        log.info("%s: %s %.0fs %s", plan.notebook.stem, result.status, result.seconds, result.error)
         if result.status == "failed":
-            log.error("notebook %s failed at cell %s: %s", book.stem, result.cell, result.error)
+            log.error(
+                "notebook %s failed at cell %s: %s (kept in %s; last good results untouched in %s)",
+                plan.notebook.stem,
+                result.cell,
+                result.error,
+                result.attempt_dir,
+                result.out_dir,
+            )
         results.append(result)
-    write_summary(results, profile, figures_dir)
     return results
-
-
-def write_summary(results: list[NotebookResult], profile: str, figures_dir: Path | None = None) -> Path:
-    """A one-page markdown summary: per notebook, status, time and the verdict of each claim."""
-    figures_dir = Path(figures_dir) if figures_dir is not None else paths.figures_dir()
-    from .reporting.claims import summary_verdict
-
-    lines = [
-        f"# Summary of the `{profile}` run",
-        "",
-        "| notebook | status | seconds | note |",
-        "| --- | --- | --- | --- |",
-    ]
-    for r in results:
-        note = f"cell {r.cell}: {r.error}" if r.status == "failed" else ""
-        lines.append(f"| {r.notebook} | {r.status} | {r.seconds:.0f} | {note.replace('|', '/')[:300]} |")
-    lines.append("")
-    for r in results:
-        if not r.findings:
-            continue
-        lines += [f"## {r.notebook}", ""]
-        for f in r.findings:
-            verdict = summary_verdict(f)  # held, did NOT hold, inconclusive, or beyond every random draw but small
-            lines.append(f"- **{f['claim']}**: {verdict}. {f['evidence']}")
-        lines.append("")
-    path = Path(figures_dir) / profile / "SUMMARY.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    atomic_write_json(Path(figures_dir) / profile / "summary.json", [r.__dict__ for r in results])
-    return path

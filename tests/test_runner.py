@@ -81,7 +81,11 @@ def test_failing_notebook_is_named_and_others_are_kept(fake_series):
     assert (figures / "smoke" / "01_first" / "table.csv").exists()
     assert (figures / "smoke" / "03_third" / "table.csv").exists()
     summary = (figures / "smoke" / "SUMMARY.md").read_text()
-    assert "02_broken | failed" in summary and "planted failure" in summary
+    assert "| 02_broken | no good run |" in summary and "| 02_broken | failed attempt |" in summary
+    assert "cell 4: RuntimeError: planted failure" in summary and "kept in `attempts/02_broken/`" in summary
+    assert broken.attempt_dir == str(figures / "smoke" / "attempts" / "02_broken")
+    assert (figures / "smoke" / "attempts" / "02_broken" / "02_broken.ipynb").exists()
+    assert not (figures / "smoke" / "02_broken").exists()  # no results folder for a run that never finished
 
 
 def test_rerun_skips_finished_notebooks_unless_redo(fake_series):
@@ -91,7 +95,8 @@ def test_rerun_skips_finished_notebooks_unless_redo(fake_series):
     assert run_series("smoke", **kwargs)[0].status == "ok"
     assert run_series("smoke", **kwargs)[0].status == "skipped"
     assert run_series("smoke", redo=True, **kwargs)[0].status == "ok"
-    assert (fake_series / "figures" / "smoke" / "01_first" / "runs.txt").read_text() == "xx"
+    # a re-run starts from an empty folder and replaces the old one: nothing of the previous run is mixed in
+    assert (fake_series / "figures" / "smoke" / "01_first" / "runs.txt").read_text() == "x"
     # a corrupt marker is not trusted: the notebook runs again
     (fake_series / "figures" / "smoke" / "01_first" / ".done.json").write_text("{trunc")
     assert run_series("smoke", **kwargs)[0].status == "ok"
