@@ -43,15 +43,37 @@ def with_groups(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def layer_ranges(n_layers: int, parts: int) -> list[tuple[int, ...]]:
+    """``parts`` contiguous, near-equal ranges covering layers 0..n_layers-1 (fewer when there are fewer layers)."""
+    if n_layers < 1 or parts < 1:
+        raise ValueError(f"n_layers and parts must be >= 1 (got {n_layers}, {parts}).")
+    return [tuple(int(l) for l in chunk) for chunk in np.array_split(np.arange(n_layers), min(parts, n_layers))]
+
+
 def outlier_conditions(
-    dims: Sequence[int], roles: Sequence[str] = ("block_output",), mode: str = "zero"
+    dims: Sequence[int],
+    roles: Sequence[str] = ("block_output",),
+    mode: str = "zero",
+    n_layers: int | None = None,
+    parts: int = 3,
 ) -> list[Condition]:
-    """No ablation, each outlier dim alone, and all of them together."""
+    """No ablation (``none``), each outlier dim alone (``single: d``), all of them together (``outliers: all``)
+    and, given ``n_layers``, all together in each of ``parts`` layer ranges (``outliers: layers a-b``; a range
+    covering every layer is ``outliers: all`` already).
+
+    Example:
+        >>> [c.name for c in outlier_conditions([7, 9], n_layers=4, parts=2)]  # doctest: +SKIP
+        ['none', 'single: 7', 'single: 9', 'outliers: all', 'outliers: layers 0-1', 'outliers: layers 2-3']
+    """
     roles = tuple(roles)
     out = [Condition("none")]
     out += [Condition(f"single: {d}", (d,), roles, mode=mode) for d in dims]
     if dims:
         out.append(Condition("outliers: all", tuple(dims), roles, mode=mode))
+    for layers in layer_ranges(n_layers, parts) if n_layers is not None and dims else ():
+        if len(layers) < n_layers:
+            span = f"{layers[0]}" if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
+            out.append(Condition(f"outliers: layers {span}", tuple(dims), roles, layers, mode=mode))
     return out
 
 
