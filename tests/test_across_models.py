@@ -62,6 +62,13 @@ def test_output_projections_zero_what_blocks_write_into_the_stream_and_restore_e
 
 
 def test_activation_profile_finds_a_planted_massive_dim_on_the_first_token(texts):
+    from bertbusters_nb.analysis.activations import (
+        activation_profile,
+        carriers_by_token_kind,
+        layer_dominance,
+        text_batches,
+    )
+
     model, tokenizer = am.tiny_random_model("llama")
     layer = model.model.layers[1]
     original = layer.forward
@@ -75,7 +82,9 @@ def test_activation_profile_finds_a_planted_massive_dim_on_the_first_token(texts
 
     layer.forward = planted
     try:
-        per_layer, carriers = am.activation_profile(model, tokenizer, texts, [5], max_length=24, batch_size=4)
+        batches = text_batches(tokenizer, texts, max_length=24, batch_size=4)
+        per_layer = layer_dominance(activation_profile(model, batches), [5])
+        carriers = carriers_by_token_kind(model, tokenizer, batches, [5])
     finally:
         del layer.forward
     peak = per_layer.loc[per_layer.max_abs.idxmax()]
@@ -123,11 +132,14 @@ def test_the_protocol_on_a_real_model_and_a_tiny_decoder_gives_one_tidy_table(te
 
 
 def test_objective_follows_the_head():
+    from bertbusters_nb.evaluation.model_objective import objective_of
+
     model, tokenizer = am.tiny_random_model("bert")
-    assert am.objective_of(model, tokenizer) == "mlm"
+    assert objective_of(model, tokenizer) == "mlm"
+    assert objective_of(model.bert, tokenizer) == "embedding"  # the encoder without its head
     model, tokenizer = am.tiny_random_model("gpt2")
-    assert am.objective_of(model, tokenizer) == "causal"
-    assert am.objective_of(model.transformer, tokenizer) == "cosine"
+    assert objective_of(model, tokenizer) == "causal"
+    assert objective_of(model.transformer, tokenizer) == "embedding"
     with pytest.raises(ValueError, match="Unknown tiny model"):
         am.tiny_random_model("t5")
     with pytest.raises(ValueError, match="models is empty"):

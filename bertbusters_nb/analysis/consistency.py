@@ -13,6 +13,7 @@ from ..model.sites import select_sites
 from .activations import activation_stats, magnitude_by_layer, outlier_share, text_batches
 from .detection import dims_to_ablate
 from .outliers import OutlierReport, find_outliers
+from .rule import DEFAULT_RULE
 
 
 def flag_table(report: OutlierReport, top: int = 10) -> pd.DataFrame:
@@ -34,7 +35,7 @@ def model_profile(
     name: str,
     texts: Sequence[str],
     roles: Sequence[str] = ("block_output",),
-    k: float = 3.0,
+    k: float = DEFAULT_RULE.k,
     max_length: int = 128,
     device: str | None = None,
     progress: bool = False,
@@ -99,7 +100,10 @@ def run_folder(run: str) -> Path:
 
 
 def positions_across_runs(
-    runs: Sequence[str], roles: Sequence[str] = ("block_output",), k: float = 3.0, min_share: float = 0.5
+    runs: Sequence[str],
+    roles: Sequence[str] = ("block_output",),
+    k: float = DEFAULT_RULE.k,
+    min_share: float = DEFAULT_RULE.min_share,
 ) -> pd.DataFrame:
     """Outlier positions at the final recorded step of each pre-training run, from its LayerNorm trajectory
     alone (no weights needed): one row per run with its seed and size, to set seeds side by side.

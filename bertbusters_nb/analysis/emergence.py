@@ -14,6 +14,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..pretraining import NormTrajectory
+from .rule import DEFAULT_RULE
 
 
 def trajectory_from_checkpoints(
@@ -42,7 +43,7 @@ def trajectory_from_checkpoints(
 
 
 def flags_over_steps(
-    trajectory: NormTrajectory, roles: Sequence[str] = ("block_output",), k: float = 3.0
+    trajectory: NormTrajectory, roles: Sequence[str] = ("block_output",), k: float = DEFAULT_RULE.k
 ) -> pd.DataFrame:
     """Per step and dim: in how many sites of ``roles`` the dim is beyond ``k`` sigma (weight or bias), max |z|."""
     table = trajectory.table(roles=roles)
@@ -55,7 +56,9 @@ def flags_over_steps(
     return out
 
 
-def emergence_steps(flags: pd.DataFrame, dims: Sequence[int], min_share: float = 0.5) -> pd.DataFrame:
+def emergence_steps(
+    flags: pd.DataFrame, dims: Sequence[int], min_share: float = DEFAULT_RULE.min_share
+) -> pd.DataFrame:
     """For each dim, the first step at which it is flagged in more than ``min_share`` of the sites
     (and stays flagged at the final step); ``None`` when it never is."""
     rows = []
@@ -259,7 +262,7 @@ def final_outlier_dims(flags: pd.DataFrame, fallback: int = 0, min_share: float 
     """The one rule's parameter part (``detection.dims_from_flags``) at the last step of ``flags``: dims flagged
     in more than ``min_share`` of the sites (default: the rule's), most sites first; with none, the
     ``fallback`` strongest candidates. A stored trajectory has no weights, so no activations to add."""
-    from ..analysis.detection import DEFAULT_RULE, dims_from_flags
+    from .detection import dims_from_flags
 
     last = flags[flags.step == flags.step.max()]
-    return dims_from_flags(last, DEFAULT_RULE["min_share"] if min_share is None else min_share, fallback)
+    return dims_from_flags(last, DEFAULT_RULE.min_share if min_share is None else min_share, fallback)

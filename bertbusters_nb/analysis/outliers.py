@@ -6,7 +6,7 @@ outlier when it is flagged in more than ``min_share`` of the layers considered.
 
 Which dims an experiment disables is decided in one place, ``detection.dims_to_ablate``
 (parameters of every norm site and hidden-state magnitudes); ``find_outliers`` describes one
-role set's parameters (plots, flag tables).
+role set's parameters (plots, flag tables). Its thresholds default to the rule's (``rule.DEFAULT_RULE``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Sequence
 import pandas as pd
 
 from ..model.sites import NormSite
+from .rule import DEFAULT_RULE
 
 
-def parameter_table(sites: Sequence[NormSite], k: float = 3.0) -> pd.DataFrame:
+def parameter_table(sites: Sequence[NormSite], k: float = DEFAULT_RULE.k) -> pd.DataFrame:
     """Tidy table: one row per (site, param, dim) with value, z-score and ``flagged`` (|z| > k)."""
     rows = []
     for site in sites:
@@ -76,9 +77,9 @@ def strict_share(n: int, share: float) -> int:
 
 def find_outliers(
     sites: Sequence[NormSite],
-    k: float = 3.0,
+    k: float = DEFAULT_RULE.k,
     min_sites: int | None = None,
-    min_share: float = 0.5,
+    min_share: float = DEFAULT_RULE.min_share,
 ) -> OutlierReport:
     """Detect outlier dims in ``sites``' norm parameters.
 

@@ -21,6 +21,7 @@ from ..pretraining.config import EVAL_CHECK_SEQUENCES
 from ..pretraining.objective import eval_mlm_loss
 from ..pretraining.runs import load_run_model
 from ..pretraining.tokenizer import load_chunks, unigram_entropy
+from .rule import DEFAULT_RULE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,7 +40,10 @@ __all__ = [
 
 
 def select_outlier_dims(
-    model: PreTrainedModel, chunks: np.ndarray | None = None, fallback_count: int = 2, max_sequences: int = 64
+    model: PreTrainedModel,
+    chunks: np.ndarray | None = None,
+    fallback_count: int = DEFAULT_RULE.fallback,
+    max_sequences: int = 64,
 ) -> tuple[list[int], str, Detection]:
     """The project's one rule (``detection.detect``) on a run's model: (dims, rule, Detection).
 
@@ -51,7 +55,8 @@ def select_outlier_dims(
     Example:
         >>> dims, rule, found = select_outlier_dims(model, heldout)  # doctest: +SKIP
     """
-    from .detection import activation_profile, detect
+    from .activations import activation_profile
+    from .detection import detect
 
     profile = None
     if chunks is not None and len(chunks):
