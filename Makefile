@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make reproduce   set up, then run the whole notebook series (offline profile)
-#   make test        set up, lint (ruff check + ruff format --check), then run the test suite (smoke profile of
+#   make test        set up, lint (ruff check + ruff format --check + mypy), then run the test suite (smoke profile of
 #                    every notebook included)
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -35,6 +35,7 @@ test: setup lint
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 smoke: setup
 	$(BIN)/python -m bertbusters_nb run --profile smoke
