@@ -1,0 +1,128 @@
+"""Super weights: the residual writers found by tracing, a planted super weight found and verified, none
+reported without the plant, and a zeroed scalar restored bit-exactly (also after an exception)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as T
+from conftest import TINY, tiny_model
+
+from bertbusters_nb.analysis import super_weights as sw
+from bertbusters_nb.model.ablation import fingerprints_equal, state_fingerprint
+from bertbusters_nb.model.writers import find_residual_writers, writers_table
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PLANT_LAYER, PLANT_OUT, PLANT_IN = 1, 5, 7  # where the test plants its super weight (not a model's finding)
+
+
+def _tiny(arch: str) -> torch.nn.Module:
+    if arch == "opt":
+        torch.manual_seed(0)
+        config = T.OPTConfig(
+            hidden_size=32, num_hidden_layers=3, ffn_dim=64, num_attention_heads=2, vocab_size=120,
+            word_embed_proj_dim=32, max_position_embeddings=64,
+        )  # fmt: skip
+        return T.OPTForCausalLM(config).eval()
+    return tiny_model(arch)
+
+
+@pytest.mark.parametrize(
+    "arch, module_end, transposed",
+    [("bert", ".output.dense", False), ("llama", ".mlp.down_proj", False), ("gpt2", ".mlp.c_proj", True),
+     ("opt", ".fc2", False)],
+)  # fmt: skip
+def test_residual_writer_found_by_tracing(arch, module_end, transposed):
+    model = _tiny(arch)
+    writers = find_residual_writers(model)
+    assert [w.layer for w in writers] == [0, 1, 2]
+    for w in writers:
+        assert w.name.endswith(module_end) and ".attention." not in w.name and ".attn." not in w.name
+        assert w.transposed is transposed
+        assert w.out_features == 32 and w.in_features > 32  # the FFN's width in, the stream's out
+        assert tuple(w.matrix().shape) == (w.out_features, w.in_features)
+    table = writers_table(writers)
+    assert list(table.layer) == [0, 1, 2] and table.feeds_norm.str.len().gt(0).all()
+    if arch == "bert":  # post-LN: the writer feeds its own block's output LayerNorm
+        assert all(w.norm.startswith(w.name.rsplit(".dense", 1)[0]) and w.norm_role == "block_output" for w in writers)
+
+
+def _planted(plant: bool) -> tuple[torch.nn.Module, list[dict], torch.Tensor]:
+    """A tiny Llama whose LM head matters (scaled up), with or without a planted super weight: one input
+    channel of layer 1's FFN made large, and the down-projection scalar that writes it into one hidden dim."""
+    torch.manual_seed(0)
+    model = T.LlamaForCausalLM(T.LlamaConfig(**TINY)).eval()
+    with torch.no_grad():
+        model.lm_head.weight *= 20
+        if plant:
+            mlp = model.model.layers[PLANT_LAYER].mlp
+            mlp.up_proj.weight[PLANT_IN] *= 20
+            mlp.gate_proj.weight[PLANT_IN] *= 20
+            mlp.down_proj.weight[PLANT_OUT, PLANT_IN] = 2.0
+    gen = torch.Generator().manual_seed(1)
+    batches = [{"input_ids": torch.randint(0, TINY["vocab_size"], (4, 16), generator=gen)} for _ in range(2)]
+    ids = torch.cat([b["input_ids"] for b in batches])
+    return model, batches, ids
+
+
+def _loss(model: torch.nn.Module, ids: torch.Tensor):
+    def objective() -> float:
+        with torch.no_grad():
+            return float(model(input_ids=ids, labels=ids).loss)
+
+    return objective
+
+
+def test_planted_super_weight_found_and_beats_controls():
+    model, batches, ids = _planted(plant=True)
+    report = sw.find_super_weights(model, batches, _loss(model, ids))
+    spikes = report.spikes[report.spikes.spike]
+    assert list(zip(spikes.layer, spikes.channel)) == [(PLANT_LAYER, PLANT_OUT)]
+    found = report.super_weights
+    assert list(zip(found.layer, found.row, found.col)) == [(PLANT_LAYER, PLANT_OUT, PLANT_IN)]
+    row = found.iloc[0]
+    assert abs(row.delta) > report.rule.control_factor * row.control_max > 0
+    controls = report.controls
+    assert (controls.kind == "random").sum() >= 20 and (controls.kind == "largest |w|").sum() >= 20
+    assert controls.delta.abs().max() < abs(row.delta)
+    table = sw.super_weight_table(report, "tiny")
+    assert table["index"].tolist() == [[PLANT_OUT, PLANT_IN]]  # nn.Linear: (out, in)
+    # the massive activation is carried by the stream into the next norm's input, and damped at its output
+    spike = spikes.iloc[0]
+    assert spike.norm_in_ratio > report.rule.spike_ratio > spike.norm_out_ratio
+
+
+def test_restoring_the_super_activation_alone_recovers_the_loss():
+    model, batches, ids = _planted(plant=True)
+    objective = _loss(model, ids)
+    report = sw.find_super_weights(model, batches, objective)
+    (writer, row, col), spike = report.scalars()[0], report.spikes[report.spikes.spike].iloc[0]
+    threshold = 5 * spike.out_median  # tokens where the plant writes far more than a typical channel
+    intact = objective()
+    with sw.restored_activation(model, writer, row, col, threshold), sw.zeroed([(writer, row, col)]):
+        restored = objective()
+    with sw.zeroed([(writer, row, col)]):
+        zeroed = objective()
+    assert abs(restored - intact) < 0.5 * abs(zeroed - intact)
+
+
+def test_no_plant_no_super_weight():
+    model, batches, ids = _planted(plant=False)
+    report = sw.find_super_weights(model, batches, _loss(model, ids))
+    assert not report.spikes.spike.any()
+    assert report.super_weights.empty and report.candidates.empty
+    assert len(report.spikes) == 3 * report.rule.spikes_per_layer  # the spike table is there to show why
+
+
+def test_zeroed_scalar_restored_bit_exactly_after_an_exception():
+    model = tiny_model("gpt2")
+    writer = find_residual_writers(model)[1]
+    before = state_fingerprint(model)
+    value = writer.matrix()[3, 9].item()
+    with pytest.raises(RuntimeError, match="inside"):
+        with sw.zeroed([(writer, 3, 9), (writer, 4, 10)]):
+            assert writer.matrix()[3, 9].item() == 0.0 and writer.weight[9, 3].item() == 0.0  # Conv1D: (in, out)
+            raise RuntimeError("raised inside the edit context")
+    assert writer.matrix()[3, 9].item() == value
+    assert fingerprints_equal(before, state_fingerprint(model))
