@@ -1,36 +1,29 @@
 """Notebook 07's study: its subjects (a model with its tokenizer, objective, outlier dims and token counts, loaded
 once) and ``run_study``, every measurement over every subject as tidy tables (numbers only).
 
-The dims come from the project's one detection rule (``detection.dims_to_ablate``), called in one
-line (``detect_dims``) so a change of rule is a one-line swap.
+The dims come from the project's one detection rule (``detection.dims_to_ablate``, its settings
+``rule.DEFAULT_RULE``); the objective kind from the loaded model (``evaluation.model_objective.objective_of``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import pandas as pd
 import torch
 
 from ..analysis import frequency
+from ..analysis.detection import dims_to_ablate
+from ..analysis.rule import DEFAULT_RULE
+from ..evaluation.model_objective import objective_of
 from ..model.discovery import find_norm_sites
 from ..model.loading import CAUSAL_TYPES, load_config, load_model, resolve
 from ..model.sites import NormSite
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
-
-# alias -> (head to load, objective kind for quantization.quantization_table)
-KNOWN = {"bbmini": ("mlm", "mlm"), "minilm": ("base", "embedding"), "smollm2": ("causal-lm", "causal")}
-
-
-def detect_dims(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, k: float = 3.0) -> list[int]:
-    """The dims to study: the project's one rule (parameters + activations; never an effect measured here)."""
-    from ..analysis.detection import dims_to_ablate
-
-    return dims_to_ablate(model, tokenizer, k=k)
+# alias -> head to load (the objective kind then follows from the model: evaluation.model_objective.objective_of)
+KNOWN = {"bbmini": "mlm", "minilm": "base", "smollm2": "causal-lm"}
 
 
 @dataclass
@@ -44,7 +37,7 @@ class Subject:
     sites: list[NormSite]
     dims: list[int]
     counts: frequency.TokenCounts
-    roles: tuple[str, ...]  # the sites an ablation disables (detection.effect_roles: block output, else pre-norms)
+    roles: tuple[str, ...]  # the sites an ablation disables (effect.effect_roles: block output, else pre-norms)
 
     @property
     def hidden_size(self) -> int:
@@ -55,17 +48,17 @@ class Subject:
         return int(self.model.config.num_hidden_layers)
 
 
-def _head_and_kind(name: str) -> tuple[str, str]:
+def _head(name: str) -> str:
     if name in KNOWN:
         return KNOWN[name]
     model_type = load_config(name).model_type  # ModelLoadError naming the cause, as load_model's
-    return ("causal-lm", "causal") if model_type in CAUSAL_TYPES else ("mlm", "mlm")
+    return "causal-lm" if model_type in CAUSAL_TYPES else "mlm"
 
 
 def load_subject(
     name: str,
     device: str = "auto",
-    k: float = 3.0,
+    k: float = DEFAULT_RULE.k,
     corpora: Sequence[str] = frequency.DEFAULT_PROXY_CORPORA,
     proxy_max_texts: int | None = None,
     exact_max_texts: int | None = None,
@@ -80,16 +73,16 @@ def load_subject(
         >>> subject.dims, subject.counts.exact  # doctest: +SKIP
         ([81, 126, 31], True)
     """
-    head, kind = _head_and_kind(name)
-    model, tokenizer = load_model(name, head=head, device=None if device == "auto" else device)
+    model, tokenizer = load_model(name, head=_head(name), device=None if device == "auto" else device)
+    kind = objective_of(model, tokenizer)
     sites = find_norm_sites(model)
-    dims = detect_dims(model, tokenizer, k)
+    dims = dims_to_ablate(model, tokenizer, k=k)  # the one rule: parameters + activations, never an effect
     folder = Path(resolve(name))
     if (folder / "training_config.json").exists():
         counts = frequency.pretraining_token_counts(folder, max_texts=exact_max_texts)
     else:
         counts = frequency.proxy_token_counts(tokenizer, corpora, max_texts=proxy_max_texts)
-    from ..analysis.detection import effect_roles
+    from ..analysis.effect import effect_roles
 
     return Subject(name, model, tokenizer, kind, sites, dims, counts, effect_roles(sites))
 
