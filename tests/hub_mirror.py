@@ -161,6 +161,7 @@ GLUE_CONFIGS: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None, tuple[str
 }
 WIKITEXT = ("wikitext", "wikitext-2-raw-v1", ("test", "train", "validation"))
 ROWS = {"train": 240, "test": 40}  # every other split: ROWS["test"] * 2
+WIKITEXT_ROWS = {"train": 2000, "validation": 3760, "test": 4358}  # validation and test: the real row counts
 
 
 def _commit(*parts: str) -> str:
@@ -430,7 +431,7 @@ def _wikitext_split(split: str, rng: random.Random):
 
     verses = load_texts("kjv")
     lines: list[str] = []
-    n = ROWS.get(split, ROWS["test"] * 2)
+    n = WIKITEXT_ROWS[split]
     while len(lines) < n:
         lines += ["", f" = {rng.choice(verses).split()[0]} {len(lines)} = ", ""]
         for _ in range(rng.randrange(2, 5)):
@@ -477,8 +478,9 @@ def _write_dataset(root: Path, repo_id: str, config: str, splits: dict) -> None:
         shutil.move(str(built), final)
 
 
-def build(root: str | os.PathLike, repos: tuple[Repo, ...] = REPOS) -> Path:
-    """Write the mirror into ``root`` (``root/hub`` and ``root/datasets``) and return ``root``."""
+def build(root: str | os.PathLike, repos: tuple[Repo, ...] = REPOS, with_datasets: bool = True) -> Path:
+    """Write the mirror into ``root`` (``root/hub`` and ``root/datasets``) and return ``root``; ``repos`` and
+    ``with_datasets`` pick a part of it (a test of one loader needs one repository)."""
     import datasets
 
     root = Path(root)
@@ -486,6 +488,8 @@ def build(root: str | os.PathLike, repos: tuple[Repo, ...] = REPOS) -> Path:
     hub.mkdir(parents=True, exist_ok=True)
     for repo in repos:
         _write_model(hub, repo)
+    if not with_datasets:
+        return root
     before = datasets.logging.get_verbosity()
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
