@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +21,7 @@ from ..paths import in_project
 __all__ = ["RunRecorder"]
 
 
-@dataclass
+@dataclass(init=False)
 class RunRecorder:
     """Saves a notebook run's tables, figures and findings under ``out_dir`` with its config beside them.
 
@@ -33,11 +33,12 @@ class RunRecorder:
         >>> rec.table(df, "conditions"); rec.figure(fig, "scan"); rec.finding(*finding)  # doctest: +SKIP
     """
 
-    out_dir: str | os.PathLike
-    config: dict = field(default_factory=dict)
+    out_dir: Path
+    config: dict
 
-    def __post_init__(self):
-        self.out_dir = in_project(self.out_dir)  # relative: from the project root, wherever the kernel started
+    def __init__(self, out_dir: str | os.PathLike, config: dict | None = None) -> None:
+        self.out_dir = in_project(out_dir)  # relative: from the project root, wherever the kernel started
+        self.config = {} if config is None else config
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out_dir / "config.json", self.config)
 
