@@ -18,7 +18,6 @@ from bertbusters_nb.reporting.plots import downstream as plotting_glue  # noqa: 
 from bertbusters_nb.studies.downstream import (  # noqa: E402
     DownstreamStudy,
     available_backbones,
-    backbones_note,
     chance_score,
     layer_ranges,
     outlier_conditions,
@@ -108,7 +107,7 @@ def test_chance_is_the_majority_answer_in_the_task_metric():
 def test_missing_backbones_are_named_not_fatal(tmp_path):
     usable, missing = available_backbones(["minilm", str(tmp_path / "nothing-here"), "bert-base-uncased"])
     assert usable == ["minilm", "bert-base-uncased"] and list(missing) == [str(tmp_path / "nothing-here")]
-    assert "Left out" in backbones_note(usable, missing)
+    assert "Left out" in claims.backbones_note(usable, missing)
 
 
 def test_stages_need_the_finetune_first(tiny_dir):
@@ -216,7 +215,7 @@ def test_the_screened_scan_covers_every_dim_on_the_whole_dev_set_and_checks_the_
     exact = screened[screened.value_kind == "exact"]
     assert PLANTED in set(exact.dim) and 3 <= len(exact) <= 3 + screened.outlier.sum()
     assert screened.examples.iloc[0] == 24 > scan.examples.iloc[0]  # the whole dev set, not the subset
-    text = study.screened_summary()
+    text = claims.downstream_screened_summary(screened, scan)
     assert (
         text.startswith("- **") and "rt" in text and "of the top 5 dims of the exact scan on 8 examples" in text.lower()
     )

@@ -16,13 +16,13 @@ from bertbusters_nb.evaluation.screen import (
     make_engine,
     prepare_embedding_eval,
     screen_ranking,
-    screen_summary,
     screened_scan,
 )
 from bertbusters_nb.evaluation.sets import prepare_causal_eval
 from bertbusters_nb.model.ablation import Condition, fingerprints_equal, state_fingerprint
 from bertbusters_nb.model.discovery import find_norm_sites
 from bertbusters_nb.model.sites import select_sites
+from bertbusters_nb.reporting import claims
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,7 +147,7 @@ def test_screen_summary_names_checked_dims_and_the_exact_scans_top_dims_found():
     model, es = tiny_model("bert"), mlm_set()
     table = screened_scan(model, es, top_k=3, progress=False, autocast=None)
     scan = scan_dims(model, es, progress=False, autocast=None)
-    text = screen_summary(table, scan, n=5)
+    text = claims.screen_summary(table, scan, n=5)
     first = int(table["dim"].iloc[0])
     assert f"{first} (" in text and "top 3 checked exactly" in text and "on 16 examples" in text
     exact_top = scan.nlargest(5, "delta")["dim"].tolist()

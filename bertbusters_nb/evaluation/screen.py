@@ -604,30 +604,6 @@ def screen_ranking(table: pd.DataFrame, n: int = 10) -> list[int]:
     return [int(d) for d in table["dim"].head(n)]
 
 
-def screen_summary(table: pd.DataFrame, scan: pd.DataFrame | None = None, n: int = 5, delta: str = "delta") -> str:
-    """One markdown sentence: the screen's most damaging checked dims, and (given an exact scan table with the
-    objective's change in column ``delta``, e.g. ``scan_dims`` on a subset) how many of that scan's top ``n``
-    dims the screen checked."""
-    checked = table[table["value_kind"] == "exact"]
-    top = ", ".join(f"{int(r.dim)} ({r.exact:+.3f})" for r in checked.head(3).itertuples())
-    examples = table.attrs.get("examples")
-    text = (
-        f"The screened scan{f' on {examples} examples' if examples else ''} (every dim's effect estimated by "
-        f"`{table['method'].iloc[0]}`, the top {len(checked)} checked exactly) finds as most damaging "
-        f"{top} ({table['objective'].iloc[0]} change)."
-    )
-    if scan is not None and len(scan):
-        exact_top = scan.nlargest(n, delta)["dim"].astype(int).tolist()
-        found = [d for d in exact_top if d in set(checked["dim"].astype(int))]
-        on = f" on {int(scan['examples'].iloc[0])} examples" if "examples" in scan.columns else ""
-        verb = "is" if len(found) == 1 else "are"
-        text += (
-            f" Of the top {len(exact_top)} dims of the exact scan{on} {exact_top}, {len(found)} {verb} among the "
-            f"screen's checked dims."
-        )
-    return text
-
-
 __all__ = [
     "EmbeddingEngine",
     "EmbeddingEvalSet",
@@ -642,6 +618,5 @@ __all__ = [
     "objective_name",
     "prepare_embedding_eval",
     "screen_ranking",
-    "screen_summary",
     "screened_scan",
 ]

@@ -642,7 +642,52 @@ def mlm_summary(mlm: Finding, model_name: str, scan_rank: str) -> str:
     return verdict(mlm.outcome) + f" On **{model_name}**: " + mlm.sentence + " " + scan_rank
 
 
+def screen_summary(table: pd.DataFrame, scan: pd.DataFrame | None = None, n: int = 5, delta: str = "delta") -> str:
+    """Notebooks 03 and 04: one markdown sentence on ``evaluation.screen.screened_scan``'s ``table``: the screen's
+    most damaging checked dims, and (given an exact scan table with the objective's change in column ``delta``,
+    e.g. ``scan_dims`` on a subset) how many of that scan's top ``n`` dims the screen checked."""
+    checked = table[table["value_kind"] == "exact"]
+    top = ", ".join(f"{int(r.dim)} ({r.exact:+.3f})" for r in checked.head(3).itertuples())
+    examples = table.attrs.get("examples")
+    text = (
+        f"The screened scan{f' on {examples} examples' if examples else ''} (every dim's effect estimated by "
+        f"`{table['method'].iloc[0]}`, the top {len(checked)} checked exactly) finds as most damaging "
+        f"{top} ({table['objective'].iloc[0]} change)."
+    )
+    if scan is not None and len(scan):
+        exact_top = scan.nlargest(n, delta)["dim"].astype(int).tolist()
+        found = [d for d in exact_top if d in set(checked["dim"].astype(int))]
+        on = f" on {int(scan['examples'].iloc[0])} examples" if "examples" in scan.columns else ""
+        verb = "is" if len(found) == 1 else "are"
+        text += (
+            f" Of the top {len(exact_top)} dims of the exact scan{on} {exact_top}, {len(found)} {verb} among the "
+            f"screen's checked dims."
+        )
+    return text
+
+
 # --- 04 · downstream after fine-tuning -----------------------------------------------------------------
+
+
+def backbones_note(usable: Sequence[str], missing: Mapping[str, str]) -> str:
+    """Notebook 04: which backbones this run uses and why any are left out (``downstream.available_backbones``)."""
+    text = f"Backbones in this run: {', '.join(f'`{b}`' for b in usable) or 'none'}."
+    for name, why in missing.items():
+        hint = " (the project's own pre-trained small BERT; `make bbmini` builds it)" if name == "bbmini" else ""
+        text += f" Left out: `{name}`{hint}: {why}."
+    return text
+
+
+def downstream_screened_summary(screened: pd.DataFrame, scan: pd.DataFrame | None) -> str:
+    """Notebook 04: per scanned pair of ``DownstreamStudy.screened_scan``'s table, ``screen_summary`` against the
+    pair's subset scan (``scan``: the study's ``scan`` table, or None)."""
+    lines = []
+    for (backbone, task), group in screened.groupby(["backbone", "task"], sort=False):
+        exact = None if scan is None else scan[(scan.backbone == backbone) & (scan.task == task)]
+        group = group.reset_index(drop=True)
+        group.attrs.update(examples=int(group["examples"].iloc[0]))
+        lines.append(f"- **{backbone} / {task}**: " + screen_summary(group, exact, delta="loss_delta"))
+    return "\n".join(lines)
 
 
 def _downstream_outcome(r) -> tuple[str, float, float]:

@@ -68,15 +68,6 @@ def available_backbones(backbones: Sequence[str]) -> tuple[list[str], dict[str, 
     return usable, missing
 
 
-def backbones_note(usable: Sequence[str], missing: dict[str, str]) -> str:
-    """A markdown sentence on which backbones this run uses and why any are left out."""
-    text = f"Backbones in this run: {', '.join(f'`{b}`' for b in usable) or 'none'}."
-    for name, why in missing.items():
-        hint = " (the project's own pre-trained small BERT; `make bbmini` builds it)" if name == "bbmini" else ""
-        text += f" Left out: `{name}`{hint}: {why}."
-    return text
-
-
 def check_overrides(overrides: Mapping[str, Mapping[str, object]], settings: FinetuneSettings) -> dict:
     """``overrides`` as a plain dict, after checking that every name is a fine-tuning setting and that the
     values build valid settings (the error names the valid settings)."""
@@ -505,22 +496,6 @@ class DownstreamStudy:
             raise ValueError(f"No pair to scan: tasks={tasks} matches none of {self.tasks}.")
         self.tables["screened_scan"] = pd.concat(frames, ignore_index=True)
         return self.tables["screened_scan"]
-
-    def screened_summary(self) -> str:
-        """Markdown: per scanned pair, the screen's most damaging checked dims on the whole dev set, and how
-        many of the exact subset scan's top 5 (by dev-loss rise) the screen checked."""
-        from ..evaluation.screen import screen_summary
-
-        if "screened_scan" not in self.tables:
-            raise RuntimeError("Run screened_scan() before screened_summary().")
-        screened, scan = self.tables["screened_scan"], self.tables.get("scan")
-        lines = []
-        for (backbone, task), group in screened.groupby(["backbone", "task"], sort=False):
-            exact = None if scan is None else scan[(scan.backbone == backbone) & (scan.task == task)]
-            group = group.reset_index(drop=True)
-            group.attrs.update(examples=int(group["examples"].iloc[0]))
-            lines.append(f"- **{backbone} / {task}**: " + screen_summary(group, exact, delta="loss_delta"))
-        return "\n".join(lines)
 
     # ------------------------------------------------------------ summary
     def summary(self) -> pd.DataFrame:

@@ -156,7 +156,7 @@ display(Markdown(scan_rank))
 # %%
 screened = screen.screened_scan(model, eval_set, roles=roles, progress=False)
 rec.table(screened, "screened_scan")
-display(Markdown(screen.screen_summary(screened, scan)))
+display(Markdown(claims.screen_summary(screened, scan)))
 
 # %% [markdown]
 # ## An encoder without an MLM head: MiniLM

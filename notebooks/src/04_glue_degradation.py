@@ -84,7 +84,7 @@ study = downstream.DownstreamStudy(
     glue_source=glue_source,
     overrides=backbone_overrides,
 )
-display(Markdown(downstream.backbones_note(usable, missing)))
+display(Markdown(claims.backbones_note(usable, missing)))
 describe_tasks(tasks)
 
 # %% [markdown]
@@ -211,7 +211,7 @@ rec.figure(downstream_plots.scan_grid(scan), "scan")
 # %%
 screened = study.screened_scan(tasks=scan_tasks)
 rec.table(screened, "screened_scan")
-display(Markdown(study.screened_summary()))
+display(Markdown(claims.downstream_screened_summary(screened, scan)))
 
 # %% [markdown]
 # ## 6 · One table per task and backbone
