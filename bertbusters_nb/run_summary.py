@@ -20,8 +20,6 @@ from pathlib import Path
 from .atomic import atomic_write_json, atomic_write_text, read_json
 from .run_folders import ATTEMPT, ATTEMPTS, DONE, LOG, RunFolders, attempt_status, read_record
 
-VERDICTS = {True: "held", False: "did NOT hold", None: "inconclusive"}
-
 
 def _findings(folder: Path) -> list:
     path = folder / "findings.json"
@@ -113,6 +111,8 @@ def _attempt_note(attempt: dict, base: Path) -> str:
 def render_markdown(profile: str, entries: list[dict], base: Path) -> str:
     """The one-page summary: a table with a line per last good run and a separate line per kept attempt,
     then each notebook's findings with the run they come from."""
+    from .reporting.claims import summary_verdict  # held, did NOT hold, inconclusive, or beyond ... but small
+
     lines = [
         f"# Summary of the `{profile}` results",
         "",
@@ -151,7 +151,7 @@ def render_markdown(profile: str, entries: list[dict], base: Path) -> str:
                 "",
             ]
         for f in good["findings"]:
-            lines.append(f"- **{f.get('claim')}**: {VERDICTS.get(f.get('held'), f.get('held'))}. {f.get('evidence')}")
+            lines.append(f"- **{f.get('claim')}**: {summary_verdict(f)}. {f.get('evidence')}")
         lines.append("")
     return "\n".join(lines) + "\n"
 
