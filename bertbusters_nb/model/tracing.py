@@ -12,6 +12,7 @@ draws from the tracer's one seeded generator, so a trace is the same on every ru
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 
@@ -288,7 +289,7 @@ def _substitute(obj, it, depth: int = 0):
     return obj
 
 
-def jittered(norms: dict[str, nn.Module]):
+def jittered(norms: dict[str, nn.Module]) -> contextlib.AbstractContextManager:
     """Small distinct noise on every norm's parameters for a ``with`` block (two norms of one input must not
     give equal outputs while tracing), restored bit for bit on exit (``edits.edited``)."""
     gen = torch.Generator().manual_seed(1)
