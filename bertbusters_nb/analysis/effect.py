@@ -17,7 +17,7 @@ import torch
 
 from ..evaluation.model_objective import objective_of
 from ..model.discovery import find_norm_sites
-from ..model.sites import NormSite, select_sites
+from ..model.sites import NormSite, ablation_roles, select_sites
 from .criteria import ranked
 from .rule import UNWEIGHED_ROLES
 
@@ -26,14 +26,13 @@ if TYPE_CHECKING:
 
 
 def effect_roles(sites: Sequence[NormSite]) -> tuple[str, ...]:
-    """The sites the single-dim scan disables: block-output norms (post-LN), else the pre-norms (pre-LN)."""
-    present = {s.role for s in sites}
-    if "block_output" in present:
-        return ("block_output",)
-    pre = tuple(r for r in ("pre_attention", "pre_cross_attention", "pre_ffn", "pre_parallel") if r in present)
-    if pre:
-        return pre
-    return tuple(sorted(present - set(UNWEIGHED_ROLES)))[:1]
+    """The sites the single-dim scan disables: the one rule, ``sites.ablation_roles`` (block-output norms, else
+    the pre-norms); a model with neither (sandwich-only OLMo2, MiniMax) gets its first weighed role."""
+    try:
+        return ablation_roles(sites)
+    except ValueError:
+        present = {s.role for s in sites}
+        return tuple(sorted(present - set(UNWEIGHED_ROLES)))[:1]
 
 
 def effect_criterion(

@@ -189,17 +189,17 @@ def norm_placement(sites: Sequence[NormSite], stack: str | None = None) -> str:
 
 
 def ablation_roles(sites: Sequence[NormSite], stack: str | None = None) -> tuple[str, ...]:
-    """The roles a hidden-dim ablation disables in ``stack`` (None: the whole model): the block-output norms of
-    a post-LN model (the paper's sites: they ARE the residual stream), else every pre-LN role the model has
-    (``PRE_LN_ROLES`` order: GPT-2, Pythia, Llama get ``pre_attention`` + ``pre_ffn``). ValueError when the
-    model has neither.
+    """The roles a hidden-dim ablation disables in ``stack`` (None: the whole model): the block-output norms
+    when the model has them (post-LN: the paper's sites, they ARE the residual stream), else every pre-LN role
+    it has (``PRE_LN_ROLES`` order: GPT-2, Pythia, Llama get ``pre_attention`` + ``pre_ffn``). ValueError when
+    it has neither (sandwich-only OLMo2, MiniMax's norm on entry): the caller decides what stands in.
 
     Example:
         >>> ablation_roles(find_norm_sites(gpt2))  # doctest: +SKIP
         ('pre_attention', 'pre_ffn')
     """
     present = {s.role for s in sites if stack is None or s.stack == stack}
-    if norm_placement(sites, stack) == "post-LN":
+    if "block_output" in present:
         return ("block_output",)
     pre = tuple(r for r in PRE_LN_ROLES if r in present)
     if not pre:
