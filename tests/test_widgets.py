@@ -202,14 +202,16 @@ def test_view_table_and_text(explorer):
 
 
 def test_summarize_gives_a_finding_computed_in_the_run(explorer):
-    claim, held, evidence, _ = explorer.summarize(explorer.compute_view(explorer.state_with(dims=explorer.outlier_dims)))
+    claim, held, evidence, _ = explorer.summarize(
+        explorer.compute_view(explorer.state_with(dims=explorer.outlier_dims))
+    )
     assert "MLM loss" in claim and isinstance(held, bool) and "identical: True" in evidence
 
 
 def test_embedding_view_for_an_encoder_without_mlm_head(minilm):
     model, tokenizer = minilm
     ex = Explorer(model, tokenizer, TEXTS[:8], max_length=32, cpu_threads=1)
-    assert ex.kind == "embeddings" and ex.n_layers == 6
+    assert ex.kind == "embedding" and ex.n_layers == 6
     intact = ex.compute_view(ex.initial)
     assert intact["cosine_mean"] == pytest.approx(1.0) and intact["predictions"] is None and intact["loss"] is None
     off = ex.compute_view(ex.state_with(dims=ex.outlier_dims))
@@ -223,7 +225,7 @@ def test_a_fine_tuned_classifier_is_explored_through_its_encoder(tiny_dir):
     tokenizer = T.AutoTokenizer.from_pretrained(tiny_dir)
     ex = Explorer(model, tokenizer, TEXTS[:4], max_length=32)
     off = ex.compute_view(ex.state_with(dims=(PLANTED,)))
-    assert ex.kind == "embeddings" and off["n_sites"] == 3 and off["cosine_mean"] < 0.999
+    assert ex.kind == "embedding" and off["n_sites"] == 3 and off["cosine_mean"] < 0.999
 
 
 def test_load_for_explorer_picks_the_head(tiny_dir):

@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
+from ..analysis.rule import DEFAULT_RULE
 from ..evaluation.fill_mask import (
     blank_predictions,
     count_blanks,
-    has_mlm_head,
     side_by_side,
 )
-from ..evaluation.next_token import is_causal_lm, next_tokens
+from ..evaluation.model_objective import objective_of
+from ..evaluation.next_token import next_tokens
 from ..model.discovery import find_norm_sites
 from ..model.sites import ROLES, NormSite
 from ..reporting.claims import Finding, explorer_finding
@@ -87,7 +88,7 @@ class Explorer:
         batch_size: int = 64,
         mask_prob: float = 0.15,
         seed: int = 42,
-        k: float = 3.0,
+        k: float = DEFAULT_RULE.k,
         outlier_roles: Sequence[str] | None = None,
         debounce_s: float = 0.15,
         cache_size: int = 64,
@@ -113,10 +114,7 @@ class Explorer:
             }
         )
         self.top_dims, self.outlier_dims = candidate_dims(model, tokenizer, n_top_dims, **rule)
-        if is_causal_lm(model):
-            self.kind = "causal"
-        else:
-            self.kind = "mlm" if has_mlm_head(model) and tokenizer.mask_token is not None else "embeddings"
+        self.kind = objective_of(model, tokenizer)  # 'mlm', 'causal' or 'embedding' (no LM head)
         if self.kind == "causal" and sentence == DEFAULT_SENTENCE:
             sentence = DEFAULT_PROMPT
         if tuple(roles) == ("block_output",) and "block_output" not in self.roles_available:
@@ -234,7 +232,7 @@ class Explorer:
     def compute_view(self, state: ExplorerState, use_cache: bool = True) -> dict:
         """Numbers and tables of ``state``: a dict with the keys below (None where they do not apply).
 
-        state, kind ('mlm' / 'causal' / 'embeddings'), description, sites (names edited), n_sites, note (a
+        state, kind ('mlm' / 'causal' / 'embedding'), description, sites (names edited), n_sites, note (a
         message for the user, '' when none), loss_intact, loss, loss_delta, perplexity_intact,
         perplexity, tokens (scored masked tokens), cosine_mean, cosine_min (embeddings of the eval
         texts vs intact), sentence_cosine, predictions (``side_by_side`` table), changed_predictions
@@ -372,7 +370,7 @@ class Explorer:
         if self.kind in LM_LABELS:
             model, eval_set, sites = self.model, self.eval_set, self.sites
         else:  # the screen's embedding objective, on the encoder whose embeddings the view compares
-            from ..evaluation.screen import prepare_embedding_eval
+            from ..evaluation.sets import prepare_embedding_eval
 
             if self._embedding_set is None:
                 self._embedding_set = prepare_embedding_eval(
