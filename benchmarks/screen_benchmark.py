@@ -43,17 +43,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from engine_benchmark import machine, synthetic_texts, synthetic_tokenizer, write_section  # noqa: E402
 
 from bertbusters_nb import device as devices  # noqa: E402
+from bertbusters_nb.evaluation.engine import AblationEngine  # noqa: E402
 from bertbusters_nb.evaluation.screen import (  # noqa: E402
     RANKINGS,
     agreement,
     check_order,
     estimate_effects,
     exact_effects,
-    make_engine,
-    prepare_embedding_eval,
     screened_scan,
 )
-from bertbusters_nb.evaluation.sets import prepare_causal_eval, prepare_mlm_eval  # noqa: E402
+from bertbusters_nb.evaluation.sets import prepare_causal_eval, prepare_embedding_eval, prepare_mlm_eval  # noqa: E402
 from bertbusters_nb.model.ablation import Condition  # noqa: E402
 from bertbusters_nb.model.discovery import find_norm_sites  # noqa: E402
 from bertbusters_nb.model.loading import load_model  # noqa: E402
@@ -236,7 +235,7 @@ def precision_part(args) -> dict:
         conditions = [Condition("none")] + [Condition(f"dim {d}", (d,)) for d in range(0, 8 * (n_cond - 1), 8)]
         times, values = {}, {}
         for label, dtype in (("fp32", None), ("bf16", torch.bfloat16), ("fp32 again", None)):
-            engine = make_engine(model, es, autocast=dtype)
+            engine = AblationEngine(model, es, autocast=dtype)
             engine.run(conditions[:1], progress=False)  # warm-up
             with Clock() as c:
                 values[label] = [r["eval_loss"] for r in engine.run(conditions, progress=False)]

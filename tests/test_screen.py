@@ -9,16 +9,15 @@ from test_evaluation import TOK, random_texts
 
 from bertbusters_nb.evaluation import prepare_classification_eval, prepare_mlm_eval, scan_dims
 from bertbusters_nb.evaluation.embeddings import sentence_embeddings
+from bertbusters_nb.evaluation.engine import AblationEngine
 from bertbusters_nb.evaluation.screen import (
     agreement,
     estimate_effects,
     exact_effects,
-    make_engine,
-    prepare_embedding_eval,
     screen_ranking,
     screened_scan,
 )
-from bertbusters_nb.evaluation.sets import prepare_causal_eval
+from bertbusters_nb.evaluation.sets import prepare_causal_eval, prepare_embedding_eval
 from bertbusters_nb.model.ablation import Condition, fingerprints_equal, state_fingerprint
 from bertbusters_nb.model.discovery import find_norm_sites
 from bertbusters_nb.model.sites import select_sites
@@ -38,7 +37,7 @@ def test_first_order_estimate_is_the_derivative_of_the_exact_effect_along_the_ed
     model, es = tiny_model("bert"), mlm_set()
     sites = select_sites(find_norm_sites(model), roles="block_output")
     est = estimate_effects(model, es).set_index("dim")["estimate"]
-    engine = make_engine(model, es, prefix_cache=False, autocast=None)
+    engine = AblationEngine(model, es, prefix_cache=False, autocast=None)
     base = engine.evaluate()["eval_loss"]
     t = 1e-3
     for d in (0, 5):
@@ -165,9 +164,9 @@ def test_estimate_from_the_cached_prefix_equals_the_full_forwards(arch, roles, l
         if arch == "bert"
         else prepare_causal_eval(TOK, TEXTS, batch_size=8)
     )
-    cached = make_engine(model, es, autocast=None)
+    cached = AblationEngine(model, es, autocast=None)
     assert cached.stack is not None  # the prefix cache is on for this model
-    full = make_engine(model, es, prefix_cache=False, autocast=None)
+    full = AblationEngine(model, es, prefix_cache=False, autocast=None)
     for method in ("gradient", "fisher"):
         a = estimate_effects(model, es, roles=roles, layers=layers, method=method, engine=cached)
         b = estimate_effects(model, es, roles=roles, layers=layers, method=method, engine=full)
@@ -222,10 +221,47 @@ def test_every_screened_row_stores_the_condition_that_reproduces_its_exact_value
 
     model, es = tiny_model("bert"), mlm_set()
     table = screened_scan(model, es, top_k=2, progress=False, autocast=None)
-    engine = make_engine(model, es, autocast=None)
+    engine = AblationEngine(model, es, autocast=None)
     intact = engine.evaluate()["eval_loss"]
     for _, row in table[table["value_kind"] == "exact"].iterrows():
         condition = row_condition(row)
         assert condition.dims == (int(row["dim"]),)
         assert engine.evaluate(condition)["eval_loss"] - intact == pytest.approx(row["exact"], abs=1e-9)
     assert table["spec"].notna().all()
+
+
+def test_unsettled_dims_are_those_whose_error_bound_reaches_the_exact_top():
+    """The bound is the estimate plus the largest underestimate per unit of energy measured on verified dims."""
+    import pandas as pd
+
+    from bertbusters_nb.evaluation.screen import error_per_energy, unsettled
+
+    estimates = pd.DataFrame(
+        {"dim": range(8), "estimate": [5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.4, 0.1], "energy": [10, 8, 6, 4, 2, 1, 30, 1.0]}
+    )
+    verified = pd.DataFrame({"dim": [0, 1, 2, 3, 4], "exact": [6.0, 4.0, 3.0, 2.0, 1.0]})
+    assert error_per_energy(estimates, verified) == pytest.approx(0.1)  # dim 0: under by 1.0 at energy 10
+    # 5th largest exact is 1.0; bounds: dim 5: 0.5 + 0.1, dim 6: 0.4 + 3.0 (a large edit), dim 7: 0.1 + 0.1
+    assert unsettled(estimates, verified, n_top=5) == [6]
+    assert unsettled(estimates, verified.head(4), n_top=5) == [4, 5, 6, 7]  # fewer than n_top verified
+    exact_all = pd.concat([verified, pd.DataFrame({"dim": [6], "exact": [0.2]})], ignore_index=True)
+    assert unsettled(estimates, exact_all, n_top=5) == []
+
+
+def test_adaptive_screen_verifies_until_the_exact_top_five_is_found():
+    """top_k='auto' stops only when no unverified dim can reach the exact top 5; the exact scan of every dim
+    then has its top 5 among the verified dims, and the rows of verified dims hold the exact values."""
+    from bertbusters_nb.evaluation.screen import AUTO_TOP, unsettled
+
+    model, es = tiny_model("bert"), mlm_set()
+    table = screened_scan(model, es, top_k="auto", progress=False, autocast=None)
+    verified = table[table["value_kind"] == "exact"]
+    assert table.attrs["checked_in_order"] == len(verified) and table.attrs["error_per_energy"] >= 0
+    assert sorted(table.loc[table["value_kind"] == "exact", "estimate_rank"]) == list(range(1, len(verified) + 1))
+    everything = exact_effects(model, es, progress=False, autocast=None)
+    top = set(everything.nlargest(AUTO_TOP, "exact")["dim"])
+    assert top <= set(verified["dim"])
+    merged = verified.merge(everything, on="dim", suffixes=("", "_all"))
+    assert merged["exact"].tolist() == pytest.approx(merged["exact_all"].tolist(), abs=1e-9)
+    if len(verified) < len(table):  # it stopped early: nothing unverified could still reach the top
+        assert unsettled(table[["dim", "estimate", "energy"]], verified[["dim", "exact"]]) == []

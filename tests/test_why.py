@@ -242,7 +242,7 @@ def test_pretraining_counts_rebuild_the_recorded_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "load_texts", lambda name, split="all", min_words=0: list(texts))
     folder = tmp_path / "model"
     tokenizer = tt.train_tokenizer(texts, vocab_size=60, out_dir=folder, min_frequency=1)
-    chunks = tt.pack_chunks(tt._encode(tokenizer, texts), 8, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    chunks = tt.pack_chunks(tt.encode_texts(tokenizer, texts), 8, tokenizer.cls_token_id, tokenizer.sep_token_id)
     info = {"corpora": ["tiny"], "seq_len": 8, "train_sha1": hashlib.sha1(chunks.tobytes()).hexdigest()}
     (folder / "training_config.json").write_text(json.dumps({"data": info}))
     counts = frequency.pretraining_token_counts(folder)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..model.ablation import Condition
 from ..model.discovery import find_norm_sites
 from ..model.sites import NormSite
-from .frequency import CATEGORIES, _base, token_categories
+from .frequency import CATEGORIES, base_model_of, token_categories
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -108,7 +108,7 @@ def sink_scores(
             inputs = {
                 k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
             }
-            attentions = _base(model)(**inputs, output_attentions=True).attentions
+            attentions = base_model_of(model)(**inputs, output_attentions=True).attentions
             if not attentions:
                 raise RuntimeError(
                     f"{type(model).__name__} returned no attention probabilities even with eager "

@@ -92,7 +92,7 @@ def pretraining_token_counts(
     """Exact per-token counts of a project-trained model's pre-training data (``bertbusters_nb/data/bbmini``).
 
     Rebuilds the packed train chunks from the corpora named in ``training_config.json`` with the
-    model's tokenizer (``pretraining.tokenizer._encode`` + ``pack_chunks``: the very functions that
+    model's tokenizer (``pretraining.tokenizer.encode_texts`` + ``pack_chunks``: the very functions that
     built them) and compares their SHA-1 with the recorded one; ``exact`` says whether they match.
     ``max_texts`` keeps the first N texts per corpus (smoke runs; never exact).
 
@@ -119,7 +119,9 @@ def pretraining_token_counts(
     def compute():
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         texts = [t for c in corpora for t in load_texts(c, split="train")[:max_texts]]
-        chunks = tt.pack_chunks(tt._encode(tokenizer, texts), seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id)
+        chunks = tt.pack_chunks(
+            tt.encode_texts(tokenizer, texts), seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id
+        )
         sha1 = hashlib.sha1(chunks.tobytes()).hexdigest()
         counts = np.bincount(chunks.ravel().astype(np.int64), minlength=len(tokenizer))
         return counts, {"sha1": sha1, "tokens": int(chunks.size)}
@@ -228,7 +230,9 @@ def token_categories(tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor
     }
 
 
-def _base(model):
+def base_model_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The model without its task head (``base_model``; the model itself where it has none): hidden states and
+    attentions come from it without computing a vocabulary-sized head."""
     base = getattr(model, "base_model", model)
     return base if base is not None else model
 
@@ -261,7 +265,7 @@ def token_occurrences(
         text_batches(tokenizer, texts, max_length, batch_size), desc="hidden states", disable=not progress, leave=False
     ):
         inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        states = torch.stack(_base(model)(**inputs, output_hidden_states=True).hidden_states)  # (L+1, B, T, H)
+        states = torch.stack(base_model_of(model)(**inputs, output_hidden_states=True).hidden_states)  # (L+1, B, T, H)
         picked = states[..., dims].float().cpu()  # (L+1, B, T, D)
         ids = batch["input_ids"]
         mask = batch["attention_mask"].bool()

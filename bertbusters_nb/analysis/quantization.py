@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..model.discovery import find_norm_sites
 from ..model.hooks import Trace, first_tensor
-from .frequency import _base
+from .frequency import base_model_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -73,7 +73,7 @@ def residual_readers(
     inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     # both traces keep the tensors themselves alive, so no later tensor can reuse their memory during the forward
     with Trace(model, norms) as norm_trace, Trace(model, linears, retain_input=True, retain_output=False) as reads:
-        _base(model)(**inputs)
+        base_model_of(model)(**inputs)
     norm_out = [first_tensor(call.output) for record in norm_trace.records.values() for call in record.calls]
     read = [(name, call.input) for name, record in reads.records.items() for call in record.calls]
     same = lambda a, b: a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()  # noqa: E731
@@ -251,7 +251,9 @@ def outlier_metrics(
     tokens = 0
     for batch in tqdm(list(batches), desc="kurtosis", disable=not progress, leave=False):
         inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        states = torch.stack(_base(model)(**inputs, output_hidden_states=True).hidden_states).float()  # (L+1, B, T, H)
+        states = torch.stack(
+            base_model_of(model)(**inputs, output_hidden_states=True).hidden_states
+        ).float()  # (L+1, B, T, H)
         real = states[:, inputs["attention_mask"].bool()]  # (L+1, N, H)
         for label, dims in excluded.items():
             keep = torch.ones(real.shape[-1], dtype=torch.bool, device=real.device)

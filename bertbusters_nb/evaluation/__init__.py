@@ -3,12 +3,13 @@
 Modules, one concern each:
 
 =============  ==========================================================================================
-sets           fixed, seeded eval sets: masked-LM, causal-LM, classification (was ``masking``)
+sets           fixed, seeded eval sets: masked-LM, causal-LM, classification, sentence embeddings
 metrics        task metrics (GLUE names); tasks: the task table (GLUE, offline tasks, loading)
 tables         result tables: ``condition_row``, ``rows_to_table``, ``evaluate``, ``evaluate_conditions``
 engine         ``AblationEngine``: plans conditions and schedules them over spans of batches; built on
                probe (the layer stack and its check), surgery (forward edits: stubs, gathering, capture),
                batched (K conditions in one forward), scoring (losses and metrics), memory (out-of-memory policy)
+objectives     what the engine scores (its extension point): the set's loss, or the embedding distance
 scan           every hidden dim disabled alone, resumable and shardable; progress: the one progress bar
 screen         fast scans: every dim's effect estimated from gradients, the top ones checked exactly
 conditions     the standard condition sets; embeddings, fill_mask, mlm_effects, next_token: other probes

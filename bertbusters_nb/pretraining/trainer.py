@@ -76,7 +76,7 @@ def lr_at(step: int, config: PretrainConfig) -> float:
     return config.lr * min(1.0, (step + 1) / config.warmup_steps)
 
 
-class _Batches:
+class EpochBatches:
     """Step -> batch of chunk rows: each epoch a permutation seeded by (seed, epoch)."""
 
     def __init__(self, chunks: np.ndarray, batch_size: int, seed: int, device: torch.device):
@@ -271,7 +271,7 @@ def pretrain(
         log_point(0, float("nan"))
         if 0 in config.snapshot_steps and main:
             save_weights(model, out_dir / "snapshots" / f"step_{0:08d}.safetensors", torch.float16)
-    batches = _Batches(train_chunks, config.batch_size, config.seed, device)
+    batches = EpochBatches(train_chunks, config.batch_size, config.seed, device)
     loss_sum = torch.zeros((), device=device)
     losses_since_log = 0
     started = time.perf_counter()

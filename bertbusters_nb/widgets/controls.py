@@ -14,16 +14,38 @@ import html
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .coalescer import Coalescer
 from .render import LM_LABELS, ROLE_LABELS, loss_html, predictions_html, ranking_html
 from .state import ExplorerState
 
 if TYPE_CHECKING:
-    from .explorer import Explorer
+    import pandas as pd
 
 log = logging.getLogger(__name__)
+
+
+class ExplorerModel(Protocol):
+    """What the controls read from an ``explorer.Explorer`` (a Protocol: the explorer makes its widget, so this
+    module, below it, never imports it)."""
+
+    kind: str
+    n_layers: int
+    hidden_size: int
+    roles_available: tuple[str, ...]
+    top_dims: list[int]
+    initial: ExplorerState
+    debounce_s: float
+
+    def check_state(self, state: ExplorerState) -> ExplorerState: ...
+
+    def compute_view(self, state: ExplorerState, use_cache: bool = True) -> dict: ...
+
+    def suggest_dims(self, state: ExplorerState | None = None, n: int = 8) -> pd.DataFrame: ...
+
+    def figure_png(self, state: ExplorerState, dpi: int = 80) -> bytes: ...
+
 
 N_SUGGESTIONS = 8  # dims the screen's ranking shows (each one checked exactly)
 
@@ -51,7 +73,7 @@ class ExplorerWidget:
     line (``data-computed`` / ``data-submitted`` counters).
     """
 
-    def __init__(self, explorer: Explorer, n_suggestions: int = N_SUGGESTIONS):
+    def __init__(self, explorer: ExplorerModel, n_suggestions: int = N_SUGGESTIONS):
         import ipywidgets as W
 
         self.explorer = ex = explorer
