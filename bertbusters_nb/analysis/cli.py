@@ -16,7 +16,7 @@ from typing import TextIO
 import pandas as pd
 
 from ..model.loading import ModelLoadError, load_model
-from .detection_report import DetectionReport, detection_report, head_for
+from .detection_report import DetectionReport, detection_report, own_head
 from .rule import DEFAULT_RULE
 
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, device: str | None 
 
 
 def _report(args: argparse.Namespace, device: str | None) -> tuple[str, DetectionReport]:
-    model, tokenizer = load_model(args.model, head=head_for(args.model), device=device)
+    model, tokenizer = load_model(args.model, head=own_head(args.model), device=device)
     options: dict = {"n_texts": args.texts}
     if args.roles:
         options["param_roles"] = tuple(args.roles)

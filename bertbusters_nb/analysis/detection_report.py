@@ -199,7 +199,7 @@ def detection_report(
     return DetectionReport(found, per_dim, table, effect, tables)
 
 
-def head_for(name: str) -> str:
+def own_head(name: str) -> str:
     """The head to load ``name`` with, from its config's architectures: ``mlm``, ``causal-lm``, else ``base``."""
     from transformers import AutoConfig
 
@@ -241,7 +241,7 @@ def agreement_across_models(
     heldout = sample_texts(load_texts("movie_reviews", split="heldout"), n_effect_texts, seed=seed)
     frames = []
     for name in tqdm(list(models), desc="models", disable=not progress):
-        model, tokenizer = load_model(name, head=head_for(name), device="cpu")
+        model, tokenizer = load_model(name, head=own_head(name), device="cpu")
         dims = None
         if effect_dims is not None:
             batches = text_batches(tokenizer, texts_for_activations(), max_length=max_length, batch_size=16)

@@ -1,4 +1,5 @@
-"""(c) The effect criterion: each dim disabled alone, scored on the model's own objective.
+"""(c) The effect criterion: each dim disabled alone, scored on the model's own objective (``objective_of``, on the
+eval set ``objective_eval_set`` builds).
 
 It is the ground truth that chooses *between* the criteria (``report.criteria_agreement``); it never chooses the
 dims an experiment then ablates (``detection.detect`` never calls it). Dims chosen by their effect are judged on
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import pandas as pd
 import torch
 
-from ..evaluation.model_objective import objective_of
+from ..evaluation.model_objective import OBJECTIVE_KINDS, objective_of
 from ..model.discovery import find_norm_sites
 from ..model.sites import NormSite, ablation_roles, select_sites
 from .criteria import ranked
@@ -23,6 +24,8 @@ from .rule import UNWEIGHED_ROLES
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+    from ..evaluation.sets import EvalSet
 
 
 def effect_roles(sites: Sequence[NormSite]) -> tuple[str, ...]:
@@ -79,11 +82,14 @@ def effect_criterion(
         if autocast_dtype
         else contextlib.nullcontext()
     )
+    if objective not in OBJECTIVE_KINDS:
+        raise ValueError(f"Unknown objective {objective!r}; pick one of {list(OBJECTIVE_KINDS)}.")
     with ctx:
         if method == "screen":
-            return _screened_effect(
-                model, tokenizer, texts, roles, sites, objective, max_length, top, progress, seed, screen_top_k
-            )
+            eval_set = objective_eval_set(objective, tokenizer, texts, max_length, seed)
+            out = _screened_effect(model, eval_set, roles, sites, top, progress, screen_top_k)
+            out.attrs["texts"] = len(texts)
+            return out
         if objective == "embedding":
             from ..evaluation.embeddings import embedding_drift
             from ..model.ablation import Condition
@@ -101,16 +107,8 @@ def effect_criterion(
             metric = "embedding cosine"
         else:
             from ..evaluation.scan import scan_dims
-            from ..evaluation.sets import prepare_causal_eval, prepare_mlm_eval
 
-            if objective == "mlm":
-                eval_set = prepare_mlm_eval(tokenizer, texts, max_length=max_length, seed=seed)
-            elif objective == "causal":
-                if tokenizer.pad_token is None:
-                    tokenizer.pad_token = tokenizer.eos_token
-                eval_set = prepare_causal_eval(tokenizer, texts, max_length=max_length)
-            else:
-                raise ValueError(f"Unknown objective {objective!r}; pick mlm, causal or embedding.")
+            eval_set = objective_eval_set(objective, tokenizer, texts, max_length, seed)
             scan = scan_dims(model, eval_set, roles=roles, dims=dims, progress=progress, sites=sites)
             table = pd.DataFrame({"dim": dims, "effect_value": scan.value.to_numpy(), "damage": scan.delta.to_numpy()})
             metric = f"{objective} loss"
@@ -123,21 +121,38 @@ def effect_criterion(
     return out
 
 
+def objective_eval_set(
+    objective: str, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int = 64, seed: int = 42
+) -> EvalSet:
+    """The eval set scoring ``objective`` (``model_objective.OBJECTIVE_KINDS``) on ``texts``: masked-LM targets
+    (seeded masking), next-token targets (a decoder without a pad token pads with its end-of-text token), or
+    sentence embeddings."""
+    from ..evaluation.sets import prepare_causal_eval, prepare_embedding_eval, prepare_mlm_eval
+
+    if objective == "mlm":
+        return prepare_mlm_eval(tokenizer, texts, max_length=max_length, seed=seed)
+    if objective == "causal":
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return prepare_causal_eval(tokenizer, texts, max_length=max_length)
+    if objective == "embedding":
+        return prepare_embedding_eval(tokenizer, texts, max_length=max_length)
+    raise ValueError(f"Unknown objective {objective!r}; pick one of {list(OBJECTIVE_KINDS)}.")
+
+
 def _screened_effect(
-    model, tokenizer, texts, roles, sites, objective, max_length, top, progress, seed, screen_top_k
+    model: torch.nn.Module,
+    eval_set: EvalSet,
+    roles: tuple[str, ...],
+    sites: Sequence[NormSite],
+    top: int,
+    progress: bool,
+    screen_top_k: int,
 ) -> pd.DataFrame:
     """``effect_criterion(method="screen")``: ``screen.screened_scan`` on the model's own objective."""
     from ..evaluation.screen import screened_scan
-    from ..evaluation.sets import prepare_causal_eval, prepare_embedding_eval, prepare_mlm_eval
 
-    if objective == "embedding":
-        eval_set = prepare_embedding_eval(tokenizer, texts, max_length=max_length)
-    elif objective == "mlm":
-        eval_set = prepare_mlm_eval(tokenizer, texts, max_length=max_length, seed=seed)
-    else:
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        eval_set = prepare_causal_eval(tokenizer, texts, max_length=max_length)
+    objective = eval_set.kind
     scan = screened_scan(model, eval_set, roles=roles, top_k=screen_top_k, sites=sites, progress=progress)
     table = pd.DataFrame(
         {
@@ -152,7 +167,7 @@ def _screened_effect(
     table["selected"] = table.effect_rank <= top
     table = table[["dim", "score", "selected", "damage", "effect_value", "effect_rank", "effect_kind"]]
     out = ranked(table, f"effect (screened {objective}, {'+'.join(roles)})")
-    out.attrs.update(objective=objective, metric=f"{objective} (screened)", roles=list(roles), texts=len(texts))
+    out.attrs.update(objective=objective, metric=f"{objective} (screened)", roles=list(roles))
     return out
 
 
