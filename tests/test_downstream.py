@@ -12,6 +12,7 @@ import torch  # noqa: E402
 import transformers as T  # noqa: E402
 
 from bertbusters_nb.data import assets  # noqa: E402
+from bertbusters_nb.evaluation.conditions import layer_ranges, outlier_conditions  # noqa: E402
 from bertbusters_nb.finetuning import FinetuneSettings  # noqa: E402
 from bertbusters_nb.reporting import claims  # noqa: E402
 from bertbusters_nb.reporting.plots import downstream as plotting_glue  # noqa: E402
@@ -19,8 +20,6 @@ from bertbusters_nb.studies.downstream import (  # noqa: E402
     DownstreamStudy,
     available_backbones,
     chance_score,
-    layer_ranges,
-    outlier_conditions,
 )
 
 PLANTED = 5
@@ -87,15 +86,22 @@ def test_outlier_conditions_each_alone_together_and_by_layer_range():
     names = [c.name for c in outlier_conditions([7, 9], ["block_output"], n_layers=6, parts=3)]
     assert names == [
         "none",
-        "dim 7",
-        "dim 9",
-        "outlier dims",
-        "outlier dims, layers 0-1",
-        "outlier dims, layers 2-3",
-        "outlier dims, layers 4-5",
+        "single: 7",
+        "single: 9",
+        "outliers: all",
+        "outliers: layers 0-1",
+        "outliers: layers 2-3",
+        "outliers: layers 4-5",
     ]
     single = outlier_conditions([7], ["block_output"], n_layers=2, parts=2)
-    assert [c.name for c in single][:3] == ["none", "dim 7", "outlier dims"]
+    assert [c.name for c in single] == [
+        "none",
+        "single: 7",
+        "outliers: all",
+        "outliers: layers 0",
+        "outliers: layers 1",
+    ]
+    assert [c.name for c in outlier_conditions([7], ["block_output"])] == ["none", "single: 7", "outliers: all"]
 
 
 def test_chance_is_the_majority_answer_in_the_task_metric():

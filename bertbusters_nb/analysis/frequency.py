@@ -31,6 +31,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .rule import DEFAULT_RULE
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
