@@ -22,3 +22,14 @@ def rank_against(value: float, baseline: Iterable[float]) -> dict[str, float]:
         "share_of_draws_below": float((b < value).mean()),
         "z_vs_random": float((value - b.mean()) / b.std(ddof=1)) if len(b) > 1 and b.std(ddof=1) > 0 else float("nan"),
     }
+
+
+def damage(value: float, intact: float, worse: str) -> float:
+    """How much worse than ``intact`` ``value`` is, in the objective's units: the change in the ``worse``
+    direction ('higher': a loss increase; 'lower': a drop of a cosine, an accuracy).
+
+    Example:
+        >>> damage(0.9, 1.0, "lower")
+        0.09999999999999998
+    """
+    return value - intact if worse == "higher" else intact - value

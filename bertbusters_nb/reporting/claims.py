@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..analysis.baselines import rank_against
+from ..analysis.baselines import damage, rank_against
 
 if TYPE_CHECKING:
     from ..analysis.outliers import OutlierReport
@@ -84,11 +84,6 @@ class RandomComparison:
     @property
     def damage(self) -> float:
         return damage(self.value, self.intact, self.worse)
-
-
-def damage(value: float, intact: float, worse: str) -> float:
-    """How far ``value`` moved from ``intact`` in the ``worse`` direction ('higher' or 'lower')."""
-    return value - intact if worse == "higher" else intact - value
 
 
 def effect_outcome(beyond: bool, relative_change: float, spread_ratio: float) -> str:
@@ -261,11 +256,6 @@ class Finding:
         """``**claim:** held here. evidence`` (``did not hold`` otherwise, inconclusive included)."""
         word = {HELD: "held", SMALL: SMALL}.get(self.outcome, "did not hold")
         return f"**{self.claim}:** {word} here. {self.evidence}"
-
-
-def _as_finding(claim: str, result: tuple[bool | None, str], suffix: str = "") -> Finding:
-    held, evidence = result
-    return Finding(claim, held, evidence, evidence + suffix)
 
 
 def outcome_from_summary(
@@ -862,8 +852,6 @@ def across_models_findings(table: pd.DataFrame) -> list[Finding]:
 
 def zero_vs_mean_sentence(table: pd.DataFrame) -> str:
     """Sun et al.'s zero-vs-mean contrast, per model, from the run's numbers."""
-    from ..studies.across_models import damage
-
     parts = []
     for _, row in table.iterrows():
         z, m = damage(row.outliers_zero, row.intact, _worse(row)), damage(row.outliers_mean, row.intact, _worse(row))
@@ -878,8 +866,6 @@ def zero_vs_mean(table: pd.DataFrame) -> Finding:
     """Notebook 06, Sun et al.'s contrast for norm parameters: among the models whose zeroed dims beat every
     random draw, does setting them to the site's mean instead cost at most ``MEAN_RECOVERY_SHARE`` of the
     damage? None when no model qualifies."""
-    from ..studies.across_models import damage
-
     claim = (
         f"Setting the detected dims' norm weight and bias to the site's mean instead of zero leaves the "
         f"model close to intact (at most {MEAN_RECOVERY_SHARE:.0%} of zeroing's damage), as Sun et al. found "
@@ -1252,3 +1238,103 @@ def explorer_finding(kind: str, view: Mapping, restored: bool, n_texts: int, top
             f"intact embeddings recomputed afterwards identical: {restored}."
         )
     return Finding(claim, held, evidence)
+
+
+# ----------------------------------------------------------------------------- notebook 08: super weights
+def _coords(table: pd.DataFrame) -> str:
+    return ", ".join(
+        f"layer {int(r.layer)} `{r.module}{list(r['index'])}` ({r.weight:+.3g})" for _, r in table.iterrows()
+    )
+
+
+def super_weights_found(name: str, found: pd.DataFrame, spikes: pd.DataFrame, verdicts: pd.DataFrame) -> Finding:
+    """Notebook 08 (Yu et al. 2024): held when at least one scalar of an FFN output projection, zeroed alone,
+    changes the objective beyond every random and largest-|w| scalar of its matrix (``found``:
+    ``super_weights.super_weight_table``; ``spikes``: the spike table; ``verdicts``: every candidate)."""
+    spiking = spikes[spikes.spike]
+    where = (
+        f"{len(spiking)} spike(s) in the FFN output projections (dims {sorted(set(map(int, spiking.channel)))} in "
+        f"layers {sorted(set(map(int, spiking.layer)))})"
+        if len(spiking)
+        else f"no spike: the largest output channel of any layer is {spikes.out_ratio.max():.1f}x its layer's median"
+    )
+    if found.empty:
+        tried = f"; {len(verdicts)} candidate scalar(s) tried, none beyond its controls" if len(verdicts) else ""
+        return Finding(f"{name}: a single weight scalar creates a massive activation", False, f"{where}{tried}.")
+    effects = "; ".join(
+        f"zeroing layer {int(r.layer)} [{int(r.out_channel)}, {int(r.in_channel)}] changes the objective by "
+        f"{r.delta:+.4g} against at most {r.control_max:.2g} for any of its controls (|w| rank {int(r.w_rank)})"
+        for _, r in found.iterrows()
+    )
+    return Finding(
+        f"{name}: a single weight scalar creates a massive activation",
+        True,
+        f"{where}; verified super weight(s): {_coords(found)}; {effects}.",
+    )
+
+
+def massive_dims_are_rule_dims(name: str, massive: pd.DataFrame, rule_dims: Sequence[int]) -> Finding:
+    """Notebook 08: held when a dim that spikes in an FFN output projection is one of the detection rule's dims
+    (``massive``: ``studies.super_weights.massive_dims``)."""
+    spiking = sorted(set(map(int, massive[massive.spike].channel)))
+    shared = sorted(set(spiking) & set(map(int, rule_dims)))
+    if not spiking:
+        return Finding(
+            f"{name}: the massive-activation dims are the rule's outlier dims",
+            None,
+            f"no FFN output channel spikes here, so there is no massive-activation dim to compare with the rule's "
+            f"dims {list(rule_dims)}.",
+        )
+    return Finding(
+        f"{name}: the massive-activation dims are the rule's outlier dims",
+        bool(shared),
+        f"spiking dims {spiking}; the rule's dims {list(rule_dims)}; shared: {shared or 'none'}.",
+    )
+
+
+def norm_damps_massive_activation(name: str, massive: pd.DataFrame) -> Finding:
+    """Notebook 08: held when, at the spiking dims, the stream norm's output is far less extreme than its input
+    (its input at least 10x its median dim, its output less than a tenth of that ratio)."""
+    spiking = massive[massive.spike]
+    if spiking.empty:
+        return Finding(f"{name}: the norm after the stream damps the massive activation", None, "no spike to follow.")
+    top = spiking.sort_values("norm_in_ratio", ascending=False).iloc[0]
+    held = bool(top.norm_in_ratio >= 10 and top.norm_out_ratio < top.norm_in_ratio / 10)
+    return Finding(
+        f"{name}: the norm after the stream damps the massive activation",
+        held,
+        f"dim {int(top.channel)} after layer {int(top.layer)}: the norm's input there is {top.norm_in_ratio:.0f}x "
+        f"its median dim ({top.norm_in_max:.4g}), its output {top.norm_out_ratio:.1f}x ({top.norm_out_max:.3g}) "
+        f"(`{top.norm}`): read at the norm's output, the massive activation is {'gone' if held else 'still there'}.",
+    )
+
+
+def restoring_super_activation_recovers(name: str, restored: pd.DataFrame, share: float = 0.5) -> Finding:
+    """Notebook 08 (Yu et al.'s check): held when adding the super activation back alone (the weight still zeroed)
+    undoes at least ``share`` of the change the zeroing made, for every verified super weight."""
+    if restored.empty:
+        return Finding(f"{name}: restoring the super activation alone recovers the model", None, "no super weight.")
+    parts = "; ".join(
+        f"layer {int(r.layer)} [{int(r.out_channel)}, {int(r.in_channel)}]: {r.intact:.4g} intact, {r.zeroed:.4g} "
+        f"zeroed, {r.restored:.4g} with the super activation restored ({r.recovered:.0%} recovered)"
+        for _, r in restored.iterrows()
+    )
+    return Finding(
+        f"{name}: restoring the super activation alone recovers the model",
+        bool((restored.recovered >= share).all()),
+        parts + ".",
+    )
+
+
+def published_super_weights_note(name: str, found: pd.DataFrame) -> str:
+    """Whether the package found the published super weights of ``name`` (``reporting.published.SUPER_WEIGHTS``)."""
+    from .published import SUPER_WEIGHTS
+
+    published = SUPER_WEIGHTS.get(name)
+    if not published:
+        return f"{name}: no published super weight to compare with."
+    got = {(int(r.layer), tuple(int(i) for i in r["index"])) for _, r in found.iterrows()}
+    parts = [
+        f"layer {p.layer} {list(p.index)}: {'found' if (p.layer, p.index) in got else 'NOT found'}" for p in published
+    ]
+    return f"{name}: published super weight(s) ({published[0].source}) — " + "; ".join(parts) + "."

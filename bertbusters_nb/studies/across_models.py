@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..analysis.baselines import random_dims, rank_against
+from ..analysis.baselines import damage, random_dims, rank_against
 from ..model.ablation import Condition
 from ..model.discovery import find_norm_sites
 from ..model.edits import ParamFill, edited
@@ -700,11 +700,6 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
         "output_dense_zero",
     ]
     return table[cols].round(3)
-
-
-def damage(value: float, intact: float, worse: str) -> float:
-    """How much worse than intact, in the objective's units (loss increase, or 1 - cosine)."""
-    return value - intact if worse == "higher" else intact - value
 
 
 def figure(result: ProtocolResult):
