@@ -90,7 +90,7 @@ def summary_entries(profile: str, figures_dir: str | os.PathLike) -> list[dict]:
 
 
 def _cell(text: object) -> str:
-    return str(text).replace("|", "/").replace("\n", " ")[:300]
+    return str(text).replace("|", "/").replace("\n", " ")
 
 
 def _set_flags(overrides: dict) -> str:
@@ -98,14 +98,20 @@ def _set_flags(overrides: dict) -> str:
 
 
 def _attempt_note(attempt: dict, base: Path) -> str:
-    where = f"kept in `{Path(attempt['folder']).relative_to(base)}/`"
+    """Where the attempt is kept and with which ``--set`` values first (a long error is cut, never the folder)."""
+    flags = _set_flags(attempt["overrides"])
+    where = f"kept in `{Path(attempt['folder']).relative_to(base)}/`" + (f" (`--set {flags}`)" if flags else "")
     if attempt["status"] == "running":
-        return f"running (pid {attempt['pid']}, started {attempt['started']}); {where}"
+        return f"{where}; running (pid {attempt['pid']}, started {attempt['started']})"
     if attempt["status"] == "interrupted":
         cause = attempt["error"] or f"its process (pid {attempt['pid']}) ended without a word: killed"
-        return f"interrupted: {cause}; {where}"
+        return f"{where}; interrupted: {_cut(cause)}"
     cell = f"cell {attempt['cell']}: " if attempt.get("cell") is not None else ""
-    return f"{cell}{attempt['error']}; {where}"
+    return f"{where}; {cell}{_cut(attempt['error'])}"
+
+
+def _cut(text: str, limit: int = 240) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def render_markdown(profile: str, entries: list[dict], base: Path) -> str:
