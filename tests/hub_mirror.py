@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -133,6 +134,37 @@ REPOS: tuple[Repo, ...] = (
     *(
         Repo(f"google/multiberts-seed_0-step_{k}k", "multiberts", _MULTIBERTS_FILES, CARD, True, k * 1000)
         for k in _MULTIBERTS_STEPS
+    ),
+    Repo(
+        "mistralai/Mistral-7B-v0.1",
+        "mistral",
+        (
+            "config.json",
+            "generation_config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "pytorch_model-00001-of-00002.bin",
+            "pytorch_model-00002-of-00002.bin",
+            "pytorch_model.bin.index.json",
+            "special_tokens_map.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ),
+        RECALLED + " (sharded in two, both formats; tokenizer.model left out: needs sentencepiece; gated on the hub)",
+    ),
+    Repo(
+        "allenai/OLMo-1B-hf",
+        "olmo",
+        (
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "special_tokens_map.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ),
+        RECALLED,
     ),
     Repo("google/multiberts-seed_0", "multiberts", _MULTIBERTS_FILES, CARD, True, 2_000_000),
     Repo("google/multiberts-seed_1", "multiberts", _MULTIBERTS_FILES, CARD, True, 2_000_000),
@@ -254,6 +286,9 @@ def _tokenizer(kind: str) -> T.PreTrainedTokenizerBase:
     elif kind == "gpt_neox":
         vocab, merges = _bpe(["<|endoftext|>", "<|padding|>"])
         tok = T.GPTNeoXTokenizer(vocab=vocab, merges=merges)
+    elif kind == "llama":  # Mistral/Llama: sentencepiece-style BPE with <unk>, <s>, </s>
+        vocab, merges = _bpe(["<unk>", "<s>", "</s>"])
+        tok = T.LlamaTokenizer(vocab=vocab, merges=merges)
     elif kind == "xlnet":
         special = ["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>"]
         tok = T.XLNetTokenizer(vocab=_unigram(special), unk_id=0)
@@ -306,6 +341,13 @@ def _model(build: str, vocab: int, tok: T.PreTrainedTokenizerBase) -> T.PreTrain
         return T.GPT2LMHeadModel(
             T.GPT2Config(vocab_size=vocab, n_embd=32, n_layer=12, n_head=2, bos_token_id=eos, eos_token_id=eos)
         )
+    if build == "mistral":
+        cfg = T.MistralConfig(vocab_size=vocab, num_hidden_layers=4, num_key_value_heads=1, **H)
+        return T.MistralForCausalLM(cfg)
+    if build == "olmo":
+        return T.OlmoForCausalLM(
+            T.OlmoConfig(vocab_size=vocab, num_hidden_layers=4, pad_token_id=1, eos_token_id=0, **H)
+        )
     if build == "gpt_neox":
         cfg = T.GPTNeoXConfig(vocab_size=vocab, num_hidden_layers=12, max_position_embeddings=2048, **H)
         return T.GPTNeoXForCausalLM(cfg)
@@ -322,6 +364,8 @@ _TOKENIZER_KIND = {
     "gpt2": "gpt2",
     "gpt_neox": "gpt_neox",
     "xlnet": "xlnet",
+    "mistral": "llama",
+    "olmo": "gpt_neox",
 }
 
 
@@ -362,6 +406,7 @@ def _model_files(repo: Repo) -> dict[str, bytes]:
         out["model.safetensors"] = Path(f"{tmp}/model.safetensors").read_bytes()
         torch.save(state, f"{tmp}/pytorch_model.bin")
         out["pytorch_model.bin"] = Path(f"{tmp}/pytorch_model.bin").read_bytes()
+        out.update(_shards(state, repo.files, tmp))
     backend = json.loads(out["tokenizer.json"])
     vocab = backend["model"]["vocab"]
     if isinstance(vocab, dict) and backend["model"]["type"] == "WordPiece":
@@ -373,6 +418,32 @@ def _model_files(repo: Repo) -> dict[str, bytes]:
     if repo.build == "multiberts":  # the MultiBERTs repos' tokenizer_config.json: lower-casing only
         out["tokenizer_config.json"] = json.dumps({"do_lower_case": True}).encode()
     out.setdefault("special_tokens_map.json", json.dumps(tok.special_tokens_map).encode())
+    return out
+
+
+def _shards(state: dict[str, torch.Tensor], files: tuple[str, ...], tmp: str) -> dict[str, bytes]:
+    """The sharded files ``files`` names (``model-0000i-of-0000n.safetensors``, ``pytorch_model-...bin``) and
+    their ``*.index.json`` (``weight_map``), the state split by key order as save_pretrained splits it."""
+    from safetensors.torch import save_file
+
+    out: dict[str, bytes] = {}
+    for prefix, suffix, index_name in (
+        ("model", "safetensors", "model.safetensors.index.json"),
+        ("pytorch_model", "bin", "pytorch_model.bin.index.json"),
+    ):
+        names = sorted(f for f in files if re.fullmatch(rf"{prefix}-\d{{5}}-of-\d{{5}}\.{suffix}", f))
+        if not names:
+            continue
+        keys = list(state)
+        weight_map = {}
+        for i, name in enumerate(names):
+            part = {k: state[k] for k in keys[i * len(keys) // len(names) : (i + 1) * len(keys) // len(names)]}
+            path = f"{tmp}/{name}"
+            save_file(part, path, metadata={"format": "pt"}) if suffix == "safetensors" else torch.save(part, path)
+            out[name] = Path(path).read_bytes()
+            weight_map.update({k: name for k in part})
+        size = sum(t.numel() * t.element_size() for t in state.values())
+        out[index_name] = json.dumps({"metadata": {"total_size": size}, "weight_map": weight_map}, indent=2).encode()
     return out
 
 
