@@ -38,8 +38,7 @@ def activation_stats(
         >>> per_dim, top = activation_stats(model, batches)  # doctest: +SKIP
     """
     device = next(model.parameters()).device
-    sums = sq = absum = None
-    token_wins = input_wins = None
+    totals: list[torch.Tensor] = []  # sums, squares, |h| sums, token wins, input wins; sized at the first batch
     tokens = inputs = 0
     for batch in tqdm(list(batches), desc="activations", disable=not progress, leave=False):
         batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -47,10 +46,10 @@ def activation_stats(
         states = torch.stack([h.float() for h in out.hidden_states])  # (L+1, B, T, H)
         mask = batch.get("attention_mask", torch.ones(states.shape[1:3], device=device)).bool()
         L, _, _, H = states.shape
-        if sums is None:
-            sums, sq, absum = (torch.zeros(L, H, dtype=torch.float64, device=device) for _ in range(3))
-            token_wins = torch.zeros(L, H, dtype=torch.long, device=device)
-            input_wins = torch.zeros(L, H, dtype=torch.long, device=device)
+        if not totals:
+            totals = [torch.zeros(L, H, dtype=torch.float64, device=device) for _ in range(3)]
+            totals += [torch.zeros(L, H, dtype=torch.long, device=device) for _ in range(2)]
+        sums, sq, absum, token_wins, input_wins = totals
         real = states[:, mask]  # (L, N, H)
         sums += real.sum(1).double()
         sq += (real.double() ** 2).sum(1)
@@ -60,8 +59,9 @@ def activation_stats(
         input_wins += torch.nn.functional.one_hot(per_input.argmax(-1), H).sum(1)
         tokens += int(mask.sum())
         inputs += int(mask.shape[0])
-    if sums is None:
+    if not totals:
         raise ValueError("No batches given: the dataset is empty.")
+    sums, sq, absum, token_wins, input_wins = totals
     mean = sums / tokens
     std = (sq / tokens - mean**2).clamp_min(0).sqrt()
     L, H = mean.shape
@@ -295,7 +295,7 @@ def token_kinds(input_ids: torch.Tensor, mask: torch.Tensor, tokenizer: PreTrain
             kinds[b, t] = 1
         else:
             if token not in vocab_punct:
-                text = tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(token)]).strip()
+                text = tokenizer.convert_tokens_to_string([str(tokenizer.convert_ids_to_tokens(token))]).strip()
                 vocab_punct[token] = bool(text) and all(c in string.punctuation for c in text)
             if vocab_punct[token]:
                 kinds[b, t] = 2
@@ -320,7 +320,8 @@ def carriers_by_token_kind(
     """
     device = next(model.parameters()).device
     dims_t = torch.tensor([int(d) for d in dims], device=device)
-    kind_abs = kind_count = None
+    kind_abs: torch.Tensor | None = None
+    kind_count: torch.Tensor | None = None
     tokens = 0
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -330,7 +331,7 @@ def carriers_by_token_kind(
         kinds = token_kinds(batch["input_ids"], mask, tokenizer).to(device)
         real = states[:, mask].abs()  # (L+1, N, H)
         k_real = kinds[mask]
-        if kind_abs is None:
+        if kind_abs is None or kind_count is None:
             kind_abs = torch.zeros(real.shape[0], len(TOKEN_KINDS), dtype=torch.float64, device=device)
             kind_count = torch.zeros(len(TOKEN_KINDS), dtype=torch.long, device=device)
         at = real.index_select(2, dims_t).mean(2)  # (L+1, N): mean |h| over the chosen dims
@@ -339,7 +340,7 @@ def carriers_by_token_kind(
             kind_abs[:, k] += at[:, chosen].sum(1).double()
             kind_count[k] += int(chosen.sum())
         tokens += int(mask.sum())
-    if kind_abs is None:
+    if kind_abs is None or kind_count is None:
         raise ValueError("No batches given: the dataset is empty.")
     rows = []
     total = kind_abs.sum(1)

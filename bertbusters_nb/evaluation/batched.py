@@ -74,11 +74,10 @@ class ConditionsInOneForward:
         self._trace = trace.__enter__()
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         if self._trace is not None:
             self._trace.close()
             self._trace = None
-        return False
 
 
 def _edit(site: NormSite, weight: torch.Tensor, bias: torch.Tensor | None):

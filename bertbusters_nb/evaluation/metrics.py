@@ -96,7 +96,7 @@ def matthews_correlation(predictions: Sequence[int], labels: Sequence[int]) -> f
     return 0.0 if denominator == 0 else float((c * s - t @ q) / denominator)
 
 
-def pearson(predictions: Sequence[float], labels: Sequence[float]) -> float:
+def pearson(predictions: Sequence[float] | np.ndarray, labels: Sequence[float] | np.ndarray) -> float:
     p, y = np.asarray(predictions, dtype=float), np.asarray(labels, dtype=float)
     p, y = p - p.mean(), y - y.mean()
     denominator = np.sqrt((p @ p) * (y @ y))

@@ -60,7 +60,7 @@ def next_tokens(
         {
             "blank": 1,
             "rank": rank,
-            "token": tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(i)]),
+            "token": tokenizer.convert_tokens_to_string([str(tokenizer.convert_ids_to_tokens(i))]),
             "probability": float(p),
         }
         for rank, (p, i) in enumerate(zip(top.values.cpu().tolist(), top.indices.cpu().tolist()), start=1)

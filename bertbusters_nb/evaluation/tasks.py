@@ -24,6 +24,7 @@ from ..data import assets
 from .metrics import METRIC_FOR_TASK
 
 if TYPE_CHECKING:
+    import pandas as pd
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ def tokenize_split(
     return encoded.rename_column("label", "labels")
 
 
-def describe_tasks(names: Sequence[str]) -> "pd.DataFrame":  # noqa: F821 - pandas imported lazily
+def describe_tasks(names: Sequence[str]) -> pd.DataFrame:  # pandas imported lazily
     """A table of the tasks' specs (keys, classes, metric, splits, stand-in) for a notebook header."""
     import pandas as pd
 

@@ -87,7 +87,7 @@ class Condition:
     dims: tuple[int, ...] = ()
     roles: tuple[str, ...] = ("block_output",)
     layers: tuple[int, ...] | None = None
-    mode: str = "zero"
+    mode: Mode = "zero"
     stack: str | None = None
 
     def __post_init__(self):

@@ -257,7 +257,7 @@ def _plain_forward(model: torch.nn.Module) -> None:
             ) from exc
 
 
-def _short(exc: BaseException, n: int = 300) -> str:
+def _short(exc: BaseException | str, n: int = 300) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= n else text[: n - 3] + "..."
 

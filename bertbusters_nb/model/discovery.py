@@ -419,7 +419,7 @@ def _name_stacks(owners: dict[str, list], causal: dict[str, bool], has_memory: d
         mem = {o: any(has_memory[ln] for ln, _ in owners[o]) for o in names}
         if sum(mem.values()) == 1:
             return {o: "decoder" if mem[o] else "encoder" for o in names}
-    out = {}
+    out: dict[str, str] = {}
     for owner in names:
         last = owner.split(".")[-1]
         if last not in ("encoder", "decoder") or last in out.values():
@@ -448,11 +448,11 @@ def _place_loose_norms(model, loose, base, owners, stack_names, offsets) -> list
             starts = {o: base[items[0][0]][0].start for o, items in owners.items()}
             ends = {o: base[items[-1][0]][-1].end for o, items in owners.items()}
             if best > 0 and list(common.values()).count(best) == 1:
-                owner = max(common, key=common.get)
+                owner = max(common, key=common.__getitem__)
             elif calls and calls[0].end < min(starts.values()):  # before every stack (Funnel's embedding norm)
-                owner = min(starts, key=starts.get)
+                owner = min(starts, key=starts.__getitem__)
             elif calls and calls[0].start > max(ends.values()):  # after every stack
-                owner = max(ends, key=ends.get)
+                owner = max(ends, key=ends.__getitem__)
             else:
                 raise NormLayoutError(f"Cannot tell which layer stack the norm '{name}' belongs to.")
         first_layer = owners[owner][0][0]

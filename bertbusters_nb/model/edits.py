@@ -132,7 +132,7 @@ def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager:
 # ----------------------------------------------------------------------------- what "disable" means
 
 
-def disabled_fill(site: NormSite, param: torch.Tensor, mode: str = "zero") -> torch.Tensor:
+def disabled_fill(site: NormSite, param: torch.Tensor | None, mode: str = "zero") -> torch.Tensor:
     """The value a disabled dim of ``param`` (the site's weight or bias) takes: the one definition of "disable".
 
     ``zero``: effective scale and shift 0 (weight ``-scale_offset``, so 0 for ``x * w`` and -1 for Gemma's
@@ -145,6 +145,8 @@ def disabled_fill(site: NormSite, param: torch.Tensor, mode: str = "zero") -> to
             f"Cannot disable dims of the norm '{site.name}': {why}, so there is nothing to switch off. "
             "Pick other roles (see sites_table(find_norm_sites(model)))."
         )
+    if param is None or site.scale_offset is None:  # can_disable says neither is None
+        raise ValueError(f"The norm '{site.name}' has no such parameter to disable.")
     if mode == "mean":
         return param.detach().float().mean().to(param.dtype)
     if mode != "zero":

@@ -55,9 +55,9 @@ def model_fingerprint(model: torch.nn.Module, sites: Sequence[NormSite]) -> str:
         digest.update(f"{name}{tuple(param.shape)}".encode())
         digest.update(param.detach().flatten()[:8].float().cpu().numpy().round(6).tobytes())
     for site in sites:
-        for param in (site.weight, site.bias):
-            if param is not None:
-                digest.update(param.detach().float().cpu().numpy().round(6).tobytes())
+        for norm_param in (site.weight, site.bias):
+            if norm_param is not None:
+                digest.update(norm_param.detach().float().cpu().numpy().round(6).tobytes())
     return digest.hexdigest()[:16]
 
 

@@ -75,7 +75,7 @@ def _check_readable(gguf: Path) -> None:
             f".gguf checkpoint or a model folder written by save_pretrained()."
         )
     try:
-        import gguf  # noqa: F401  (transformers needs it to read the file)
+        import gguf as _reader  # noqa: F401  (transformers needs it to read the file)
     except ImportError:
         raise GGUFError(
             f"Reading {gguf.name} needs the 'gguf' package: run `make setup` (or `pip install {GGUF_PIN}`)."
@@ -159,7 +159,7 @@ def _convert(gguf: Path, out: Path, progress: bool) -> None:
             transformers.logging.enable_progress_bar()
         transformers.logging.set_verbosity(verbosity)
     # The weights are plain float tensors now (de-quantized on reading): save and load them as such.
-    model.hf_quantizer = None
+    setattr(model, "hf_quantizer", None)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)

@@ -292,11 +292,11 @@ def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(obj, list):
         return [_map_tensors(o, fn) for o in obj]
     if isinstance(obj, dict):
-        items = {k: _map_tensors(v, fn) for k, v in obj.items()}
+        mapped = {k: _map_tensors(v, fn) for k, v in obj.items()}
         if type(obj) is dict:
-            return items
+            return mapped
         try:
-            return type(obj)(**items)
+            return type(obj)(**mapped)
         except Exception:  # noqa: BLE001 - a dict subclass that cannot be rebuilt: keep the values
-            return items
+            return mapped
     return obj

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Collection, Literal
+from typing import Any, Callable, Collection, Literal
 
 import torch
 from transformers import (
@@ -236,6 +236,7 @@ def load_model(
     path = Path(source)
     looks_local = path.exists() or source.startswith((".", "/", "~")) or os.sep in source and not _hubish(source)
     revision = None
+    kwargs: dict[str, Any]
     if looks_local:
         _check_local_folder(
             path, pickle_allowed(allow_pickle, str(name_or_path)) or pickle_allowed(allow_pickle, source)

@@ -114,7 +114,7 @@ def _clamp(token: int, length: int) -> int:
     return min(token, length - 1)
 
 
-def changed_elsewhere(base: torch.Tensor, new: torch.Tensor, token: int, length: int) -> bool:
+def changed_elsewhere(base: torch.Tensor, new: torch.Tensor, token: int, length: int | None) -> bool:
     if base.shape != new.shape:
         return False
     d = seq_dim(base, length)
@@ -126,7 +126,7 @@ def changed_elsewhere(base: torch.Tensor, new: torch.Tensor, token: int, length:
     return differs(base.index_select(d, idx), new.index_select(d, idx), base)
 
 
-def changed_at(base: torch.Tensor, new: torch.Tensor, token: int, length: int) -> bool:
+def changed_at(base: torch.Tensor, new: torch.Tensor, token: int, length: int | None) -> bool:
     d = seq_dim(base, length)
     if d is None or base.shape != new.shape:
         return False
@@ -134,7 +134,7 @@ def changed_at(base: torch.Tensor, new: torch.Tensor, token: int, length: int) -
     return differs(base.index_select(d, idx), new.index_select(d, idx), base)
 
 
-def changed_before(base: torch.Tensor, new: torch.Tensor, token: int, length: int) -> bool:
+def changed_before(base: torch.Tensor, new: torch.Tensor, token: int, length: int | None) -> bool:
     d = seq_dim(base, length)
     if d is None or base.shape != new.shape:
         return False
@@ -180,7 +180,7 @@ def dummy_inputs(model: nn.Module, ids: torch.Tensor | None = None) -> dict:
         >>> model(**dummy_inputs(model))  # doctest: +SKIP
     """
     ids = _dummy_ids(model)[0] if ids is None else ids
-    kwargs = {"input_ids": ids}
+    kwargs: dict[str, torch.Tensor | bool] = {"input_ids": ids}
     if "use_cache" in inspect.signature(model.forward).parameters:
         kwargs["use_cache"] = False
     if getattr(getattr(model, "config", None), "is_encoder_decoder", False):

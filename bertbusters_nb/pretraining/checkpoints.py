@@ -91,7 +91,7 @@ def write_checkpoint(
         buffer = io.BytesIO()
         torch.save(optimizer.state_dict(), buffer)
         atomic_write_bytes(tmp / "optimizer.pt", buffer.getvalue())
-        rng = {"torch": torch.get_rng_state()}
+        rng: dict[str, torch.Tensor | list[torch.Tensor]] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         buffer = io.BytesIO()

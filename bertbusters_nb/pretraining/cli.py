@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import fields
 
 from .config import PretrainConfig
@@ -30,13 +31,15 @@ DESCRIPTION = "Pre-train a small post-LN BERT masked LM from scratch: resumable,
 
 
 class _Parser(argparse.ArgumentParser):
+    commands: Mapping[str, argparse.ArgumentParser]  # command -> its parser (set by build_parser)
+
     def error(self, message: str):  # argparse's message plus where the flags are listed
         self.print_usage(sys.stderr)
         where = f"{self.prog} COMMAND --help" if self._subparsers is not None else f"{self.prog} --help"
         self.exit(2, f"{self.prog}: error: {message}\n(`{where}` lists every flag and its default.)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     """The parser of every command (nothing runs); train and throughput get PretrainConfig's fields as flags."""
     from transformers import HfArgumentParser
 

@@ -70,7 +70,7 @@ class PretrainConfig:
     keep_checkpoints: int = _f(1, "resumable checkpoints kept (the newest)")
     # Typed list[int] so HfArgumentParser reads it as `--snapshot-steps 0 250 ...`; stored as a sorted tuple.
     snapshot_steps: list[int] = field(
-        default_factory=tuple, metadata={"help": "steps at which fp16 weights are kept in snapshots/"}
+        default_factory=list, metadata={"help": "steps at which fp16 weights are kept in snapshots/"}
     )
     eval_sequences: int = _f(512, "held-out sequences for the eval loss")
     eval_batch_size: int = _f(128, "sequences per eval batch")

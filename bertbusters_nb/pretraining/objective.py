@@ -67,10 +67,11 @@ def mask_fixed_count(
 
 
 def masked_logits(model: PreTrainedModel, inputs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Prediction-head logits at ``positions`` only: (B, n, vocab)."""
-    hidden = model.bert(input_ids=inputs).last_hidden_state  # (B, T, H)
+    """Prediction-head logits at ``positions`` only: (B, n, vocab) (a ``BertForMaskedLM``: its encoder, then its
+    MLM head on the picked positions)."""
+    hidden = model.get_submodule("bert")(input_ids=inputs).last_hidden_state  # (B, T, H)
     picked = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))  # (B, n, H)
-    return model.cls(picked)
+    return model.get_submodule("cls")(picked)
 
 
 def masked_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

@@ -54,7 +54,7 @@ def train_tokenizer(
         >>> tok("a tiny text")["input_ids"]  # doctest: +SKIP
     """
     from tokenizers import BertWordPieceTokenizer
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizer  # the fast (Rust) tokenizer in transformers 5 (BertTokenizerFast is it)
 
     wordpiece = BertWordPieceTokenizer(lowercase=True, strip_accents=None, clean_text=True)
     wordpiece.train_from_iterator(
@@ -64,7 +64,7 @@ def train_tokenizer(
         special_tokens=list(SPECIAL_TOKENS),
         show_progress=False,
     )
-    tokenizer = BertTokenizerFast(
+    tokenizer = BertTokenizer(
         tokenizer_object=wordpiece._tokenizer, do_lower_case=True, model_max_length=model_max_length
     )
     ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))

@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -60,7 +60,8 @@ class PretrainResult:
 
 def make_optimizer(model: torch.nn.Module, config: PretrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and embeddings only (none on LayerNorm parameters and biases)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         (no_decay if param.dim() < 2 else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -85,7 +86,7 @@ class EpochBatches:
         self.data = torch.from_numpy(chunks.astype(np.int64)).to(device)
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.per_epoch = len(chunks) // batch_size
-        self._epoch, self._perm = -1, None
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)  # the permutation of epoch _epoch
 
     def __call__(self, step: int) -> torch.Tensor:
         epoch, offset = divmod(step, self.per_epoch)
@@ -192,7 +193,7 @@ def setup(config: PretrainConfig, parallel: _Parallel | None = None):
     """(device, data info, freshly built model in train mode, its optimizer) for ``config``."""
     device = parallel.device if parallel else best_device(None if config.device == "auto" else config.device)
     info = config.data_info
-    model = build_model(config, info["vocab_size"], info["seq_len"]).to(device).train()
+    model = build_model(config, info["vocab_size"], info["seq_len"]).to(device).train()  # type: ignore[arg-type]  # transformers types PreTrainedModel.to via functools.wraps
     optimizer = make_optimizer(model, config, device)
     return device, info, model, optimizer
 
@@ -227,7 +228,7 @@ def pretrain(
     tokens_per_step = config.batch_size * seq_len
 
     trajectory = NormTrajectory.for_model(model)
-    state = {"step": 0, "seconds": 0.0, "log": []}
+    state: dict[str, Any] = {"step": 0, "seconds": 0.0, "log": []}
     latest = checkpoint_dirs(out_dir)
     if latest and resume:
         saved_config = read_json(latest[-1] / "state.json")["config"]
