@@ -11,6 +11,7 @@ from .analysis.activations import activation_stats, outlier_share
 from .analysis.baselines import random_dims, rank_against
 from .analysis.detection import detect, dims_to_ablate
 from .analysis.outliers import OutlierReport, find_outliers, parameter_table
+from .analysis.rule import DEFAULT_RULE, DetectionRule
 from .device import best_device
 from .model.ablation import Condition, disabled_dims, fingerprints_equal, state_fingerprint, validate_dims
 from .model.discovery import find_norm_sites
@@ -40,6 +41,8 @@ __all__ = [
     "OutlierReport",
     "dims_to_ablate",
     "detect",
+    "DetectionRule",
+    "DEFAULT_RULE",
     "detection",
     "find_outliers",
     "parameter_table",
