@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a notebook parameter, e.g. --set model=bert-base-uncased device=cuda",
     )
     run.add_argument(
+        "--plan",
+        action="store_true",
+        help="list per notebook the hub models and datasets it will fetch, its fine-tunes, evaluation conditions and "
+        "device, then stop (nothing downloaded, no kernel started)",
+    )
+    run.add_argument(
         "--figures-dir",
         metavar="DIR",
         help="where results go: DIR/<profile>/<notebook>/ (default: the checkout's figures/)",
@@ -105,6 +111,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         name, value = item.split("=", 1)
         overrides[name] = _value(value)
+    if args.plan:
+        from .plan import format_plan, series_plan
+
+        try:
+            plans = series_plan(args.profile, only=args.only, overrides=overrides)
+        except (ParameterError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(format_plan(plans, args.profile))
+        return 2 if any(p.refused for p in plans) else 0
     try:
         results = run_series(
             args.profile, only=args.only, redo=args.redo, overrides=overrides, figures_dir=args.figures_dir

@@ -25,7 +25,7 @@ LAYERS = {
     "studies": ["studies"],
     "reporting": ["reporting"],
     "widgets": ["widgets"],
-    "app": ["schema", "run_folders", "run_summary", "runner", "__main__", "__init__"],
+    "app": ["schema", "run_folders", "run_summary", "runner", "plan", "__main__", "__init__"],
 }
 RANK = {unit: i for i, units in enumerate(LAYERS.values()) for unit in units}
 APP = len(LAYERS) - 1
