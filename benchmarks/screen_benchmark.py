@@ -66,7 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--models", default="bbmini,minilm,smollm2")
     p.add_argument("--texts", type=int, default=32, help="held-out movie reviews per eval set")
     p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--top-k", type=int, default=16)
+    p.add_argument("--top-k", type=lambda v: v if v == "auto" else int(v), default=16, help="an integer or auto")
     p.add_argument("--causal-texts", type=int, default=8, help="texts for SmolLM2 (its exact scan is the costly one)")
     p.add_argument("--probes", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
@@ -172,7 +172,7 @@ def scan_part(args) -> dict:
                     }
                 )
             log.info("%s %s: %.1f s, %s", name, method, c.cpu, rows[-1])
-        log.info("%s: screened scan (default method and ranking, exact check of the first %d)", name, args.top_k)
+        log.info("%s: screened scan (default method and ranking, exact check of the first %s)", name, args.top_k)
         with Clock() as screened:
             table = screened_scan(
                 model,
@@ -201,7 +201,8 @@ def scan_part(args) -> dict:
             "screened_cpu_s": screened.cpu,
             "screened_wall_s": screened.wall,
             "speedup": full.cpu / screened.cpu,
-            "speedup_ceiling": len(exact) / args.top_k,
+            "checked": int(table.attrs["checked_in_order"]),
+            "speedup_ceiling": len(exact) / max(1, int(table.attrs["checked_in_order"])),
             "screened_top5_recall": len(set(exact_top5) & checked) / 5,
             "exact_top5": [int(d) for d in exact_top5],
             "exact_top5_effects": [round(float(by_exact[d]), 5) for d in exact_top5],

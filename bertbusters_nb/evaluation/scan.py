@@ -102,6 +102,7 @@ def _save_checkpoint(path: Path, key: dict, intact: dict, rows: list[dict]) -> N
 def scan_dims(
     model: PreTrainedModel | torch.nn.Module,
     eval_set: EvalSet,
+    *,
     roles: Iterable[str] | str = ("block_output",),
     layers: Iterable[int] | None = None,
     dims: Iterable[int] | None = None,

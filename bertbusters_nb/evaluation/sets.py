@@ -288,15 +288,15 @@ def prepare_mlm_eval(
     if int((targets != IGNORE_INDEX).sum()) == 0:
         raise ValueError("No token was masked: use more or longer texts (or a larger mask_prob).")
     return MLMEvalSet(
-        "mlm",
-        masked.to(target),
-        attention.to(target),
-        None if token_types is None else token_types.to(target),
-        targets.to(target),
-        lengths,
-        batch_size,
-        int(seed),
-        max_length,
+        kind="mlm",
+        input_ids=masked.to(target),
+        attention_mask=attention.to(target),
+        token_type_ids=None if token_types is None else token_types.to(target),
+        targets=targets.to(target),
+        lengths=lengths,
+        batch_size=batch_size,
+        seed=int(seed),
+        max_length=max_length,
         mask_prob=float(mask_prob),
     )
 
@@ -322,7 +322,15 @@ def prepare_causal_eval(
         raise ValueError("No token to predict: every text is a single token; use longer texts.")
     target = best_device(str(device) if device is not None else None)
     return CausalEvalSet(
-        "causal", ids.to(target), attention.to(target), None, targets.to(target), lengths, batch_size, None, max_length
+        kind="causal",
+        input_ids=ids.to(target),
+        attention_mask=attention.to(target),
+        token_type_ids=None,
+        targets=targets.to(target),
+        lengths=lengths,
+        batch_size=batch_size,
+        seed=None,
+        max_length=max_length,
     )
 
 
@@ -331,6 +339,7 @@ def prepare_classification_eval(
     texts: Sequence[str],
     labels: Sequence,
     task: str,
+    *,
     text_pairs: Sequence[str] | None = None,
     max_length: int = 128,
     batch_size: int = 64,
@@ -357,15 +366,15 @@ def prepare_classification_eval(
     ids, attention, token_types, lengths = _padded(enc, _pad_id(tokenizer))
     target = best_device(str(device) if device is not None else None)
     return ClassificationEvalSet(
-        "classification",
-        ids.to(target),
-        attention.to(target),
-        None if token_types is None else token_types.to(target),
-        label_tensor.to(target),
-        lengths,
-        batch_size,
-        None,
-        max_length,
+        kind="classification",
+        input_ids=ids.to(target),
+        attention_mask=attention.to(target),
+        token_type_ids=None if token_types is None else token_types.to(target),
+        targets=label_tensor.to(target),
+        lengths=lengths,
+        batch_size=batch_size,
+        seed=None,
+        max_length=max_length,
         task=task,
     )
 
@@ -389,13 +398,13 @@ def prepare_embedding_eval(
     target = best_device(str(device) if device is not None else None)
     targets = torch.full_like(ids, IGNORE_INDEX)
     return EmbeddingEvalSet(
-        "embedding",
-        ids.to(target),
-        attention.to(target),
-        None if token_types is None else token_types.to(target),
-        targets.to(target),
-        lengths,
-        batch_size,
-        None,
-        max_length,
+        kind="embedding",
+        input_ids=ids.to(target),
+        attention_mask=attention.to(target),
+        token_type_ids=None if token_types is None else token_types.to(target),
+        targets=targets.to(target),
+        lengths=lengths,
+        batch_size=batch_size,
+        seed=None,
+        max_length=max_length,
     )
