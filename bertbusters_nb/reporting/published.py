@@ -54,3 +54,37 @@ PUBLISHED["google/multiberts-seed_0-step_2000k"] = PUBLISHED["google/multiberts-
 PUBLISHED["google/multiberts-seed_1-step_2000k"] = PUBLISHED["google/multiberts-seed_1"]
 
 __all__ = ["PUBLISHED", "PublishedFigures", "KOVALEVA_2021", "PUCCETTI_2022"]
+
+# ----------------------------------------------------------------------------- super weights (notebook 08)
+YU_2024 = (
+    "Yu, Wang, Sun, Zeng, Ermon, Lin, Chen 2024, The Super Weight in Large Language Models (arXiv 2411.07191), "
+    "Table 2 and its code repository mengxiayu/LLMSuperWeight"
+)
+
+
+@dataclass(frozen=True)
+class PublishedSuperWeight:
+    """One published super weight: ``layer``'s FFN output projection (``mlp.down_proj``), ``index`` in the
+    weight tensor's own layout ((out, in) for ``nn.Linear``), and where it was published."""
+
+    layer: int
+    index: tuple[int, int]
+    source: str
+
+
+SUPER_WEIGHTS: dict[str, tuple[PublishedSuperWeight, ...]] = {
+    "mistralai/Mistral-7B-v0.1": (PublishedSuperWeight(1, (2070, 7310), YU_2024),),
+    "huggyllama/llama-7b": (PublishedSuperWeight(2, (3968, 7003), YU_2024),),
+    # Yu et al. list two for OLMo-1B (the 0724 release): [1764, 1710] (reproduced by a third party, who zeroed it
+    # in allenai/OLMo-1B-0724-hf: WikiText-2 perplexity 17.4 -> 2884) and [1764, 8041] (as recalled from their
+    # Table 2; not in the stored pages). The issue names allenai/OLMo-1B-hf; both keys carry the same entries.
+    "allenai/OLMo-1B-0724-hf": (
+        PublishedSuperWeight(1, (1764, 1710), YU_2024),
+        PublishedSuperWeight(1, (1764, 8041), f"{YU_2024} (as recalled)"),
+    ),
+    "HuggingFaceTB/SmolLM2-1.7B": (
+        PublishedSuperWeight(1, (749, 4987), "a third-party report quoted in issue 25 (WikiText-2 ppl 6.93 -> 9.07e7)"),
+    ),
+}
+SUPER_WEIGHTS["allenai/OLMo-1B-hf"] = SUPER_WEIGHTS["allenai/OLMo-1B-0724-hf"]
+__all__ += ["PublishedSuperWeight", "SUPER_WEIGHTS", "YU_2024"]
