@@ -442,7 +442,10 @@ def test_issue_22_example_is_small_not_held():
     outcome, sentence = claims.versus_random(0.213, draws, "the MLM loss (nats)", intact=0.207)
     assert max(draws) == 0.211 and outcome == claims.SMALL
     assert "beyond every random draw (100% of draws are less damaging)" in sentence
-    assert "+2.9% of the intact value" in sentence and "beyond every random draw but small" in sentence
+    assert (
+        "the damage is 2.9% of the intact value, and 3.2 random sd beyond the random mean" in sentence
+        and "beyond every random draw but small" in sentence
+    )
     with pytest.raises(ValueError, match="intact"):
         claims.versus_random(0.213, draws, "loss")
 

@@ -135,9 +135,8 @@ def compare_to_random(
 def effect_sentence(outcome: str, relative_change: float, spread_ratio: float) -> str:
     """The effect-size clause every versus-random sentence ends with."""
     size = (
-        f"The change from intact is {relative_change:+.1%} of the intact value, "
-        f"{'beyond' if spread_ratio >= 0 else 'short of'} the random mean by "
-        f"{abs(spread_ratio):.1f} random sd"
+        f"Effect size: the damage is {relative_change:.1%} of the intact value, and "
+        f"{abs(spread_ratio):.1f} random sd {'beyond' if spread_ratio >= 0 else 'short of'} the random mean"
     )
     rule = f"(a held claim needs >= {MIN_RELATIVE_CHANGE:.0%} and >= {MIN_SPREAD_RATIO:g} sd)"
     if outcome == SMALL:
