@@ -40,6 +40,7 @@ from IPython.display import HTML, Markdown, display
 import bertbusters_nb as bb
 from bertbusters_nb import widgets
 from bertbusters_nb.data import load_texts, sample_texts
+from bertbusters_nb.reporting import claims
 
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
 model, tokenizer = widgets.load_for_explorer(model_name, device=device)
@@ -65,6 +66,7 @@ explorer = widgets.Explorer(
     debounce_s=debounce_s,
     cpu_threads=cpu_threads,
 )
+display(Markdown(claims.published_dims_note(model_name, explorer.outlier_dims)))
 explorer
 
 # %% [markdown]
