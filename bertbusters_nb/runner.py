@@ -264,6 +264,7 @@ def execute(plan: RunPlan, redo: bool = False, kernel_name: str | None = KERNEL_
 
     folders, stem = plan.folders, plan.notebook.stem
     figures_dir = folders.results.parent.parent
+    cwd = str(paths.project_root())  # no checkout: an error before anything is written
     if not redo and _finished(plan):
         return NotebookResult(stem, "skipped", out_dir=str(folders.results), findings=_findings(folders.results))
     open_attempt(
@@ -287,7 +288,7 @@ def execute(plan: RunPlan, redo: bool = False, kernel_name: str | None = KERNEL_
                 parameters=plan.kernel_parameters(),
                 kernel_name=kernel_name,
                 progress_bar=False,
-                cwd=str(paths.project_root()),
+                cwd=cwd,
                 log_output=False,
                 stdout_file=log_file,
                 stderr_file=log_file,
