@@ -32,6 +32,8 @@ import pandas as pd
 from ..analysis.baselines import random_dims, rank_against
 from ..analysis.detection import detect
 from ..analysis.outliers import OutlierReport, find_outliers
+from ..analysis.rule import DEFAULT_RULE
+from ..evaluation.conditions import outlier_conditions
 from ..evaluation.tasks import GLUE_HUB, get_task, load_task, task_columns
 from ..finetuning import FinetuneResult, FinetuneSettings, finetune
 from ..model.ablation import Condition
@@ -83,29 +85,6 @@ def check_overrides(overrides: Mapping[str, Mapping[str, object]], settings: Fin
             raise ValueError(f"Unknown fine-tuning setting(s) {unknown} for {backbone!r}; valid: {sorted(names)}.")
         dataclasses.replace(settings, **changes)  # raises on invalid values
     return {backbone: dict(changes) for backbone, changes in overrides.items()}
-
-
-def layer_ranges(n_layers: int, parts: int) -> list[tuple[int, ...]]:
-    """``parts`` contiguous, near-equal ranges covering layers 0..n_layers-1 (fewer when there are fewer layers)."""
-    if n_layers < 1 or parts < 1:
-        raise ValueError(f"n_layers and parts must be >= 1 (got {n_layers}, {parts}).")
-    return [tuple(int(l) for l in chunk) for chunk in np.array_split(np.arange(n_layers), min(parts, n_layers))]
-
-
-def outlier_conditions(dims: Sequence[int], roles: Sequence[str], n_layers: int, parts: int = 3) -> list[Condition]:
-    """Intact; each dim alone; all together; all together in each layer range (all in ``roles``)."""
-    roles = tuple(roles)
-    conditions = [Condition("none")]
-    conditions += [Condition(f"dim {d}", (d,), roles) for d in dims]
-    if len(dims) > 1:
-        conditions.append(Condition("outlier dims", tuple(dims), roles))
-    for layers in layer_ranges(n_layers, parts):
-        span = f"{layers[0]}" if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
-        if len(layers) < n_layers:
-            conditions.append(Condition(f"outlier dims, layers {span}", tuple(dims), roles, layers))
-    if len(dims) == 1:  # "each alone" and "together" coincide; keep the name the summary looks up
-        conditions.insert(2, Condition("outlier dims", tuple(dims), roles))
-    return conditions
 
 
 def chance_score(task: str, labels: Sequence) -> float:
@@ -177,8 +156,8 @@ class DownstreamStudy:
         settings: FinetuneSettings,
         *,
         roles: Sequence[str] = ("block_output",),
-        k: float = 3.0,
-        min_share: float = 0.5,
+        k: float = DEFAULT_RULE.k,
+        min_share: float = DEFAULT_RULE.min_share,
         device: str | None = "auto",
         cache_dir: str | os.PathLike | None = None,
         glue_source: str = GLUE_HUB,
@@ -365,7 +344,9 @@ class DownstreamStudy:
         if "outliers" not in self.tables:
             self.outliers()
         frames = [
-            self._evaluate(p, outlier_conditions(p.dims, self.roles, p.n_layers, layer_parts), "ablations")
+            self._evaluate(
+                p, outlier_conditions(p.dims, self.roles, n_layers=p.n_layers, parts=layer_parts), "ablations"
+            )
             for p in self.pairs
         ]
         self.tables["ablations"] = pd.concat(frames, ignore_index=True)
@@ -513,10 +494,10 @@ class DownstreamStudy:
         pick = lambda t: t[(t.backbone == p.backbone) & (t.task == p.task) & (t.split == split)]  # noqa: E731
         ablations, random = pick(self.tables["ablations"]), pick(self.tables["random"])
         intact = float(ablations.loc[ablations.condition == "none", "value"].iloc[0])
-        together = float(ablations.loc[ablations.condition == "outlier dims", "value"].iloc[0])
+        together = float(ablations.loc[ablations.condition == "outliers: all", "value"].iloc[0])
         stats = rank_against(together, random["value"])
-        single = ablations[ablations.condition.str.fullmatch(r"dim \d+")]
-        ranges = ablations[ablations.condition.str.startswith("outlier dims, layers")]
+        single = ablations[ablations.condition.str.fullmatch(r"single: \d+")]
+        ranges = ablations[ablations.condition.str.startswith("outliers: layers")]
         row = {
             "backbone": p.backbone,
             "task": p.task,
