@@ -69,7 +69,7 @@ def residual_readers(
     """
     device = next(model.parameters()).device
     norms = {s.name: s.module for s in (find_norm_sites(model) if sites is None else sites)}
-    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    linears = {name: m for name, m in model.named_modules() if _is_linear(m)}
     inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     # both traces keep the tensors themselves alive, so no later tensor can reuse their memory during the forward
     with Trace(model, norms) as norm_trace, Trace(model, linears, retain_input=True, retain_output=False) as reads:
@@ -78,6 +78,19 @@ def residual_readers(
     read = [(name, call.input) for name, record in reads.records.items() for call in record.calls]
     same = lambda a, b: a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()  # noqa: E731
     return sorted({name for name, x in read if any(same(x, out) for out in norm_out)})
+
+
+def _is_linear(module: nn.Module) -> bool:
+    """An ``nn.Linear``, or transformers' ``Conv1D`` (GPT-2's projections: a Linear with its weight stored
+    transposed, in x out): without it GPT-2's blocks would not be quantized at all."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, (nn.Linear, Conv1D))
+
+
+def _weight_out_in(module: nn.Module) -> torch.Tensor:
+    """The weight as ``F.linear`` takes it (out x in): Conv1D stores it in x out."""
+    return module.weight.detach() if isinstance(module, nn.Linear) else module.weight.detach().t()
 
 
 def _skipped(model, skip_output_embeddings: bool) -> set[int]:
@@ -108,7 +121,7 @@ def w8a8(
             "keep_dims needs the Linears that read the residual stream: pass readers=residual_readers(...)."
         )
     skipped = _skipped(model, skip_output_embeddings)
-    chosen = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and id(m) not in skipped]
+    chosen = [(n, m) for n, m in model.named_modules() if _is_linear(m) and id(m) not in skipped]
     patched, names, kept = [], [], {}
 
     def quantize_input(name: str, call):
@@ -117,11 +130,12 @@ def w8a8(
     try:
         for name, module in chosen:
             keep = None
+            weight = _weight_out_in(module)
             if keep_dims and name in readers:
-                keep = torch.zeros(module.in_features, dtype=torch.bool, device=module.weight.device)
+                keep = torch.zeros(weight.shape[1], dtype=torch.bool, device=weight.device)
                 keep[keep_dims] = True
             with torch.no_grad():
-                weight = fake_quant(module.weight.detach(), bits, keep)
+                weight = fake_quant(weight, bits, keep)
 
             def forward(x, weight=weight, bias=module.bias):
                 return F.linear(x, weight, bias)
