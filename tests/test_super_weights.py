@@ -126,3 +126,24 @@ def test_zeroed_scalar_restored_bit_exactly_after_an_exception():
             raise RuntimeError("raised inside the edit context")
     assert writer.matrix()[3, 9].item() == value
     assert fingerprints_equal(before, state_fingerprint(model))
+
+
+def test_a_rogue_dim_dominates_cosine_until_standardised():
+    from bertbusters_nb.analysis.similarity import cosine_shares, separation_table
+
+    gen = torch.Generator().manual_seed(0)
+    n, hidden, rogue = 200, 16, 3  # a planted rogue dim, as Timkey & van Schijndel describe
+    a = torch.randn(n, hidden, generator=gen)
+    positive = torch.arange(n) % 2 == 0
+    b = torch.where(
+        positive[:, None], a + 0.5 * torch.randn(n, hidden, generator=gen), torch.randn(n, hidden, generator=gen)
+    )
+    a[:, rogue] += 40 + 20 * torch.randn(n, generator=gen)
+    b[:, rogue] += 40 + 20 * torch.randn(n, generator=gen)
+    shares = cosine_shares(a, b)
+    assert int(shares.dim.iloc[0]) == rogue and float(shares.share.iloc[0]) > 0.5
+    table = separation_table(a, b, positive.tolist(), [rogue], [[0], [1]]).set_index("condition").auc
+    assert table["outlier dims standardised"] > table["raw"] + 0.05
+    assert table["outlier dims standardised"] > max(
+        table["random dims 0 standardised"], table["random dims 1 standardised"]
+    )

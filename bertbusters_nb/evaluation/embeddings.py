@@ -100,6 +100,20 @@ def pair_similarity_auc(
     return float(roc_auc_score(list(positive), scores))
 
 
+def snli_pairs(n_pairs: int = 400, seed: int = 0) -> tuple[list[str], list[str], list[bool]]:
+    """``n_pairs`` seeded SNLI test pairs labelled entailment or contradiction (neutral left out): premises,
+    hypotheses, and whether each pair is an entailment (the cosine probe's positives)."""
+    import datasets
+
+    from ..data.assets import snli_files
+    from .tasks import sample
+
+    dev = datasets.load_dataset("json", data_files=str(snli_files()["test"]), split="train")
+    dev = dev.select_columns(["sentence1", "sentence2", "gold_label"])
+    dev = sample(dev.filter(lambda g: g in ("entailment", "contradiction"), input_columns="gold_label"), n_pairs, seed)
+    return list(dev["sentence1"]), list(dev["sentence2"]), [label == "entailment" for label in dev["gold_label"]]
+
+
 def snli_probe_table(
     model: PreTrainedModel | torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -114,17 +128,9 @@ def snli_probe_table(
     The probe scores each SNLI dev pair by the cosine of its two sentence embeddings; the AUC
     says how well that separates entailment from contradiction (neutral pairs are left out).
     """
-    import datasets
     from sklearn.metrics import roc_auc_score
 
-    from ..data.assets import snli_files
-    from .tasks import sample
-
-    dev = datasets.load_dataset("json", data_files=str(snli_files()["test"]), split="train")
-    dev = dev.select_columns(["sentence1", "sentence2", "gold_label"])
-    dev = sample(dev.filter(lambda g: g in ("entailment", "contradiction"), input_columns="gold_label"), n_pairs, seed)
-    premises, hypotheses = list(dev["sentence1"]), list(dev["sentence2"])
-    positive = [label == "entailment" for label in dev["gold_label"]]
+    premises, hypotheses, positive = snli_pairs(n_pairs, seed)
     sites = find_norm_sites(model)
     intact = sentence_embeddings(model, tokenizer, premises, batch_size)
     rows = []

@@ -1337,3 +1337,25 @@ def published_super_weights_note(name: str, found: pd.DataFrame) -> str:
         f"layer {p.layer} {list(p.index)}: {'found' if (p.layer, p.index) in got else 'NOT found'}" for p in published
     ]
     return f"{name}: published super weight(s) ({published[0].source}) — " + "; ".join(parts) + "."
+
+
+def rogue_dims_dominate_similarity(
+    name: str, shares: pd.DataFrame, separation: pd.DataFrame, dims: Sequence[int], top: int = 3
+) -> Finding:
+    """Notebook 08 (Timkey & van Schijndel 2021): held when ``top`` dims carry at least half of the mean cosine
+    of sentence-pair embeddings (``shares``: ``similarity.cosine_shares``); the evidence adds the rule's dims'
+    share and the SNLI separation (``similarity.separation_table``) raw and standardised."""
+    top_share = float(shares.share.head(top).sum())
+    rule_share = float(shares[shares.dim.isin(list(dims))].share.sum())
+    auc = separation.set_index("condition").auc
+    randoms = separation[separation.group == "random dims"].auc
+    evidence = (
+        f"the {top} largest dims ({', '.join(map(str, shares.dim.head(top)))}) carry {top_share:.1%} of the mean "
+        f"cosine, the rule's dims {list(dims)} {rule_share:.1%}; SNLI entailment-vs-contradiction AUC of the "
+        f"cosine {auc['raw']:.3f} raw, {auc['all dims standardised']:.3f} with every dim standardised, "
+        f"{auc['outlier dims standardised']:.3f} with the rule's dims standardised alone (random dims: "
+        f"{randoms.min():.3f}-{randoms.max():.3f})."
+    )
+    return Finding(
+        f"{name}: a few rogue dims dominate the cosine similarity of its embeddings", top_share >= 0.5, evidence
+    )

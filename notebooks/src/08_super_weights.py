@@ -38,6 +38,7 @@ control_factor = 5.0
 min_effect = 0.01
 draws = 3
 sink_texts = 4
+similarity_pairs = 200
 seed = 0
 
 # %%
@@ -46,7 +47,10 @@ from IPython.display import Markdown, display
 
 import bertbusters_nb as bb
 from bertbusters_nb.analysis import super_weights as sw
+from bertbusters_nb.analysis.similarity import cosine_shares, separation_table
 from bertbusters_nb.data import load_texts, sample_texts
+from bertbusters_nb.evaluation.conditions import random_dims
+from bertbusters_nb.evaluation.embeddings import sentence_embeddings, snli_pairs
 from bertbusters_nb.model.writers import writers_table
 from bertbusters_nb.reporting import claims
 from bertbusters_nb.reporting.plots.super_weights import chain_figure
@@ -139,6 +143,29 @@ for c in chains:
     rec.finding(*finding)
     display(Markdown(finding.markdown()))
 sink_table
+
+# %% [markdown]
+# ## 5 · What the chain breaks beyond loss: embedding similarity (Timkey & van Schijndel 2021)
+# For the models scored by their sentence embeddings (MiniLM): each dim's share of the mean cosine over
+# `similarity_pairs` SNLI pairs, and how well the cosine separates entailment from contradiction (ROC AUC, the
+# probe notebook 03 uses) raw and with dims standardised: all, the rule's dims alone, or `draws` random sets alone.
+
+# %%
+embedders = [c for c in chains if c.kind == "embedding"] if similarity_pairs else []
+premises, hypotheses, positive = snli_pairs(similarity_pairs, seed) if embedders else ([], [], [])
+similarity = []
+for c in embedders:
+    a = sentence_embeddings(c.model, c.tokenizer, premises, batch_size, max_length)
+    b = sentence_embeddings(c.model, c.tokenizer, hypotheses, batch_size, max_length)
+    shares = cosine_shares(a, b).assign(model=c.name)
+    separation = separation_table(
+        a, b, positive, c.dims, random_dims(a.shape[1], len(c.dims), draws, exclude=c.dims, seed=seed)
+    ).assign(model=c.name)
+    rec.table(shares, f"cosine_shares_{c.name}")
+    rec.table(separation, f"snli_separation_{c.name}")
+    finding = claims.rogue_dims_dominate_similarity(c.name, shares, separation, c.dims)
+    rec.finding(*finding)
+    display(shares.head(5), separation, Markdown(finding.markdown()))
 
 # %% [markdown]
 # ## Summary
