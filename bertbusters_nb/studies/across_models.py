@@ -5,7 +5,7 @@ Per model (and per stack of an encoder-decoder, BART's encoder and decoder apart
 1. Sites and norm placement: post-LN (a norm on the residual stream after each sub-layer: BERT,
    RoBERTa, ELECTRA, XLNet, BART) or pre-LN (a norm in front of each sub-layer, the residual stream
    itself never normalised inside the layers: GPT-2, Pythia, Llama/SmolLM2).
-2. The dims the project's default rule detects (``detect_dims``: the one place to swap the rule).
+2. The dims the project's one rule detects (``analysis.detection.detect``, on the whole model).
 3. Activation dominance: mean |h| at those dims against the median dim of each layer, the largest
    single activation of each layer (a "massive activation", Sun et al. 2024) and which tokens carry
    the detected dims (first token, special/delimiter tokens, punctuation, other).
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -43,7 +42,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..analysis.activations import activation_profile, carriers_by_token_kind, layer_dominance, text_batches
 from ..analysis.baselines import damage, random_dims, rank_against
+from ..analysis.detection import detect
+from ..evaluation.model_objective import objective_of
 from ..model.ablation import Condition
 from ..model.discovery import find_norm_sites
 from ..model.edits import ParamFill, edited
@@ -64,8 +66,8 @@ OUTPUT_DENSE: dict[str, tuple[str, ...]] = {
     "gpt_neox": ("attention.dense", "mlp.dense_4h_to_h"),
 }
 TINY_RANDOM = {"tiny-random-llama": "llama", "tiny-random-gpt2": "gpt2", "tiny-random-bert": "bert"}
-OBJECTIVE_LABELS = {"mlm": "masked-LM loss", "causal": "causal-LM loss", "cosine": "embedding cosine to intact"}
-TOKEN_KINDS = ("first token", "special", "punctuation", "other")
+# the objective kinds of ``evaluation.model_objective.objective_of``, as the tables name them
+OBJECTIVE_LABELS = {"mlm": "masked-LM loss", "causal": "causal-LM loss", "embedding": "embedding cosine to intact"}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -123,20 +125,6 @@ def tiny_random_model(kind: str = "llama", seed: int = 0):
     return model.eval(), tokenizer
 
 
-def objective_of(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> str:
-    """'mlm' (an MLM head and a mask token), 'causal' (a decoder-only LM head) or 'cosine' (anything else)."""
-    from ..evaluation.fill_mask import has_mlm_head
-
-    config = model.config
-    if getattr(config, "is_encoder_decoder", False):
-        return "cosine"
-    if config.model_type in CAUSAL_TYPES and has_mlm_head(model):
-        return "causal"
-    if has_mlm_head(model) and tokenizer.mask_token is not None and "MaskedLM" in type(model).__name__:
-        return "mlm"
-    return "cosine"
-
-
 def load_for_protocol(name: str, device: str | None = "auto"):
     """(model, tokenizer) with the head the protocol scores: an MLM head where the checkpoint has one,
     a causal-LM head for decoders, else the bare model (MiniLM, ELECTRA's discriminator, XLNet, BART).
@@ -164,152 +152,6 @@ def stacks_of(sites: Sequence[NormSite]) -> list[str | None]:
     """[None] for a single-stack model; ['encoder', 'decoder'] for an encoder-decoder (analysed apart)."""
     stacks = sorted({s.stack for s in sites})
     return stacks if len(stacks) > 1 else [None]
-
-
-@dataclass
-class DetectedDims:
-    """The dims the default rule picked, how (``rule``) and its per-dim evidence table."""
-
-    dims: list[int]
-    rule: str
-    per_dim: pd.DataFrame
-
-
-def detect_dims(
-    model: nn.Module,
-    sites: Sequence[NormSite],
-    tokenizer: PreTrainedTokenizerBase | None = None,
-    texts: Sequence[str] | None = None,
-    max_length: int | None = None,
-) -> DetectedDims:
-    """The project's default rule (``detection.detect``: norm parameters of every non-head site, and hidden-state
-    magnitudes on ``texts``): the one call to swap when the rule changes. ``sites`` (the ablated roles of one
-    stack) is unused by today's rule, which weighs the whole model."""
-    from ..analysis.detection import detect
-
-    options = {} if max_length is None else {"max_length": max_length}
-    found = detect(model, tokenizer, None if texts is None else list(texts), **options)
-    return DetectedDims(list(found.dims), found.rule, found.table)
-
-
-# ----------------------------------------------------------------------------- activations
-def _token_kinds(input_ids: torch.Tensor, mask: torch.Tensor, tokenizer) -> torch.Tensor:
-    """Per token: 0 first token, 1 special/delimiter, 2 punctuation, 3 other (-1 padding)."""
-    special = set(int(i) for i in getattr(tokenizer, "all_special_ids", []) or [])
-    vocab_punct: dict[int, bool] = {}
-    kinds = torch.full(input_ids.shape, 3, dtype=torch.long)
-    ids = input_ids.cpu()
-    for (b, t), token in np.ndenumerate(ids.numpy()):
-        token = int(token)
-        if token in special:
-            kinds[b, t] = 1
-        else:
-            if token not in vocab_punct:
-                text = tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(token)]).strip()
-                vocab_punct[token] = bool(text) and all(c in string.punctuation for c in text)
-            if vocab_punct[token]:
-                kinds[b, t] = 2
-    kinds[:, 0] = 0
-    kinds[~mask.cpu().bool()] = -1
-    return kinds
-
-
-def _hidden_states(out, stack: str | None):
-    if stack == "encoder" and getattr(out, "encoder_hidden_states", None) is not None:
-        return out.encoder_hidden_states
-    if stack == "decoder" and getattr(out, "decoder_hidden_states", None) is not None:
-        return out.decoder_hidden_states
-    states = getattr(out, "hidden_states", None)
-    if states is None:
-        states = getattr(out, "decoder_hidden_states", None)
-    return states
-
-
-@torch.no_grad()
-def activation_profile(
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    dims: Sequence[int],
-    stack: str | None = None,
-    max_length: int = 64,
-    batch_size: int = 16,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hidden states of every layer output (0 = embeddings) of ``stack``, one pass over ``texts``.
-
-    Returns ``(per_layer, carriers)``. per_layer: layer, dims_mean_abs (mean |h| at ``dims``),
-    median_abs (median over dims of mean |h|), ratio, max_abs (largest |h| of the layer), max_dim
-    (where), max_ratio (max_abs / median_abs). carriers: layer, kind (first token / special /
-    punctuation / other), token_share (of tokens), mean_abs_at_dims, mass_share (share of the
-    summed |h| at ``dims`` the kind carries).
-    """
-    device = next(model.parameters()).device
-    dims_t = torch.tensor(list(dims), device=device)
-    absum = maxabs = None
-    kind_abs = kind_count = None
-    tokens = 0
-    for start in range(0, len(texts), batch_size):
-        enc = tokenizer(
-            list(texts[start : start + batch_size]),
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-        enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        out = model(**enc, output_hidden_states=True)
-        states = torch.stack([h.float() for h in _hidden_states(out, stack)])  # (L+1, B, T, H)
-        mask = enc["attention_mask"].bool()
-        if stack == "decoder" and states.shape[2] != mask.shape[1]:
-            raise ValueError("decoder hidden states do not align with the input tokens")
-        kinds = _token_kinds(enc["input_ids"], mask, tokenizer).to(device)
-        real = states[:, mask].abs()  # (L+1, N, H)
-        k_real = kinds[mask]
-        L, _, H = real.shape
-        if absum is None:
-            absum = torch.zeros(L, H, dtype=torch.float64, device=device)
-            maxabs = torch.zeros(L, H, device=device)
-            kind_abs = torch.zeros(L, len(TOKEN_KINDS), dtype=torch.float64, device=device)
-            kind_count = torch.zeros(len(TOKEN_KINDS), dtype=torch.long, device=device)
-        absum += real.sum(1).double()
-        maxabs = torch.maximum(maxabs, real.amax(1))
-        at = real.index_select(2, dims_t).mean(2)  # (L+1, N): mean |h| over the chosen dims
-        for k in range(len(TOKEN_KINDS)):
-            chosen = k_real == k
-            kind_abs[:, k] += at[:, chosen].sum(1).double()
-            kind_count[k] += int(chosen.sum())
-        tokens += int(mask.sum())
-    if absum is None:
-        raise ValueError("No texts given: the activation profile needs a few texts.")
-    mean_abs = (absum / tokens).float()
-    median = mean_abs.median(1).values
-    layer_max, layer_dim = maxabs.max(1)
-    per_layer = pd.DataFrame(
-        {
-            "layer": np.arange(mean_abs.shape[0]),
-            "dims_mean_abs": mean_abs[:, dims_t].mean(1).cpu().numpy(),
-            "median_abs": median.cpu().numpy(),
-            "max_abs": layer_max.cpu().numpy(),
-            "max_dim": layer_dim.cpu().numpy(),
-        }
-    )
-    per_layer["ratio"] = per_layer.dims_mean_abs / per_layer.median_abs
-    per_layer["max_ratio"] = per_layer.max_abs / per_layer.median_abs
-    rows = []
-    total = kind_abs.sum(1)
-    for layer in range(kind_abs.shape[0]):
-        for k, kind in enumerate(TOKEN_KINDS):
-            n = int(kind_count[k])
-            rows.append(
-                {
-                    "layer": layer,
-                    "kind": kind,
-                    "token_share": n / tokens,
-                    "mean_abs_at_dims": float(kind_abs[layer, k] / n) if n else float("nan"),
-                    "mass_share": float(kind_abs[layer, k] / total[layer]) if total[layer] > 0 else float("nan"),
-                }
-            )
-    return per_layer, pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- the GPT-2 analogue
@@ -373,7 +215,7 @@ class Objective:
 
     @property
     def worse(self) -> str:
-        return "lower" if self.kind == "cosine" else "higher"
+        return "lower" if self.kind == "embedding" else "higher"
 
     def engine(self, autocast=_DEFAULT):
         """The engine on the fixed eval set (made once); with ``autocast`` (None = fp32), a fresh one."""
@@ -411,7 +253,7 @@ class Objective:
 
     def score(self, conditions: Sequence[Condition], progress: bool = False) -> list[float]:
         """The objective under each condition (mean loss, or mean cosine of sentence embeddings to intact)."""
-        if self.kind != "cosine":
+        if self.kind != "embedding":
             return [float(r["eval_loss"]) for r in self.engine().run(list(conditions), progress=progress)]
         if self._engine is None:  # for the cosine, the intact embeddings play the engine's part
             self._engine = self._embeddings()
@@ -424,10 +266,10 @@ class Objective:
         return values
 
     def intact(self) -> float:
-        return 1.0 if self.kind == "cosine" else self.score([Condition("none")])[0]
+        return 1.0 if self.kind == "embedding" else self.score([Condition("none")])[0]
 
     def precision(self) -> str:
-        if self.kind == "cosine":
+        if self.kind == "embedding":
             return "fp32"
         dtype = self.engine().autocast_dtype
         return "fp32" if dtype is None else str(dtype).replace("torch.", "").replace("bfloat16", "bf16")
@@ -464,68 +306,70 @@ def run_model(
     """The protocol (module docstring) on model ``name``: one result per stack."""
     if model is None:
         model, tokenizer = load_for_protocol(name, device)
+    if tokenizer is None:
+        raise ValueError(f"run_model({name!r}, model=...) needs the model's tokenizer too.")
     model.eval()
     sites = find_norm_sites(model)
     objective = Objective(
         objective_of(model, tokenizer), model, tokenizer, list(texts), max_length, batch_size, autocast
     )
-    intact = objective.intact()
-    results = []
-    for stack in stacks_of(sites):
-        results.append(
-            _run_stack(
-                name,
-                model,
-                tokenizer,
-                sites,
-                stack,
-                objective,
-                intact,
-                texts,
-                random_draws,
-                activation_texts,
-                max_length,
-                batch_size,
-                compare_precision,
-                seed,
-                progress,
-            )
-        )
-    return results
+    subject = ModelUnderTest(name, model, tokenizer, sites, objective, objective.intact(), list(texts))
+    settings = ProtocolSettings(
+        random_draws, max_length, batch_size, activation_texts, compare_precision, seed, progress
+    )
+    return [_run_stack(subject, stack, settings) for stack in stacks_of(sites)]
 
 
-def _run_stack(
-    name,
-    model,
-    tokenizer,
-    sites,
-    stack,
-    objective,
-    intact,
-    texts,
-    random_draws,
-    activation_texts,
-    max_length,
-    batch_size,
-    compare_precision,
-    seed,
-    progress,
-) -> ModelResult:
+@dataclass(frozen=True)
+class ProtocolSettings:
+    """How much the protocol measures on each stack (``run_model``'s keyword arguments of the same names)."""
+
+    random_draws: int = 20
+    max_length: int = 64
+    batch_size: int = 16
+    activation_texts: int = 32
+    compare_precision: bool = True
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class ModelUnderTest:
+    """One loaded model under the protocol: what all its stacks share (its sites, objective and intact value)."""
+
+    name: str
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    sites: list[NormSite]
+    objective: Objective
+    intact: float
+    texts: list[str]
+
+
+def _run_stack(subject: ModelUnderTest, stack: str | None, settings: ProtocolSettings) -> ModelResult:
+    """The protocol (module docstring) on one stack of ``subject``'s model."""
+    name, model, tokenizer, sites = subject.name, subject.model, subject.tokenizer, subject.sites
+    objective, intact, texts = subject.objective, subject.intact, subject.texts
     placement = norm_placement(sites, stack)
     roles = ablation_roles(sites, stack)
     chosen = select_sites(sites, roles=roles, stack=stack)
-    detected = detect_dims(model, chosen, tokenizer)  # the rule's own train texts, never the judged ones
+    detected = detect(model, tokenizer)  # the one rule, on its own train texts, never the judged ones
     dims = detected.dims
     hidden = min(s.size for s in chosen)
     label = name if stack is None else f"{name} ({stack})"
 
-    per_layer, carriers = activation_profile(
-        model, tokenizer, list(texts)[:activation_texts], dims, stack, max_length, batch_size
+    batches = text_batches(
+        tokenizer,
+        list(texts)[: settings.activation_texts],
+        max_length=settings.max_length,
+        batch_size=settings.batch_size,
     )
+    per_layer = layer_dominance(activation_profile(model, batches, stack=stack), dims)
+    carriers = carriers_by_token_kind(model, tokenizer, batches, dims, stack)
     peak = per_layer.loc[per_layer.max_ratio.idxmax()]
     massive_dim = int(peak.max_dim)
 
-    draws = random_dims(hidden, len(dims), random_draws, exclude=dims, seed=seed)
+    draws = random_dims(hidden, len(dims), settings.random_draws, exclude=dims, seed=settings.seed)
     conditions = [
         Condition("outliers zero", dims, roles, stack=stack),
         Condition("outliers mean", dims, roles, mode="mean", stack=stack),
@@ -533,7 +377,7 @@ def _run_stack(
     if massive_dim not in dims:
         conditions.append(Condition("largest activation dim zero", (massive_dim,), roles, stack=stack))
     conditions += [Condition(f"random {i}", d, roles, stack=stack) for i, d in enumerate(draws)]
-    values = dict(zip([c.name for c in conditions], objective.score(conditions, progress=progress)))
+    values = dict(zip([c.name for c in conditions], objective.score(conditions, progress=settings.progress)))
     random_values = [values[f"random {i}"] for i in range(len(draws))]
     stats = rank_against(values["outliers zero"], random_values)
     if objective.worse == "higher":
@@ -542,11 +386,11 @@ def _run_stack(
         beyond = values["outliers zero"] < stats["random_min"]
 
     dense = None
-    if placement == "pre-LN" and model.config.model_type in OUTPUT_DENSE and objective.kind != "cosine":
+    if placement == "pre-LN" and model.config.model_type in OUTPUT_DENSE and objective.kind != "embedding":
         with output_dense_disabled(model, chosen, dims):
             dense = objective.score([Condition("none")])[0]
     precision_diff = None
-    if compare_precision and objective.kind != "cosine":  # the same two conditions in the other precision
+    if settings.compare_precision and objective.kind != "embedding":  # the same two conditions in the other precision
         other = torch.bfloat16 if objective.precision() == "fp32" else None
         reference = objective.engine(autocast=other).run(
             [Condition("none"), Condition("outliers zero", dims, roles, stack=stack)], progress=False
@@ -573,7 +417,7 @@ def _run_stack(
         "objective": objective.label,
         "precision": objective.precision(),
         "texts": len(texts),
-        "max_length": max_length,
+        "max_length": settings.max_length,
         "intact": intact,
         "outliers_zero": values["outliers zero"],
         "outliers_mean": values["outliers mean"],
@@ -711,7 +555,7 @@ def figure(result: ProtocolResult):
     n = len(table)
     fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 5.6), squeeze=False)
     for j, row in enumerate(table.itertuples()):
-        worse = "lower" if row.objective == OBJECTIVE_LABELS["cosine"] else "higher"
+        worse = "lower" if row.objective == OBJECTIVE_LABELS["embedding"] else "higher"
         draws = result.draws[(result.draws.model == row.model) & result.draws.condition.str.startswith("random")]
         ax = axes[0, j]
         jitter = np.random.default_rng(j).uniform(-0.15, 0.15, len(draws))
