@@ -92,8 +92,9 @@ def describe(spec: Mapping) -> str:
     elif kind == "bool":
         text = "true or false"
     elif kind == "str":
-        if _choices(spec) is not None:
-            text = "one of " + ", ".join(repr(c) for c in _choices(spec))
+        choices = _choices(spec)
+        if choices is not None:
+            text = "one of " + ", ".join(repr(c) for c in choices)
         elif "pattern" in spec:
             text = f"a string matching {spec['pattern']}"
         else:
@@ -202,8 +203,9 @@ def out_of_range_example(spec: Mapping) -> Any:
     if kind == "bool":
         return None if not spec.get("nullable") else "yes"
     if kind == "str":
-        if _choices(spec) is not None:
-            return "not-" + "-".join(map(str, _choices(spec)))[:20]
+        choices = _choices(spec)
+        if choices is not None:
+            return "not-" + "-".join(map(str, choices))[:20]
         if "pattern" in spec:
             return " "
         return ""

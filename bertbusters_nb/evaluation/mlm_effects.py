@@ -95,7 +95,8 @@ def run_scan(
     max_examples = count("max_examples", max_examples, zero_means="all", none_ok=True)
     if max_examples:
         eval_set = eval_set.head(max_examples)
-    dims = None if not limit else list(range(min(limit, model.config.hidden_size)))
+    hidden_size = int(getattr(model, "config").hidden_size)  # torch types a Module attribute as Tensor | Module
+    dims = None if not limit else list(range(min(limit, hidden_size)))
     folder = Path(checkpoint_dir)
     if folder.suffix == ".json":
         folder = folder.parent

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .metrics import compute_metrics, is_regression
-from .sets import Batch, EvalSet
+from .sets import Batch, ClassificationEvalSet, EvalSet
 
 __all__ = ["Total", "finish", "logits_of", "safe_exp", "score", "shape_logits"]
 
@@ -37,6 +37,8 @@ def shape_logits(
     """Logits as (K, M, V) at the M scored positions (LMs; ``gathered``: the head saw only those) or (K, B, C)."""
     if kind == "classification":
         return logits.reshape(repeats, batch.size, -1)
+    if scored is None or batch.scored is None:
+        raise ValueError("A language-model batch needs its scored positions (EvalSet.batch sets them).")
     if not gathered:
         logits = logits.reshape(-1, logits.shape[-1]).index_select(0, scored)
     return logits.reshape(repeats, batch.scored.numel(), -1)
@@ -46,7 +48,7 @@ def score(logits: torch.Tensor, batch: Batch, eval_set: EvalSet) -> dict:
     """Per condition (first axis of ``logits``): summed loss (K,) on the device, the count, and
     (classification) the logits; nothing is copied to the host here, so a GPU never waits."""
     k = logits.shape[0]
-    if eval_set.kind == "classification":
+    if isinstance(eval_set, ClassificationEvalSet):
         labels = batch.targets
         if is_regression(eval_set.task):
             losses = ((logits[..., 0].float() - labels.float()) ** 2).sum(1)
@@ -54,6 +56,8 @@ def score(logits: torch.Tensor, batch: Batch, eval_set: EvalSet) -> dict:
             flat = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.repeat(k), reduction="none")
             losses = flat.reshape(k, -1).sum(1)
         return {"loss_sum": losses.double(), "count": batch.size, "logits": logits.float()}
+    if batch.scored is None:
+        raise ValueError("A language-model batch needs its scored positions (EvalSet.batch sets them).")
     targets = batch.targets.reshape(-1).index_select(0, batch.scored)
     flat = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.repeat(k), reduction="none")
     return {"loss_sum": flat.reshape(k, -1).double().sum(1), "count": int(targets.numel())}
@@ -84,7 +88,7 @@ def finish(total: Total, eval_set: EvalSet) -> dict:
     """The metrics of one condition: eval_loss (mean per scored token / example), perplexity or task metrics."""
     count = total.count
     loss = float(total.loss_sum) / count if count else float("nan")
-    if eval_set.kind == "classification":
+    if isinstance(eval_set, ClassificationEvalSet):
         logits = torch.cat(total.logits).cpu().numpy()
         labels = eval_set.targets.cpu().numpy()
         return {"eval_loss": loss, **compute_metrics(eval_set.task, logits, labels), "tokens": count, "examples": count}

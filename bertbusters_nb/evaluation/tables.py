@@ -43,9 +43,7 @@ from ..model.ablation import Condition
 from ..model.sites import NormSite
 from .engine import AblationEngine
 from .metrics import METRIC_FOR_TASK, TASK_METRICS
-from .sets import (
-    EvalSet,
-)
+from .sets import ClassificationEvalSet, EvalSet
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -58,14 +56,14 @@ TRAILING_COLUMNS = ("tokens", "examples", "seed", "kind", "spec")
 
 def primary_metric(eval_set: EvalSet) -> str:
     """The metric a table's ``value`` column holds for this set."""
-    if eval_set.kind == "classification":
+    if isinstance(eval_set, ClassificationEvalSet):
         return METRIC_FOR_TASK[eval_set.task]
     return "eval_loss"
 
 
 def metric_columns(eval_set: EvalSet) -> tuple[str, ...]:
     """The metric columns of a result table for this set, in order."""
-    if eval_set.kind == "classification":
+    if isinstance(eval_set, ClassificationEvalSet):
         return ("eval_loss",) + TASK_METRICS[eval_set.task]
     return ("eval_loss", "perplexity")
 

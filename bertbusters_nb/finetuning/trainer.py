@@ -162,7 +162,7 @@ def _train(
     if trainer.is_world_process_zero():
         losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
         write_entry(
-            trainer.model,
+            model,  # trained in place by the Trainer
             tokenizer,
             final,
             {
@@ -210,6 +210,7 @@ def finetune(
     spec = get_task(task)
     key = cache_key(model, task, settings, glue_source)
     final = entry_path(model, task, settings, cache_dir, glue_source)
+    problem: str | None
     if recompute:
         problem = "recompute asked for"
     else:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..model.loading import CAUSAL_TYPES
+from ..model.loading import CAUSAL_TYPES, Head
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -34,7 +34,7 @@ def load_for_explorer(
     except (OSError, ValueError):
         return load_model(name_or_path, head="mlm", device=device)  # raises ModelLoadError saying why
     architectures = getattr(config, "architectures", None) or []
-    head = "mlm" if any("MaskedLM" in a or "ForPreTraining" in a for a in architectures) else "base"
+    head: Head = "mlm" if any("MaskedLM" in a or "ForPreTraining" in a for a in architectures) else "base"
     if getattr(config, "model_type", "") in CAUSAL_TYPES:
         head = "causal-lm"  # a decoder: next-token predictions instead of fill-in-the-blank
     return load_model(name_or_path, head=head, device=device)

@@ -23,6 +23,9 @@ def norm_parameter_lines(
     rows = int(np.ceil(len(sites) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.4 * rows), squeeze=False, sharex=True)
     for ax, site in zip(axes.flat, sites):
+        if site.weight is None:  # a norm without affine parameters has nothing to draw
+            ax.set_title(f"{site.role} L{'' if site.layer is None else site.layer}: no weight", fontsize=8)
+            continue
         weight = site.weight.detach().float().cpu().numpy()
         ax.plot(weight, lw=0.7, label="weight", color="tab:blue")
         if site.bias is not None:
