@@ -9,9 +9,13 @@ that names the argument and its range.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 
+@overload
+def count(name: str, value: Any, *, zero_means: str | None = None, none_ok: Literal[False] = False) -> int: ...
+@overload
+def count(name: str, value: Any, *, zero_means: str | None = None, none_ok: bool) -> int | None: ...
 def count(name: str, value: Any, *, zero_means: str | None = None, none_ok: bool = False) -> int | None:
     """``value`` as a positive int; 0 only when ``zero_means`` says what it means, None when ``none_ok``.
 

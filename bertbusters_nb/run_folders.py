@@ -120,7 +120,9 @@ def open_attempt(folders: RunFolders, record: dict[str, Any]) -> bool:
     Returns True when it resumes a kept attempt of the same fingerprint (its files stay), False when it starts
     a fresh folder (holding only the carried-over checkpoints)."""
     old = read_record(folders.attempt / ATTEMPT)
-    resumed = bool(old) and old.get("fingerprint") == record["fingerprint"] and folders.attempt.is_dir()
+    resumed = (
+        old is not None and bool(old) and old.get("fingerprint") == record["fingerprint"] and folders.attempt.is_dir()
+    )
     if not resumed:
         carried = _carried_checkpoints(folders)
         shutil.rmtree(folders.attempt, ignore_errors=True)

@@ -252,7 +252,7 @@ def _finished(plan: RunPlan) -> bool:
     done = read_record(plan.folders.results / DONE)
     if done and "unreadable" in done:
         log.warning("ignoring corrupt %s; re-running %s", plan.folders.results / DONE, plan.notebook.name)
-    return bool(done) and done.get("fingerprint") == plan.fingerprint
+    return done is not None and bool(done) and done.get("fingerprint") == plan.fingerprint
 
 
 def execute(plan: RunPlan, redo: bool = False, kernel_name: str | None = KERNEL_NAME) -> NotebookResult:

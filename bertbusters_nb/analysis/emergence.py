@@ -33,12 +33,13 @@ def trajectory_from_checkpoints(
         raise ValueError("No checkpoints given: pass a list of hub names or local model folders.")
     if steps is not None and len(steps) != len(checkpoints):
         raise ValueError(f"{len(checkpoints)} checkpoints but {len(steps)} steps.")
-    trajectory = None
+    trajectory: NormTrajectory | None = None
     for index, name in enumerate(tqdm(checkpoints, desc="checkpoints", disable=not progress)):
         model, _ = load_model(name, head="base", device=device)
         if trajectory is None:
             trajectory = NormTrajectory.for_model(model)
         trajectory.record(model, steps[index] if steps is not None else index)
+    assert trajectory is not None  # checkpoints is not empty (checked above)
     return trajectory
 
 
@@ -176,7 +177,7 @@ def live_pretraining(
         save_every=log_every * 4,
         seed=seed,
         eval_sequences=64,
-        snapshot_steps=tuple(range(0, 100_000, log_every * 2)),
+        snapshot_steps=list(range(0, 100_000, log_every * 2)),
         device=device,
         time_limit_s=float(seconds),
     )

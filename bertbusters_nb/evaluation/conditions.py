@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..model.ablation import Condition
+from ..model.edits import Mode
 
 
 def random_dims(size: int, count: int, draws: int, exclude: Iterable[int] = (), seed: int = 0) -> list[tuple[int, ...]]:
@@ -53,7 +54,7 @@ def layer_ranges(n_layers: int, parts: int) -> list[tuple[int, ...]]:
 def outlier_conditions(
     dims: Sequence[int],
     roles: Sequence[str] = ("block_output",),
-    mode: str = "zero",
+    mode: Mode = "zero",
     n_layers: int | None = None,
     parts: int = 3,
 ) -> list[Condition]:
@@ -71,7 +72,7 @@ def outlier_conditions(
     if dims:
         out.append(Condition("outliers: all", tuple(dims), roles, mode=mode))
     for layers in layer_ranges(n_layers, parts) if n_layers is not None and dims else ():
-        if len(layers) < n_layers:
+        if n_layers is not None and len(layers) < n_layers:
             span = f"{layers[0]}" if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
             out.append(Condition(f"outliers: layers {span}", tuple(dims), roles, layers, mode=mode))
     return out
@@ -84,7 +85,7 @@ def random_conditions(
     exclude: Sequence[int],
     roles: Sequence[str] = ("block_output",),
     seed: int = 0,
-    mode: str = "zero",
+    mode: Mode = "zero",
 ) -> list[Condition]:
     """``draws`` random sets of ``count`` dims (excluding the outliers), same roles and mode."""
     return [

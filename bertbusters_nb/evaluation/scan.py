@@ -34,6 +34,7 @@ import torch
 from ..atomic import atomic_write_json, read_json
 from ..model.ablation import Condition, validate_dims
 from ..model.discovery import find_norm_sites
+from ..model.edits import Mode
 from ..model.fingerprint import model_fingerprint  # noqa: F401  (re-exported: scan keys use it)
 from ..model.sites import NormSite, select_sites
 from .engine import AblationEngine
@@ -106,7 +107,7 @@ def scan_dims(
     roles: Iterable[str] | str = ("block_output",),
     layers: Iterable[int] | None = None,
     dims: Iterable[int] | None = None,
-    mode: str = "zero",
+    mode: Mode = "zero",
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
     stack: str | None = None,

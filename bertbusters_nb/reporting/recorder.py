@@ -74,9 +74,10 @@ class RunRecorder:
             self.finding(*f)
         return list(findings)
 
-    def tables(self, tables: Mapping[str, pd.DataFrame]) -> list[Path]:
-        """Save every table of a name -> table mapping (a study's ``tables()``)."""
-        return [self.table(frame, name) for name, frame in tables.items()]
+    def tables(self, tables: Mapping[str, pd.DataFrame | None]) -> list[Path]:
+        """Save every table of a name -> table mapping (a study's ``tables()``; a None table writes nothing)."""
+        saved = (self.table(frame, name) for name, frame in tables.items())
+        return [path for path in saved if path is not None]
 
     def findings(self) -> list[dict]:
         """Every finding recorded so far in this run's folder (claim, held, evidence), in order."""

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from ..model.ablation import Condition
-from ..model.edits import MODES
+from ..model.edits import MODES, Mode
 from ..model.sites import ROLES, NormSite
 
 DEFAULT_SENTENCE = "the movie was [MASK] and the acting was [MASK] ."
@@ -39,7 +39,7 @@ class ExplorerState:
     dims: tuple[int, ...] = ()
     layers: tuple[int, int] | None = None
     roles: tuple[str, ...] = ("block_output",)
-    mode: str = "zero"
+    mode: Mode = "zero"
     sentence: str = DEFAULT_SENTENCE
 
     def __post_init__(self):
