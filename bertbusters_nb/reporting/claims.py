@@ -120,7 +120,7 @@ def compare_to_random(
         value=float(value),
         intact=float(intact),
         worse=worse,
-        draws=stats["draws"],
+        draws=int(stats["draws"]),
         random_mean=stats["random_mean"],
         random_std=stats["random_std"],
         random_min=stats["random_min"],
@@ -333,9 +333,9 @@ def published_drops_note(summary: pd.DataFrame) -> str:
     lines = []
     for r in summary.itertuples():
         entry = PUBLISHED.get(r.backbone)
-        drops = dict(entry.task_drops) if entry is not None else {}
-        if r.task not in drops:
+        if entry is None or r.task not in dict(entry.task_drops):
             continue
+        drops = dict(entry.task_drops)
         drop = -float(r.relative_change)
         agree = abs(drop - drops[r.task]) <= PUBLISHED_DROP_TOLERANCE
         lines.append(
@@ -991,7 +991,7 @@ def top_activations_on_special_tokens(shares: Mapping, name: str, majority: floa
     rate (``shares`` from ``frequency.top_activation_tokens``)."""
     held = bool(shares["top_any"] >= majority and shares["top_any"] > shares["all_any"])
     evidence = (
-        f"{name}: of the top {shares['top']:,} activations (|h| >= {shares['threshold']:.3g}), "
+        f"{name}: of the top {int(shares['top']):,} activations (|h| >= {shares['threshold']:.3g}), "
         f"{shares['top_any']:.0%} sit on special tokens, delimiters or the first token (special "
         f"{shares['top_special']:.0%}, delimiters {shares['top_delimiter']:.0%}, first {shares['top_first']:.0%}); "
         f"among all tokens these make up {shares['all_any']:.0%} (published for BERT-base: >97%)."
