@@ -25,6 +25,8 @@ from .rule import DEFAULT_RULE, PARAM_ROLES_ALL, DetectionRule
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from ..model.loading import Head
+
 
 def criteria_tables(
     model: torch.nn.Module,
@@ -199,7 +201,7 @@ def detection_report(
     return DetectionReport(found, per_dim, table, effect, tables)
 
 
-def own_head(name: str) -> str:
+def own_head(name: str) -> Head:
     """The head to load ``name`` with, from its config's architectures: ``mlm``, ``causal-lm``, else ``base``."""
     from transformers import AutoConfig
 

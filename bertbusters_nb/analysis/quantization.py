@@ -20,7 +20,7 @@ the scales are then taken over the other columns.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -90,7 +90,8 @@ def _is_linear(module: nn.Module) -> bool:
 
 def _weight_out_in(module: nn.Module) -> torch.Tensor:
     """The weight as ``F.linear`` takes it (out x in): Conv1D stores it in x out."""
-    return module.weight.detach() if isinstance(module, nn.Linear) else module.weight.detach().t()
+    weight = module.get_parameter("weight").detach()
+    return weight if isinstance(module, nn.Linear) else weight.t()
 
 
 def _skipped(model, skip_output_embeddings: bool) -> set[int]:
@@ -122,7 +123,8 @@ def w8a8(
         )
     skipped = _skipped(model, skip_output_embeddings)
     chosen = [(n, m) for n, m in model.named_modules() if _is_linear(m) and id(m) not in skipped]
-    patched, names, kept = [], [], {}
+    patched, names = [], []
+    kept: dict[str, torch.Tensor | None] = {}
 
     def quantize_input(name: str, call):
         return (fake_quant(call.args[0], bits, kept[name]), *call.args[1:]), call.kwargs
@@ -246,7 +248,7 @@ def quantization_table(
 def outlier_metrics(
     model: torch.nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
-    excluded: dict[str, Sequence[int]] | None = None,
+    excluded: Mapping[str, Sequence[int]] | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Per layer output (0 = embeddings): mean over real tokens of the kurtosis of the token's hidden vector

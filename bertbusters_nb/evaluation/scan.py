@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -113,7 +114,7 @@ def scan_dims(
     stack: str | None = None,
     sites: Sequence[NormSite] | None = None,
     checkpoint_every: int = 8,
-    checkpoint_dir: str | Path | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
     **engine_options,
 ) -> pd.DataFrame:
     """Disable each of ``dims`` (default: every hidden dim) alone in the chosen sites; one row per dim.

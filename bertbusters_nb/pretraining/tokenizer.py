@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -221,7 +222,7 @@ def _reuse_tokenizer(source: str | Path, target: Path, seq_len: int):
     return tokenizer
 
 
-def load_chunks(data_dir: str | Path, split: str = "train") -> np.ndarray:
+def load_chunks(data_dir: str | os.PathLike, split: str = "train") -> np.ndarray:
     """The packed (n_chunks, seq_len) uint16 array of a data folder's ``split`` ('train' or 'heldout')."""
     if split not in ("train", "heldout"):
         raise ValueError(f"Unknown split {split!r}; pick 'train' or 'heldout'.")

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
-import torch
 
 from ..analysis import frequency
 from ..analysis.detection import dims_to_ablate
@@ -23,7 +22,12 @@ from ..model.loading import CAUSAL_TYPES, load_config, load_model, resolve
 from ..model.sites import NormSite
 
 # alias -> head to load (the objective kind then follows from the model: evaluation.model_objective.objective_of)
-KNOWN = {"bbmini": "mlm", "minilm": "base", "smollm2": "causal-lm"}
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from ..model.loading import Head
+
+KNOWN: dict[str, Head] = {"bbmini": "mlm", "minilm": "base", "smollm2": "causal-lm"}
 
 
 @dataclass
@@ -31,8 +35,8 @@ class Subject:
     """One model under study. kind: 'mlm', 'causal' or 'embedding' (no LM head). counts: token counts."""
 
     name: str
-    model: torch.nn.Module
-    tokenizer: object
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     kind: str
     sites: list[NormSite]
     dims: list[int]
@@ -48,7 +52,7 @@ class Subject:
         return int(self.model.config.num_hidden_layers)
 
 
-def _head(name: str) -> str:
+def _head(name: str) -> Head:
     if name in KNOWN:
         return KNOWN[name]
     model_type = load_config(name).model_type  # ModelLoadError naming the cause, as load_model's

@@ -122,7 +122,9 @@ class Explorer:
         missing = [r for r in ([roles] if isinstance(roles, str) else roles) if r not in self.roles_available]
         if missing:
             raise ValueError(f"This model has no {missing} norm sites; it has {list(self.roles_available)}.")
-        self.initial = ExplorerState((), (0, self.n_layers - 1), roles, "zero", sentence)
+        self.initial = ExplorerState(
+            (), (0, self.n_layers - 1), (roles,) if isinstance(roles, str) else tuple(roles), "zero", sentence
+        )
         self._views: OrderedDict[ExplorerState, dict] = OrderedDict()
         self._cache_size = int(cache_size)
         self._sentence_cache: dict[str, Any] = {}
