@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from ..model.ablation import Condition, validate_dims
 from ..model.discovery import find_norm_sites
-from ..model.edits import ParamFill, disabled_fill, edited
+from ..model.edits import Mode, ParamFill, disabled_fill, edited
 from ..model.hooks import Trace, first_tensor
 from ..model.sites import NormSite, select_sites
 from .engine import AblationEngine
@@ -252,7 +252,7 @@ def estimate_effects(
     *,
     roles: Iterable[str] | str = ("block_output",),
     layers: Iterable[int] | None = None,
-    mode: str = "zero",
+    mode: Mode = "zero",
     stack: str | None = None,
     sites: Sequence[NormSite] | None = None,
     method: str | None = None,
@@ -349,7 +349,7 @@ def exact_effects(
     dims: Iterable[int] | None = None,
     roles: Iterable[str] | str = ("block_output",),
     layers: Iterable[int] | None = None,
-    mode: str = "zero",
+    mode: Mode = "zero",
     stack: str | None = None,
     sites: Sequence[NormSite] | None = None,
     progress: bool = True,
@@ -473,7 +473,7 @@ def screened_scan(
     *,
     roles: Iterable[str] | str = ("block_output",),
     layers: Iterable[int] | None = None,
-    mode: str = "zero",
+    mode: Mode = "zero",
     stack: str | None = None,
     top_k: int | str = 16,
     method: str | None = None,

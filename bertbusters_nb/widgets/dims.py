@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from ..evaluation.sets import EvalSet
+from ..model.edits import Mode
 from ..model.sites import NormSite
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def screen_ranking_table(
     eval_set: EvalSet,
     roles: Sequence[str],
     layers: Sequence[int] | None = None,
-    mode: str = "zero",
+    mode: Mode = "zero",
     n: int = 8,
     sites: Sequence[NormSite] | None = None,
     also_check: Sequence[int] = (),
