@@ -507,7 +507,7 @@ class DownstreamStudy:
             "intact": intact,
             "disabled_dims": " ".join(map(str, p.dims)),
             "outliers_disabled": together,
-            "relative_change": together / intact - 1,
+            "relative_change": _relative(together, intact),
             "worst_single_outlier": float(single["value"].min()) if len(single) else float("nan"),
             "worst_layer_range": (ranges.loc[ranges["value"].idxmin(), "layers"] if len(ranges) else ""),
             "random_mean": stats["random_mean"],
@@ -515,7 +515,7 @@ class DownstreamStudy:
             "random_min": stats["random_min"],
             "random_max": stats["random_max"],
             "draws": stats["draws"],
-            "random_relative_change": stats["random_mean"] / intact - 1,
+            "random_relative_change": _relative(stats["random_mean"], intact),
             "worse_than_every_draw": bool(together < stats["random_min"]),
             "share_of_draws_as_damaging": float((random["value"] <= together).mean()),
             "outliers_kept_after_finetuning": _all_kept(p),
@@ -544,3 +544,9 @@ class DownstreamStudy:
 def _all_kept(pair: Pair) -> bool:
     """Whether the rule's dims of the backbone are all still the rule's dims after fine-tuning."""
     return bool(pair.dims) and set(pair.dims) <= set(pair.dims_after)
+
+
+def _relative(value: float, intact: float) -> float:
+    """``value / intact - 1``; NaN when the intact score is 0 (an MCC or F1 of 0: a fine-tune that predicts one
+    class), where a relative change has no meaning (it raised ZeroDivisionError in the paper profile's CoLA)."""
+    return value / intact - 1 if intact != 0 else float("nan")
