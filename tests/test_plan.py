@@ -75,4 +75,3 @@ def test_hub_names_are_told_from_aliases_and_paths(name):
     assert plan.is_hub_name(name)
     for other in ("minilm", "bbmini", "smollm2", "./folder", "/abs/folder", "a/b/c", "tiny-random-gpt2"):
         assert not plan.is_hub_name(other)
-
