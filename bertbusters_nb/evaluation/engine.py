@@ -255,6 +255,10 @@ class AblationEngine:
             with self._gathering(scored):
                 return self.model(**batch.inputs, **self._forward_kwargs)
 
+        if self.stack is None:
+            raise ValueError(
+                "capture_prefix needs a layer stack (level_of gives level 0, nothing to capture, without one)"
+            )
         captured, out = capture(self.model, self.stack, keys, run_to_end, forward)
         return captured, None if out is None else logits_of(out)
 
@@ -341,6 +345,7 @@ class AblationEngine:
                 scored = self._scored(batch, 1)
                 caches[b], logits = self.capture_prefix(batch, keys, run_to_end=bool(intact), scored=scored)
                 if intact:
+                    assert logits is not None  # run_to_end: the forward was not stopped
                     score = self.score(self._shape_logits(logits, batch, 1, scored), batch)
                     for p in intact:
                         totals[p.index].add(score, 0)
@@ -405,7 +410,7 @@ class AblationEngine:
     ) -> list[dict]:
         """Metrics for each condition, in order; ``on_chunk`` gets each finished chunk's (condition, metrics)."""
         plans = self.plan(conditions)
-        results: list[dict | None] = [None] * len(plans)
+        results: dict[int, dict] = {}
         bar = progress_bar(len(plans), progress)
         try:
             for i in range(0, len(plans), self.chunk_size):
@@ -417,7 +422,7 @@ class AblationEngine:
                 bar.update(len(chunk))
         finally:
             bar.close()
-        return results  # type: ignore[return-value]
+        return [results[i] for i in range(len(plans))]
 
     def evaluate(self, condition: Condition | None = None) -> dict:
         """Metrics of one condition (None: the intact model)."""

@@ -85,16 +85,16 @@ def probe_stack(model: nn.Module, sites: Sequence[NormSite], forward: Callable[[
 
     ``forward`` runs one intact forward of ``model`` (the probe traces it).
     """
-    layered = [s for s in sites if s.layer is not None]
-    stacks = {s.stack for s in layered}
+    layered = [(s.layer, s) for s in sites if s.layer is not None]
+    stacks = {s.stack for _i, s in layered}
     if len(stacks) != 1 or getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         log.info("prefix cache off: the model has %d layer stacks", len(stacks))
         return None
     modules = dict(model.named_modules())
     by_index: dict[int, nn.Module] = {}
-    for site in layered:
+    for index, site in layered:
         layer = enclosing_layer(site.name, modules)
-        if layer is None or by_index.setdefault(site.layer, layer) is not layer:
+        if layer is None or by_index.setdefault(index, layer) is not layer:
             log.info("prefix cache off: cannot tell which layer module holds %s", site.name)
             return None
     n = 1 + max(by_index)
@@ -103,7 +103,7 @@ def probe_stack(model: nn.Module, sites: Sequence[NormSite], forward: Callable[[
         return None
     layers = [by_index[i] for i in range(n)]
     layer_names = {f"layer {i}": layer for i, layer in enumerate(layers)}
-    norm_names = {f"norm {s.name}": s.module for s in layered if s.stack in stacks}
+    norm_names = {f"norm {s.name}": s.module for _i, s in layered if s.stack in stacks}
     with Trace(model, {**layer_names, **norm_names}) as trace:
         forward()
     calls = sorted((call.end, i, call.output) for i in range(n) for call in trace[f"layer {i}"].calls)
@@ -121,11 +121,13 @@ def probe_stack(model: nn.Module, sites: Sequence[NormSite], forward: Callable[[
         log.info("prefix cache off: layers return %s", type(out).__name__)
         return None
     hidden = [o if tuple_len == 0 else o[0] for o in outputs]
-    terminal = {}
-    for site in (s for s in layered if s.stack in stacks):
+    terminal: dict[int, nn.Module] = {}
+    for index, site in layered:
+        if site.stack not in stacks:
+            continue
         for call in trace[f"norm {site.name}"].calls:
-            if call.output is hidden[site.layer]:
-                terminal[site.layer] = site.module
+            if call.output is hidden[index]:
+                terminal[index] = site.module
     return LayerStack(next(iter(stacks)), layers, tuple_len, terminal)
 
 

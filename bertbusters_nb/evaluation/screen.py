@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,7 +52,7 @@ from ..model.sites import NormSite, select_sites
 from .engine import AblationEngine
 from .metrics import is_regression
 from .objectives import EmbeddingDistance
-from .sets import EvalSet
+from .sets import ClassificationEvalSet, EvalSet
 from .tables import condition_spec
 
 log = logging.getLogger(__name__)
@@ -82,10 +82,11 @@ def _shifted(params: Sequence[torch.Tensor], directions: Sequence[torch.Tensor],
     scale = float(scale)
     if not scale:
         return edited([])
-    return edited(
-        ParamFill(p, ..., lambda now, d=d: torch.add(now, d.to(now.dtype), alpha=scale))
-        for p, d in zip(params, directions)
-    )
+
+    def shift(d: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda now: torch.add(now, d.to(now.dtype), alpha=scale)
+
+    return edited(ParamFill(p, ..., shift(d)) for p, d in zip(params, directions))
 
 
 class _Prefix:
@@ -122,10 +123,13 @@ class _Prefix:
         if self.mode == "zero":
             change = h  # the disabled output is 0
         else:  # mean: the output becomes fill_w * xhat + fill_b, xhat recovered from h = w * xhat + b
-            w = site.weight.detach().double() + site.scale_offset
+            weight, offset = site.weight, site.scale_offset
+            if weight is None or offset is None:
+                raise ValueError(f"The norm '{site.name}' cannot be disabled (no weight, or no weight zeroes it).")
+            w = weight.detach().double() + offset
             b = site.bias.detach().double() if site.bias is not None else torch.zeros_like(w)
             xhat = torch.where(w != 0, (h - b) / torch.where(w != 0, w, torch.ones_like(w)), torch.zeros_like(h))
-            fill_w = float(disabled_fill(site, site.weight, "mean")) + site.scale_offset
+            fill_w = float(disabled_fill(site, weight, "mean")) + offset
             fill_b = float(disabled_fill(site, site.bias, "mean")) if site.bias is not None else 0.0
             change = fill_w * xhat + fill_b - h
         return (change**2).sum(0).cpu()
@@ -143,7 +147,8 @@ class _Prefix:
             self.energy += self._edit_energy(by_name[name], output, mask)
 
         with Trace(self.engine.model, {s.name: s.module for s in self.sites}, retain_output=False, edit_output=measure):
-            return self.engine.logits(batch, 1, self.key, self.caches[i])
+            logits = self.engine.logits(batch, 1, self.key, self.caches[i])
+        return logits
 
 
 _INTACT: "weakref.WeakKeyDictionary[AblationEngine, float]" = weakref.WeakKeyDictionary()
@@ -188,7 +193,8 @@ def _fisher(
     mean loss, the latter from ``probes`` sets of labels sampled from the model's own predictions."""
     gen = torch.Generator().manual_seed(int(seed))
     total = _total(engine)
-    regression = engine.eval_set.kind == "classification" and is_regression(engine.eval_set.task)
+    eval_set = engine.eval_set
+    regression = isinstance(eval_set, ClassificationEvalSet) and is_regression(eval_set.task)
     first = torch.zeros(params[0].shape[0], dtype=torch.float64)
     curvature = torch.zeros_like(first)
     for i, batch in enumerate(prefix.batches):
@@ -243,7 +249,7 @@ def _gauss_newton(
 
 def _directional(grads: Sequence[torch.Tensor], edits: Sequence[torch.Tensor]) -> torch.Tensor:
     """Per dim: sum over site parameters of gradient times edit."""
-    return sum((g.double() * e.double()).cpu() for g, e in zip(grads, edits))
+    return sum(((g.double() * e.double()).cpu() for g, e in zip(grads, edits)), torch.zeros((), dtype=torch.float64))
 
 
 def estimate_effects(
@@ -511,8 +517,19 @@ def screened_scan(
     all_sites = list(sites) if sites is not None else find_norm_sites(model)
     start = time.perf_counter()
     engine = AblationEngine(model, eval_set, all_sites, **engine_options)
-    choice = {"roles": roles, "layers": layers, "mode": mode, "stack": stack, "sites": all_sites, "engine": engine}
-    est = estimate_effects(model, eval_set, method=method, steps=steps, probes=probes, **choice)
+    est = estimate_effects(
+        model,
+        eval_set,
+        roles=roles,
+        layers=layers,
+        mode=mode,
+        stack=stack,
+        sites=all_sites,
+        engine=engine,
+        method=method,
+        steps=steps,
+        probes=probes,
+    )
     screened = time.perf_counter()
     order = check_order(est, rank_by)
     est["estimate_rank"] = est["dim"].map({d: i + 1 for i, d in enumerate(order)}).astype(int)
@@ -522,7 +539,19 @@ def screened_scan(
     def verify(dims: list[int]) -> pd.DataFrame:
         if not dims:
             return pd.DataFrame(columns=["dim", "exact"])
-        return exact_effects(model, eval_set, dims=dims, progress=progress, **choice)[["dim", "exact"]]
+        checked = exact_effects(
+            model,
+            eval_set,
+            dims=dims,
+            roles=roles,
+            layers=layers,
+            mode=mode,
+            stack=stack,
+            sites=all_sites,
+            engine=engine,
+            progress=progress,
+        )
+        return checked[["dim", "exact"]]
 
     bound = None
     if top_k == "auto":
@@ -530,6 +559,7 @@ def screened_scan(
         top = exact["dim"].astype(int).tolist()
         exact = pd.concat([exact, verify([d for d in extra if d not in top])], ignore_index=True)
     else:
+        assert isinstance(top_k, int)  # checked above: an integer or "auto"
         top = order[:top_k]
         top += [d for d in extra if d not in top]
         exact = verify(top)

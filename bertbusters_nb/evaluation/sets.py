@@ -133,12 +133,14 @@ class EvalSet:
 
     def to(self, device: str | torch.device) -> "EvalSet":
         """The same set on another device (masking unchanged)."""
-        moved = {
-            k: (v.to(device) if isinstance(v, torch.Tensor) and k != "lengths" else v)
-            for k, v in vars(self).items()
-            if not k.startswith("_")
-        }
-        return type(self)(**moved)
+        return dataclasses.replace(  # lengths stay on the CPU; a fresh cache (its indices live on the old device)
+            self,
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            token_type_ids=None if self.token_type_ids is None else self.token_type_ids.to(device),
+            targets=self.targets.to(device),
+            _scored_cache={},
+        )
 
 
 @dataclass

@@ -41,13 +41,15 @@ def gather_scored(base: nn.Module, scored: torch.Tensor, on_gathered: Callable[[
 
 
 @contextlib.contextmanager
-def skip_layers(stack: LayerStack, key: CacheKey, cache: torch.Tensor | None, repeats: int) -> Iterator[None]:
+def skip_layers(stack: LayerStack | None, key: CacheKey, cache: torch.Tensor | None, repeats: int) -> Iterator[None]:
     """Replace layers < ``level`` by stubs; the last one returns ``cache`` (repeated for K conditions), or,
     with ``via_norm``, layer level-1's terminal norm (as the active condition has it) applied to ``cache``."""
     level, via_norm = key
     if level == 0:
         yield
         return
+    if stack is None or cache is None:
+        raise ValueError(f"starting at layer {level} needs the layer stack and its cached input")
     value = cache if repeats == 1 else cache.repeat(repeats, *([1] * (cache.dim() - 1)))
     norm = stack.terminal[level - 1] if via_norm else None
 
