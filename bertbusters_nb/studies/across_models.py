@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,11 +49,13 @@ from ..evaluation.model_objective import objective_of
 from ..model.ablation import Condition
 from ..model.discovery import find_norm_sites
 from ..model.edits import ParamFill, edited
-from ..model.loading import CAUSAL_TYPES
+from ..model.loading import CAUSAL_TYPES, Head
 from ..model.sites import PRE_LN_ROLES, NormSite, ablation_roles, norm_placement, select_sites
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from ..evaluation.engine import AblationEngine
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ OBJECTIVE_LABELS = {"mlm": "masked-LM loss", "causal": "causal-LM loss", "embedd
 
 
 # ----------------------------------------------------------------------------- loading
-def tiny_random_model(kind: str = "llama", seed: int = 0):
+def tiny_random_model(kind: str = "llama", seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A randomly initialised 3-layer model (hidden 64) with bbmini's tokenizer: the smoke profile's
     stand-in for a pretrained model (seconds, offline). ``kind``: 'llama', 'gpt2' (pre-LN decoders) or
     'bert' (a post-LN encoder with an MLM head)."""
@@ -83,6 +85,7 @@ def tiny_random_model(kind: str = "llama", seed: int = 0):
     tokenizer = AutoTokenizer.from_pretrained(resolve("bbmini"))
     torch.manual_seed(seed)
     vocab = len(tokenizer)
+    model: PreTrainedModel
     if kind == "llama":
         model = T.LlamaForCausalLM(
             T.LlamaConfig(
@@ -125,7 +128,7 @@ def tiny_random_model(kind: str = "llama", seed: int = 0):
     return model.eval(), tokenizer
 
 
-def load_for_protocol(name: str, device: str | None = "auto"):
+def load_for_protocol(name: str, device: str | None = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) with the head the protocol scores: an MLM head where the checkpoint has one,
     a causal-LM head for decoders, else the bare model (MiniLM, ELECTRA's discriminator, XLNet, BART).
     ``tiny-random-llama`` / ``tiny-random-gpt2`` build a random tiny decoder (smoke profile)."""
@@ -135,9 +138,11 @@ def load_for_protocol(name: str, device: str | None = "auto"):
         model, tokenizer = tiny_random_model(TINY_RANDOM[name])
         from ..device import best_device
 
-        return model.to(best_device(None if device == "auto" else device)), tokenizer
+        target = best_device(None if device == "auto" else device)
+        return model.to(target), tokenizer  # type: ignore[arg-type]  # transformers types PreTrainedModel.to via functools.wraps
     config = load_config(name)  # ModelLoadError naming the cause, as load_model's
     architectures = " ".join(getattr(config, "architectures", None) or [])
+    head: Head
     if config.model_type in CAUSAL_TYPES:
         head = "causal-lm"
     elif "MaskedLM" in architectures and not getattr(config, "is_encoder_decoder", False):
@@ -151,11 +156,11 @@ def load_for_protocol(name: str, device: str | None = "auto"):
 def stacks_of(sites: Sequence[NormSite]) -> list[str | None]:
     """[None] for a single-stack model; ['encoder', 'decoder'] for an encoder-decoder (analysed apart)."""
     stacks = sorted({s.stack for s in sites})
-    return stacks if len(stacks) > 1 else [None]
+    return [*stacks] if len(stacks) > 1 else [None]
 
 
 # ----------------------------------------------------------------------------- the GPT-2 analogue
-def output_dense_modules(model: nn.Module, sites: Sequence[NormSite]) -> list[nn.Module]:
+def output_dense_modules(model: PreTrainedModel, sites: Sequence[NormSite]) -> list[nn.Module]:
     """Each layer's output projections (attention and MLP), for the model types in ``OUTPUT_DENSE``."""
     names = OUTPUT_DENSE.get(model.config.model_type)
     if names is None:
@@ -175,18 +180,19 @@ def output_dense_modules(model: nn.Module, sites: Sequence[NormSite]) -> list[nn
 
 
 @contextlib.contextmanager
-def output_dense_disabled(model: nn.Module, sites: Sequence[NormSite], dims: Sequence[int]) -> Iterator[int]:
+def output_dense_disabled(model: PreTrainedModel, sites: Sequence[NormSite], dims: Sequence[int]) -> Iterator[int]:
     """Zero what every block writes into ``dims`` of the residual stream (the output rows of its attention
     and MLP projections, and their bias there); restored bit-exactly on exit. Yields the modules edited."""
     modules = output_dense_modules(model, sites)
     fills = []
     for module in modules:
-        index = torch.tensor(list(dims), device=module.weight.device)
+        weight, bias = module.get_parameter("weight"), getattr(module, "bias", None)
+        index = torch.tensor(list(dims), device=weight.device)
         # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out)
         rows = (slice(None), index) if type(module).__name__ == "Conv1D" else index
-        fills.append(ParamFill(module.weight, rows, 0.0))
-        if getattr(module, "bias", None) is not None:
-            fills.append(ParamFill(module.bias, index, 0.0))
+        fills.append(ParamFill(weight, rows, 0.0))
+        if bias is not None:
+            fills.append(ParamFill(bias, index, 0.0))
     with edited(fills):
         yield len(modules)
 
@@ -200,14 +206,15 @@ class Objective:
     """One model's objective on a fixed set of texts: ``score(conditions)`` -> values, in order."""
 
     kind: str
-    model: nn.Module
-    tokenizer: object
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     texts: list[str]
     max_length: int
     batch_size: int
     autocast: object = "auto"
     seed: int = 42
-    _engine: object = field(default=None, repr=False)
+    _engine: AblationEngine | None = field(default=None, repr=False)
+    _intact_embeddings: torch.Tensor | None = field(default=None, repr=False)  # the cosine's reference
 
     @property
     def label(self) -> str:
@@ -255,14 +262,15 @@ class Objective:
         """The objective under each condition (mean loss, or mean cosine of sentence embeddings to intact)."""
         if self.kind != "embedding":
             return [float(r["eval_loss"]) for r in self.engine().run(list(conditions), progress=progress)]
-        if self._engine is None:  # for the cosine, the intact embeddings play the engine's part
-            self._engine = self._embeddings()
+        if self._intact_embeddings is None:  # for the cosine, the intact embeddings play the engine's part
+            self._intact_embeddings = self._embeddings()
+        intact = self._intact_embeddings
         sites = find_norm_sites(self.model)
         values = []
         for condition in tqdm(conditions, desc="conditions", disable=not progress, leave=False):
             with condition.apply(sites):
                 ablated = self._embeddings()
-            values.append(float(torch.nn.functional.cosine_similarity(self._engine, ablated, dim=-1).mean()))
+            values.append(float(torch.nn.functional.cosine_similarity(intact, ablated, dim=-1).mean()))
         return values
 
     def intact(self) -> float:
@@ -300,7 +308,7 @@ def run_model(
     compare_precision: bool = True,
     seed: int = 0,
     progress: bool = True,
-    model: torch.nn.Module | None = None,
+    model: PreTrainedModel | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> list[ModelResult]:
     """The protocol (module docstring) on model ``name``: one result per stack."""
@@ -338,7 +346,7 @@ class ModelUnderTest:
     """One loaded model under the protocol: what all its stacks share (its sites, objective and intact value)."""
 
     name: str
-    model: nn.Module
+    model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     sites: list[NormSite]
     objective: Objective
@@ -354,7 +362,7 @@ def _run_stack(subject: ModelUnderTest, stack: str | None, settings: ProtocolSet
     roles = ablation_roles(sites, stack)
     chosen = select_sites(sites, roles=roles, stack=stack)
     detected = detect(model, tokenizer)  # the one rule, on its own train texts, never the judged ones
-    dims = detected.dims
+    dims = tuple(detected.dims)
     hidden = min(s.size for s in chosen)
     label = name if stack is None else f"{name} ({stack})"
 
@@ -456,7 +464,7 @@ def _run_stack(subject: ModelUnderTest, stack: str | None, settings: ProtocolSet
 
 def _sites_summary(sites: Sequence[NormSite], stack: str | None, roles: Sequence[str]) -> pd.DataFrame:
     chosen = [s for s in sites if stack is None or s.stack == stack]
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for s in chosen:
         entry = rows.setdefault(
             s.role,
