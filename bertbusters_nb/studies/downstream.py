@@ -24,7 +24,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -70,7 +70,7 @@ def available_backbones(backbones: Sequence[str]) -> tuple[list[str], dict[str, 
     return usable, missing
 
 
-def check_overrides(overrides: Mapping[str, Mapping[str, object]], settings: FinetuneSettings) -> dict:
+def check_overrides(overrides: Mapping[str, Mapping[str, Any]], settings: FinetuneSettings) -> dict:
     """``overrides`` as a plain dict, after checking that every name is a fine-tuning setting and that the
     values build valid settings (the error names the valid settings)."""
     if not isinstance(overrides, Mapping) or not all(isinstance(v, Mapping) for v in overrides.values()):
@@ -304,6 +304,8 @@ class DownstreamStudy:
             self.outliers()
         rows = []
         for p in self.pairs:
+            if p.before is None or p.after is None:  # outliers() sets both on every pair
+                raise RuntimeError(f"No outlier reports for {p.backbone} on {p.task}: run outliers() first.")
             rows.append(
                 {
                     "backbone": p.backbone,
