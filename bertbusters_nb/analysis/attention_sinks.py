@@ -26,13 +26,13 @@ from ..model.sites import NormSite
 from .frequency import CATEGORIES, base_model_of, token_categories
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 SINK = "sink"  # the union of the categories: special, delimiter or first token
 
 
 @contextlib.contextmanager
-def eager_attention(model: torch.nn.Module) -> Iterator[None]:
+def eager_attention(model: PreTrainedModel) -> Iterator[None]:
     """Use the eager attention implementation inside the block (so ``output_attentions`` works), then restore.
 
     Example:
@@ -53,7 +53,7 @@ def attention_mass(
     attentions: Sequence[torch.Tensor], key_masks: dict[str, torch.Tensor], attention_mask: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """Per category, summed over real queries: attention mass on its keys (L, heads), the base rate of its keys
-    among the keys each query attends to (L, heads), and the number of queries.
+    among the keys each query attends to (L, heads), and the number of queries (a 0-dim count).
 
     attentions: per layer (B, heads, T, T) probabilities; key_masks: category -> (B, T) bool; attention_mask: (B, T).
     A causal model's probabilities are zero on future keys, so "keys it can see" are those with probability > 0
@@ -62,7 +62,7 @@ def attention_mass(
     Example:
         >>> att = [torch.full((1, 1, 2, 2), 0.5)]
         >>> out = attention_mass(att, {"first": torch.tensor([[True, False]])}, torch.ones(1, 2))
-        >>> out["first"].tolist(), out["first_base"].tolist(), out["queries"]
+        >>> out["first"].tolist(), out["first_base"].tolist(), int(out["queries"])
         ([[1.0]], [[1.0]], 2)
     """
     real = attention_mask.bool()  # (B, T)
@@ -77,13 +77,13 @@ def attention_mass(
         base = (visible.float() * keys).sum(-1) / n_visible
         out[name] = (mass * query).sum((1, 3))  # (L, H)
         out[f"{name}_base"] = (base * query).sum((1, 3))
-    out["queries"] = int(real.sum())
+    out["queries"] = real.sum()
     return out
 
 
 @torch.no_grad()
 def sink_scores(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     max_length: int = 128,
@@ -117,7 +117,7 @@ def sink_scores(
             cats = token_categories(tokenizer, batch["input_ids"])
             cats[SINK] = cats["special"] | cats["delimiter"] | cats["first"]
             part = attention_mass([a.cpu() for a in attentions], cats, batch["attention_mask"])
-            queries += part.pop("queries")
+            queries += int(part.pop("queries"))
             for k, v in part.items():
                 totals[k] = totals.get(k, 0) + v
     rows = []
@@ -139,7 +139,7 @@ def sink_scores(
 
 
 def sink_under_conditions(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
     conditions: Sequence[Condition],
