@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from bertbusters_nb import atomic, results
+from bertbusters_nb import atomic
 from bertbusters_nb.atomic import (
     atomic_folder,
     atomic_write_bytes,
@@ -16,11 +16,6 @@ from bertbusters_nb.atomic import (
     read_json,
     remove_stale_folders,
 )
-
-
-def test_results_reexports_the_same_writers():
-    for name in ("atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json", "pid_alive"):
-        assert getattr(results, name) is getattr(atomic, name)
 
 
 def test_an_interrupted_file_write_leaves_the_old_content(tmp_path, monkeypatch):

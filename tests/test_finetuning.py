@@ -18,10 +18,10 @@ from bertbusters_nb.finetuning import (
     check_entry,
     entry_path,
     finetune,
-    model_fingerprint,
     per_device_batch_size,
 )
 from bertbusters_nb.finetuning.trainer import _last_complete_checkpoint
+from bertbusters_nb.model.fingerprint import weights_fingerprint
 
 FAST = dict(
     epochs=1.0, max_steps=3, batch_size=8, max_length=24, max_train_samples=24, checkpoint_steps=0, learning_rate=1e-3
@@ -83,7 +83,7 @@ def test_the_key_holds_what_changes_the_weights_and_only_that(tiny_bert_dir):
             tiny_bert_dir, "rt", base, "/c"
         ), change
     assert entry_path(tiny_bert_dir, "snli", base, "/c") != entry_path(tiny_bert_dir, "rt", base, "/c")
-    assert model_fingerprint("bert-base-uncased") == "hub:bert-base-uncased"
+    assert weights_fingerprint("bert-base-uncased") == "hub:bert-base-uncased"
 
 
 def test_a_finetune_writes_a_complete_safetensors_entry(cached):
@@ -221,7 +221,4 @@ def test_the_command_line_fine_tunes_into_the_cache_and_reuses_it(cached, tiny_b
 
 
 def test_the_cache_keys_backbones_with_the_one_weights_fingerprint(tiny_bert_dir):
-    from bertbusters_nb.model.fingerprint import weights_fingerprint
-
-    assert model_fingerprint is weights_fingerprint
     assert cache_key(tiny_bert_dir, "rt", FinetuneSettings(**FAST))["weights"] == weights_fingerprint(tiny_bert_dir)
