@@ -52,11 +52,14 @@ def criteria_tables(
         label = "params: " + (usable if isinstance(usable, str) else "+".join(usable))
         tables[label] = parameter_criterion(sites, roles=usable, k=rule.k, min_share=rule.min_share)
     if profile is not None:
-        own = {"ratio": rule.activation_ratio, "layer_share": rule.activation_layer_share}  # the rule's magnitude
         for preset in ACTIVATION_PRESETS:
-            tables[f"activations: {preset}"] = activation_criterion(
-                profile, preset, **(own if preset == "magnitude" else {})
-            )
+            if preset == "magnitude":  # the rule's own magnitude thresholds
+                table = activation_criterion(
+                    profile, preset, ratio=rule.activation_ratio, layer_share=rule.activation_layer_share
+                )
+            else:
+                table = activation_criterion(profile, preset)
+            tables[f"activations: {preset}"] = table
     params = tables["params: all"]
     acts = tables.get("activations: magnitude")
     dims, how, combined = combine(params, acts, rule.fallback)
@@ -256,11 +259,13 @@ def agreement_across_models(
         report = detection_report(
             model, tokenizer, effect_texts=heldout, effect_dims=dims, top=top, max_length=max_length
         )
-        table = report.agreement.assign(
+        agreement, effect = report.agreement, report.effect
+        assert agreement is not None and effect is not None  # effect_texts given: the scan ran
+        table = agreement.assign(
             model=name,
-            most_damaging=" ".join(map(str, report.agreement.attrs["most_damaging"])),
-            scanned_dims=len(report.effect),
-            objective=report.effect.attrs["metric"],
+            most_damaging=" ".join(map(str, agreement.attrs["most_damaging"])),
+            scanned_dims=len(effect),
+            objective=effect.attrs["metric"],
         )
         frames.append(table)
         del model
