@@ -49,6 +49,8 @@ from .state import DEFAULT_PROMPT, DEFAULT_SENTENCE, ExplorerState
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from ..evaluation.engine import AblationEngine
+    from ..evaluation.sets import EmbeddingEvalSet, EvalSet
     from .controls import ExplorerWidget
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,9 @@ class Explorer:
         self._cache_size = int(cache_size)
         self._sentence_cache: dict[str, Any] = {}
         self._rankings: dict[tuple, pd.DataFrame] = {}
-        self._embedding_set = None
+        self._embedding_set: EmbeddingEvalSet | None = None
+        self.eval_set: EvalSet | None = None  # the LM objectives' fixed set and engine (None for embeddings)
+        self.engine: AblationEngine | None = None
         self.device = next(model.parameters()).device
         self.drawing = NormFigure(self.sites, self.top_dims, cache_size=cache_size)
         with self.threads():
@@ -161,7 +165,6 @@ class Explorer:
             self.engine = AblationEngine(model, self.eval_set, self.sites, prefix_cache=True)
             self.intact_metrics = self.engine.evaluate()
         else:
-            self.eval_set = self.engine = None
             self.intact_embeddings = self._embeddings(texts)
             self.intact_metrics = {}
         log.info("explorer ready in %.2fs (%s, %d texts)", time.perf_counter() - start, self.kind, len(texts))
@@ -285,9 +288,11 @@ class Explorer:
                     if self.kind == "mlm"
                     else "Type the beginning of a sentence: the model predicts the next token."
                 )
-            metrics = self.engine.evaluate(condition) if state.ablates else self.intact_metrics
+            engine = self.engine
+            assert engine is not None  # _prepare makes it for an LM objective
+            metrics = engine.evaluate(condition) if state.ablates else self.intact_metrics
             if not state.ablates and not use_cache:
-                metrics = self.engine.evaluate(condition)
+                metrics = engine.evaluate(condition)
             view.update(
                 loss_intact=self.intact_metrics["eval_loss"],
                 loss=metrics["eval_loss"],
@@ -370,6 +375,7 @@ class Explorer:
 
     def _screen(self, state: ExplorerState, n: int) -> pd.DataFrame:
         if self.kind in LM_LABELS:
+            assert self.eval_set is not None  # _prepare makes it for an LM objective
             model, eval_set, sites = self.model, self.eval_set, self.sites
         else:  # the screen's embedding objective, on the encoder whose embeddings the view compares
             from ..evaluation.sets import prepare_embedding_eval
