@@ -108,13 +108,19 @@ class _Maxima:
         flat = a.reshape(b * n, c)
         value, where = flat.max(0)
         text, token = where // n + offset, where % n
-        if self.value is None:
+        if self.value is None or self.text is None or self.token is None:  # the first call sets all three
             self.value, self.text, self.token = value, text, token
             return
         better = value > self.value
         self.value = torch.where(better, value, self.value)
         self.text = torch.where(better, text, self.text)
         self.token = torch.where(better, token, self.token)
+
+    def measured(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(value, text, token) per channel; raises if the module was never called."""
+        if self.value is None or self.text is None or self.token is None:
+            raise RuntimeError("No call of this module was observed on the prompts.")
+        return self.value, self.text, self.token
 
 
 def prompt_batches(
@@ -156,10 +162,9 @@ def _measure(model: nn.Module, writers: Sequence[ResidualWriter], batches: Seque
         {n: _Maxima() for n in norms},
         {n: _Maxima() for n in norms},
     )
-    state = {"mask": None, "offset": 0}
+    mask, offset = torch.ones(0), 0  # the current batch's (read by observe when it is called)
 
     def observe(name, output, call):
-        mask, offset = state["mask"], state["offset"]
         x, y = call.args[0] if call.args else call.kwargs.get("hidden_states"), first_tensor(output)
         if name in m.writers_out:
             m.writers_in[name].add(x, mask, offset)
@@ -172,10 +177,10 @@ def _measure(model: nn.Module, writers: Sequence[ResidualWriter], batches: Seque
     for batch in map(lambda b: _on(b, device), batches):
         if "attention_mask" not in batch:
             batch["attention_mask"] = torch.ones_like(batch["input_ids"])
-        state["mask"] = batch["attention_mask"].float()
+        mask = batch["attention_mask"].float()
         with Trace(model, traced, retain_output=False, edit_output=observe):
             model(**batch)
-        state["offset"] += int(batch["input_ids"].shape[0])
+        offset += int(batch["input_ids"].shape[0])
     return m
 
 
@@ -203,35 +208,36 @@ def spike_table(
     m = _measure(model, writers, batches)
     rows = []
     for w in writers:
-        out, inn = m.writers_out[w.name], m.writers_in[w.name]
-        n_in, n_out = m.norms_in[w.norm], m.norms_out[w.norm]
-        median = float(out.value.median().clamp_min(1e-12))
-        in_median = float(inn.value.median().clamp_min(1e-12))
-        in_channel = int(inn.value.argmax())
-        norm_in_median = float(n_in.value.median().clamp_min(1e-12))
-        norm_out_median = float(n_out.value.median().clamp_min(1e-12))
-        for j in out.value.argsort(descending=True)[: rule.spikes_per_layer].tolist():
-            ratio = float(out.value[j]) / median
+        out, out_text, out_token = m.writers_out[w.name].measured()
+        inn = m.writers_in[w.name].measured()[0]
+        n_in, n_out = m.norms_in[w.norm].measured()[0], m.norms_out[w.norm].measured()[0]
+        median = float(out.median().clamp_min(1e-12))
+        in_median = float(inn.median().clamp_min(1e-12))
+        in_channel = int(inn.argmax())
+        norm_in_median = float(n_in.median().clamp_min(1e-12))
+        norm_out_median = float(n_out.median().clamp_min(1e-12))
+        for j in out.argsort(descending=True)[: rule.spikes_per_layer].tolist():
+            ratio = float(out[j]) / median
             rows.append(
                 {
                     "layer": w.layer,
                     "stack": w.stack,
                     "writer": w.name,
                     "channel": j,
-                    "out_max": float(out.value[j]),
+                    "out_max": float(out[j]),
                     "out_median": median,
                     "out_ratio": ratio,
                     "spike": ratio >= rule.spike_ratio,
-                    "text": int(out.text[j]),
-                    "token": int(out.token[j]),
+                    "text": int(out_text[j]),
+                    "token": int(out_token[j]),
                     "in_channel": in_channel,
-                    "in_max": float(inn.value[in_channel]),
-                    "in_ratio": float(inn.value[in_channel]) / in_median,
+                    "in_max": float(inn[in_channel]),
+                    "in_ratio": float(inn[in_channel]) / in_median,
                     "norm": w.norm,
-                    "norm_in_max": float(n_in.value[j]),
-                    "norm_in_ratio": float(n_in.value[j]) / norm_in_median,
-                    "norm_out_max": float(n_out.value[j]),
-                    "norm_out_ratio": float(n_out.value[j]) / norm_out_median,
+                    "norm_in_max": float(n_in[j]),
+                    "norm_in_ratio": float(n_in[j]) / norm_in_median,
+                    "norm_out_max": float(n_out[j]),
+                    "norm_out_ratio": float(n_out[j]) / norm_out_median,
                 }
             )
     return pd.DataFrame(rows)
@@ -374,9 +380,9 @@ def verify(
                 )
                 maxima[kind] = max(maxima[kind], abs(d))
             control_max[w.name] = maxima
-        maxima = control_max.get(w.name)
-        worst = max(maxima.values()) if maxima else math.nan
-        passes = maxima is not None and abs(delta) > rule.min_effect and abs(delta) > rule.control_factor * worst
+        worst_by_kind = control_max.get(w.name)
+        worst = max(worst_by_kind.values()) if worst_by_kind else math.nan
+        passes = worst_by_kind is not None and abs(delta) > rule.min_effect and abs(delta) > rule.control_factor * worst
         rows.append(
             {
                 **{
@@ -385,10 +391,10 @@ def verify(
                 "objective": base + delta,
                 "baseline": base,
                 "delta": delta,
-                "control_random_max": maxima["random"] if maxima else math.nan,
-                "control_largest_max": maxima["largest |w|"] if maxima else math.nan,
+                "control_random_max": worst_by_kind["random"] if worst_by_kind else math.nan,
+                "control_largest_max": worst_by_kind["largest |w|"] if worst_by_kind else math.nan,
                 "control_max": worst,
-                "ratio": abs(delta) / worst if maxima and worst > 0 else math.inf if maxima else math.nan,
+                "ratio": abs(delta) / worst if worst_by_kind and worst > 0 else math.inf if worst_by_kind else math.nan,
                 "super_weight": bool(passes),
             }
         )

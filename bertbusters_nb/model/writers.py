@@ -55,7 +55,7 @@ class ResidualWriter:
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.module.weight
+        return _weight_of(self.module)
 
     @property
     def in_features(self) -> int:
@@ -93,6 +93,13 @@ def _block_name(site_names: Sequence[str], modules: Mapping[str, nn.Module]) -> 
     raise LookupError(f"no layer module holds the norm {site_names[0]!r} (not inside a ModuleList).")
 
 
+def _weight_of(module: nn.Module) -> torch.Tensor:
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):  # nn.Module's attribute lookup may also give a submodule
+        raise TypeError(f"{type(module).__name__}.weight is a {type(weight).__name__}, not a tensor.")
+    return weight
+
+
 def _is_weighted_leaf(module: nn.Module) -> bool:
     weight = getattr(module, "weight", None)
     return (
@@ -105,7 +112,7 @@ def _is_weighted_leaf(module: nn.Module) -> bool:
 
 def _layout(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> bool | None:
     """Whether the traced call computed ``x @ W`` (True), ``x @ W.T`` (False), or neither (None)."""
-    w = module.weight.detach().float()
+    w = _weight_of(module).detach().float()
     x, y = x.detach().float().reshape(-1, x.shape[-1]), y.detach().float().reshape(-1, y.shape[-1])
     bias = getattr(module, "bias", None)
     b = bias.detach().float() if isinstance(bias, torch.Tensor) else 0.0

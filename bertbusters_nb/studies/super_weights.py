@@ -27,16 +27,16 @@ from ..evaluation.model_objective import objective_of
 from ..evaluation.sets import prepare_causal_eval, prepare_embedding_eval, prepare_mlm_eval
 from ..model.ablation import Condition
 from ..model.discovery import find_norm_sites
-from ..model.loading import load_model, resolve
+from ..model.loading import Head, load_model, resolve
 from ..model.sites import NormSite
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = ["Chain", "chain_effects", "load_chain", "massive_dims", "restoration", "sink_change", "summary_row"]
 
 # alias -> head to load (a hub name: a causal LM head for a decoder, else the masked-LM head when it has one)
-HEADS = {"bbmini": "mlm", "minilm": "base", "smollm2": "causal-lm"}
+HEADS: dict[str, Head] = {"bbmini": "mlm", "minilm": "base", "smollm2": "causal-lm"}
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Chain:
     """One model traced from weights to effect. kind: its objective ('mlm', 'causal' or 'embedding')."""
 
     name: str
-    model: torch.nn.Module
+    model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     kind: str
     sites: list[NormSite]
@@ -62,7 +62,7 @@ class Chain:
         return float(self.engine.evaluate()["eval_loss"])
 
 
-def _head(name: str) -> str:
+def _head(name: str) -> Head:
     if name in HEADS:
         return HEADS[name]
     from transformers import AutoConfig
@@ -98,6 +98,8 @@ def load_chain(
         >>> chain = load_chain("smollm2", prompts, eval_texts)  # doctest: +SKIP
         >>> chain.report.super_weights[["layer", "row", "col", "delta"]]  # doctest: +SKIP
     """
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     if device_map:
         from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
