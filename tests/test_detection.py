@@ -235,3 +235,30 @@ def test_the_screen_switches_in_behind_the_same_function(bbmini, heldout):
     assert set(effect.dim.head(2)) == {81, 126} and (effect.effect_kind.head(2) == "exact").all()
     with pytest.raises(ValueError, match="exact"):
         effect_criterion(model, tokenizer, heldout[:4], method="guess")
+
+
+def test_norms_without_parameters_leave_the_rule_to_its_activation_part():
+    """OLMo's LayerNorm has no weight or bias: the parameter criterion flags nothing instead of failing."""
+    import transformers as T
+
+    import bertbusters_nb as bb
+    from bertbusters_nb.analysis.criteria import parameter_criterion
+
+    torch.manual_seed(0)
+    config = T.OlmoConfig(
+        vocab_size=200,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
+    model = T.OlmoForCausalLM(config).eval()
+    assert all(site.weight is None and site.bias is None for site in bb.find_norm_sites(model))
+    table = parameter_criterion(model)
+    assert len(table) == 32 and not table.selected.any() and (table.n_param_sites == 0).all()
+    found = bb.detect(model)
+    assert found.rule == "strongest candidates" and len(found.dims) == found.settings.fallback

@@ -115,13 +115,32 @@ def parameter_criterion(
         raise ValueError(f"k must be positive, got {k}.")
     if not 0 <= min_share < 1:
         raise ValueError(f"min_share must be in [0, 1), got {min_share}.")
+    name = (
+        f"parameters ({roles if isinstance(roles, str) else '+'.join(roles)}, {k:g} sigma, > {min_share:.0%} of sites)"
+    )
     if params is None:
         sites = param_sites(_sites_of(model_or_sites), roles)
         params = parameter_table(sites, k)
-    return criterion_from_counts(
-        parameter_counts(params, k, which),
-        min_share,
-        f"parameters ({roles if isinstance(roles, str) else '+'.join(roles)}, {k:g} sigma, > {min_share:.0%} of sites)",
+        if params.empty:  # non-affine norms (OLMo): nothing to weigh, so this criterion flags no dim
+            return criterion_from_counts(no_parameter_counts(sites[0].size), min_share, name)
+    return criterion_from_counts(parameter_counts(params, k, which), min_share, name)
+
+
+def no_parameter_counts(width: int) -> pd.DataFrame:
+    """``parameter_counts`` of norms that carry no weight or bias: every dim, flagged in 0 of 0 sites."""
+    zeros = [0] * width
+    return pd.DataFrame(
+        {
+            "dim": range(width),
+            "param_sites": zeros,
+            "param_low_weight_sites": zeros,
+            "param_max_abs_z": [0.0] * width,
+            "param_mean_abs_z": [0.0] * width,
+            "param_weight_sites": zeros,
+            "param_bias_sites": zeros,
+            "n_param_sites": zeros,
+            "param_share": [0.0] * width,
+        }
     )
 
 

@@ -22,7 +22,12 @@ from .rule import DEFAULT_RULE
 
 
 def parameter_table(sites: Sequence[NormSite], k: float = DEFAULT_RULE.k) -> pd.DataFrame:
-    """Tidy table: one row per (site, param, dim) with value, z-score and ``flagged`` (|z| > k)."""
+    """Tidy table: one row per (site, param, dim) with value, z-score and ``flagged`` (|z| > k).
+
+    Norms without parameters (OLMo's non-affine LayerNorm) have no rows: with no parameter anywhere the table is
+    empty, so the parameter criterion flags nothing and the rule rests on its activation part.
+    """
+    columns = ["site", "role", "layer", "stack", "param", "dim", "value", "z", "flagged"]
     rows = []
     for site in sites:
         for param_name, param in (("weight", site.weight), ("bias", site.bias)):
@@ -35,9 +40,11 @@ def parameter_table(sites: Sequence[NormSite], k: float = DEFAULT_RULE.k) -> pd.
             frame["site"], frame["role"], frame["layer"], frame["stack"] = site.name, site.role, site.layer, site.stack
             frame["param"] = param_name
             rows.append(frame)
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=bool if c == "flagged" else object) for c in columns})
     table = pd.concat(rows, ignore_index=True)
     table["flagged"] = table["z"].abs() > k
-    return table[["site", "role", "layer", "stack", "param", "dim", "value", "z", "flagged"]]
+    return table[columns]
 
 
 @dataclass
