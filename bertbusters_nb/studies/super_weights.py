@@ -142,6 +142,13 @@ def _none():
     yield
 
 
+def dims_can_be_disabled(chain: Chain) -> bool:
+    """Whether the chain's ablation roles hold norms whose dims can be switched off (OLMo's non-affine
+    LayerNorms cannot: then the dim conditions are left out and only the super-weight rows remain)."""
+    chosen = [site for site in chain.sites if site.role in chain.roles]
+    return bool(chosen) and all(site.can_disable for site in chosen)
+
+
 def chain_effects(chain: Chain, draws: int = 5, seed: int = 0) -> pd.DataFrame:
     """The objective under: intact; the super weight(s) zeroed; the rule's dims disabled (on the ablation roles);
     both; and ``draws`` random dim sets of the same size (alone and with the super weight(s) zeroed). The random
@@ -150,8 +157,10 @@ def chain_effects(chain: Chain, draws: int = 5, seed: int = 0) -> pd.DataFrame:
     scalars = chain.report.scalars()
     size = chain.report.writers[0].out_features
     randoms = random_dims(size, len(chain.dims), draws, exclude=chain.dims, seed=seed)
-    conditions = [Condition("intact")] + [Condition("outlier dims", tuple(chain.dims), chain.roles)]
-    conditions += [Condition(f"random dims {i}", d, chain.roles) for i, d in enumerate(randoms)]
+    conditions = [Condition("intact")]
+    if dims_can_be_disabled(chain):
+        conditions += [Condition("outlier dims", tuple(chain.dims), chain.roles)]
+        conditions += [Condition(f"random dims {i}", d, chain.roles) for i, d in enumerate(randoms)]
     groups = {"intact": "intact", "outlier dims": "outlier dims"}
     rows = []
     for zeroing in [False, True] if scalars else [False]:
