@@ -117,6 +117,8 @@ def running_lab(tmp_path: Path):
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
         "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
+        # the notebook copy is served from a temp root outside the checkout: name the checkout (paths.py's rule)
+        "BERTBUSTERS_PROJECT": str(Path(__file__).resolve().parents[1]),
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
