@@ -10,6 +10,8 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
+# pytest-xdist workers for `make test`: one per core (the suite is mostly one process at a time otherwise)
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: setup reproduce test smoke lab notebooks bbmini clean-results
 
@@ -30,7 +32,7 @@ reproduce: setup
 	$(BIN)/python -m bertbusters_nb run --profile offline
 
 test: setup lint
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --durations=15
 
 lint: setup
 	$(BIN)/ruff check .

@@ -10,10 +10,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tests state their precision: every engine forward is fp32 (exact-equality and determinism tests need it,
 # whatever the CPU); tests of bf16 ask for it explicitly (autocast=torch.bfloat16) or clear this variable.
 os.environ.setdefault("BERTBUSTERS_FP32", "1")
+# `make test` runs the suite in pytest-xdist workers (TEST_WORKERS, one per core): each worker, and every process it
+# starts (notebook kernels, command lines), takes its share of the cores' threads instead of all of them, so that
+# two workers never oversubscribe two cores. A plain `pytest` run keeps torch's default.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if WORKERS:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // WORKERS)))
 
-import pytest
-import torch
-import transformers as T
+import pytest  # noqa: E402 (the environment above must be set before torch is imported)
+import torch  # noqa: E402
+import transformers as T  # noqa: E402
+
+if WORKERS:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, vocab_size=120)
 

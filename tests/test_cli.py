@@ -149,3 +149,17 @@ def test_pretrain_prepares_and_trains_a_tiny_run_through_the_one_command_line(tm
     )
     assert capsys.readouterr().out.startswith("step 2:")
     assert json.loads((data_dir / "data.json").read_text())["seq_len"] == 16
+
+
+def test_the_command_line_and_the_runner_start_without_torch():
+    """Each ``python -m bertbusters_nb run`` process would otherwise pay torch's and transformers' import (seconds)
+    before a kernel pays it again; the package's public names still resolve on first use."""
+    probe = (
+        "import sys, bertbusters_nb.__main__ as m, bertbusters_nb.runner, bertbusters_nb.run_summary\n"
+        "m.build_parser().parse_args(['detect', 'minilm', '--json'])\n"
+        "heavy = sorted(k for k in ('torch', 'transformers', 'pandas', 'datasets') if k in sys.modules)\n"
+        "import bertbusters_nb as bb\n"
+        "print(heavy, bb.DEFAULT_RULE.k, bb.load_model.__module__, bb.model.loading.__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["[]", "3.0", "bertbusters_nb.model.loading", "bertbusters_nb.model.loading"]

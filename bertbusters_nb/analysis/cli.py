@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import pandas as pd
-
-from ..model.loading import ModelLoadError, load_model
-from .detection_report import DetectionReport, detection_report, own_head
 from .rule import DEFAULT_RULE
+
+if TYPE_CHECKING:  # imported where used: declaring the flags (``python -m bertbusters_nb --help``) needs no torch
+    import pandas as pd
+
+    from .detection_report import DetectionReport
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -45,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, out: TextIO | None = None, device: str | None = "cpu") -> int:
     """Carry out a parsed ``detect`` command line; returns the exit status (2: the model or a setting is refused)."""
+    from ..model.loading import ModelLoadError
+
     out = out or sys.stdout
     try:
         model_class, report = _report(args, device)
@@ -77,6 +80,9 @@ def _super_weights(model_name: str, device: str | None) -> pd.DataFrame:
 
 
 def _report(args: argparse.Namespace, device: str | None) -> tuple[str, DetectionReport]:
+    from ..model.loading import load_model
+    from .detection_report import detection_report, own_head
+
     model, tokenizer = load_model(args.model, head=own_head(args.model), device=device)
     options: dict = {"n_texts": args.texts}
     if args.roles:
@@ -102,6 +108,8 @@ def _payload(model_name: str, report: DetectionReport) -> dict:
 
 
 def _print_report(args: argparse.Namespace, model_class: str, report: DetectionReport, out: TextIO) -> None:
+    import pandas as pd
+
     found = report.detection
     with pd.option_context("display.width", 200, "display.max_columns", 40):
         print(f"{args.model}: {model_class}", file=out)
