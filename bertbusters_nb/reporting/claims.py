@@ -1239,6 +1239,32 @@ def explorer_finding(kind: str, view: Mapping, restored: bool, n_texts: int, top
     return Finding(claim, held, evidence)
 
 
+def explorer_super_weights_note(
+    n_found: int, spikes: pd.DataFrame, n_candidates: int, n_prompts: int, n_controls: int
+) -> str:
+    """Notebook 05: what the explorer's super-weight control says (``spikes``: ``super_weights.spike_table`` over
+    ``n_prompts`` prompts; ``n_candidates``: scalars verified, ``n_found`` of them super weights, each against
+    ``n_controls`` random and as many largest-|w| scalars)."""
+    spiking = spikes[spikes.spike] if "spike" in spikes else spikes.iloc[0:0]
+    if n_found:
+        return (
+            f"{n_found} super weight{'s' if n_found > 1 else ''} verified on {n_prompts} prompts (each zeroed alone "
+            f"changes the causal-LM loss beyond {n_controls} random and {n_controls} largest-|w| scalars of its "
+            "matrix); switch one on to set it to 0:"
+        )
+    if spiking.empty:
+        largest = f"{spikes.out_ratio.max():.1f}x" if len(spikes) else "not measured"
+        return (
+            f"No super weight in this model: on {n_prompts} prompts no FFN output channel spikes "
+            f"(the largest is {largest} its layer's median), so there is no scalar to switch off."
+        )
+    return (
+        f"No super weight in this model: {len(spiking)} spiking FFN output channel(s) on {n_prompts} prompts, "
+        f"{n_candidates} candidate scalar(s) zeroed one at a time, none beyond its controls, so there is no scalar "
+        "to switch off."
+    )
+
+
 # ----------------------------------------------------------------------------- notebook 08: super weights
 def _coords(table: pd.DataFrame) -> str:
     return ", ".join(

@@ -6,6 +6,8 @@ One concern per module, lowest first, so that everything but the wiring is testa
 * ``coalescer``: ``Coalescer``, a debouncer on the kernel's event loop: a burst of changes computes the latest only.
 * ``loading``: ``load_for_explorer``, the head a checkpoint has decides what is shown.
 * ``dims``: which dims are offered: the one rule's candidates, and the screen's ranking on demand.
+* ``super_weights``: a causal LM's verified super weights for the explorer (the package's finder on a few of its
+  texts) and the scalars a state zeroes.
 * ``render``: the LayerNorm figure (Agg blitting, palette PNG) and the text/HTML of a view.
 * ``finding``: the explorer's claim and its evidence sentence (notebook 05).
 * ``explorer``: ``Explorer``, the model side: ``compute_view(state)``, ``figure(state)``, ``suggest_dims()``;
@@ -44,6 +46,7 @@ from .render import (
     view_text,
 )
 from .state import DEFAULT_PROMPT, DEFAULT_SENTENCE, ExplorerState
+from .super_weights import ExplorerSuperWeight, SuperWeightSearch, find_for_explorer
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -57,10 +60,13 @@ __all__ = [
     "Coalescer",
     "Explorer",
     "ExplorerState",
+    "ExplorerSuperWeight",
     "ExplorerWidget",
     "NormFigure",
+    "SuperWeightSearch",
     "candidate_dims",
     "explore",
+    "find_for_explorer",
     "load_for_explorer",
     "loss_html",
     "predictions_html",

@@ -3,7 +3,9 @@
 One toggle per candidate dim (plus a field and button to add any dim), a layer-range slider, a checkbox
 per site role, zero/mean, the sentence, and "suggest dims from the screen" (off at start, so it costs
 nothing until asked: when switched on, the screen's ranking for the ticked sites, layers and mode is
-computed once and shown as buttons that switch a dim off). Every change goes through the coalescer, so
+computed once and shown as buttons that switch a dim off). For a causal LM, one toggle per verified super
+weight (found when the widget is made: ``Explorer.super_weights``) zeroes that scalar, or a line says there is
+none. Every change goes through the coalescer, so
 a burst of slider moves computes only the latest state; the status line carries ``data-shown`` (the state
 the shown view was computed for) so a browser test can check the view is fresh.
 """
@@ -18,10 +20,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .coalescer import Coalescer
 from .render import LM_LABELS, ROLE_LABELS, loss_html, predictions_html, ranking_html
-from .state import ExplorerState
+from .state import ExplorerState, ScalarKey
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .super_weights import SuperWeightSearch
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,8 @@ class ExplorerModel(Protocol):
 
     def figure_png(self, state: ExplorerState, dpi: int = 80) -> bytes: ...
 
+    def super_weights(self) -> SuperWeightSearch: ...
+
 
 N_SUGGESTIONS = 8  # dims the screen's ranking shows (each one checked exactly)
 
@@ -59,6 +65,7 @@ def shown_key(state: ExplorerState) -> str:
             "layers": list(state.layers or ()),
             "roles": sorted(state.roles),
             "mode": state.mode,
+            "super_weights": [list(key) for key in state.super_weights],
         },
         separators=(",", ":"),
     )
@@ -69,8 +76,10 @@ class ExplorerWidget:
 
     Controls: one toggle per candidate dim (plus a field and button to add any dim), a layer-range
     slider, a checkbox per site role, zero/mean, the sentence, and the screen's suggestions (``suggest``
-    toggle, ``suggestion_buttons``). Views: loss line, predictions table, the LayerNorm figure and a status
-    line (``data-computed`` / ``data-submitted`` counters).
+    toggle, ``suggestion_buttons``), and for a causal LM its super weights (``super_weight_buttons``, one
+    toggle per verified scalar, by the state's key; ``super_weight_label`` says how many, or that there is none).
+    Views: loss line, predictions table, the LayerNorm figure and a status line (``data-computed`` /
+    ``data-submitted`` counters).
     """
 
     def __init__(self, explorer: ExplorerModel, n_suggestions: int = N_SUGGESTIONS):
@@ -148,6 +157,12 @@ class ExplorerWidget:
         self.suggestion_box = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.suggestion_box.add_class("bb-suggestions")
         self.suggestions_for: ExplorerState | None = None
+        self.super_weight_buttons: dict[ScalarKey, Any] = {}
+        self.super_weight_label = W.HTML()
+        self.super_weight_label.add_class("bb-super-weights-label")
+        self.super_weight_box = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.super_weight_box.add_class("bb-super-weights")
+        self.super_weight_row = self._super_weight_row() if ex.kind == "causal" else None  # encoders: no control
         self.status = W.HTML()
         self.loss = W.HTML()
         self.predictions = W.HTML()
@@ -171,6 +186,7 @@ class ExplorerWidget:
                 W.HBox(
                     [self.suggest, self.suggestion_label, self.suggestion_box], layout=W.Layout(flex_flow="row wrap")
                 ),
+                *([self.super_weight_row] if self.super_weight_row is not None else []),
                 self.status,
                 self.loss,
                 self.predictions,
@@ -182,6 +198,36 @@ class ExplorerWidget:
             control.observe(self._changed, names="value")
         self._generation = 0
         self._show(self._compute(self.state()))
+
+    # ------------------------------------------------------------- super weights (causal LMs)
+    def _super_weight_row(self):
+        """The super-weight control: the finder's sentence and one toggle per verified scalar (none: no toggle).
+        An error of the finder is shown in its place; the rest of the explorer keeps working."""
+        W = self.W
+        try:
+            search = self.explorer.super_weights()
+        except Exception as exc:  # noqa: BLE001 - reported in the control, the explorer keeps running
+            log.warning("super weights not found: %s", exc)
+            self.super_weight_label.value = (
+                f"<span style='color:crimson;font-size:12px'>super weights: {html.escape(str(exc))}</span>"
+            )
+            return W.HBox([self.super_weight_label])
+        self.super_weight_label.value = (
+            f"<span class='bb-super-weights-note' style='font-size:12px'>{html.escape(search.note)}</span>"
+        )
+        for found in search.found:
+            self._add_super_weight_button(found.key, found.label, found.tooltip, value=False)
+        return W.HBox([self.super_weight_label, self.super_weight_box], layout=W.Layout(flex_flow="row wrap"))
+
+    def _add_super_weight_button(self, key: ScalarKey, label: str, tooltip: str, value: bool) -> None:
+        button = self.W.ToggleButton(
+            value=value, description=label, tooltip=tooltip, layout=self.W.Layout(width="auto")
+        )
+        button.add_class("bb-super-weight-toggle")
+        button.observe(self._dim_toggled, names="value")
+        self._style_dim(button)
+        self.super_weight_buttons[key] = button
+        self.super_weight_box.children = tuple(self.super_weight_box.children) + (button,)
 
     # ------------------------------------------------------------- controls
     def _add_dim_button(self, dim: int, value: bool) -> None:
@@ -223,6 +269,7 @@ class ExplorerWidget:
             roles=tuple(r for r, box in self.roles.items() if box.value),
             mode=self.mode.value,
             sentence=self.sentence.value,
+            super_weights=tuple(k for k, b in self.super_weight_buttons.items() if b.value),
         )
 
     def set_state(self, state: ExplorerState) -> None:
@@ -238,6 +285,12 @@ class ExplorerWidget:
             box.value = role in state.roles
         self.mode.value = state.mode
         self.sentence.value = state.sentence
+        for key in state.super_weights:
+            if key not in self.super_weight_buttons:
+                name, row, col = key
+                self._add_super_weight_button(key, f"{name} [{row}, {col}]", "a weight scalar set to 0", value=False)
+        for key, button in self.super_weight_buttons.items():
+            button.value = key in state.super_weights
 
     # ------------------------------------------------------------- the screen's suggestions
     def _suggest_toggled(self, change) -> None:

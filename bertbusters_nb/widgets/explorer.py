@@ -4,7 +4,9 @@
 small fixed eval set and its change from the intact model, top-k fill-in-the-blank predictions intact vs
 ablated; for an encoder without an MLM head, the cosine between ablated and intact sentence embeddings;
 for a causal LM, the causal-LM loss and next-token predictions for the user's text). Intact results are
-computed once and cached; every ablation runs inside ``Condition.apply`` (restored on exit).
+computed once and cached; every ablation runs inside ``Condition.apply`` (restored on exit). For a causal LM
+a state can also zero weight scalars (its super weights: ``super_weights()`` runs the package's finder when
+first asked), through the one edit context (``analysis.super_weights.zeroed``, restored bit-exactly).
 ``suggest_dims`` ranks dims by the screen on the same texts and objective, on demand.
 Drawing and formatting live in ``render``, the controls in ``controls``.
 
@@ -31,6 +33,7 @@ import pandas as pd
 import torch
 
 from ..analysis.rule import DEFAULT_RULE
+from ..analysis.super_weights import SuperWeightRule, zeroed
 from ..evaluation.fill_mask import (
     blank_predictions,
     count_blanks,
@@ -40,11 +43,13 @@ from ..evaluation.model_objective import objective_of
 from ..evaluation.next_token import next_tokens
 from ..model.discovery import find_norm_sites
 from ..model.sites import ROLES, NormSite
+from ..model.writers import ResidualWriter, find_residual_writers
 from ..reporting.claims import Finding, explorer_finding
 from .dims import candidate_dims, screen_ranking_table
 from .loading import load_for_explorer
 from .render import LM_LABELS, NormFigure, static_view_html, view_text
 from .state import DEFAULT_PROMPT, DEFAULT_SENTENCE, ExplorerState
+from .super_weights import SuperWeightSearch, find_for_explorer, scalars_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -70,6 +75,9 @@ class Explorer:
     the widget computes. cache_size: computed views kept (by state). cpu_threads: torch threads while the
     explorer computes on a CPU (restored after each computation; None or 0: leave torch's setting). On a
     small CPU shared with other work, 1 is several times faster than oversubscribed threads.
+    super_weight_texts: a causal LM's super weights are found on the first this many texts (the prompts, and the
+    loss each candidate is verified on; few keep it cheap). super_weight_rule: the finder's thresholds (None:
+    the package's ``SuperWeightRule()``).
 
     Example:
         >>> ex = Explorer(model, tokenizer, texts[:32])  # doctest: +SKIP
@@ -95,6 +103,8 @@ class Explorer:
         debounce_s: float = 0.15,
         cache_size: int = 64,
         cpu_threads: int | None = None,
+        super_weight_texts: int = 8,
+        super_weight_rule: SuperWeightRule | None = None,
     ):
         texts = list(texts)
         if not texts:
@@ -103,6 +113,10 @@ class Explorer:
         self.top_k, self.max_length, self.batch_size = int(top_k), int(max_length), int(batch_size)
         self.debounce_s = float(debounce_s)
         self.cpu_threads = int(cpu_threads or 0)
+        self.super_weight_texts = max(1, int(super_weight_texts))
+        self.super_weight_rule = super_weight_rule or SuperWeightRule()
+        self._super_weights: SuperWeightSearch | None = None
+        self._writers: dict[str, ResidualWriter] | None = None
         self.sites = find_norm_sites(model)
         self.roles_available = tuple(r for r in ROLES if any(s.role == r for s in self.sites))
         self.n_layers = 1 + max((s.layer for s in self.sites if s.layer is not None), default=0)
@@ -200,7 +214,52 @@ class Explorer:
         missing = [r for r in state.roles if r not in self.roles_available]
         if missing:
             raise ValueError(f"This model has no {missing} norm sites; it has {list(self.roles_available)}.")
+        if state.super_weights:
+            scalars_of(self.writers(), state.super_weights)  # raises naming a scalar this model does not have
         return state
+
+    # ------------------------------------------------------------- super weights (causal LMs)
+    def writers(self) -> dict[str, ResidualWriter]:
+        """The model's residual writers (FFN output projections, found by tracing) by module name."""
+        if self._writers is None:
+            found = (
+                self._super_weights.report.writers
+                if self._super_weights
+                else find_residual_writers(self.model, self.sites)
+            )
+            self._writers = {w.name: w for w in found}
+        return self._writers
+
+    def super_weights(self) -> SuperWeightSearch:
+        """A causal LM's verified super weights (``super_weights.find_for_explorer`` on the first
+        ``super_weight_texts`` texts), computed when first asked, then kept. Raises ValueError for another kind
+        of model: the explorer offers super weights for decoders only.
+
+        Example:
+            >>> [s.label for s in ex.super_weights().found]  # doctest: +SKIP
+        """
+        if self.kind != "causal":
+            raise ValueError(f"Super weights are offered for causal LMs only; this model's objective is {self.kind!r}.")
+        if self._super_weights is None:
+            with self.threads():
+                self._super_weights = find_for_explorer(
+                    self.model,
+                    self.tokenizer,
+                    self.texts[: self.super_weight_texts],
+                    self.sites,
+                    self.super_weight_rule,
+                    max_length=self.max_length,
+                    batch_size=self.batch_size,
+                )
+            self._writers = {w.name: w for w in self._super_weights.report.writers}
+        return self._super_weights
+
+    def zeroed(self, state: ExplorerState) -> contextlib.AbstractContextManager:
+        """The weight scalars ``state`` zeroes, set to 0 for a ``with`` block and restored bit-exactly on exit
+        (nothing when it zeroes none)."""
+        if not state.super_weights:
+            return contextlib.nullcontext()
+        return zeroed(scalars_of(self.writers(), state.super_weights))
 
     def touched_sites(self, state: ExplorerState) -> list[NormSite]:
         """The norm modules this state edits (empty for an intact state)."""
@@ -237,7 +296,8 @@ class Explorer:
     def compute_view(self, state: ExplorerState, use_cache: bool = True) -> dict:
         """Numbers and tables of ``state``: a dict with the keys below (None where they do not apply).
 
-        state, kind ('mlm' / 'causal' / 'embedding'), description, sites (names edited), n_sites, note (a
+        state, kind ('mlm' / 'causal' / 'embedding'), description, sites (names edited), n_sites,
+        super_weights (the zeroed scalars, as (module name, row, col) of its weight), note (a
         message for the user, '' when none), loss_intact, loss, loss_delta, perplexity_intact,
         perplexity, tokens (scored masked tokens), cosine_mean, cosine_min (embeddings of the eval
         texts vs intact), sentence_cosine, predictions (``side_by_side`` table), changed_predictions
@@ -263,6 +323,7 @@ class Explorer:
             "description": state.describe(),
             "sites": [s.name for s in sites],
             "n_sites": len(sites),
+            "super_weights": list(state.super_weights),
             "note": "",
             "loss_intact": None,
             "loss": None,
@@ -290,9 +351,11 @@ class Explorer:
                 )
             engine = self.engine
             assert engine is not None  # _prepare makes it for an LM objective
-            metrics = engine.evaluate(condition) if state.ablates else self.intact_metrics
-            if not state.ablates and not use_cache:
-                metrics = engine.evaluate(condition)
+            if state.ablates or not use_cache:
+                with self.zeroed(state):
+                    metrics = engine.evaluate(condition)
+            else:
+                metrics = self.intact_metrics
             view.update(
                 loss_intact=self.intact_metrics["eval_loss"],
                 loss=metrics["eval_loss"],
@@ -303,7 +366,7 @@ class Explorer:
             )
             if sentence_intact is not None:
                 if state.ablates or not use_cache:
-                    with condition.apply(self.sites):
+                    with self.zeroed(state), condition.apply(self.sites):
                         ablated = self._predict(state.sentence)
                 else:
                     ablated = sentence_intact
@@ -311,7 +374,7 @@ class Explorer:
                 view.update(predictions=table, changed_predictions=int((~table["same"]).sum()))
         else:
             if state.ablates or not use_cache:
-                with condition.apply(self.sites):
+                with self.zeroed(state), condition.apply(self.sites):
                     ablated = self._embeddings(self.texts)
                     sentence_ablated = self._embeddings([state.sentence]) if sentence_intact is not None else None
             else:
@@ -413,12 +476,17 @@ class Explorer:
         Example:
             >>> rec.figure(ex.figure(ex.state_with(dims=ex.outlier_dims)), "explorer")  # doctest: +SKIP
         """
-        return self.drawing.figure(self.check_state(state))
+        return self.drawing.figure(self.check_state(state), self._written_dims(state))
 
     def figure_png(self, state: ExplorerState, dpi: int = 80) -> bytes:
         """``figure(state)`` as PNG bytes, fast: the parameter lines are drawn once and kept as a bitmap; a
         new state only draws its marks on a copy of it (Agg blitting). Cached by state."""
-        return self.drawing.png(self.check_state(state), dpi)
+        return self.drawing.png(self.check_state(state), dpi, self._written_dims(state))
+
+    def _written_dims(self, state: ExplorerState) -> dict[tuple[str, int, int], int]:
+        """Each zeroed scalar's hidden dim (the output channel it writes into the stream), marked in the figure."""
+        scalars = scalars_of(self.writers(), state.super_weights) if state.super_weights else []
+        return {key: out_channel for key, (_, out_channel, _) in zip(state.super_weights, scalars)}
 
     # ------------------------------------------------------------- display
     def widget(self) -> ExplorerWidget:

@@ -14,7 +14,7 @@ import base64
 import html
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -85,6 +85,7 @@ def view_table(view: dict) -> pd.DataFrame:
         "roles": "+".join(state.roles),
         "mode": state.mode,
         "sentence": state.sentence,
+        "super_weights": " ".join(f"{name}[{row},{col}]" for name, row, col in state.super_weights),
         **{k: view[k] for k in keys},
     }
     return pd.DataFrame([row])
@@ -205,10 +206,11 @@ class NormFigure:
         layered = next((r for r in PANEL_ROLES if r in self.roles_available), None)
         return [s for s in self.sites if s.layer is None or s.role == layered]
 
-    def figure(self, state: ExplorerState):
+    def figure(self, state: ExplorerState, written_dims: Mapping[tuple[str, int, int], int] | None = None):
         """Per-layer LayerNorm weight and bias, candidate dims dotted, the disabled dims marked where they are
         disabled (crimson band; a cross at the value the drawn parameters are set to); panels the state leaves
-        alone are faded. A new Figure."""
+        alone are faded. ``written_dims``: the hidden dim each of the state's zeroed scalars writes (a dashed
+        orange line in every panel). A new Figure."""
         import matplotlib.pyplot as plt
 
         from ..reporting.plots.core import norm_parameter_lines
@@ -217,10 +219,12 @@ class NormFigure:
         fig = norm_parameter_lines(sites, self.candidate_dims, title=" ")
         plt.close(fig)  # kept out of pyplot's registry: a notebook shows it only when asked to
         fig.suptitle("")
-        self._marks(fig, sites, state)
+        self._marks(fig, sites, state, written_dims)
         return fig
 
-    def png(self, state: ExplorerState, dpi: int = 80) -> bytes:
+    def png(
+        self, state: ExplorerState, dpi: int = 80, written_dims: Mapping[tuple[str, int, int], int] | None = None
+    ) -> bytes:
         """``figure(state)`` as PNG bytes, fast: the parameter lines are drawn once and kept as a bitmap; a
         new state only draws its marks on a copy of it (Agg blitting). Cached by state."""
         key = (state.model_key, dpi)
@@ -229,7 +233,7 @@ class NormFigure:
         sites = self.plotted_sites()
         fig, canvas, background = self._base_figure(sites, dpi)
         canvas.restore_region(background)
-        marks = self._marks(fig, sites, state)
+        marks = self._marks(fig, sites, state, written_dims)
         try:
             for artist in marks:
                 (artist.axes or fig).draw_artist(artist)
@@ -262,9 +266,21 @@ class NormFigure:
             self._figures[dpi] = (fig, canvas, canvas.copy_from_bbox(fig.bbox))
         return self._figures[dpi]
 
-    def _marks(self, fig, sites: Sequence[NormSite], state: ExplorerState) -> list:
+    def _marks(
+        self,
+        fig,
+        sites: Sequence[NormSite],
+        state: ExplorerState,
+        written_dims: Mapping[tuple[str, int, int], int] | None = None,
+    ) -> list:
         """Add the state's marks to ``fig`` (one axes per site of ``sites``, in order) and return them."""
         from matplotlib.patches import Rectangle
+
+        marks = []
+        written = sorted({int(d) for key, d in (written_dims or {}).items() if key in state.super_weights})
+        for ax in fig.axes[: len(sites)]:  # a zeroed super weight writes into the stream at one dim, every layer on
+            for d in written:
+                marks.append(ax.axvline(d, color="darkorange", ls="--", lw=1.2, zorder=4))
 
         touched = state.touched(self.sites)
         by_panel: dict[tuple, list[str]] = {}
@@ -273,7 +289,6 @@ class NormFigure:
             by_panel.setdefault(key, []).append(SHORT_ROLE_LABELS.get(t.role, t.role))
         names = {t.name for t in touched}
         half = max(0.5, self.hidden_size / 200)  # band half-width in dims: visible at any hidden size
-        marks = []
         for ax, site in zip(fig.axes, sites):
             roles = by_panel.get((site.stack, site.layer) if site.layer is not None else (site.name,))
             if not roles:
@@ -329,7 +344,7 @@ class NormFigure:
                 ha="center",
                 va="top",
                 fontsize=9,
-                color="crimson" if touched else "black",
+                color="crimson" if touched or state.super_weights else "black",
             )
         )
         return marks

@@ -23,6 +23,8 @@ from ..model.sites import ROLES, NormSite
 DEFAULT_SENTENCE = "the movie was [MASK] and the acting was [MASK] ."
 DEFAULT_PROMPT = "The movie was"  # a causal LM continues the text: no blanks
 
+ScalarKey = tuple[str, int, int]  # (module name, row, col): one weight scalar, in the weight tensor's own layout
+
 
 @dataclass(frozen=True)
 class ExplorerState:
@@ -34,6 +36,8 @@ class ExplorerState:
     roles: norm-site roles edited (see ``sites.ROLES``); empty: nothing is edited.
     mode: 'zero' (weight and bias set to 0) or 'mean' (set to the site's mean).
     sentence: the user's sentence with [MASK] blanks.
+    super_weights: weight scalars zeroed (a causal LM's super weights), each (residual writer's module name,
+        row, col) of that module's ``weight`` tensor (sorted, unique; empty: none).
     """
 
     dims: tuple[int, ...] = ()
@@ -41,6 +45,7 @@ class ExplorerState:
     roles: tuple[str, ...] = ("block_output",)
     mode: Mode = "zero"
     sentence: str = DEFAULT_SENTENCE
+    super_weights: tuple[ScalarKey, ...] = ()
 
     def __post_init__(self):
         dims = self.dims
@@ -60,18 +65,33 @@ class ExplorerState:
         if self.mode not in MODES:
             raise ValueError(f"Unknown mode {self.mode!r}; pick one of {MODES}.")
         object.__setattr__(self, "sentence", str(self.sentence))
+        scalars = self.super_weights
+        if isinstance(scalars, (str, bytes)) or not isinstance(scalars, Iterable):
+            raise TypeError(f"super_weights must be (module name, row, col) triples, got {scalars!r}.")
+        keys = set()
+        for key in scalars:
+            if isinstance(key, (str, bytes)) or len(key) != 3:
+                raise TypeError(f"super_weights must be (module name, row, col) triples, got {key!r}.")
+            keys.add((str(key[0]), int(key[1]), int(key[2])))
+        object.__setattr__(self, "super_weights", tuple(sorted(keys)))
+
+    @property
+    def disables_dims(self) -> bool:
+        """True when this state switches dims off in some norms."""
+        return bool(self.dims) and bool(self.roles)
 
     @property
     def ablates(self) -> bool:
-        """True when this state edits the model at all."""
-        return bool(self.dims) and bool(self.roles)
+        """True when this state edits the model at all (dims switched off, or weight scalars zeroed)."""
+        return self.disables_dims or bool(self.super_weights)
 
     @property
     def model_key(self) -> tuple:
         """The part of the state that decides the model's parameters (not the sentence)."""
         if not self.ablates:
             return ()
-        return (self.dims, self.layers, self.roles, self.mode)
+        dims = (self.dims, self.layers, self.roles, self.mode) if self.disables_dims else ()
+        return dims + ((self.super_weights,) if self.super_weights else ())
 
     @property
     def layer_indices(self) -> tuple[int, ...] | None:
@@ -79,14 +99,15 @@ class ExplorerState:
         return None if self.layers is None else tuple(range(self.layers[0], self.layers[1] + 1))
 
     def condition(self) -> Condition:
-        """This state as an ablation ``Condition`` (no dims when it edits nothing)."""
-        dims = self.dims if self.ablates else ()
+        """This state's norm edits as an ablation ``Condition`` (no dims when it switches none off; the zeroed
+        scalars are applied by the explorer, which knows the modules)."""
+        dims = self.dims if self.disables_dims else ()
         roles = self.roles or ("block_output",)
         return Condition("explorer", dims, roles, self.layer_indices, self.mode)
 
     def touched(self, sites: Sequence[NormSite]) -> list[NormSite]:
-        """The norm modules of ``sites`` this state edits (empty for an intact state)."""
-        if not self.ablates:
+        """The norm modules of ``sites`` this state edits (empty when it switches no dim off)."""
+        if not self.disables_dims:
             return []
         return self.condition().sites(sites)
 
@@ -100,15 +121,21 @@ class ExplorerState:
         return f"{'+'.join(self.roles) or 'no'} norms, {layers}, set to {'0' if self.mode == 'zero' else 'the mean'}"
 
     def describe(self) -> str:
+        parts = []
+        if self.disables_dims:
+            layers = "all layers" if self.layers is None else f"layers {self.layers[0]}-{self.layers[1]}"
+            parts.append(
+                f"dims {' '.join(map(str, self.dims))} set to {'0' if self.mode == 'zero' else 'the mean'} in "
+                f"{'+'.join(self.roles)} norms, {layers}"
+            )
+        if self.super_weights:
+            scalars = ", ".join(f"{name}.weight[{row}, {col}]" for name, row, col in self.super_weights)
+            parts.append(f"super weight{'s' if len(self.super_weights) > 1 else ''} {scalars} set to 0")
+        if parts:
+            return "; ".join(parts)
         if not self.dims:
             return "intact model (no dim switched off)"
-        if not self.roles:
-            return "intact model (no site role chosen)"
-        layers = "all layers" if self.layers is None else f"layers {self.layers[0]}-{self.layers[1]}"
-        return (
-            f"dims {' '.join(map(str, self.dims))} set to {'0' if self.mode == 'zero' else 'the mean'} in "
-            f"{'+'.join(self.roles)} norms, {layers}"
-        )
+        return "intact model (no site role chosen)"
 
 
-__all__ = ["DEFAULT_PROMPT", "DEFAULT_SENTENCE", "ExplorerState"]
+__all__ = ["DEFAULT_PROMPT", "DEFAULT_SENTENCE", "ExplorerState", "ScalarKey"]
