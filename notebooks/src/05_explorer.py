@@ -8,7 +8,11 @@
 # the masked-LM loss on a small fixed set of held-out reviews and its change from the intact
 # model, the top guesses for the blanks of your own sentence (intact vs ablated, side by side),
 # and the per-layer LayerNorm parameters with the disabled dims marked. For an encoder without an
-# MLM head (the packaged MiniLM) the view shows how far sentence embeddings move instead.
+# MLM head (the packaged MiniLM) the view shows how far sentence embeddings move instead. For a
+# causal LM (`model_name = "smollm2"`) the view shows the causal-LM loss and the next tokens of your
+# text, and one more row offers the model's super weights (Yu et al. 2024, notebook 08): single
+# weight scalars that the package's finder verified on a few of the texts, each a toggle that sets
+# it to 0 (restored exactly when switched off); where none is verified, the row says so.
 # The toggle "suggest dims from the screen" (off at start) ranks every dim by the screened scan
 # (`bertbusters_nb.evaluation.screen`: estimated from one backward pass, the top ones and the
 # rule's dims checked exactly) and shows the most harmful as buttons that switch them off.
