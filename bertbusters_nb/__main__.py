@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         "device, then stop (nothing downloaded, no kernel started)",
     )
     run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="notebooks run at once, each kernel with cores/N threads (default 1; make reproduce uses one per core)",
+    )
+    run.add_argument(
         "--figures-dir",
         metavar="DIR",
         help="where results go: DIR/<profile>/<notebook>/ (default: the checkout's figures/)",
@@ -109,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if any(p.refused for p in plans) else 0
     try:
         results = run_series(
-            args.profile, only=args.only, redo=args.redo, overrides=overrides, figures_dir=args.figures_dir
+            args.profile,
+            only=args.only,
+            redo=args.redo,
+            overrides=overrides,
+            figures_dir=args.figures_dir,
+            jobs=args.jobs,
         )
     except (ParameterError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,15 +14,17 @@ already finished with the same parameters unless ``redo``, and resumes a kept at
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from . import paths
 from .atomic import read_json
@@ -380,9 +382,16 @@ def run_series(
     figures_dir: Path | None = None,
     notebooks_dir: Path | None = None,
     kernel_name: str | None = KERNEL_NAME,
+    jobs: int = 1,
 ) -> list[NotebookResult]:
-    """Plan every notebook (a refusal raises before anything is written), run them in order, and keep
+    """Plan every notebook (a refusal raises before anything is written), run them, and keep
     ``figures/<profile>/SUMMARY.md`` describing what is on disk.
+
+    ``jobs``: how many notebooks run at once, each in its own kernel with ``cores // jobs`` threads (set through
+    ``OMP_NUM_THREADS`` unless the caller set it). The notebooks are independent (each reads only the
+    package's caches, which are written atomically), so the results are those of a one-at-a-time run; a
+    kernel's start-up, tokenisation, tables and plots run on one core, so two at once use the second. The
+    longest notebook of the last finished run starts first; results come back in series order.
 
     Example:
         >>> results = run_series("smoke")  # doctest: +SKIP
@@ -391,21 +400,73 @@ def run_series(
     """
     from tqdm.auto import tqdm
 
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r}: give a whole number of notebooks to run at once, 1 or more (e.g. --jobs 2).")
     figures_dir = Path(figures_dir) if figures_dir is not None else paths.figures_dir()
     books = numbered_notebooks(notebooks_dir, only)
     plans = [plan_notebook(book, profile, overrides, figures_dir) for book in books]  # refused: before hours of work
-    results = []
-    for plan in tqdm(plans, desc=f"notebooks ({profile})"):
+    results: dict[str, NotebookResult] = {}
+    bar = tqdm(total=len(plans), desc=f"notebooks ({profile})")
+
+    def run_one(plan: RunPlan) -> None:
         result = execute(plan, redo, kernel_name)
-        log.info("%s: %s %.0fs %s", plan.notebook.stem, result.status, result.seconds, result.error)
-        if result.status == "failed":
-            log.error(
-                "notebook %s failed at cell %s: %s (kept in %s; last good results untouched in %s)",
-                plan.notebook.stem,
-                result.cell,
-                result.error,
-                result.attempt_dir,
-                result.out_dir,
-            )
-        results.append(result)
-    return results
+        _log_result(plan, result)
+        results[plan.notebook.stem] = result
+        bar.update(1)
+
+    try:
+        if jobs == 1:
+            for plan in plans:
+                run_one(plan)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with _threads_per_kernel(jobs), ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(run_one, plan) for plan in _longest_first(plans)]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:  # Ctrl-C or a runner error: start nothing more; running kernels end as they do
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
+    return [results[p.notebook.stem] for p in plans if p.notebook.stem in results]
+
+
+def _log_result(plan: RunPlan, result: NotebookResult) -> None:
+    log.info("%s: %s %.0fs %s", plan.notebook.stem, result.status, result.seconds, result.error)
+    if result.status == "failed":
+        log.error(
+            "notebook %s failed at cell %s: %s (kept in %s; last good results untouched in %s)",
+            plan.notebook.stem,
+            result.cell,
+            result.error,
+            result.attempt_dir,
+            result.out_dir,
+        )
+
+
+def _longest_first(plans: list[RunPlan]) -> list[RunPlan]:
+    """The plans ordered by their last finished run's seconds, longest first (never run: in series order, first),
+    so that the last notebook to start is a short one."""
+
+    def last_seconds(plan: RunPlan) -> float:
+        record = read_record(plan.folders.results / DONE) or {}
+        seconds = record.get("seconds")
+        return float(seconds) if isinstance(seconds, (int, float)) else float("inf")
+
+    return sorted(plans, key=last_seconds, reverse=True)
+
+
+@contextlib.contextmanager
+def _threads_per_kernel(jobs: int) -> Iterator[None]:
+    """Kernels started inside take ``cores // jobs`` threads (``OMP_NUM_THREADS``) unless the caller chose."""
+    chosen = os.environ.get("OMP_NUM_THREADS")
+    if chosen is None:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    try:
+        yield
+    finally:
+        if chosen is None:
+            os.environ.pop("OMP_NUM_THREADS", None)

@@ -179,3 +179,36 @@ def test_cli_refuses_a_negative_count_naming_the_parameter_and_its_range(capsys)
 
     assert main(["run", "--profile", "smoke", "--only", "00", "--set", "n_texts=-5"]) == 2
     assert "n_texts must be an integer >= 1, or 0 (all); got -5." in capsys.readouterr().err
+
+
+def test_jobs_run_notebooks_at_once_with_their_share_of_threads(tmp_path):
+    """Each of two notebooks waits for the other's marker file (run one at a time, the first would never see it
+    and fail at its deadline), records the threads its kernel was given, and results come back in series order."""
+    books, marks, figures = tmp_path / "notebooks", tmp_path / "marks", tmp_path / "figures"
+    books.mkdir()
+    marks.mkdir()
+    meet = (
+        "import os, time\nfrom pathlib import Path\nPath(out_dir).mkdir(parents=True, exist_ok=True)\n"
+        "Path(marks, me).touch()\ndeadline = time.monotonic() + 600\n"
+        "while not Path(marks, other).exists():\n"
+        "    assert time.monotonic() < deadline, 'the other notebook never ran alongside this one'\n"
+        "    time.sleep(0.2)\n"
+        "Path(out_dir, 'threads.txt').write_text(os.environ.get('OMP_NUM_THREADS', 'unset'))"
+    )
+    _notebook(books / "01_a.ipynb", [f"marks, me, other = {str(marks)!r}, 'a', 'b'", meet])
+    _notebook(books / "02_b.ipynb", [f"marks, me, other = {str(marks)!r}, 'b', 'a'", meet])
+    before = os.environ.get("OMP_NUM_THREADS")  # preset under pytest-xdist (conftest), which the runner keeps
+    expected = before or str(max(1, (os.cpu_count() or 1) // 2))
+    results = run_series("smoke", figures_dir=figures, notebooks_dir=books, kernel_name="python3", jobs=2)
+    assert [(r.notebook, r.status) for r in results] == [("01_a", "ok"), ("02_b", "ok")], results
+    for stem in ("01_a", "02_b"):
+        assert (figures / "smoke" / stem / "threads.txt").read_text() == expected
+    assert os.environ.get("OMP_NUM_THREADS") == before  # the runner's own process is as it was
+    summary = (figures / "smoke" / "SUMMARY.md").read_text()
+    assert "| 01_a | ok |" in summary and "| 02_b | ok |" in summary
+
+
+def test_jobs_must_be_a_positive_whole_number(fake_series):
+    with pytest.raises(ValueError, match="--jobs 2"):
+        run_series("smoke", notebooks_dir=fake_series / "notebooks", figures_dir=fake_series / "f", jobs=0)
+    assert not (fake_series / "f").exists()
