@@ -6,15 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as T
-from conftest import TINY, tiny_model
+from conftest import tiny_model
 
 from bertbusters_nb.analysis import super_weights as sw
 from bertbusters_nb.model.ablation import fingerprints_equal, state_fingerprint
+from bertbusters_nb.model.planted import ARCHS, PLANTS, planted_model
 from bertbusters_nb.model.writers import find_residual_writers, writers_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-PLANT_LAYER, PLANT_OUT, PLANT_IN = 1, 5, 7  # where the test plants its super weight (not a model's finding)
 
 
 def _tiny(arch: str) -> torch.nn.Module:
@@ -48,20 +47,13 @@ def test_residual_writer_found_by_tracing(arch, module_end, transposed):
         assert all(w.norm.startswith(w.name.rsplit(".dense", 1)[0]) and w.norm_role == "block_output" for w in writers)
 
 
-def _planted(plant: bool) -> tuple[torch.nn.Module, list[dict], torch.Tensor]:
-    """A tiny Llama whose LM head matters (scaled up), with or without a planted super weight: one input
-    channel of layer 1's FFN made large, and the down-projection scalar that writes it into one hidden dim."""
-    torch.manual_seed(0)
-    model = T.LlamaForCausalLM(T.LlamaConfig(**TINY)).eval()
-    with torch.no_grad():
-        model.lm_head.weight *= 20
-        if plant:
-            mlp = model.model.layers[PLANT_LAYER].mlp
-            mlp.up_proj.weight[PLANT_IN] *= 20
-            mlp.gate_proj.weight[PLANT_IN] *= 20
-            mlp.down_proj.weight[PLANT_OUT, PLANT_IN] = 2.0
+def _planted(plant: bool, arch: str = "llama") -> tuple[torch.nn.Module, list[dict], torch.Tensor]:
+    """The package's planted model (``model.planted``), with or without its super weight, and two batches of
+    random token ids (the prompts) whose concatenation is the eval set."""
+    model, tokenizer = planted_model(arch, plant=plant)
     gen = torch.Generator().manual_seed(1)
-    batches = [{"input_ids": torch.randint(0, TINY["vocab_size"], (4, 16), generator=gen)} for _ in range(2)]
+    vocab = len(tokenizer)
+    batches = [{"input_ids": torch.randint(0, vocab, (4, 16), generator=gen)} for _ in range(2)]
     ids = torch.cat([b["input_ids"] for b in batches])
     return model, batches, ids
 
@@ -74,27 +66,32 @@ def _loss(model: torch.nn.Module, ids: torch.Tensor):
     return objective
 
 
-def test_planted_super_weight_found_and_beats_controls():
-    model, batches, ids = _planted(plant=True)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_planted_super_weight_found_and_beats_controls(arch):
+    plant = PLANTS[arch]  # where the package plants its super weight (not a model's finding)
+    model, batches, ids = _planted(plant=True, arch=arch)
     report = sw.find_super_weights(model, batches, _loss(model, ids))
     spikes = report.spikes[report.spikes.spike]
-    assert list(zip(spikes.layer, spikes.channel)) == [(PLANT_LAYER, PLANT_OUT)]
+    assert list(zip(spikes.layer, spikes.channel)) == [(plant.layer, plant.row)]
     found = report.super_weights
-    assert list(zip(found.layer, found.row, found.col)) == [(PLANT_LAYER, PLANT_OUT, PLANT_IN)]
+    assert list(zip(found.layer, found.row, found.col)) == [(plant.layer, plant.row, plant.col)]
     row = found.iloc[0]
     assert abs(row.delta) > report.rule.control_factor * row.control_max > 0
     controls = report.controls
     assert (controls.kind == "random").sum() >= 20 and (controls.kind == "largest |w|").sum() >= 20
     assert controls.delta.abs().max() < abs(row.delta)
     table = sw.super_weight_table(report, "tiny")
-    assert table["index"].tolist() == [[PLANT_OUT, PLANT_IN]]  # nn.Linear: (out, in)
-    # the massive activation is carried by the stream into the next norm's input, and damped at its output
+    assert table["index"].tolist() == [[plant.row, plant.col]]  # nn.Linear: (out, in)
+    # the massive activation is carried by the stream into the next norm's input; a post-LN LayerNorm damps it
+    # inside itself (its output far less extreme), a pre-LN RMSNorm with unit weights does not
     spike = spikes.iloc[0]
-    assert spike.norm_in_ratio > report.rule.spike_ratio > spike.norm_out_ratio
+    assert spike.norm_in_ratio > report.rule.spike_ratio
+    assert bool(spike.norm_out_ratio < report.rule.spike_ratio) == (arch == "bert")
 
 
-def test_restoring_the_super_activation_alone_recovers_the_loss():
-    model, batches, ids = _planted(plant=True)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_restoring_the_super_activation_alone_recovers_the_loss(arch):
+    model, batches, ids = _planted(plant=True, arch=arch)
     objective = _loss(model, ids)
     report = sw.find_super_weights(model, batches, objective)
     (writer, row, col), spike = report.scalars()[0], report.spikes[report.spikes.spike].iloc[0]
@@ -107,12 +104,13 @@ def test_restoring_the_super_activation_alone_recovers_the_loss():
     assert abs(restored - intact) < 0.5 * abs(zeroed - intact)
 
 
-def test_no_plant_no_super_weight():
-    model, batches, ids = _planted(plant=False)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_no_plant_no_super_weight(arch):
+    model, batches, ids = _planted(plant=False, arch=arch)
     report = sw.find_super_weights(model, batches, _loss(model, ids))
     assert not report.spikes.spike.any()
     assert report.super_weights.empty and report.candidates.empty
-    assert len(report.spikes) == 3 * report.rule.spikes_per_layer  # the spike table is there to show why
+    assert len(report.spikes) == len(report.writers) * report.rule.spikes_per_layer  # the table shows why
 
 
 def test_zeroed_scalar_restored_bit_exactly_after_an_exception():
@@ -147,3 +145,20 @@ def test_a_rogue_dim_dominates_cosine_until_standardised():
     assert table["outlier dims standardised"] > max(
         table["random dims 0 standardised"], table["random dims 1 standardised"]
     )
+
+
+@pytest.mark.parametrize("arch, head", [("llama", "causal-lm"), ("bert", "mlm")])
+def test_planted_alias_loads_the_builders_model_from_one_cached_folder(arch, head, tmp_path, monkeypatch):
+    from bertbusters_nb.model.loading import load_model
+    from bertbusters_nb.model.planted import plant_of, planted_cache_dir
+
+    monkeypatch.setenv("BERTBUSTERS_ASSETS", str(tmp_path / "assets"))  # the cache folder beside it, not $HOME's
+    name = f"planted:{arch}"
+    model, tokenizer = load_model(name, head=head, device="cpu")
+    again, _ = load_model(name, head=head, device="cpu")
+    built, built_tokenizer = planted_model(arch)
+    assert fingerprints_equal(state_fingerprint(model), state_fingerprint(built))
+    assert fingerprints_equal(state_fingerprint(again), state_fingerprint(built))
+    assert tokenizer.get_vocab() == built_tokenizer.get_vocab()
+    assert len(list(planted_cache_dir().iterdir())) == 1  # written once, no temporary folder left
+    assert plant_of(name) == PLANTS[arch] and plant_of("bbmini") is None

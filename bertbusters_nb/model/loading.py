@@ -7,13 +7,15 @@ else only when the caller names it in ``allow_pickle`` (or passes ``True``), acc
 repository. Every refusal and failure names its cause: not in the local hub cache while offline, no such
 repository, the hub unreachable, pickle-only weights. ``trust_remote_code`` is never turned on here. A GGUF
 file (or a folder holding one) is converted once to a safetensors folder in the cache
-(``model.gguf``) and loaded from there; the alias ``smollm2`` is the packaged SmolLM2-135M.
+(``model.gguf``) and loaded from there; the alias ``smollm2`` is the packaged SmolLM2-135M;
+``planted:llama`` and ``planted:bert`` are tiny random models with one planted super weight (``model.planted``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Collection, Literal
 
@@ -32,6 +34,8 @@ from transformers import (
 from ..data import assets
 from ..device import best_device
 from .gguf import GGUFError, converted_folder, find_gguf
+from .planted import ARCHS as PLANTED_ARCHS
+from .planted import PREFIX, planted_folder
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,8 @@ ALIASES: dict[str, Callable[[], Path]] = {
     "minilm": assets.minilm_dir,
     "bbmini": assets.bbmini_dir,  # package data: works from an installed wheel too
     "smollm2": _smollm2_dir,
+    # tiny random models with one planted super weight (``model.planted``), written once to the cache
+    **{f"{PREFIX}{arch}": partial(planted_folder, arch) for arch in PLANTED_ARCHS},
 }
 
 
@@ -208,7 +214,8 @@ def _offline_hint() -> str:
     return (
         "Offline models: 'minilm' (packaged all-MiniLM-L6-v2, no MLM head), 'bbmini' (this "
         "project's own pre-trained small BERT with an MLM head), 'smollm2' (packaged SmolLM2-135M, a "
-        "causal LM: head='causal-lm'), or any local model folder or GGUF file."
+        "causal LM: head='causal-lm'), 'planted:llama' / 'planted:bert' (tiny random models with one planted "
+        "super weight), or any local model folder or GGUF file."
     )
 
 
