@@ -12,6 +12,7 @@ from bertbusters_nb.analysis import super_weights as sw
 from bertbusters_nb.model.ablation import fingerprints_equal, state_fingerprint
 from bertbusters_nb.model.planted import ARCHS, PLANTS, planted_model
 from bertbusters_nb.model.writers import find_residual_writers, writers_table
+from bertbusters_nb.reporting import claims
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,6 +83,10 @@ def test_planted_super_weight_found_and_beats_controls(arch):
     assert controls.delta.abs().max() < abs(row.delta)
     table = sw.super_weight_table(report, "tiny")
     assert table["index"].tolist() == [[plant.row, plant.col]]  # nn.Linear: (out, in)
+    note = claims.published_super_weights_note(f"planted:{arch}", table)
+    assert note.endswith("— found.") and "NOT found" in claims.published_super_weights_note(
+        f"planted:{arch}", table[:0]
+    )
     # the massive activation is carried by the stream into the next norm's input; a post-LN LayerNorm damps it
     # inside itself (its output far less extreme), a pre-LN RMSNorm with unit weights does not
     spike = spikes.iloc[0]

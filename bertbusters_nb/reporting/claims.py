@@ -1352,9 +1352,19 @@ def restoring_super_activation_recovers(name: str, restored: pd.DataFrame, share
 
 
 def published_super_weights_note(name: str, found: pd.DataFrame) -> str:
-    """Whether the package found the published super weights of ``name`` (``reporting.published.SUPER_WEIGHTS``)."""
+    """Whether the package found the published super weights of ``name`` (``reporting.published.SUPER_WEIGHTS``),
+    or, for a planted model (``model.planted``: ``planted:llama``, ...), the scalar planted in it."""
+    from ..model.planted import plant_of
     from .published import SUPER_WEIGHTS
 
+    plant = plant_of(name)
+    if plant is not None:
+        got = {(int(r.layer), int(r.out_channel), int(r.in_channel)) for _, r in found.iterrows()}
+        hit = (plant.layer, plant.row, plant.col) in got
+        return (
+            f"{name}: the super weight planted at layer {plant.layer} (output channel {plant.row}, input channel "
+            f"{plant.col}; a random model built with it, not a published figure) — {'found' if hit else 'NOT found'}."
+        )
     published = SUPER_WEIGHTS.get(name)
     if not published:
         return f"{name}: no published super weight to compare with."

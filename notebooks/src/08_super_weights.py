@@ -16,6 +16,12 @@
 # zeroing it (the project's one edit context, restored bit-exactly) against `controls` random and `controls`
 # largest-|w| scalars of the same matrix. Several spikes or none are normal answers. Every number below is computed
 # in this run.
+#
+# The smoke profile runs on `planted:llama` and `planted:bert` (`bertbusters_nb.model.planted`): tiny random
+# models, a pre-LN decoder and a post-LN encoder, each with one super weight planted by the package (an FFN channel
+# lifted by a bias, and one scalar of the output projection that writes it into one hidden dim). A random model has
+# no super weight of its own, so there the finder must name the planted scalar, and the note after each verdict
+# says whether it did; what the chain shows there is what a super weight looks like, not a finding about a model.
 
 # %% tags=["parameters"]
 profile = "offline"
@@ -122,7 +128,7 @@ rec.table(effects, "effects")
 display(effects.groupby(["model", "group"], sort=False).delta.agg(["mean", "min", "max", "count"]))
 for c in chains:
     fig = chain_figure(massive[massive.model == c.name], effects[effects.model == c.name], c.name)
-    rec.figure(fig, f"chain_{c.name}")
+    rec.figure(fig, f"chain_{c.name}".replace(":", "-"))
 
 # %% [markdown]
 # ## 4 · Restoring the super activation alone (Yu et al.'s check), and attention sinks
