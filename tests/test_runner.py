@@ -33,6 +33,26 @@ def test_smoke_profile_of_every_notebook_runs_offline_with_sockets_blocked(tmp_p
         assert (tmp_path / "figures" / "smoke" / r.notebook / f"{r.notebook}.ipynb").exists()
         assert list((tmp_path / "figures" / "smoke" / r.notebook).glob("*.png")), f"{r.notebook} saved no figure"
         assert r.findings, f"{r.notebook} recorded no finding"
+    _assert_planted_super_weights_verified(tmp_path / "figures" / "smoke" / "08_super_weights")
+
+
+def _assert_planted_super_weights_verified(folder: Path) -> None:
+    """Notebook 08's smoke profile runs on planted models: each one's recorded super weights are its plant."""
+    import pandas as pd
+
+    from bertbusters_nb.model.planted import plant_of
+
+    models = json.loads((folder / "config.json").read_text())["models"]
+    found = pd.read_csv(folder / "super_weights.csv")
+    findings = {f["claim"]: f["held"] for f in json.loads((folder / "findings.json").read_text())}
+    for name in models:
+        plant = plant_of(name)
+        assert plant is not None, f"notebook 08's smoke model {name} has no planted super weight"
+        rows = found[found.model == name]
+        assert [(r.layer, r.out_channel, r.in_channel) for r in rows.itertuples()] == [
+            (plant.layer, plant.row, plant.col)
+        ], f"{name}: recorded {rows.to_dict('records')}"
+        assert findings[f"{name}: a single weight scalar creates a massive activation"] is True
 
 
 def _notebook(path: Path, code: list[str]) -> Path:
