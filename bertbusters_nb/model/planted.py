@@ -64,7 +64,7 @@ class Plant:
 
 
 # The model size: 3 layers of width 64 (FFN 128), as the smoke profile's other tiny random models.
-_SIZE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4)
+_SIZE: dict[str, Any] = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4)
 ARCHS: tuple[str, ...] = ("llama", "bert")
 # The FFN channel k is lifted by a bias (Llama: ``mlp_bias=True``, zero-initialised elsewhere) so it is large on
 # every token: the planted scalar's whole effect goes through its massive activation, which is what Yu et al.'s
@@ -78,7 +78,10 @@ def _build(arch: str, tokenizer: PreTrainedTokenizerBase) -> tuple[PreTrainedMod
     """(model, its FFN output projections per layer, the FFN input projections per layer, the LM head)."""
     import transformers as T
 
-    common = dict(vocab_size=len(tokenizer), max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)
+    common: dict[str, Any] = dict(
+        vocab_size=len(tokenizer), max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id
+    )
+    model: Any  # the submodules below are reached by attribute (typed as Tensor | Module by torch)
     if arch == "llama":
         model = T.LlamaForCausalLM(
             T.LlamaConfig(num_key_value_heads=2, mlp_bias=True, tie_word_embeddings=False, **_SIZE, **common)

@@ -548,7 +548,12 @@ def rule_names_damaging_dims(agreement: pd.DataFrame, min_precision: float = RUL
     held = bool(rows.names_most_damaging.all() and (rows.precision.fillna(0) >= min_precision).all())
     evidence = "; ".join(
         f"{r.model}: default dims [{r.dims}], scan's most damaging [{r.most_damaging}] "
-        f"(precision {r.precision:.2f}, recall {r.recall:.2f}, Spearman {r.spearman:.2f})"
+        f"(precision {r.precision:.2f}, recall {r.recall:.2f}, Spearman {r.spearman:.2f}"
+        + (
+            f"; screened scan: {r.verified_dims} of {r.scanned_dims} dims evaluated exactly, the rest estimated)"
+            if getattr(r, "scan_method", "exact") == "screen"
+            else ")"
+        )
         for r in rows.itertuples()
     )
     return Finding(claim, held, evidence, evidence + ".")
@@ -1359,8 +1364,8 @@ def published_super_weights_note(name: str, found: pd.DataFrame) -> str:
 
     plant = plant_of(name)
     if plant is not None:
-        got = {(int(r.layer), int(r.out_channel), int(r.in_channel)) for _, r in found.iterrows()}
-        hit = (plant.layer, plant.row, plant.col) in got
+        planted_at = {(int(r.layer), int(r.out_channel), int(r.in_channel)) for _, r in found.iterrows()}
+        hit = (plant.layer, plant.row, plant.col) in planted_at
         return (
             f"{name}: the super weight planted at layer {plant.layer} (output channel {plant.row}, input channel "
             f"{plant.col}; a random model built with it, not a published figure) — {'found' if hit else 'NOT found'}."
