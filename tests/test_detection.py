@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import transformers as T
@@ -94,6 +95,13 @@ def test_bbmini_effect_ranking_top_two_are_81_and_126(bbmini, heldout):
     assert len(effect) == model.config.hidden_size  # exhaustive
     assert set(effect.dim.head(2)) == {81, 126}
     assert effect.attrs["objective"] == "mlm"
+    # the screened scan (notebook 02's default) finds the same two among its exactly evaluated dims, with the
+    # exhaustive scan's values there
+    screened = effect_criterion(model, tokenizer, heldout, method="screen")
+    exact_rows = screened[screened.effect_kind == "exact"].set_index("dim")
+    assert len(exact_rows) == 16 and set(screened.dim.head(2)) == {81, 126} <= set(exact_rows.index)
+    exhaustive = effect.set_index("dim").damage.loc[exact_rows.index]
+    assert np.allclose(exact_rows.damage.to_numpy(), exhaustive.to_numpy(), atol=1e-5)
 
 
 def test_effect_selected_dims_are_judged_on_a_disjoint_split(bbmini, heldout):

@@ -158,10 +158,14 @@ def detection_report(
     rule: DetectionRule = DEFAULT_RULE,
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
+    effect_method: str = "exact",
+    screen_top_k: int = 16,
     **rule_options,
 ) -> DetectionReport:
     """Every criterion's evidence per dim, the rule's dims, and (with ``effect_texts``) each criterion's
-    agreement with the single-dim scan on those texts (``effect_dims``: scan a subset only). Activation texts
+    agreement with the single-dim scan on those texts (``effect_dims``: scan a subset only; ``effect_method="screen"``:
+    every dim estimated from gradients, the ``screen_top_k`` first of the check order verified exactly, see
+    ``effect.effect_criterion``; ``effect_kind`` in the effect table says which rows are exact). Activation texts
     default to ``rule.n_texts`` offline *train* reviews; give effect texts from another split. Activations and
     the scan both read ``rule.max_length`` tokens per text; ``rule_options`` change single settings of ``rule``.
 
@@ -196,6 +200,8 @@ def detection_report(
             top=top,
             autocast_dtype=autocast_dtype,
             progress=progress,
+            method=effect_method,
+            screen_top_k=screen_top_k,
         )
         per_dim = per_dim.merge(effect[["dim", "damage", "effect_rank"]], on="dim", how="left")
         table = criteria_agreement(tables, effect, top)
@@ -229,11 +235,15 @@ def agreement_across_models(
     effect_dims: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    method: str = "exact",
+    screen_top_k: int = 16,
 ) -> pd.DataFrame:
     """Notebook 02's table "which criterion finds the dims that matter": for each model (alias, folder or hub
     name, loaded one at a time with its own head), every criterion's agreement with the single-dim scan on
     ``n_effect_texts`` held-out reviews (activations on train reviews). ``effect_dims``: scan only the first
-    that many dims plus every dim some criterion ranks in its top 8 (a cheaper, stated subset).
+    that many dims plus every dim some criterion ranks in its top 8 (a cheaper, stated subset). ``method="screen"``:
+    the screened scan (``screen_top_k`` dims verified exactly, the rest estimated; ``verified_dims`` counts the
+    exact ones) instead of one pass per dim.
 
     Example:
         >>> agreement_across_models(["minilm", "bbmini"], n_effect_texts=16)  # doctest: +SKIP
@@ -257,7 +267,14 @@ def agreement_across_models(
                 | {int(d) for t in tables.values() for d in t.dim.head(8)}
             )
         report = detection_report(
-            model, tokenizer, effect_texts=heldout, effect_dims=dims, top=top, max_length=max_length
+            model,
+            tokenizer,
+            effect_texts=heldout,
+            effect_dims=dims,
+            top=top,
+            max_length=max_length,
+            effect_method=method,
+            screen_top_k=screen_top_k,
         )
         agreement, effect = report.agreement, report.effect
         assert agreement is not None and effect is not None  # effect_texts given: the scan ran
@@ -265,6 +282,8 @@ def agreement_across_models(
             model=name,
             most_damaging=" ".join(map(str, agreement.attrs["most_damaging"])),
             scanned_dims=len(effect),
+            verified_dims=int((effect["effect_kind"] == "exact").sum()) if "effect_kind" in effect else len(effect),
+            scan_method=method,
             objective=effect.attrs["metric"],
         )
         frames.append(table)
@@ -275,7 +294,13 @@ def agreement_across_models(
             "model",
             "objective",
             "most_damaging",
+            "scan_method",
             "scanned_dims",
-            *[c for c in out.columns if c not in ("model", "objective", "most_damaging", "scanned_dims")],
+            "verified_dims",
+            *[
+                c
+                for c in out.columns
+                if c not in ("model", "objective", "most_damaging", "scan_method", "scanned_dims", "verified_dims")
+            ],
         ]
     ]

@@ -26,6 +26,7 @@ seed = 0
 detection_models = ["minilm", "bbmini"]
 detection_texts = 32
 detection_dims = 0
+detection_method = "screen"
 
 # %%
 from IPython.display import Markdown, display
@@ -155,16 +156,27 @@ across_seeds
 # for an encoder without a head) over `detection_texts` held-out reviews. Precision and recall are of a
 # criterion's dims against the scan's four most damaging; Spearman is of its scores against the damage.
 # The criteria see only parameters and offline *train* reviews, never the scored texts.
+# With `detection_method = "screen"` (the default) the scan is the screened one: every dim's damage estimated
+# from one forward and one backward pass, then the first 16 dims of its check order evaluated exactly
+# (`verified_dims`; the exact top five of bbmini, MiniLM and SmolLM2 are among them, `benchmarks/RESULTS.md`),
+# so the four most damaging dims are exact values and Spearman mixes exact values with estimates;
+# `"exact"` runs one pass per dim. Notebook 03 keeps the exhaustive scan of its model.
 
 # %%
 agreement = detection_report.agreement_across_models(
-    detection_models, n_effect_texts=detection_texts, effect_dims=detection_dims or None, progress=True
+    detection_models,
+    n_effect_texts=detection_texts,
+    effect_dims=detection_dims or None,
+    method=detection_method,
+    progress=True,
 )
 rec.table(agreement, "detection_agreement")
 agreement[
     [
         "model",
         "most_damaging",
+        "scan_method",
+        "verified_dims",
         "criterion",
         "dims",
         "precision",
