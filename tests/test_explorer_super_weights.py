@@ -110,3 +110,11 @@ def test_the_state_keeps_zeroed_scalars_apart_from_the_dims():
     assert state.model_key == ((key,),) and ExplorerState(sentence="x").model_key == ()
     with pytest.raises(TypeError, match="triples"):
         ExplorerState(super_weights=key)  # one key, not a sequence of keys
+
+
+def test_the_explorer_loader_takes_a_causal_alias_with_its_lm_head():
+    from bertbusters_nb.evaluation.model_objective import objective_of
+    from bertbusters_nb.widgets import load_for_explorer
+
+    model, tokenizer = load_for_explorer("planted:llama", device="cpu")
+    assert type(model).__name__ == "LlamaForCausalLM" and objective_of(model, tokenizer) == "causal"
