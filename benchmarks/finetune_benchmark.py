@@ -84,6 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tasks", default=None, help="default: the notebook's")
     p.add_argument("--cache-dir", default="/tmp/bertbusters_finetune_benchmark", help="private fine-tune cache")
     p.add_argument("--ablate", action="store_true", help="also the outlier-vs-random ablation and its verdicts")
+    p.add_argument("--scan", action="store_true", help="with --ablate: also the single-dim scan's finding")
     p.add_argument("--skip-lengths", action="store_true")
     p.add_argument("--results", default=str(REPO / "benchmarks" / "RESULTS.md"))
     p.add_argument("--json", default="/tmp/finetune_benchmark.json", help="figures, merged over runs")
@@ -189,31 +190,37 @@ def train_part(variant: str, args, known: dict) -> tuple[pd.DataFrame, Downstrea
     return pd.DataFrame(rows), study
 
 
-def ablation_part(variant: str, study: DownstreamStudy, draws: int, seed: int, layer_parts: int) -> pd.DataFrame:
-    """The notebook's ablation and random draws on ``study``'s fine-tunes; one row per verdict."""
+def ablation_part(variant: str, study: DownstreamStudy, params: dict, scan: bool) -> pd.DataFrame:
+    """The notebook's ablation, random draws (and with ``scan`` its single-dim scan) on ``study``'s fine-tunes;
+    one row per finding of ``claims.downstream_findings``, the vs-random rows with their numbers."""
     outlier_sets = study.outlier_sets()
-    study.ablate(layer_parts=layer_parts)
-    study.random_baseline(draws=draws, seed=seed)
+    study.ablate(layer_parts=params["layer_parts"])
+    study.random_baseline(draws=params["random_draws"], seed=params["random_seed"])
+    if scan:
+        study.scan(tasks=params["scan_tasks"], max_samples=params["scan_samples"], every=params["scan_every"])
     summary = study.summary()
+    findings = downstream_findings(summary, outlier_sets)
+    numbers = [
+        {
+            "dims": r.disabled_dims,
+            "intact": r.intact,
+            "outliers_disabled": r.outliers_disabled,
+            "relative_change": r.relative_change,
+            "random_mean": r.random_mean,
+            "random_std": r.random_std,
+            "random_min": r.random_min,
+        }
+        for r in summary.itertuples()
+    ]
+    kinds = ["vs random"] * len(summary) + ["survives"] * len(outlier_sets)
+    kinds += ["scan"] * (len(findings) - len(kinds))
     rows = []
-    for r, finding in zip(summary.itertuples(), downstream_findings(summary, outlier_sets)):
-        rows.append(
-            {
-                "variant": variant,
-                "backbone": r.backbone,
-                "task": r.task,
-                "dims": r.disabled_dims,
-                "intact": r.intact,
-                "outliers_disabled": r.outliers_disabled,
-                "relative_change": r.relative_change,
-                "random_mean": r.random_mean,
-                "random_std": r.random_std,
-                "random_min": r.random_min,
-                "outcome": finding.outcome,
-            }
-        )
-    for r in outlier_sets.itertuples():
-        rows.append({"variant": variant, "backbone": r.backbone, "task": r.task, "dims": r.before, "survive": r.kept})
+    for i, (kind, finding) in enumerate(zip(kinds, findings)):
+        row = {"variant": variant, "finding": kind, "claim": finding.claim, "outcome": finding.outcome}
+        row.update(numbers[i] if i < len(numbers) else {})
+        if kind == "scan":
+            row["evidence"] = finding.evidence
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -333,14 +340,19 @@ def report(figures: dict) -> str:
             f"Dev accuracy on the notebook's {int(runs.dev_examples.iloc[0])} dev examples (one example = "
             f"{1 / runs.dev_examples.iloc[0]:.4f}); `batches`: batches the collator padded (a batch fetched past "
             "`max_steps` counts too); `token_share`: padded tokens against the notebook's recipe; `load_after`: the "
-            "1-minute load average when the fine-tune finished (the machine is shared).",
+            "1-minute load average when the fine-tune finished (the machine is shared); a fine-tune reused from the "
+            "cache keeps the seconds, load and tokens of the run that trained it.",
             "",
             markdown_table(runs.sort_values(["backbone", "task"], kind="stable")[columns]),
         ]
     if figures.get("verdicts"):
         verdicts = pd.DataFrame(figures["verdicts"])
-        parts += ["", "### Ablation verdicts (outliers vs random draws, `claims.downstream_findings`)", ""]
-        parts.append(markdown_table(verdicts.drop(columns=[c for c in ("survive",) if verdicts[c].isna().all()])))
+        parts += [
+            "",
+            "### Notebook 04's findings on each recipe's fine-tunes (`claims.downstream_findings`)",
+            "",
+            markdown_table(verdicts.sort_values(["claim", "variant"], kind="stable")),
+        ]
     return "\n".join(parts)
 
 
@@ -359,22 +371,22 @@ def main(argv=None) -> dict:
         json_path.write_text(json.dumps(figures, indent=1, default=str))
 
     if not args.skip_lengths:
-        figures["lengths"] = lengths_part(parameters("notebook"), args.backbones, args.tasks).to_dict("records")
+        figures["lengths"] = lengths_part(parameters("notebook"), None, None).to_dict("records")
         save()
     for variant in [v for v in args.variants.split(",") if v]:
         runs, study = train_part(variant, args, figures["tokens"])
-        keep = lambda rows: [r for r in rows if (r["variant"], r["backbone"], r["task"]) not in done]  # noqa: E731
         done = set(zip(runs.variant, runs.backbone, runs.task))
-        figures["runs"] = keep(figures["runs"]) + runs.to_dict("records")
+        figures["runs"] = [r for r in figures["runs"] if (r["variant"], r["backbone"], r["task"]) not in done]
+        figures["runs"] += runs.to_dict("records")
         save()
         log.info("%s:\n%s", variant, runs[["backbone", "task", "steps", "padded_tokens", "dev_accuracy"]])
         if args.ablate:
-            params = parameters(variant)
-            verdicts = ablation_part(
-                variant, study, params["random_draws"], params["random_seed"], params["layer_parts"]
-            )
-            done = set(zip(verdicts.variant, verdicts.backbone, verdicts.task))
-            figures["verdicts"] = keep(figures["verdicts"]) + verdicts.to_dict("records")
+            verdicts = ablation_part(variant, study, parameters(variant), args.scan)
+            figures["verdicts"] = [
+                r
+                for r in figures["verdicts"]
+                if (r["variant"], r["claim"]) not in set(zip(verdicts.variant, verdicts.claim))
+            ] + verdicts.to_dict("records")
             save()
     save()
     write_section(Path(args.results), "finetune: notebook 04 offline", report(figures))
