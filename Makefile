@@ -10,8 +10,10 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
-# pytest-xdist workers for `make test`: one per core (the suite is mostly one process at a time otherwise)
+# One worker per core: pytest-xdist workers for `make test`, notebooks at once for `make reproduce` (each kernel
+# with cores/N torch threads; a kernel's start-up, tokenisation, tables and plots use one core only)
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+RUN_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: setup reproduce test smoke lab notebooks bbmini clean-results
 
@@ -29,7 +31,7 @@ $(VENV)/.setup-done: requirements.txt pyproject.toml
 	touch $@
 
 reproduce: setup
-	$(BIN)/python -m bertbusters_nb run --profile offline
+	$(BIN)/python -m bertbusters_nb run --profile offline --jobs $(RUN_JOBS)
 
 test: setup lint
 	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --durations=15
