@@ -3,6 +3,7 @@ reported without the plant, and a zeroed scalar restored bit-exactly (also after
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 import transformers as T
@@ -167,3 +168,39 @@ def test_planted_alias_loads_the_builders_model_from_one_cached_folder(arch, hea
     assert tokenizer.get_vocab() == built_tokenizer.get_vocab()
     assert len(list(planted_cache_dir().iterdir())) == 1  # written once, no temporary folder left
     assert plant_of(name) == PLANTS[arch] and plant_of("bbmini") is None
+
+
+def test_a_candidate_is_rejected_at_the_first_control_that_matches_it_and_a_verified_one_meets_all():
+    """Verification measures a matrix's controls only as far as a verdict needs: an objective that reads the
+    weights decides each scalar's effect, so the verdicts are known in advance."""
+    plant = PLANTS["llama"]
+    model, _ = planted_model("llama")
+    writer = next(w for w in find_residual_writers(model) if w.layer == plant.layer)
+    weak = (0, 0)
+    order = writer.matrix().abs().flatten().argsort(descending=True).tolist()
+    # the largest |w| of the matrix that is not a candidate: the first control measured
+    top_j, top_k = next(
+        divmod(i, writer.matrix().shape[1])
+        for i in order
+        if divmod(i, writer.matrix().shape[1]) not in ((plant.row, plant.col), weak)
+    )
+
+    def objective() -> float:  # zeroing the plant costs 1.0, the weak candidate 0.05, the largest |w| 0.02
+        m = writer.matrix()
+        return (
+            1.0
+            + 1.0 * bool(m[plant.row, plant.col] == 0)
+            + 0.05 * bool(m[weak] == 0)
+            + 0.02 * bool(m[top_j, top_k] == 0)
+        )
+
+    columns = dict(layer=plant.layer, stack="", writer=writer.name, weight=0.0, share=1.0, w_rank=1)
+    candidates = pd.DataFrame(
+        [{**columns, "row": weak[0], "col": weak[1]}, {**columns, "row": plant.row, "col": plant.col}]
+    )
+    rule = sw.SuperWeightRule(controls=20, control_factor=5.0, min_effect=0.01)
+    verdicts, controls = sw.verify([writer], candidates, objective, rule)
+    weak_row, plant_row = verdicts.iloc[0], verdicts.iloc[1]
+    assert not weak_row.super_weight and weak_row.controls_measured == 1  # 5 x 0.02 >= 0.05 after one control
+    assert plant_row.super_weight and plant_row.controls_measured == 40 and len(controls) == 40
+    assert controls.delta.abs().max() == pytest.approx(0.02) and plant_row.control_max == pytest.approx(0.02)

@@ -334,6 +334,37 @@ def _controls(w: ResidualWriter, n: int, exclude: Iterable[tuple[int, int]], see
     return largest + chosen
 
 
+class _ControlPool:
+    """The controls of one matrix, measured lazily in their order (largest-|w| first: the likeliest to matter) and
+    shared by every candidate of the matrix. A candidate is rejected as soon as ``control_factor`` times the
+    largest |delta| measured so far reaches its own |delta| (more controls can only raise that maximum, so the
+    verdict is final); a verified candidate has had every control measured."""
+
+    def __init__(self, writer: ResidualWriter, scalars: list[tuple[str, int, int]]):
+        self.writer, self.pending, self.rows = writer, list(scalars), []
+        self.worst = {"random": -math.inf, "largest |w|": -math.inf}
+
+    def measure_until(self, settled: Callable[[float], bool], objective: Objective, base: float) -> None:
+        """Measure pending controls until ``settled(largest |delta| so far)`` or none is left."""
+        while self.pending and not settled(max(self.worst.values())):
+            kind, j, k = self.pending.pop(0)
+            with zeroed([(self.writer, j, k)]):
+                d = objective() - base
+            w = self.writer
+            self.rows.append(
+                {
+                    "layer": w.layer,
+                    "writer": w.name,
+                    "kind": kind,
+                    "row": j,
+                    "col": k,
+                    "weight": float(w.matrix().detach()[j, k]),
+                    "delta": d,
+                }
+            )
+            self.worst[kind] = max(self.worst[kind], abs(d))
+
+
 def verify(
     writers: Sequence[ResidualWriter],
     candidates: pd.DataFrame,
@@ -342,47 +373,40 @@ def verify(
     seed: int = 0,
     baseline: float | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Zero each candidate scalar alone and measure ``objective()``; for every candidate whose increase passes
-    ``rule.min_effect`` (in size: a change either way counts), also ``rule.controls`` random and largest-|w|
-    scalars of its matrix (once per matrix).
+    """Zero each candidate scalar alone and measure ``objective()``; a candidate whose change passes
+    ``rule.min_effect`` (in size: a change either way counts) is judged against ``rule.controls`` largest-|w| and
+    ``rule.controls`` random scalars of its matrix, each zeroed alone (measured once per matrix, largest-|w| first,
+    and only as far as a verdict needs: a candidate that ``control_factor`` times the worst control measured so far
+    already matches is rejected there; a verified one has met every control).
 
     Each scalar is zeroed with ``zeroed`` (the one edit context). Returns
     ``(verdicts, controls)``: one row per candidate with ``delta`` (objective change), ``control_max`` (the
-    largest |delta| of a control), ``control_random_max``, ``control_largest_max``, ``ratio`` (|delta| over
-    ``control_max``) and ``super_weight``; and every control's delta.
+    largest |delta| of a control measured), ``control_random_max``, ``control_largest_max`` (NaN where none of
+    that kind was measured), ``controls_measured``, ``ratio`` (|delta| over ``control_max``) and ``super_weight``;
+    and every measured control's delta.
     """
     by_name = {w.name: w for w in writers}
     base = objective() if baseline is None else baseline
-    rows, control_rows = [], []
-    control_max: dict[str, dict[str, float]] = {}
+    rows = []
+    pools: dict[str, _ControlPool] = {}
     for cand in candidates.itertuples():
         w = by_name[cand.writer]
         with zeroed([(w, int(cand.row), int(cand.col))]):
             delta = objective() - base
-        if abs(delta) > rule.min_effect and w.name not in control_max:
-            exclude = list(
-                zip(candidates[candidates.writer == w.name].row, candidates[candidates.writer == w.name].col)
-            )
-            maxima = {"random": -math.inf, "largest |w|": -math.inf}
-            for kind, j, k in _controls(w, rule.controls, exclude, seed + w.layer):
-                with zeroed([(w, j, k)]):
-                    d = objective() - base
-                control_rows.append(
-                    {
-                        "layer": w.layer,
-                        "writer": w.name,
-                        "kind": kind,
-                        "row": j,
-                        "col": k,
-                        "weight": float(w.matrix().detach()[j, k]),
-                        "delta": d,
-                    }
+        pool = pools.get(w.name)
+        if abs(delta) > rule.min_effect:
+            if pool is None:
+                mine = candidates[candidates.writer == w.name]
+                pool = pools[w.name] = _ControlPool(
+                    w, _controls(w, rule.controls, zip(mine.row, mine.col), seed + w.layer)
                 )
-                maxima[kind] = max(maxima[kind], abs(d))
-            control_max[w.name] = maxima
-        worst_by_kind = control_max.get(w.name)
-        worst = max(worst_by_kind.values()) if worst_by_kind else math.nan
-        passes = worst_by_kind is not None and abs(delta) > rule.min_effect and abs(delta) > rule.control_factor * worst
+            pool.measure_until(lambda worst: abs(delta) <= rule.control_factor * worst, objective, base)
+        measured = pool is not None and bool(pool.rows)
+        worst = max(pool.worst.values()) if measured else math.nan
+        passes = (
+            measured and not pool.pending and abs(delta) > rule.min_effect and abs(delta) > rule.control_factor * worst
+        )
+        by_kind = {k: (v if v > -math.inf else math.nan) for k, v in pool.worst.items()} if measured else {}
         rows.append(
             {
                 **{
@@ -391,13 +415,15 @@ def verify(
                 "objective": base + delta,
                 "baseline": base,
                 "delta": delta,
-                "control_random_max": worst_by_kind["random"] if worst_by_kind else math.nan,
-                "control_largest_max": worst_by_kind["largest |w|"] if worst_by_kind else math.nan,
+                "control_random_max": by_kind.get("random", math.nan),
+                "control_largest_max": by_kind.get("largest |w|", math.nan),
                 "control_max": worst,
-                "ratio": abs(delta) / worst if worst_by_kind and worst > 0 else math.inf if worst_by_kind else math.nan,
+                "controls_measured": len(pool.rows) if pool is not None else 0,
+                "ratio": abs(delta) / worst if measured and worst > 0 else math.inf if measured else math.nan,
                 "super_weight": bool(passes),
             }
         )
+    control_rows = [row for pool in pools.values() for row in pool.rows]
     return pd.DataFrame(rows), pd.DataFrame(
         control_rows, columns=["layer", "writer", "kind", "row", "col", "weight", "delta"]
     )

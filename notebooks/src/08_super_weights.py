@@ -14,8 +14,9 @@
 # tracing, measures every writer's largest output and input channel over several prompts against the median
 # channel, ranks the scalars by their contribution `|x_k * W[j, k]|` to each spike, and verifies each candidate by
 # zeroing it (the project's one edit context, restored bit-exactly) against `controls` random and `controls`
-# largest-|w| scalars of the same matrix. Several spikes or none are normal answers. Every number below is computed
-# in this run.
+# largest-|w| scalars of the same matrix (a verified scalar beats all of them; a candidate is rejected at the first
+# control that `control_factor` times matches it, so `controls_measured` can be fewer for a rejected one). Several
+# spikes or none are normal answers. Every number below is computed in this run.
 #
 # The smoke profile runs on `planted:llama` and `planted:bert` (`bertbusters_nb.model.planted`): tiny random
 # models, a pre-LN decoder and a post-LN encoder, each with one super weight planted by the package (an FFN channel
