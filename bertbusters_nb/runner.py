@@ -389,7 +389,8 @@ def run_series(
 
     ``jobs``: how many notebooks run at once, each in its own kernel with ``cores // jobs`` threads (set through
     ``OMP_NUM_THREADS`` unless the caller set it). The notebooks are independent (each reads only the
-    package's caches, which are written atomically), so the results are those of a one-at-a-time run; a
+    package's caches, which are written atomically), so the results are those of a one-at-a-time run up to the
+    summation order of fewer threads; a
     kernel's start-up, tokenisation, tables and plots run on one core, so two at once use the second. The
     longest notebook of the last finished run starts first; results come back in series order.
 
