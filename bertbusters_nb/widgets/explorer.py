@@ -49,7 +49,7 @@ from .dims import candidate_dims, screen_ranking_table
 from .loading import load_for_explorer
 from .render import LM_LABELS, NormFigure, static_view_html, view_text
 from .state import DEFAULT_PROMPT, DEFAULT_SENTENCE, ExplorerState
-from .super_weights import SuperWeightSearch, find_for_explorer, scalars_of
+from .super_weights import EXPLORER_RULE, SuperWeightSearch, find_for_explorer, scalars_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -75,9 +75,10 @@ class Explorer:
     the widget computes. cache_size: computed views kept (by state). cpu_threads: torch threads while the
     explorer computes on a CPU (restored after each computation; None or 0: leave torch's setting). On a
     small CPU shared with other work, 1 is several times faster than oversubscribed threads.
-    super_weight_texts: a causal LM's super weights are found on the first this many texts (the prompts, and the
-    loss each candidate is verified on; few keep it cheap). super_weight_rule: the finder's thresholds (None:
-    the package's ``SuperWeightRule()``).
+    super_weight_texts, super_weight_max_length: a causal LM's super weights are found on the first this many
+    texts, truncated to this many tokens (the prompts, and the loss each candidate is verified on; few keep it
+    cheap). super_weight_rule: the finder's thresholds (None: ``super_weights.EXPLORER_RULE``, the package's
+    rule with fewer controls).
 
     Example:
         >>> ex = Explorer(model, tokenizer, texts[:32])  # doctest: +SKIP
@@ -103,7 +104,8 @@ class Explorer:
         debounce_s: float = 0.15,
         cache_size: int = 64,
         cpu_threads: int | None = None,
-        super_weight_texts: int = 8,
+        super_weight_texts: int = 4,
+        super_weight_max_length: int = 32,
         super_weight_rule: SuperWeightRule | None = None,
     ):
         texts = list(texts)
@@ -114,7 +116,8 @@ class Explorer:
         self.debounce_s = float(debounce_s)
         self.cpu_threads = int(cpu_threads or 0)
         self.super_weight_texts = max(1, int(super_weight_texts))
-        self.super_weight_rule = super_weight_rule or SuperWeightRule()
+        self.super_weight_max_length = max(8, int(super_weight_max_length))
+        self.super_weight_rule = super_weight_rule or EXPLORER_RULE
         self._super_weights: SuperWeightSearch | None = None
         self._writers: dict[str, ResidualWriter] | None = None
         self.sites = find_norm_sites(model)
@@ -248,7 +251,7 @@ class Explorer:
                     self.texts[: self.super_weight_texts],
                     self.sites,
                     self.super_weight_rule,
-                    max_length=self.max_length,
+                    max_length=self.super_weight_max_length,
                     batch_size=self.batch_size,
                 )
             self._writers = {w.name: w for w in self._super_weights.report.writers}
