@@ -58,6 +58,7 @@ from bertbusters_nb.studies.downstream import DownstreamStudy, available_backbon
 
 log = logging.getLogger("finetune_benchmark")
 NOTEBOOK = REPO / "notebooks" / "04_glue_degradation.ipynb"
+TOKENS_FILE = "benchmark_tokens.json"
 SETTING_NAMES = [f.name for f in dataclasses.fields(FinetuneSettings)]
 
 # Changes to notebook 04's parameters cell; "notebook" is the cell as it stands.
@@ -114,10 +115,10 @@ def counting(tokens: dict):
 
     def train(model_name, spec, settings, final, *args, **kwargs):
         CountingCollator.record = tokens[Path(final).name] = {"batches": 0, "padded_tokens": 0, "real_tokens": 0}
-        try:
-            return original_train(model_name, spec, settings, final, *args, **kwargs)
-        finally:
-            CountingCollator.record["load_after"] = os.getloadavg()[0]
+        original_train(model_name, spec, settings, final, *args, **kwargs)
+        CountingCollator.record["load_after"] = os.getloadavg()[0]
+        # beside the entry (outside its manifest's checked files), so the counts outlive a killed benchmark run
+        (Path(final) / TOKENS_FILE).write_text(json.dumps(CountingCollator.record))
 
     module.DataCollatorWithPadding, finetuning_trainer._train = CountingCollator, train
     try:
@@ -162,7 +163,8 @@ def train_part(variant: str, args, known: dict) -> tuple[pd.DataFrame, Downstrea
     for r in baseline.itertuples():
         s = study.settings_for(r.backbone)
         entry = Path(r.checkpoint).name
-        tokens = known.get(entry)
+        saved = Path(r.checkpoint) / TOKENS_FILE
+        tokens = known.setdefault(entry, json.loads(saved.read_text())) if saved.exists() else known.get(entry)
         rows.append(
             {
                 "variant": variant,
@@ -278,7 +280,7 @@ def lengths_part(params: dict, backbones, tasks, cuts=(64, 48, 40, 32)) -> pd.Da
 def markdown_table(frame: pd.DataFrame) -> str:
     def cell(v):
         if isinstance(v, float):
-            return "" if math.isnan(v) else f"{v:.4g}"
+            return "" if math.isnan(v) else f"{v:.0f}" if abs(v) >= 1000 else f"{v:.4g}"
         return "" if v is None else str(v)
 
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
@@ -313,9 +315,19 @@ def report(figures: dict) -> str:
         runs["dev_change"] = [
             r.dev_accuracy - base.dev_accuracy.get((r.backbone, r.task), float("nan")) for r in runs.itertuples()
         ]
+        replay = {}
+        if figures.get("lengths"):  # one epoch's padded tokens, replayed (the lengths part), times the epochs
+            per_epoch = pd.DataFrame(figures["lengths"]).set_index(["backbone", "task"])
+            replay = {
+                (r.backbone, r.task, r.variant): r.epochs
+                * per_epoch.loc[(r.backbone, r.task), f"padded@{r.max_length}"]
+                for r in runs.itertuples()
+                if (r.backbone, r.task) in per_epoch.index and f"padded@{r.max_length}" in per_epoch
+            }
+        runs["padded_replayed"] = [replay.get((r.backbone, r.task, r.variant), float("nan")) for r in runs.itertuples()]
+        base_replay = runs[runs.variant == "notebook"].set_index(["backbone", "task"]).padded_replayed
         runs["token_share"] = [
-            (r.padded_tokens or float("nan")) / (base.padded_tokens.get((r.backbone, r.task)) or float("nan"))
-            for r in runs.itertuples()
+            r.padded_replayed / base_replay.get((r.backbone, r.task), float("nan")) for r in runs.itertuples()
         ]
         columns = [
             "variant",
@@ -327,6 +339,7 @@ def report(figures: dict) -> str:
             "steps",
             "batches",
             "padded_tokens",
+            "padded_replayed",
             "token_share",
             "train_seconds",
             "load_after",
@@ -339,7 +352,9 @@ def report(figures: dict) -> str:
             "",
             f"Dev accuracy on the notebook's {int(runs.dev_examples.iloc[0])} dev examples (one example = "
             f"{1 / runs.dev_examples.iloc[0]:.4f}); `batches`: batches the collator padded (a batch fetched past "
-            "`max_steps` counts too); `token_share`: padded tokens against the notebook's recipe; `load_after`: the "
+            "`max_steps` counts too); `padded_tokens`: counted at the collator (blank: not counted, the run that "
+            "trained it was stopped before saving); `padded_replayed`: epochs x one epoch replayed (lengths part); "
+            "`token_share`: replayed padded tokens against the notebook's recipe; `load_after`: the "
             "1-minute load average when the fine-tune finished (the machine is shared); a fine-tune reused from the "
             "cache keeps the seconds, load and tokens of the run that trained it.",
             "",
