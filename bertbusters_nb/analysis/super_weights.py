@@ -341,7 +341,8 @@ class _ControlPool:
     verdict is final); a verified candidate has had every control measured."""
 
     def __init__(self, writer: ResidualWriter, scalars: list[tuple[str, int, int]]):
-        self.writer, self.pending, self.rows = writer, list(scalars), []
+        self.writer, self.pending = writer, list(scalars)
+        self.rows: list[dict] = []
         self.worst = {"random": -math.inf, "largest |w|": -math.inf}
 
     def measure_until(self, settled: Callable[[float], bool], objective: Objective, base: float) -> None:
@@ -401,12 +402,15 @@ def verify(
                     w, _controls(w, rule.controls, zip(mine.row, mine.col), seed + w.layer)
                 )
             pool.measure_until(lambda worst: abs(delta) <= rule.control_factor * worst, objective, base)
-        measured = pool is not None and bool(pool.rows)
-        worst = max(pool.worst.values()) if measured else math.nan
+        measured = pool if pool is not None and pool.rows else None
+        worst = max(measured.worst.values()) if measured else math.nan
         passes = (
-            measured and not pool.pending and abs(delta) > rule.min_effect and abs(delta) > rule.control_factor * worst
+            measured is not None
+            and not measured.pending
+            and abs(delta) > rule.min_effect
+            and abs(delta) > rule.control_factor * worst
         )
-        by_kind = {k: (v if v > -math.inf else math.nan) for k, v in pool.worst.items()} if measured else {}
+        by_kind = {k: (v if v > -math.inf else math.nan) for k, v in measured.worst.items()} if measured else {}
         rows.append(
             {
                 **{
