@@ -78,7 +78,7 @@ class Explorer:
     super_weight_texts, super_weight_max_length: a causal LM's super weights are found on the first this many
     texts, truncated to this many tokens (the prompts, and the loss each candidate is verified on; few keep it
     cheap). super_weight_rule: the finder's thresholds (None: ``super_weights.EXPLORER_RULE``, the package's
-    rule with fewer controls).
+    own rule).
 
     Example:
         >>> ex = Explorer(model, tokenizer, texts[:32])  # doctest: +SKIP
