@@ -164,7 +164,8 @@ def detection_report(
 ) -> DetectionReport:
     """Every criterion's evidence per dim, the rule's dims, and (with ``effect_texts``) each criterion's
     agreement with the single-dim scan on those texts (``effect_dims``: scan a subset only; ``effect_method="screen"``:
-    every dim estimated from gradients, the ``screen_top_k`` first of the check order verified exactly, see
+    every dim estimated from gradients, the ``screen_top_k`` first of the check order and every criterion's selected
+    dims verified exactly, see
     ``effect.effect_criterion``; ``effect_kind`` in the effect table says which rows are exact). Activation texts
     default to ``rule.n_texts`` offline *train* reviews; give effect texts from another split. Activations and
     the scan both read ``rule.max_length`` tokens per text; ``rule_options`` change single settings of ``rule``.
@@ -202,6 +203,8 @@ def detection_report(
             progress=progress,
             method=effect_method,
             screen_top_k=screen_top_k,
+            # every criterion's own dims exactly: whether they are among the most damaging rests on exact values
+            also_check={int(d) for t in tables.values() for d in t.dim[t.selected]},
         )
         per_dim = per_dim.merge(effect[["dim", "damage", "effect_rank"]], on="dim", how="left")
         table = criteria_agreement(tables, effect, top)

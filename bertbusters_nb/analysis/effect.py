@@ -52,13 +52,15 @@ def effect_criterion(
     autocast_dtype: torch.dtype | None = None,
     seed: int = 42,
     screen_top_k: int = 16,
+    also_check: Iterable[int] = (),
 ) -> pd.DataFrame:
     """(c) Each dim disabled alone (zeroed) in the ``roles`` sites (default ``effect_roles``): the damage to
     the model's own objective on ``texts``. ``damage``: loss rise (``mlm``/``causal``) or 1 - mean cosine
     of sentence embeddings to the intact model's (``embedding``). Score = damage; ``selected``: the
     ``top`` most damaging. ``method="exact"`` is the exhaustive scan (``scan.scan_dims``); ``method="screen"``
     estimates every dim from gradients and checks the ``screen_top_k`` best exactly (``screen.screened_scan``;
-    ``effect_kind`` says which value a row holds).
+    ``effect_kind`` says which value a row holds), and ``also_check`` exactly too (e.g. every criterion's dims, so
+    that whether they are among the most damaging rests on exact values).
 
     Example:
         >>> effect_criterion(model, tokenizer, heldout_texts[:32], dims=range(64)).head()  # doctest: +SKIP
@@ -87,7 +89,7 @@ def effect_criterion(
     with ctx:
         if method == "screen":
             eval_set = objective_eval_set(objective, tokenizer, texts, max_length, seed)
-            out = _screened_effect(model, eval_set, roles, sites, top, progress, screen_top_k)
+            out = _screened_effect(model, eval_set, roles, sites, top, progress, screen_top_k, also_check)
             out.attrs["texts"] = len(texts)
             return out
         if objective == "embedding":
@@ -148,12 +150,21 @@ def _screened_effect(
     top: int,
     progress: bool,
     screen_top_k: int,
+    also_check: Iterable[int] = (),
 ) -> pd.DataFrame:
     """``effect_criterion(method="screen")``: ``screen.screened_scan`` on the model's own objective."""
     from ..evaluation.screen import screened_scan
 
     objective = eval_set.kind
-    scan = screened_scan(model, eval_set, roles=roles, top_k=screen_top_k, sites=sites, progress=progress)
+    scan = screened_scan(
+        model,
+        eval_set,
+        roles=roles,
+        top_k=screen_top_k,
+        sites=sites,
+        progress=progress,
+        also_check=sorted({int(d) for d in also_check}),
+    )
     table = pd.DataFrame(
         {
             "dim": scan.dim.astype(int),
