@@ -96,29 +96,3 @@ def tiny_bert_dir(tmp_path_factory) -> str:
     T.BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
-
-
-# The suite's longest tests (minutes each: whole notebook series, the paper-profile rehearsal, exhaustive scans,
-# installs), in the order they start: run first, so that pytest-xdist's workers are never left with one of them at
-# the end while the other worker idles. A scheduling hint only: no test depends on it.
-LONG_FIRST = (
-    "test_runner.py::test_smoke_profile_of_every_notebook",
-    "test_paper_profile.py::",
-    "test_architectures.py::test_whole_registry_sweep",
-    "test_detection.py::test_bbmini_effect_ranking",
-    "test_readme.py::test_quick_look",
-    "test_minilm_outliers.py::",
-    "test_detection.py::test_report_agreement",
-    "test_pretraining_parallel.py::",
-    "test_run_reliability.py::test_notebook_04",
-    "test_browser.py::",
-    "test_wheel.py::",
-    "test_detection.py::test_effect_selected_dims",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    def rank(item) -> int:
-        return next((i for i, key in enumerate(LONG_FIRST) if key in item.nodeid), len(LONG_FIRST))
-
-    items.sort(key=rank)  # stable: the rest keep their order
