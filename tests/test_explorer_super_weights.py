@@ -6,18 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_widgets import TEXTS  # the same short reviews as the encoder explorer's tests
 
 from bertbusters_nb.model.planted import PLANTS, planted_model
 from bertbusters_nb.widgets import Explorer, ExplorerWidget
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TEXTS = [
-    "the plot made no sense at all but the actors tried hard",
-    "a gem of a movie with great performances from everyone",
-    "i would not watch it again",
-    "the music was lovely and the story moved along nicely",
-] * 4
 
 
 def _explorer(arch: str, plant: bool) -> Explorer:

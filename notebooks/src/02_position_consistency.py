@@ -158,9 +158,9 @@ across_seeds
 # The criteria see only parameters and offline *train* reviews, never the scored texts.
 # `detection_method = "exact"` (the default) disables every dim alone, one pass each. `"screen"` estimates every
 # dim from one forward and one backward pass and evaluates exactly the first 16 dims of its check order and every
-# criterion's own dims (`verified_dims`): about ten times cheaper, but on MiniLM (2026-12-03, 32 reviews) its four
-# most damaging dims were 99 112 81 233 against the exhaustive scan's 99 157 223 338 (not yet explained: where both
-# evaluate a dim exactly the values agree), so the default stays exhaustive.
+# criterion's own dims (`verified_dims`): about ten times cheaper, but on MiniLM its four most damaging dims
+# differed from the exhaustive scan's in a main job of 2026-12-03 (README, "What the main job found"), so the
+# default stays exhaustive.
 
 # %%
 agreement = detection_report.agreement_across_models(
