@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -59,7 +60,8 @@ def effect_criterion(
     of sentence embeddings to the intact model's (``embedding``). Score = damage; ``selected``: the
     ``top`` most damaging. ``method="exact"`` is the exhaustive scan (``scan.scan_dims``); ``method="screen"``
     estimates every dim from gradients and checks the ``screen_top_k`` best exactly (``screen.screened_scan``;
-    ``effect_kind`` says which value a row holds), and ``also_check`` exactly too (e.g. every criterion's dims, so
+    ``effect_kind`` says which value a row holds; exact rows rank above every estimate, whose ``score`` is NaN),
+    and ``also_check`` exactly too (e.g. every criterion's dims, so
     that whether they are among the most damaging rests on exact values).
 
     Example:
@@ -173,11 +175,16 @@ def _screened_effect(
             "effect_kind": scan.value_kind,
         }
     )
-    table["score"] = table.damage
-    table["effect_rank"] = table.damage.rank(ascending=False, method="min").astype(int)
+    # Exact rows rank above every estimate: an estimate may overshoot (MiniLM's Gauss-Newton estimates put dims
+    # whose exact damage is 0.01 at 0.13), so only dims evaluated exactly can be "the most damaging".
+    exact = table.effect_kind == "exact"
+    table = table.assign(_exact=exact).sort_values(["_exact", "damage", "dim"], ascending=[False, False, True])
+    table = table.drop(columns="_exact").reset_index(drop=True)
+    table["effect_rank"] = np.arange(1, len(table) + 1)
+    table["score"] = table.damage.where(table.effect_kind == "exact")  # an estimate scores nothing: NaN, ranked last
     table["selected"] = table.effect_rank <= top
-    table = table[["dim", "score", "selected", "damage", "effect_value", "effect_rank", "effect_kind"]]
-    out = ranked(table, f"effect (screened {objective}, {'+'.join(roles)})")
+    out = table[["dim", "score", "selected", "damage", "effect_value", "effect_rank", "effect_kind"]]
+    out.attrs["criterion"] = f"effect (screened {objective}, {'+'.join(roles)})"  # order kept: not ``ranked``
     out.attrs.update(objective=objective, metric=f"{objective} (screened)", roles=list(roles))
     return out
 
