@@ -265,3 +265,26 @@ def test_adaptive_screen_verifies_until_the_exact_top_five_is_found():
     assert merged["exact"].tolist() == pytest.approx(merged["exact_all"].tolist(), abs=1e-9)
     if len(verified) < len(table):  # it stopped early: nothing unverified could still reach the top
         assert unsettled(table[["dim", "estimate", "energy"]], verified[["dim", "exact"]]) == []
+
+
+def test_a_screened_mlm_scan_has_the_exact_scans_columns_and_ranks_only_exact_rows(tmp_path):
+    from bertbusters_nb.evaluation.mlm_effects import run_scan
+    from bertbusters_nb.reporting import plots
+
+    model, es = tiny_model("bert"), mlm_set()
+    scan = run_scan(model, es, ["block_output"], 0, tmp_path, method="screen", also_check=[30])
+    exhaustive = run_scan(model, es, ["block_output"], 0, tmp_path)
+    assert sorted(scan["dim"]) == list(range(32)) and set(scan["value_kind"]) == {"exact", "estimate"}
+    exact = scan[scan["value_kind"] == "exact"].set_index("dim")
+    assert 30 in exact.index and len(exact) == 17  # the first 16 of the check order and the outlier dim
+    truth = exhaustive.set_index("dim")
+    assert exact["eval_loss"].to_numpy() == pytest.approx(truth.loc[exact.index, "eval_loss"].to_numpy(), abs=1e-5)
+    assert exact["delta"].to_numpy() == pytest.approx(truth.loc[exact.index, "delta"].to_numpy(), abs=1e-5)
+    assert scan["intact_eval_loss"].iloc[0] == pytest.approx(truth["intact_eval_loss"].iloc[0], abs=1e-6)
+    text = claims.scan_ranks(scan, [30], "eval_loss")
+    rank = int(exact["eval_loss"].rank(ascending=False, method="first")[30])
+    assert "17 evaluated exactly" in text and f"dim 30 ranks {rank}" in text and "of 32" not in text
+    assert "ranks" in claims.scan_ranks(exhaustive, [30]) and "of 32" in claims.scan_ranks(exhaustive, [30])
+    assert plots.scan_plot(scan, "eval_loss", highlight=[30]).axes[0].get_legend() is not None
+    with pytest.raises(ValueError, match="scan method"):
+        run_scan(model, es, ["block_output"], 0, tmp_path, method="fast")

@@ -82,9 +82,15 @@ def run_scan(
     limit: int | None,
     checkpoint_dir: str | os.PathLike,
     max_examples: int | None = None,
+    method: str = "exact",
+    also_check: Sequence[int] = (),
 ) -> pd.DataFrame:
     """The single-dim scan over every dim (or the first ``limit`` dims, for smoke runs), resumable, on the
     eval set or its first ``max_examples`` examples (one pass per dim: the scan is the costly part).
+
+    ``method="screen"``: every dim's effect estimated at once and the screen's top 16 plus ``also_check`` (the
+    outlier dims) evaluated exactly (``screen.screened_scan``, in the exact scan's columns: ``screen.as_scan_table``;
+    ``value_kind`` says which rows are exact; ``limit`` does not apply: the screen costs the same for every dim).
 
     checkpoint_dir: the folder for the scan's checkpoint, named by the scan (``scan.checkpoint_name``: a
     changed parameter starts a new scan); a ``.json`` file path (as notebooks passed before) means its folder.
@@ -95,6 +101,12 @@ def run_scan(
     max_examples = count("max_examples", max_examples, zero_means="all", none_ok=True)
     if max_examples:
         eval_set = eval_set.head(max_examples)
+    if method not in ("exact", "screen"):
+        raise ValueError(f"Unknown scan method {method!r}; pick 'exact' (one pass per dim) or 'screen'.")
+    if method == "screen":
+        from .screen import as_scan_table, screened_scan
+
+        return as_scan_table(screened_scan(model, eval_set, roles=tuple(roles), also_check=also_check, progress=False))
     hidden_size = int(getattr(model, "config").hidden_size)  # torch types a Module attribute as Tensor | Module
     dims = None if not limit else list(range(min(limit, hidden_size)))
     folder = Path(checkpoint_dir)

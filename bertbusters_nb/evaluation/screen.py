@@ -639,3 +639,22 @@ __all__ = [
     "unsettled",
     "verify_until_settled",
 ]
+
+
+def as_scan_table(screened: pd.DataFrame) -> pd.DataFrame:
+    """A screened scan in the exact scan's columns (``scan.scan_dims``: ``dim``, ``value``, ``delta``,
+    ``intact_value``, ``examples``, and ``eval_loss`` / ``perplexity`` / ``intact_eval_loss`` for a loss), exact rows
+    first, so that a notebook plots and ranks either with the same calls; ``value_kind`` says which rows are exact,
+    and the screen's own columns (``estimate``, ``energy``, ``estimate_rank``, ``exact``) stay."""
+    intact = screened["intact_objective"].astype(float)
+    table = screened.copy()
+    table["value"] = intact + table["effect"].astype(float)
+    table["delta"] = table["effect"].astype(float)
+    table["intact_value"] = intact
+    table["examples"] = int(screened.attrs.get("examples", 0)) or None
+    if str(screened["objective"].iloc[0]) not in ("embedding",):
+        table["eval_loss"] = table["value"]
+        table["perplexity"] = np.exp(table["value"].clip(upper=50))
+        table["intact_eval_loss"] = intact
+    table.attrs = dict(screened.attrs)
+    return table

@@ -27,8 +27,9 @@ batch_size = 64
 k = 3.0
 roles = ["block_output"]
 random_draws = 20
+scan_method = "screen"
 scan_limit = 0
-scan_texts = 80
+scan_texts = 0
 sentences = [
     "the movie was [MASK] and i loved every minute of it .",
     "this is one of the [MASK] films i have ever seen .",
@@ -44,7 +45,7 @@ import bertbusters_nb as bb
 from bertbusters_nb import widgets
 from bertbusters_nb.data import load_texts, sample_texts
 from bertbusters_nb.evaluation import conditions as cs
-from bertbusters_nb.evaluation import embeddings, evaluate_conditions, mlm_effects, prepare_mlm_eval, screen
+from bertbusters_nb.evaluation import embeddings, evaluate_conditions, mlm_effects, prepare_mlm_eval
 from bertbusters_nb.reporting import claims, plots
 
 rec = bb.RunRecorder(out_dir, config=bb.notebook_parameters(globals()))
@@ -129,13 +130,20 @@ rec.table(blanks, "fill_in_the_blanks")
 blanks
 
 # %% [markdown]
-# ## The full scan: every hidden dim disabled alone
-# (`scan_limit = 0` scans every dim; a smoke run scans the first `scan_limit` dims only.) The scan
-# runs on the first `scan_texts` texts of the eval set (0: all of them; one pass per dim), writes
-# partial results atomically and resumes where a killed run stopped.
+# ## The single-dim scan: every hidden dim disabled alone
+# `scan_method = "screen"` (the default here) estimates every dim's effect on the eval set at once from one forward
+# and one backward pass (`bertbusters_nb.evaluation.screen`: the loss gradient of each block-output LayerNorm's
+# weight and bias times the edit that zeroing makes), then evaluates exactly the first 16 dims of its check order
+# and the outlier dims; grey is estimated, blue points are exact, and only exact values are ranked. Notebook 02
+# checks the detection rule against the exhaustive scan, and `benchmarks/RESULTS.md` measures how often the screen
+# finds the exhaustive scan's top dims. `scan_method = "exact"` (the paper profile) disables every dim alone, one
+# pass each over the first `scan_texts` texts (0: all; `scan_limit` > 0 scans the first dims only), writing partial
+# results atomically so that a killed run resumes.
 
 # %%
-scan = mlm_effects.run_scan(model, eval_set, roles, scan_limit, f"{out_dir}/scan_checkpoint.json", scan_texts)
+scan = mlm_effects.run_scan(
+    model, eval_set, roles, scan_limit, out_dir, scan_texts, method=scan_method, also_check=dims
+)
 rec.table(scan, "scan")
 fig = plots.scan_plot(scan, "eval_loss", highlight=dims)
 rec.figure(fig, "scan")
@@ -143,20 +151,6 @@ rec.figure(fig, "scan")
 # %%
 scan_rank = claims.scan_ranks(scan, dims, "eval_loss")
 display(Markdown(scan_rank))
-
-# %% [markdown]
-# ## The screened scan, on the whole eval set
-# An exact scan costs one pass over the eval set per dim, which is why it runs on `scan_texts` texts
-# only. The screen (`bertbusters_nb.evaluation.screen`) estimates every dim's effect on the whole eval set from one
-# forward and one backward pass (first order: the loss gradient of each block-output LayerNorm's weight
-# and bias times the edit that zeroing makes), then evaluates its 16 top dims exactly; `value_kind` says
-# which rows hold exact values. How often it finds the exact scan's top dims is measured in
-# `benchmarks/RESULTS.md`.
-
-# %%
-screened = screen.screened_scan(model, eval_set, roles=roles, progress=False)
-rec.table(screened, "screened_scan")
-display(Markdown(claims.screen_summary(screened, scan)))
 
 # %% [markdown]
 # ## An encoder without an MLM head: MiniLM

@@ -86,7 +86,8 @@ def scan_plot(scan: pd.DataFrame, value: str, highlight: Sequence[int] = (), tit
 
     The "no ablation" line is the scan's own intact value (column ``intact_<value>``, or
     ``intact_value`` for ``value``), measured on the same examples as every point: a baseline
-    from another eval set would make every dim look helpful or harmful."""
+    from another eval set would make every dim look helpful or harmful. A screened scan (``value_kind``) draws its
+    estimates as a grey line and its exactly evaluated dims as points."""
     column = "intact_value" if value == "value" else f"intact_{value}"
     if column not in scan:
         raise ValueError(
@@ -95,7 +96,14 @@ def scan_plot(scan: pd.DataFrame, value: str, highlight: Sequence[int] = (), tit
         )
     baseline = float(scan[column].iloc[0])
     fig, ax = plt.subplots(figsize=(9, 3.2))
-    ax.plot(scan["dim"], scan[value], lw=0.7, color="tab:blue")
+    estimated = scan["value_kind"].eq("estimate") if "value_kind" in scan else pd.Series(False, index=scan.index)
+    if estimated.any():  # a screened scan: estimates in grey, the dims evaluated exactly as blue points
+        by_dim = scan.sort_values("dim")
+        ax.plot(by_dim["dim"], by_dim[value], lw=0.5, color="lightgrey", label="estimated (screen)")
+        exact = scan[~estimated]
+        ax.scatter(exact["dim"], exact[value], s=12, color="tab:blue", zorder=2, label="evaluated exactly")
+    else:
+        ax.plot(scan["dim"], scan[value], lw=0.7, color="tab:blue")
     for d in highlight:
         row = scan[scan["dim"] == d]
         if len(row):
