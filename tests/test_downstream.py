@@ -225,3 +225,34 @@ def test_the_screened_scan_covers_every_dim_on_the_whole_dev_set_and_checks_the_
     assert (
         text.startswith("- **") and "rt" in text and "of the top 5 dims of the exact scan on 8 examples" in text.lower()
     )
+
+
+def test_a_screened_scan_holds_exact_rows_with_every_metric_and_ranks_them_first(study, tmp_path):
+    from bertbusters_nb.reporting.plots import downstream as plotting
+
+    exact_scan = study.tables["scan"]
+    try:
+        screened = study.scan(tasks=["rt"], method="screen", top_k=3, checkpoint_dir=tmp_path)
+        summary = study.summary()
+    finally:
+        study.tables["scan"] = exact_scan
+    assert sorted(screened.dim) == list(range(24)) and set(screened.value_kind) == {"exact", "estimate"}
+    exact = screened[screened.value_kind == "exact"].set_index("dim")
+    assert PLANTED in exact.index and 3 <= len(exact) <= 3 + screened.outlier.sum()
+    assert exact["value"].notna().all() and screened.loc[screened.value_kind == "estimate", "value"].isna().all()
+    assert exact.damage_rank.max() == len(exact)  # exact rows rank first, by their dev-loss rise
+    assert exact.sort_values("damage_rank").loss_delta.is_monotonic_decreasing
+    # the exact rows are the exhaustive scan's values on the same dev examples
+    from bertbusters_nb.evaluation import scan_dims
+
+    pair = next(p for p in study.pairs if p.task == "rt")
+    _, _, eval_set = next(study._scan_dev_sets(["rt"], None))
+    truth = scan_dims(pair.tuned.model, eval_set, dims=list(exact.index), sites=pair.sites, progress=False)
+    assert exact["eval_loss"].to_numpy() == pytest.approx(truth.set_index("dim").eval_loss.to_numpy(), abs=1e-5)
+    row = summary[summary.task == "rt"].iloc[0]
+    assert row.scan_exact_dims == len(exact) and row.scan_dims == 24
+    text = claims.downstream_describe(summary)
+    assert f"the {len(exact)} dims evaluated exactly (screened scan: all 24 estimated)" in text
+    assert plotting.scan_grid(screened).axes
+    with pytest.raises(ValueError, match="scan method"):
+        study.scan(tasks=["rt"], method="fast")

@@ -658,3 +658,53 @@ def as_scan_table(screened: pd.DataFrame) -> pd.DataFrame:
         table["intact_eval_loss"] = intact
     table.attrs = dict(screened.attrs)
     return table
+
+
+def screened_scan_dims(
+    model: torch.nn.Module,
+    eval_set: EvalSet,
+    *,
+    roles: Iterable[str] | str = ("block_output",),
+    top_k: int = 16,
+    also_check: Iterable[int] = (),
+    sites: Sequence[NormSite] | None = None,
+    progress: bool = True,
+    checkpoint_dir=None,
+    rank_by: str = "mixed",
+) -> pd.DataFrame:
+    """``scan.scan_dims``'s table (every metric of the condition) for the first ``top_k`` dims of the screen's check
+    order and ``also_check``, and for every other dim the screen's estimate of the objective (``value`` NaN: an
+    estimate has no task score; ``eval_loss`` the intact loss plus the estimate). ``value_kind`` says which; the
+    screen's ``estimate``, ``energy`` and ``estimate_rank`` are on every row. Where a scan's per-dim metrics are
+    needed (notebook 04's score and loss panels) this is the screened scan."""
+    from .scan import scan_dims
+
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k must be a non-negative integer (got {top_k!r}).")
+    roles = (roles,) if isinstance(roles, str) else tuple(roles)
+    all_sites = list(sites) if sites is not None else find_norm_sites(model)
+    est = estimate_effects(model, eval_set, roles=roles, sites=all_sites)
+    order = check_order(est, rank_by)
+    est["estimate_rank"] = est["dim"].map({d: i + 1 for i, d in enumerate(order)}).astype(int)
+    extra = validate_dims(list(also_check), len(est)) if list(also_check) else []
+    checked = sorted(set(order[:top_k]) | set(extra))
+    exact = scan_dims(
+        model, eval_set, roles=roles, dims=checked, sites=all_sites, progress=progress, checkpoint_dir=checkpoint_dir
+    )
+    rest = est[~est["dim"].isin(checked)]
+    intact = exact["intact_eval_loss"].iloc[0] if "intact_eval_loss" in exact else exact["intact_value"].iloc[0]
+    estimated = pd.DataFrame({"dim": rest["dim"].astype(int), "value_kind": "estimate"})
+    estimated["condition"] = [f"dim {d}" for d in estimated["dim"]]
+    estimated["dims"] = estimated["dim"].astype(str)
+    estimated["n_dims"] = 1
+    shared = ("metric", "roles", "layers", "stack", "mode", "n_sites", "tokens", "examples")
+    for column in exact.columns:
+        if column.startswith("intact_") or column in shared:
+            estimated[column] = exact[column].iloc[0]
+    estimated["eval_loss"] = float(intact) + rest["estimate"].to_numpy(float)
+    estimated["delta"] = np.nan
+    table = pd.concat([exact, estimated], ignore_index=True)
+    table = table.merge(est[["dim", "estimate", "energy", "estimate_rank"]], on="dim", how="left")
+    table = table.sort_values("dim").reset_index(drop=True)
+    table.attrs.update(top_k=top_k, checked_in_order=min(top_k, len(order)), rank_by=rank_by)
+    return table

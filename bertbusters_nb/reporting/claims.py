@@ -701,6 +701,14 @@ def _downstream_outcome(r) -> tuple[str, float, float]:
     )
 
 
+def _scanned(row) -> str:
+    """What a summary row's single-dim scan ranked: every dim of an exact scan, or a screened scan's exact dims."""
+    exact = getattr(row, "scan_exact_dims", row.scan_dims)
+    if pd.isna(exact) or int(exact) == int(row.scan_dims):
+        return f"{int(row.scan_dims)} dims"
+    return f"the {int(exact)} dims evaluated exactly (screened scan: all {int(row.scan_dims)} estimated)"
+
+
 def downstream_findings(summary: pd.DataFrame, outlier_sets: pd.DataFrame) -> list[Finding]:
     """Notebook 04: per pair and dev split (``DownstreamStudy.summary()``), the outlier ablation lowers the
     metric beyond every random draw by a large effect; per pair (``outlier_sets()``), the rule's dims of the
@@ -733,7 +741,7 @@ def downstream_findings(summary: pd.DataFrame, outlier_sets: pd.DataFrame) -> li
         for r in summary.dropna(subset=["scan_dims"]).itertuples():
             held = bool(r.scan_most_damaging_is_outlier) and r.scan_most_damaging_loss_delta > 0
             evidence = (
-                f"most damaging of {int(r.scan_dims)} dims (largest dev-loss rise, {int(r.scan_examples)} dev "
+                f"most damaging of {_scanned(r)} (largest dev-loss rise, {int(r.scan_examples)} dev "
                 f"examples): dim {int(r.scan_most_damaging_dim)}, loss {r.scan_intact_loss:.3f} "
                 f"{r.scan_most_damaging_loss_delta:+.3f}, {r.metric} {r.scan_intact:.3f} -> "
                 f"{r.scan_most_damaging_value:.3f}; damage ranks of the outlier dims [{r.disabled_dims}]: "
@@ -768,7 +776,7 @@ def downstream_describe(summary: pd.DataFrame) -> str:
             f" Single-dim scan ({int(r.scan_examples)} dev examples): the most damaging dim is "
             f"{int(r.scan_most_damaging_dim)} (dev loss {r.scan_most_damaging_loss_delta:+.3f}), "
             f"{'an outlier dim' if r.scan_most_damaging_is_outlier else 'not an outlier dim'}; the outlier dims "
-            f"rank {r.scan_outlier_ranks} of {int(r.scan_dims)}."
+            f"rank {r.scan_outlier_ranks} of {_scanned(r)}."
             if "scan_dims" in summary and not pd.isna(r.scan_dims)
             else ""
         )

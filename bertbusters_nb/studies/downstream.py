@@ -376,6 +376,8 @@ class DownstreamStudy:
         max_samples: int | None = None,
         every: int = 1,
         checkpoint_dir: str | os.PathLike | None = None,
+        method: str = "exact",
+        top_k: int = 16,
     ) -> pd.DataFrame:
         """Every hidden dim disabled alone (all layers, ``roles``), on the first dev split of each pair.
 
@@ -383,11 +385,19 @@ class DownstreamStudy:
         dev set of this size (the scan costs one dev pass per hidden dim). every: scan every n-th
         dim only, plus the outlier dims (1: every dim, the paper's scan; more: a quick look).
         checkpoint_dir: keep resumable partial results there.
+
+        ``method="screen"``: every dim's effect on the dev loss estimated at once (``screen.screened_scan_dims``), the
+        first ``top_k`` dims of the screen's check order and the outlier dims evaluated exactly with every metric
+        (``value_kind`` says which rows are exact; estimates have no score, and ``damage_rank`` ranks exact rows
+        first); ``every`` does not apply (the screen costs the same for every dim).
         """
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer (got {every!r}).")
+        if method not in ("exact", "screen"):
+            raise ValueError(f"Unknown scan method {method!r}; pick 'exact' (one dev pass per dim) or 'screen'.")
         from ..checks import count
         from ..evaluation import evaluate, scan_dims
+        from ..evaluation.screen import screened_scan_dims
 
         max_samples = count("max_samples", max_samples, zero_means="the whole dev set", none_ok=True) or None
 
@@ -396,16 +406,13 @@ class DownstreamStudy:
         for p, split, eval_set in self._scan_dev_sets(tasks, max_samples):
             # the checkpoint is named by the scan's key (evaluation.scan.checkpoint_name), so a changed run
             # never meets a checkpoint of another scan
-            dims = sorted(set(range(0, p.hidden, every)) | set(p.dims))
-            table = scan_dims(
-                p.tuned.model,
-                eval_set,
-                roles=self.roles,
-                dims=dims,
-                checkpoint_dir=checkpoint_dir,
-                progress=self.progress,
-                sites=p.sites,
-            )
+            options = dict(roles=self.roles, checkpoint_dir=checkpoint_dir, progress=self.progress, sites=p.sites)
+            if method == "screen":
+                table = screened_scan_dims(p.tuned.model, eval_set, top_k=top_k, also_check=p.dims, **options)
+            else:
+                table = scan_dims(
+                    p.tuned.model, eval_set, dims=sorted(set(range(0, p.hidden, every)) | set(p.dims)), **options
+                )
             table.insert(0, "split", split)
             table.insert(0, "task", p.task)
             table.insert(0, "backbone", p.backbone)
@@ -413,8 +420,12 @@ class DownstreamStudy:
             table["intact_loss"] = float(evaluate(p.tuned.model, eval_set)["eval_loss"])
             table["loss_delta"] = table["eval_loss"] - table["intact_loss"]
             # 1 = most damaging: the largest rise in dev loss (on a small subset the score moves in steps of one
-            # example and ties; the loss moves with every logit), ties broken by the lower score
-            order = table.sort_values(["loss_delta", "value"], ascending=[False, True], kind="mergesort").index
+            # example and ties; the loss moves with every logit), ties broken by the lower score; exact rows first
+            table["_estimated"] = table["value_kind"].eq("estimate")
+            order = table.sort_values(
+                ["_estimated", "loss_delta", "value"], ascending=[True, False, True], kind="mergesort"
+            ).index
+            table = table.drop(columns="_estimated")
             table.loc[order, "damage_rank"] = np.arange(1, len(table) + 1)
             table["damage_rank"] = table["damage_rank"].astype(int)
             frames.append(table)
@@ -538,6 +549,7 @@ class DownstreamStudy:
                         "scan_most_damaging_is_outlier": bool(worst.outlier),
                         "scan_outlier_ranks": " ".join(str(int(r)) for r in mine[mine.outlier].damage_rank),
                         "scan_dims": len(mine),
+                        "scan_exact_dims": int(mine["value_kind"].eq("exact").sum()),
                     }
                 )
         return row

@@ -118,7 +118,8 @@ def scan_grid(scan: pd.DataFrame) -> plt.Figure:
     """Per pair: the dev score (top) and dev loss (bottom) with one dim disabled; x axis: the disabled dim.
 
     On a small dev subset the score moves in steps of one example, so the loss, which moves
-    with every logit, is drawn below it; outlier dims are labelled in both.
+    with every logit, is drawn below it; outlier dims are labelled in both. A screened scan (``value_kind``) draws
+    its estimated losses as a grey line and its exactly evaluated dims as points (an estimate has no score).
     """
     panels = _panels(scan)
     fig, axes = plt.subplots(2 * len(panels), 1, figsize=(9.5, 4.6 * len(panels)), squeeze=False, sharex=False)
@@ -129,7 +130,14 @@ def scan_grid(scan: pd.DataFrame) -> plt.Figure:
             (axes[2 * i, 0], "value", group["intact_value"].iloc[0]),
             (axes[2 * i + 1, 0], "eval_loss", loss_intact),
         ):
-            ax.plot(group["dim"], group[column], lw=0.7, color="tab:blue", marker="." if len(group) < 80 else None)
+            estimated = group["value_kind"].eq("estimate") if "value_kind" in group else group["dim"].isna()
+            if estimated.any():  # a screened scan: the estimate as a grey line, exact rows as blue points
+                if column == "eval_loss":
+                    ax.plot(group["dim"], group[column], lw=0.5, color="lightgrey", label="estimated (screen)")
+                exact = group[~estimated]
+                ax.scatter(exact["dim"], exact[column], s=12, color="tab:blue", zorder=2, label="evaluated exactly")
+            else:
+                ax.plot(group["dim"], group[column], lw=0.7, color="tab:blue", marker="." if len(group) < 80 else None)
             if intact is not None:
                 ax.axhline(intact, color="grey", ls="--", lw=0.8, label="no ablation")
             ax.scatter(marked["dim"], marked[column], color=OUTLIER_COLOR, zorder=3, label="outlier dims")
