@@ -55,8 +55,9 @@ def sentence_embeddings(
             hidden = model(**batch).last_hidden_state if hasattr(model, "base_model") else model(**batch)[0]
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled.append(((hidden * mask).sum(1) / mask.sum(1)).float().cpu())
-    out = torch.empty_like(torch.cat(pooled))
-    out[torch.tensor(order)] = torch.cat(pooled)
+    by_length = torch.cat(pooled)
+    out = torch.empty_like(by_length)
+    out[torch.tensor(order)] = by_length  # back in the texts' order
     return out
 
 

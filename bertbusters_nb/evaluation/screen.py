@@ -473,6 +473,15 @@ def verify_until_settled(
     return exact, error_per_energy(estimates, exact) if len(exact) else float("nan")
 
 
+def _check_plan(est: pd.DataFrame, rank_by: str, also_check: Iterable[int]) -> tuple[list[int], list[int]]:
+    """The screen's check order (written into ``est`` as ``estimate_rank``, 1 = checked first) and the validated
+    ``also_check`` dims: what ``screened_scan`` and ``screened_scan_dims`` evaluate exactly."""
+    order = check_order(est, rank_by)
+    est["estimate_rank"] = est["dim"].map({d: i + 1 for i, d in enumerate(order)}).astype(int)
+    extra = list(also_check)
+    return order, (validate_dims(extra, len(est)) if extra else [])
+
+
 def screened_scan(
     model: torch.nn.Module,
     eval_set: EvalSet,
@@ -531,10 +540,7 @@ def screened_scan(
         probes=probes,
     )
     screened = time.perf_counter()
-    order = check_order(est, rank_by)
-    est["estimate_rank"] = est["dim"].map({d: i + 1 for i, d in enumerate(order)}).astype(int)
-    also_check = list(also_check)
-    extra = validate_dims(also_check, len(est)) if also_check else []
+    order, extra = _check_plan(est, rank_by, also_check)
 
     def verify(dims: list[int]) -> pd.DataFrame:
         if not dims:
@@ -623,24 +629,6 @@ def screen_ranking(table: pd.DataFrame, n: int = 10) -> list[int]:
     return [int(d) for d in table["dim"].head(n)]
 
 
-__all__ = [
-    "METHODS",
-    "RANKINGS",
-    "VALUE_KINDS",
-    "AUTO_STEP",
-    "AUTO_TOP",
-    "agreement",
-    "check_order",
-    "error_per_energy",
-    "estimate_effects",
-    "exact_effects",
-    "screen_ranking",
-    "screened_scan",
-    "unsettled",
-    "verify_until_settled",
-]
-
-
 def as_scan_table(screened: pd.DataFrame) -> pd.DataFrame:
     """A screened scan in the exact scan's columns (``scan.scan_dims``: ``dim``, ``value``, ``delta``,
     ``intact_value``, ``examples``, and ``eval_loss`` / ``perplexity`` / ``intact_eval_loss`` for a loss), exact rows
@@ -684,9 +672,7 @@ def screened_scan_dims(
     roles = (roles,) if isinstance(roles, str) else tuple(roles)
     all_sites = list(sites) if sites is not None else find_norm_sites(model)
     est = estimate_effects(model, eval_set, roles=roles, sites=all_sites)
-    order = check_order(est, rank_by)
-    est["estimate_rank"] = est["dim"].map({d: i + 1 for i, d in enumerate(order)}).astype(int)
-    extra = validate_dims(list(also_check), len(est)) if list(also_check) else []
+    order, extra = _check_plan(est, rank_by, also_check)
     checked = sorted(set(order[:top_k]) | set(extra))
     exact = scan_dims(
         model, eval_set, roles=roles, dims=checked, sites=all_sites, progress=progress, checkpoint_dir=checkpoint_dir
@@ -708,3 +694,23 @@ def screened_scan_dims(
     table = table.sort_values("dim").reset_index(drop=True)
     table.attrs.update(top_k=top_k, checked_in_order=min(top_k, len(order)), rank_by=rank_by)
     return table
+
+
+__all__ = [
+    "METHODS",
+    "RANKINGS",
+    "VALUE_KINDS",
+    "AUTO_STEP",
+    "AUTO_TOP",
+    "agreement",
+    "as_scan_table",
+    "check_order",
+    "error_per_energy",
+    "estimate_effects",
+    "exact_effects",
+    "screen_ranking",
+    "screened_scan",
+    "screened_scan_dims",
+    "unsettled",
+    "verify_until_settled",
+]
