@@ -287,3 +287,20 @@ def test_norms_without_parameters_leave_the_rule_to_its_activation_part():
     assert len(table) == 32 and not table.selected.any() and (table.n_param_sites == 0).all()
     found = bb.detect(model)
     assert found.rule == "strongest candidates" and len(found.dims) == found.settings.fallback
+
+
+def test_notebook_02s_scan_loads_each_model_on_the_device_it_was_given(monkeypatch):
+    """The paper profile gives notebook 02 a GPU: its criteria table must load bert-base there, not on the CPU."""
+    from bertbusters_nb.analysis.detection_report import agreement_across_models
+    from bertbusters_nb.model import loading
+
+    asked = []
+
+    def refuse(name, **options):
+        asked.append(options.get("device"))
+        raise RuntimeError("stop after recording the device")
+
+    monkeypatch.setattr(loading, "load_model", refuse)
+    with pytest.raises(RuntimeError, match="stop after recording"):
+        agreement_across_models(["bbmini"], n_effect_texts=2, device="cuda:3")
+    assert asked == ["cuda:3"]

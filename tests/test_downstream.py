@@ -256,3 +256,20 @@ def test_a_screened_scan_holds_exact_rows_with_every_metric_and_ranks_them_first
     assert plotting.scan_grid(screened).axes
     with pytest.raises(ValueError, match="scan method"):
         study.scan(tasks=["rt"], method="fast")
+
+
+def test_the_backbones_detection_runs_on_the_studys_device(study, monkeypatch):
+    """The pre-trained backbone is loaded where the study runs (a GPU in the paper profile), not pinned to the CPU."""
+    from bertbusters_nb.studies import downstream
+
+    asked = []
+
+    def refuse(name, **options):
+        asked.append(options.get("device"))
+        raise RuntimeError("stop after recording the device")
+
+    monkeypatch.setattr(downstream, "load_model", refuse)
+    monkeypatch.setattr(study, "device", "cuda:7")
+    with pytest.raises(RuntimeError, match="stop after recording"):
+        study.outliers()
+    assert asked == ["cuda:7"]

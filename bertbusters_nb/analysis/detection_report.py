@@ -240,13 +240,15 @@ def agreement_across_models(
     progress: bool = False,
     method: str = "exact",
     screen_top_k: int = 16,
+    device: str | None = "auto",
 ) -> pd.DataFrame:
     """Notebook 02's table "which criterion finds the dims that matter": for each model (alias, folder or hub
     name, loaded one at a time with its own head), every criterion's agreement with the single-dim scan on
     ``n_effect_texts`` held-out reviews (activations on train reviews). ``effect_dims``: scan only the first
     that many dims plus every dim some criterion ranks in its top 8 (a cheaper, stated subset). ``method="screen"``:
     the screened scan (``screen_top_k`` dims verified exactly, the rest estimated; ``verified_dims`` counts the
-    exact ones) instead of one pass per dim.
+    exact ones) instead of one pass per dim. ``device``: where each model runs (``"auto"``: a CUDA GPU when one is
+    visible), so a paper-size model's scan runs on the GPU the notebook was given.
 
     Example:
         >>> agreement_across_models(["minilm", "bbmini"], n_effect_texts=16)  # doctest: +SKIP
@@ -259,7 +261,7 @@ def agreement_across_models(
     heldout = sample_texts(load_texts("movie_reviews", split="heldout"), n_effect_texts, seed=seed)
     frames = []
     for name in tqdm(list(models), desc="models", disable=not progress):
-        model, tokenizer = load_model(name, head=own_head(name), device="cpu")
+        model, tokenizer = load_model(name, head=own_head(name), device=device)
         dims = None
         if effect_dims is not None:
             batches = text_batches(tokenizer, texts_for_activations(), max_length=max_length, batch_size=16)

@@ -260,7 +260,7 @@ class DownstreamStudy:
         frames = []
         for pair in self.pairs:
             if pair.backbone not in before_cache:
-                base, base_tokenizer = load_model(pair.backbone, head="base", device="cpu")
+                base, base_tokenizer = load_model(pair.backbone, head="base", device=self.device)
                 before_cache[pair.backbone] = find_outliers(
                     select_sites(find_norm_sites(base), roles=self.roles), k=self.k, min_share=self.min_share
                 )

@@ -169,6 +169,7 @@ agreement = detection_report.agreement_across_models(
     effect_dims=detection_dims or None,
     method=detection_method,
     progress=True,
+    device=device,
 )
 rec.table(agreement, "detection_agreement")
 agreement[
