@@ -392,7 +392,8 @@ def run_series(
     package's caches, which are written atomically), so the results are those of a one-at-a-time run up to the
     summation order of fewer threads; a
     kernel's start-up, tokenisation, tables and plots run on one core, so two at once use the second. The
-    longest notebook of the last finished run starts first; results come back in series order.
+    longest notebook starts first (by this machine's last finished run, else ``notebooks/run_seconds.json``);
+    results come back in series order.
 
     Example:
         >>> results = run_series("smoke")  # doctest: +SKIP
@@ -448,16 +449,34 @@ def _log_result(plan: RunPlan, result: NotebookResult) -> None:
         )
 
 
-def _longest_first(plans: list[RunPlan]) -> list[RunPlan]:
-    """The plans ordered by their last finished run's seconds, longest first (never run: in series order, first),
-    so that the last notebook to start is a short one."""
+ORDER_HINTS = "run_seconds.json"  # in the notebooks folder: {profile: {notebook stem: seconds}}, committed
 
-    def last_seconds(plan: RunPlan) -> float:
+
+def _longest_first(plans: list[RunPlan]) -> list[RunPlan]:
+    """The plans ordered longest first, so that the last notebook to start is a short one: by this machine's last
+    finished run of each, else by the seconds committed in ``notebooks/run_seconds.json`` (a measured main job: a
+    fresh clone has no run of its own, and in series order its longest notebooks started last and ran alone), else
+    first and in series order (never run, never measured)."""
+
+    def expected_seconds(plan: RunPlan) -> float:
         record = read_record(plan.folders.results / DONE) or {}
         seconds = record.get("seconds")
+        if not isinstance(seconds, (int, float)):
+            seconds = order_hints(plan.notebook.parent, plan.profile).get(plan.notebook.stem)
         return float(seconds) if isinstance(seconds, (int, float)) else float("inf")
 
-    return sorted(plans, key=last_seconds, reverse=True)
+    return sorted(plans, key=expected_seconds, reverse=True)
+
+
+def order_hints(notebooks_dir: Path, profile: str) -> dict[str, float]:
+    """Notebook stem -> seconds it took in the measured run committed for ``profile`` (empty when none is)."""
+    path = Path(notebooks_dir) / ORDER_HINTS
+    if not path.exists():
+        return {}
+    hints = read_json(path).get(profile, {})
+    if not isinstance(hints, dict) or not all(isinstance(v, (int, float)) for v in hints.values()):
+        raise ValueError(f"{path}: {profile!r} must map notebook stems to seconds (e.g. {{'04_glue': 910}}).")
+    return {str(k): float(v) for k, v in hints.items()}
 
 
 @contextlib.contextmanager

@@ -235,3 +235,26 @@ def test_jobs_must_be_a_positive_whole_number(fake_series):
     with pytest.raises(ValueError, match="--jobs 2"):
         run_series("smoke", notebooks_dir=fake_series / "notebooks", figures_dir=fake_series / "f", jobs=0)
     assert not (fake_series / "f").exists()
+
+
+def test_the_longest_notebook_starts_first_by_this_machines_runs_else_the_committed_hints(fake_series):
+    """A fresh clone has no finished run: the committed seconds order it; a notebook never measured goes first; a
+    finished run on this machine overrides the hint."""
+    books, figures = fake_series / "notebooks", fake_series / "figures"
+    plans = [runner.plan_notebook(book, "smoke", figures_dir=figures) for book in numbered_notebooks(books)]
+    assert [p.notebook.stem for p in runner._longest_first(plans)] == ["01_first", "02_broken", "03_third"]
+    (books / runner.ORDER_HINTS).write_text(json.dumps({"smoke": {"01_first": 5, "02_broken": 50}}))
+    assert [p.notebook.stem for p in runner._longest_first(plans)] == ["03_third", "02_broken", "01_first"]
+    first = plans[0].folders.results
+    first.mkdir(parents=True)
+    (first / ".done.json").write_text(json.dumps({"seconds": 100.0}))
+    assert [p.notebook.stem for p in runner._longest_first(plans)] == ["03_third", "01_first", "02_broken"]
+    (books / runner.ORDER_HINTS).write_text(json.dumps({"smoke": {"01_first": "long"}}))
+    with pytest.raises(ValueError, match="must map notebook stems to seconds"):
+        runner._longest_first(plans)
+
+
+def test_the_committed_order_hints_name_every_notebook_of_the_main_job():
+    hints = runner.order_hints(numbered_notebooks()[0].parent, "offline")
+    assert sorted(hints) == [book.stem for book in numbered_notebooks()]
+    assert all(seconds > 0 for seconds in hints.values())
