@@ -23,6 +23,21 @@ def test_held_out_split_is_disjoint_and_stable():
     assert held == data.load_texts("movie_reviews", split="heldout")
 
 
+def test_a_split_read_twice_is_a_fresh_list_with_the_same_texts(tmp_path):
+    """A named corpus's split is computed once per process; a caller editing its list changes nobody else's, and a
+    local file is read again each time (it may have changed)."""
+    first = data.load_texts("snli", split="train", min_words=3)
+    assert all(len(t.split()) >= 3 for t in first) and "the premise" not in first
+    first.append("the premise")
+    again = data.load_texts("snli", split="train", min_words=3)
+    assert again is not first and again == first[:-1]
+    path = tmp_path / "t.txt"
+    path.write_text("one line of text\n")
+    assert data.load_texts(str(path)) == ["one line of text"]
+    path.write_text("another line of text\n")
+    assert data.load_texts(str(path)) == ["another line of text"]
+
+
 def test_local_text_file_and_errors(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("first line of text\n\n   \nsecond line here\n")

@@ -61,7 +61,7 @@ def _read_quietly(name_or_path: str) -> datasets.Dataset:
     if name_or_path == "snli":
         files = assets.snli_files()
         ds = datasets.load_dataset("json", data_files=[str(files["train"]), str(files["test"])], split="train")
-        sentences = sorted(set(ds["sentence1"]) | set(ds["sentence2"]))
+        sentences = sorted(set(_column(ds, "sentence1")) | set(_column(ds, "sentence2")))
         return datasets.Dataset.from_dict({"text": sentences})
     if name_or_path == "kjv":
         ds = datasets.load_dataset("json", data_files=str(assets.kjv_jsonl()), split="train")
@@ -95,7 +95,13 @@ def is_held_out(text: str) -> bool:
 @functools.lru_cache(maxsize=8)
 def _cleaned(name_or_path: str) -> tuple[str, ...]:
     """Cleaned non-empty texts of a named corpus, read once per process (local files: re-read each time)."""
-    return tuple(t for t in (_clean(x) for x in _read(name_or_path)["text"] if isinstance(x, str)) if t)
+    return tuple(t for t in (_clean(x) for x in _column(_read(name_or_path), "text") if isinstance(x, str)) if t)
+
+
+def _column(ds: datasets.Dataset, name: str) -> list:
+    """One column as a Python list, read through Arrow in one go (iterating ``ds[name]`` formats it row by row:
+    2.7 s instead of 0.02 s for SNLI's 550k sentences)."""
+    return ds.with_format("arrow")[:][name].to_pylist()
 
 
 def load_texts(name_or_path: str, split: str = "all", min_words: int = 0) -> list[str]:
@@ -110,18 +116,26 @@ def load_texts(name_or_path: str, split: str = "all", min_words: int = 0) -> lis
     """
     if split not in ("train", "heldout", "all"):
         raise ValueError(f"Unknown split {split!r}; pick 'train', 'heldout' or 'all'.")
-    source = (
-        _cleaned(name_or_path) if name_or_path in OFFLINE_CORPORA + HUB_CORPORA else _cleaned.__wrapped__(name_or_path)
-    )
+    named = name_or_path in OFFLINE_CORPORA + HUB_CORPORA
+    texts = list(_split(name_or_path, split, min_words) if named else _split.__wrapped__(name_or_path, split, min_words))
+    if not texts:
+        raise ValueError(f"Corpus {name_or_path!r} ({split}, min_words={min_words}) has no non-empty texts.")
+    return texts
+
+
+@functools.lru_cache(maxsize=32)
+def _split(name_or_path: str, split: str, min_words: int) -> tuple[str, ...]:
+    """One split of a corpus, computed once per process for a named corpus: the detection rule reads the train
+    reviews on every call (33k word counts and content hashes, ~0.7 s each time)."""
+    named = name_or_path in OFFLINE_CORPORA + HUB_CORPORA
+    source = _cleaned(name_or_path) if named else _cleaned.__wrapped__(name_or_path)
     texts = [t for t in source if len(t.split()) >= max(1, min_words)]
     if split == "heldout" and name_or_path in HUB_CORPORA:
         split = "all"
     if split != "all":
         keep = split == "heldout"
         texts = [t for t in texts if is_held_out(t) == keep]
-    if not texts:
-        raise ValueError(f"Corpus {name_or_path!r} ({split}, min_words={min_words}) has no non-empty texts.")
-    return texts
+    return tuple(texts)
 
 
 def sample_texts(texts: Sequence[str], n: int | None, seed: int = 42) -> list[str]:
