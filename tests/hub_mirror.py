@@ -31,8 +31,8 @@ Run as a script to build a mirror in a folder: ``python tests/hub_mirror.py /tmp
 
 from __future__ import annotations
 
-import hashlib
 import functools
+import hashlib
 import json
 import os
 import random

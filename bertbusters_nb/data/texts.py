@@ -117,7 +117,9 @@ def load_texts(name_or_path: str, split: str = "all", min_words: int = 0) -> lis
     if split not in ("train", "heldout", "all"):
         raise ValueError(f"Unknown split {split!r}; pick 'train', 'heldout' or 'all'.")
     named = name_or_path in OFFLINE_CORPORA + HUB_CORPORA
-    texts = list(_split(name_or_path, split, min_words) if named else _split.__wrapped__(name_or_path, split, min_words))
+    texts = list(
+        _split(name_or_path, split, min_words) if named else _split.__wrapped__(name_or_path, split, min_words)
+    )
     if not texts:
         raise ValueError(f"Corpus {name_or_path!r} ({split}, min_words={min_words}) has no non-empty texts.")
     return texts
