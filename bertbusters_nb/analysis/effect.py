@@ -94,28 +94,15 @@ def effect_criterion(
             out = _screened_effect(model, eval_set, roles, sites, top, progress, screen_top_k, also_check)
             out.attrs["texts"] = len(texts)
             return out
-        if objective == "embedding":
-            from ..evaluation.embeddings import embedding_drift
-            from ..model.ablation import Condition
+        from ..evaluation.scan import scan_dims
 
-            drift = embedding_drift(
-                model,
-                tokenizer,
-                texts,
-                [Condition(f"dim {d}", (d,), roles) for d in dims],
-                progress=progress,
-                max_length=max_length,
-            )
-            table = pd.DataFrame({"dim": dims, "effect_value": drift.cosine_mean.to_numpy()})
-            table["damage"] = 1.0 - table.effect_value
-            metric = "embedding cosine"
-        else:
-            from ..evaluation.scan import scan_dims
-
-            eval_set = objective_eval_set(objective, tokenizer, texts, max_length, seed)
-            scan = scan_dims(model, eval_set, roles=roles, dims=dims, progress=progress, sites=sites)
-            table = pd.DataFrame({"dim": dims, "effect_value": scan.value.to_numpy(), "damage": scan.delta.to_numpy()})
-            metric = f"{objective} loss"
+        # one engine for both objectives: its shared prefix skips what no condition touches (a block-output scan
+        # of MiniLM starts after layer 0), and exact values equal the screen's exact rows
+        eval_set = objective_eval_set(objective, tokenizer, texts, max_length, seed)
+        scan = scan_dims(model, eval_set, roles=roles, dims=dims, progress=progress, sites=sites)
+        value = scan.cosine_mean if objective == "embedding" else scan.value
+        table = pd.DataFrame({"dim": dims, "effect_value": value.to_numpy(), "damage": scan.delta.to_numpy()})
+        metric = "embedding cosine" if objective == "embedding" else f"{objective} loss"
     table["score"] = table.damage
     table["effect_rank"] = table.damage.rank(ascending=False, method="min").astype(int)
     table["selected"] = table.effect_rank <= top

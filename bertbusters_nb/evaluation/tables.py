@@ -65,6 +65,8 @@ def metric_columns(eval_set: EvalSet) -> tuple[str, ...]:
     """The metric columns of a result table for this set, in order."""
     if isinstance(eval_set, ClassificationEvalSet):
         return ("eval_loss",) + TASK_METRICS[eval_set.task]
+    if eval_set.kind == "embedding":  # EmbeddingDistance: eval_loss is 1 - cosine_mean
+        return ("eval_loss", "cosine_mean")
     return ("eval_loss", "perplexity")
 
 
