@@ -40,7 +40,7 @@ class FinetuneCommand:
 def build_parser(prog: str = PROG) -> HfArgumentParser:
     """The fine-tuning command line: every field of FinetuneCommand and FinetuneSettings is a ``--flag``."""
     return HfArgumentParser(
-        (FinetuneCommand, FinetuneSettings),  # type: ignore[arg-type]  # transformers' DataClassType is a NewType
+        (FinetuneCommand, FinetuneSettings),
         prog=prog,
         description="Fine-tune an encoder on a classification task with the Hugging Face ``Trainer``, cached.",
     )

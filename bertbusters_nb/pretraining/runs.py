@@ -36,7 +36,7 @@ def load_run_model(
     config = PretrainConfig.from_dict({f.name: saved[f.name] for f in fields(PretrainConfig) if f.name in saved})
     model = build_model(config, info["vocab_size"], info["seq_len"])
     load_weights(model, weights or run_dir / "final.safetensors")
-    return model.to(best_device(None if device is None else str(device))).eval()  # type: ignore[arg-type]  # transformers types PreTrainedModel.to via functools.wraps
+    return model.to(best_device(None if device is None else str(device))).eval()
 
 
 def export_model(
@@ -58,7 +58,7 @@ def export_model(
     run_config = read_json(run_dir / "config.json")
     model = load_run_model(run_dir, device="cpu")
     model_dir.mkdir(parents=True, exist_ok=True)
-    model.to(dtype).save_pretrained(model_dir)  # type: ignore[arg-type]  # transformers types PreTrainedModel.to via functools.wraps
+    model.to(dtype).save_pretrained(model_dir)
     model.config.dtype = torch.float32
     model.config.save_pretrained(model_dir)
     tokenizer_dir = Path(run_config["data_dir"]) / "tokenizer"

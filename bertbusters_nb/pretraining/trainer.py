@@ -193,7 +193,7 @@ def setup(config: PretrainConfig, parallel: _Parallel | None = None):
     """(device, data info, freshly built model in train mode, its optimizer) for ``config``."""
     device = parallel.device if parallel else best_device(None if config.device == "auto" else config.device)
     info = config.data_info
-    model = build_model(config, info["vocab_size"], info["seq_len"]).to(device).train()  # type: ignore[arg-type]  # transformers types PreTrainedModel.to via functools.wraps
+    model = build_model(config, info["vocab_size"], info["seq_len"]).to(device).train()
     optimizer = make_optimizer(model, config, device)
     return device, info, model, optimizer
 

@@ -139,7 +139,7 @@ def load_for_protocol(name: str, device: str | None = "auto") -> tuple[PreTraine
         from ..device import best_device
 
         target = best_device(None if device == "auto" else device)
-        return model.to(target), tokenizer  # type: ignore[arg-type]  # transformers types PreTrainedModel.to via functools.wraps
+        return model.to(target), tokenizer
     config = load_config(name)  # ModelLoadError naming the cause, as load_model's
     architectures = " ".join(getattr(config, "architectures", None) or [])
     head: Head
