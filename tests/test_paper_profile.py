@@ -66,8 +66,19 @@ BOOKS = numbered_notebooks()
 
 
 @pytest.fixture(scope="module")
-def mirror(tmp_path_factory) -> Path:
-    return hub_mirror.build(tmp_path_factory.mktemp("hub-mirror"))
+def mirror(tmp_path_factory, worker_id) -> Path:
+    """One mirror for the whole run: pytest-xdist workers share it (built by the first under a file lock, ~25 s),
+    as hub users' processes share one cache (datasets and huggingface_hub lock what they write there)."""
+    if worker_id == "master":
+        return hub_mirror.build(tmp_path_factory.mktemp("hub-mirror"))
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent / "hub-mirror"
+    with FileLock(f"{root}.lock"):
+        if not (root / ".built").exists():
+            hub_mirror.build(root)
+            (root / ".built").touch()
+    return root
 
 
 def _number(book: Path) -> str:
