@@ -541,3 +541,23 @@ def test_published_drops_note_both_sides_of_the_tolerance():
     assert claims.published_drops_note(summary("minilm", "snli", -0.3)) == (
         "There is no published downstream figure for these backbones and tasks (minilm)."
     )
+
+
+def test_restoration_counts_only_the_scalars_whose_zeroing_did_damage():
+    """Yu et al.'s check is about recovering from damage: a verified scalar whose zeroing lowered the loss is listed
+    but not counted, and with none that did damage there is no verdict."""
+
+    def rows(*triples):
+        return pd.DataFrame(
+            [
+                {"layer": i, "out_channel": 1, "in_channel": 2, "intact": a, "zeroed": z, "restored": r}
+                for i, (a, z, r) in enumerate(triples)
+            ]
+        ).assign(recovered=lambda t: (t.zeroed - t.restored) / (t.zeroed - t.intact))
+
+    held = claims.restoring_super_activation_recovers("m", rows((3.0, 9.0, 3.1), (3.0, 2.9, 2.9)))
+    assert held.held is True and "Not counted: 1 of the 2" in held.evidence
+    not_held = claims.restoring_super_activation_recovers("m", rows((3.0, 9.0, 8.0), (3.0, 2.9, 2.9)))
+    assert not_held.held is False
+    assert claims.restoring_super_activation_recovers("m", rows((3.0, 2.9, 2.9))).held is None
+    assert claims.restoring_super_activation_recovers("m", rows((3.0, 9.0, 3.0))).evidence.endswith("recovered).")

@@ -1360,19 +1360,28 @@ def norm_damps_massive_activation(name: str, massive: pd.DataFrame) -> Finding:
 
 def restoring_super_activation_recovers(name: str, restored: pd.DataFrame, share: float = 0.5) -> Finding:
     """Notebook 08 (Yu et al.'s check): held when adding the super activation back alone (the weight still zeroed)
-    undoes at least ``share`` of the change the zeroing made, for every verified super weight."""
+    undoes at least ``share`` of the damage the zeroing did, for every verified super weight whose zeroing raised
+    the objective (a loss). A verified scalar whose zeroing *lowered* it did no damage, so there is nothing to
+    recover: it is listed with its numbers and not counted (SmolLM2's layer-10 pair, 2026-12-03)."""
+    claim = f"{name}: restoring the super activation alone recovers the model"
     if restored.empty:
-        return Finding(f"{name}: restoring the super activation alone recovers the model", None, "no super weight.")
+        return Finding(claim, None, "no super weight.")
     parts = "; ".join(
         f"layer {int(r.layer)} [{int(r.out_channel)}, {int(r.in_channel)}]: {r.intact:.4g} intact, {r.zeroed:.4g} "
         f"zeroed, {r.restored:.4g} with the super activation restored ({r.recovered:.0%} recovered)"
         for _, r in restored.iterrows()
     )
-    return Finding(
-        f"{name}: restoring the super activation alone recovers the model",
-        bool((restored.recovered >= share).all()),
-        parts + ".",
+    damaging = restored[restored.zeroed > restored.intact]
+    harmless = len(restored) - len(damaging)
+    note = (
+        f" Not counted: {harmless} of the {len(restored)} verified scalars lowered the loss when zeroed (no damage to "
+        f"recover)."
+        if harmless
+        else ""
     )
+    if damaging.empty:
+        return Finding(claim, None, parts + "." + note)
+    return Finding(claim, bool((damaging.recovered >= share).all()), parts + "." + note)
 
 
 def published_super_weights_note(name: str, found: pd.DataFrame) -> str:
