@@ -95,7 +95,7 @@ class EmbeddingDistance(Objective):
             raise RuntimeError("EmbeddingDistance.score before start(): the intact embeddings are not known yet.")
         intact = self.reference[batch.start : batch.stop]
         cos = F.cosine_similarity(outputs.float(), intact.unsqueeze(0), dim=-1)
-        # the per-sentence cosines ride in "logits" (kept per batch by the engine's Total) for cosine_min
+        # each batch's least cosine rides in "logits" (kept per batch by the engine's Total) for cosine_min
         return {"loss_sum": (1.0 - cos).double().sum(1), "count": batch.size, "logits": cos.min(1, keepdim=True).values}
 
     def finish(self, total: Total) -> dict:
