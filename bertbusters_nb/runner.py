@@ -458,11 +458,16 @@ def _longest_first(plans: list[RunPlan]) -> list[RunPlan]:
     fresh clone has no run of its own, and in series order its longest notebooks started last and ran alone), else
     first and in series order (never run, never measured)."""
 
+    hints: dict[tuple[Path, str], dict[str, float]] = {}  # the committed file, read once per folder and profile
+
     def expected_seconds(plan: RunPlan) -> float:
         record = read_record(plan.folders.results / DONE) or {}
         seconds = record.get("seconds")
         if not isinstance(seconds, (int, float)):
-            seconds = order_hints(plan.notebook.parent, plan.profile).get(plan.notebook.stem)
+            key = (plan.notebook.parent, plan.profile)
+            if key not in hints:
+                hints[key] = order_hints(*key)
+            seconds = hints[key].get(plan.notebook.stem)
         return float(seconds) if isinstance(seconds, (int, float)) else float("inf")
 
     return sorted(plans, key=expected_seconds, reverse=True)

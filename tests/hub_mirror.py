@@ -31,7 +31,6 @@ Run as a script to build a mirror in a folder: ``python tests/hub_mirror.py /tmp
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -227,9 +226,7 @@ def _write_snapshot(repo_dir: Path, revision: str, commit: str, files: dict[str,
 # ---- tokenizers -------------------------------------------------------------------------------------------
 
 
-@functools.cache
 def _corpus_lines(n: int = 3000) -> list[str]:
-    """The tokenizers' training lines (the same for every tokenizer of the mirror, so sampled once)."""
     from bertbusters_nb.data.texts import load_texts, sample_texts
 
     return sample_texts(load_texts("movie_reviews"), n // 2, seed=1) + sample_texts(load_texts("snli"), n // 2)

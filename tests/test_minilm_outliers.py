@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bertbusters_nb import Condition, find_norm_sites, find_outliers, random_dims, select_sites
+from bertbusters_nb import Condition, detect, find_norm_sites, find_outliers, random_dims, select_sites
 from bertbusters_nb.data import load_texts, sample_texts
 from bertbusters_nb.evaluation.embeddings import embedding_drift
 
@@ -54,7 +54,9 @@ def test_embedding_drift_on_the_engine_equals_each_condition_embedded_directly(m
 
     model, tokenizer = minilm
     texts = sample_texts(load_texts("movie_reviews", split="heldout"), 12, seed=1) + ["dull", "a fine film ."]
-    conditions = [Condition("outliers", (99, 223), ("block_output",)), Condition("one", (5,), ("block_output",))]
+    dims = tuple(detect(model, tokenizer).dims)  # the package's one rule
+    (other,) = random_dims(model.config.hidden_size, 1, draws=1, exclude=dims, seed=0)
+    conditions = [Condition("outliers", dims, ("block_output",)), Condition("random", other, ("block_output",))]
     before = state_fingerprint(model)
     drift = embedding_drift(model, tokenizer, texts, conditions, progress=False, batch_size=4, max_length=64)
     assert fingerprints_equal(state_fingerprint(model), before)

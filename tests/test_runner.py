@@ -247,7 +247,7 @@ def test_the_longest_notebook_starts_first_by_this_machines_runs_else_the_commit
     assert [p.notebook.stem for p in runner._longest_first(plans)] == ["03_third", "02_broken", "01_first"]
     first = plans[0].folders.results
     first.mkdir(parents=True)
-    (first / ".done.json").write_text(json.dumps({"seconds": 100.0}))
+    (first / runner.DONE).write_text(json.dumps({"seconds": 100.0}))
     assert [p.notebook.stem for p in runner._longest_first(plans)] == ["03_third", "01_first", "02_broken"]
     (books / runner.ORDER_HINTS).write_text(json.dumps({"smoke": {"01_first": "long"}}))
     with pytest.raises(ValueError, match="must map notebook stems to seconds"):
