@@ -43,7 +43,7 @@ reproduce: setup
 	$(BIN)/python -m bertbusters_nb run --profile offline --jobs $(RUN_JOBS)
 
 test: setup lint
-	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --durations=15
+	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 lint: setup
 	$(BIN)/ruff check .

@@ -222,6 +222,7 @@ def test_unplaceable_norm_is_a_clear_error_naming_what_was_seen():
         find_norm_sites(model)
 
 
+@pytest.mark.slow
 def test_whole_registry_sweep_keeps_what_the_table_lists_as_covered():
     """Every type of the three auto mappings; the types docs/ARCHITECTURES.md lists as covered stay covered,
     none is wrong (a crash or a failed verification), and at least 95% of the buildable ones are covered

@@ -300,6 +300,7 @@ def _run_all_cells(page) -> None:
     page.wait_for_function(started, timeout=SERVER_START_S * 1000)
 
 
+@pytest.mark.slow
 def test_explorer_in_jupyterlab(lab):
     from playwright.sync_api import sync_playwright
 

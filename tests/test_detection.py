@@ -89,6 +89,7 @@ def test_planted_activation_outlier_is_found_by_activations_not_parameters():
     assert dims == [PLANTED] and rule == "params+activations"
 
 
+@pytest.mark.slow
 def test_bbmini_effect_ranking_top_two_are_81_and_126(bbmini, heldout):
     model, tokenizer = bbmini
     effect = effect_criterion(model, tokenizer, heldout)

@@ -113,6 +113,7 @@ def run_paper(book: Path, mirror: Path, figures: Path) -> subprocess.CompletedPr
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("book", BOOKS, ids=lambda p: p.stem)
 def test_paper_profile_runs_on_the_hub_mirror(book, mirror, tmp_path):
     done = run_paper(book, mirror, tmp_path)

@@ -97,6 +97,7 @@ def _errors(done: subprocess.CompletedProcess) -> str:
     return "\n".join(lines)[-4000:]
 
 
+@pytest.mark.slow
 def test_two_processes_write_checkpoints_resume_and_match_one_process(tmp_path):
     data_dir = prepare_data_from_texts(
         _texts(600, 0), _texts(60, 1), tmp_path / "data", vocab_size=80, seq_len=32, min_frequency=1

@@ -5,9 +5,12 @@ import io
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+@pytest.mark.slow
 def test_quick_look_snippet_runs():
     text = README.read_text()
     section = text[text.index("## Quick look") :]

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 GUARD = Path(__file__).resolve().parent / "network_guard"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("book", [p.stem for p in numbered_notebooks()])
 def test_smoke_profile_of_every_notebook_runs_offline_with_sockets_blocked(book, tmp_path, monkeypatch):
     """CI's run of the whole series: each notebook in the smoke profile through the runner, no network connection
