@@ -1,4 +1,4 @@
-"""environment.yml stays in step with the pip pins of requirements.txt; torch installs first; `make test` schedules its workers as measured."""
+"""Set-up and schedule: environment.yml matches requirements.txt, torch installs first, `make test` steals work."""
 
 from pathlib import Path
 
