@@ -227,6 +227,7 @@ def _write_snapshot(repo_dir: Path, revision: str, commit: str, files: dict[str,
 
 
 def _corpus_lines(n: int = 3000) -> list[str]:
+    """The tokenizers' training lines (the same for every tokenizer of the mirror)."""
     from bertbusters_nb.data.texts import load_texts, sample_texts
 
     return sample_texts(load_texts("movie_reviews"), n // 2, seed=1) + sample_texts(load_texts("snli"), n // 2)
