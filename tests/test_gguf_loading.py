@@ -94,3 +94,42 @@ def test_conversion_is_atomic_and_redone_when_stale(tmp_path, monkeypatch):
 def test_bad_gguf_paths_are_clear_errors(tmp_path, make, match):
     with pytest.raises(ModelLoadError, match=match):
         load_model(make(tmp_path), head="causal-lm")
+
+
+def test_a_second_process_waits_for_the_conversion_instead_of_converting_again(tmp_path, monkeypatch):
+    """Two notebooks that start on SmolLM2 at once convert it once: the later one waits on the lock, then reads."""
+    import threading
+
+    from filelock import FileLock
+
+    gguf = _fake_gguf(tmp_path / "tiny.gguf")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    converted = []
+
+    def fake(_gguf, out, _progress):
+        converted.append(out)
+        (out / "config.json").write_text("{}")
+        (out / "model.safetensors").write_bytes(b"x")
+
+    monkeypatch.setattr(gguf_module, "_convert", fake)
+    first_check = threading.Event()
+    real_complete = gguf_module._complete
+
+    def complete(folder, sha):
+        done = real_complete(folder, sha)
+        first_check.set()  # the waiter has seen no folder: without the lock it would convert now
+        return done
+
+    monkeypatch.setattr(gguf_module, "_complete", complete)
+    result = {}
+    with FileLock(gguf_module.conversion_lock(cache)):  # "the other process" holds the lock while it converts
+        waiter = threading.Thread(target=lambda: result.setdefault("folder", converted_folder(gguf, cache)))
+        waiter.start()
+        assert first_check.wait(timeout=60)
+        folder = gguf_module._convert_into(
+            gguf, sha256_file(gguf), cache, cache / f"tiny-{sha256_file(gguf)[:16]}", False
+        )
+    waiter.join(timeout=60)
+    assert result["folder"] == folder and len(converted) == 1
+    assert [p.name for p in cache.iterdir()] == [folder.name]

@@ -5,7 +5,9 @@ SmolLM2-135M on one core), so the result is cached as an ordinary ``save_pretrai
 ``<cache>/<stem>-<sha256[:16]>/`` with config.json, model.safetensors, the tokenizer and
 ``SOURCE.json`` (the GGUF's path, size and full sha256). The folder is written to a temporary
 sibling and renamed into place, so a killed conversion never leaves a folder a later run trusts;
-a GGUF whose bytes change gets a new folder. The cache is ``$BERTBUSTERS_CONVERTED`` or
+a GGUF whose bytes change gets a new folder. A file lock beside the cache (``converted.lock``) lets
+one process convert while the others (notebooks run side by side) wait and then read its folder.
+The cache is ``$BERTBUSTERS_CONVERTED`` or
 ``~/.cache/bertbusters_nb/converted``.
 
 Example:
@@ -21,6 +23,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from filelock import FileLock
 
 from ..atomic import atomic_write_json, read_json
 from ..data import assets
@@ -100,9 +104,21 @@ def converted_folder(
     final = root / f"{gguf.stem}-{sha[:16]}"
     if _complete(final, sha):
         return final
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(conversion_lock(root)):
+        if _complete(final, sha):  # another process converted it while this one waited
+            return final
+        return _convert_into(gguf, sha, root, final, progress)
+
+
+def conversion_lock(root: Path) -> Path:
+    """The lock file that serialises conversions into ``root``: beside it, so the cache holds only model folders."""
+    return root.parent / f"{root.name}.lock"
+
+
+def _convert_into(gguf: Path, sha: str, root: Path, final: Path, progress: bool) -> Path:
     if final.exists():
         log.warning("the converted folder %s is incomplete or stale; converting again", final)
-    root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp"))
     try:
         _convert(gguf, tmp, progress)
