@@ -397,3 +397,60 @@ def test_every_row_reruns_exactly_from_its_stored_condition(tmp_path):
         assert again["eval_loss"].iloc[0] == table["eval_loss"].iloc[i]
     with pytest.raises(ValueError, match="no 'spec'"):
         row_condition(stored.drop(columns="spec").iloc[0])
+
+
+def _rows_seen_by_last_ffn(model, engine, condition):
+    """The (rows, tokens) of every input the last layer's feed-forward block got while ``engine`` evaluated."""
+    seen = []
+    last = model.base_model.encoder.layer[-1].intermediate
+    handle = last.register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape[:2])))
+    try:
+        metrics = engine.evaluate(condition)
+    finally:
+        handle.remove()
+    return seen, metrics
+
+
+@pytest.mark.parametrize("kind", ["mlm", "classification"])
+def test_last_layer_runs_only_at_the_tokens_the_head_reads(kind):
+    """Masked LM: the scored tokens; classification: each example's first token. Same losses as every token."""
+    torch.manual_seed(0)
+    if kind == "mlm":
+        model = BERT
+        eval_set = prepare_mlm_eval(TOK, TEXTS, max_length=24, batch_size=8, device="cpu")
+        expected = [(1, int(eval_set.batch(i, min(i + 8, len(TEXTS))).scored.numel())) for i in range(0, len(TEXTS), 8)]
+    else:
+        model = T.BertForSequenceClassification(T.BertConfig(**TINY, num_labels=3)).eval()
+        labels = [i % 3 for i in range(len(TEXTS))]
+        eval_set = prepare_classification_eval(
+            TOK, TEXTS, labels, task="snli", text_pairs=TEXTS[::-1], max_length=40, batch_size=8, device="cpu"
+        )
+        expected = [(min(8, len(TEXTS) - i), 1) for i in range(0, len(TEXTS), 8)]
+    fast, full = AblationEngine(model, eval_set), AblationEngine(model, eval_set, gather_last_layer=False)
+    assert fast._entry is model.base_model.encoder.layer[-1].attention.output and full._entry is None
+    for condition in CONDITIONS[:4]:  # level 0, 1 and 2 (the last layer runs); "last layer" starts after it
+        seen, metrics = _rows_seen_by_last_ffn(model, fast, condition)
+        seen_full, reference = _rows_seen_by_last_ffn(model, full, condition)
+        if condition.name != "last layer":
+            assert seen == expected and all(t > 1 for _rows, t in seen_full)
+        assert metrics["eval_loss"] == pytest.approx(reference["eval_loss"], abs=1e-5)
+
+
+def test_last_layer_gathering_is_off_where_the_head_reads_every_token():
+    """A pooler that averages every token, a causal LM and an embedding set: the engine keeps the full last layer."""
+    torch.manual_seed(0)
+    model = T.BertForSequenceClassification(T.BertConfig(**TINY, num_labels=2)).eval()
+    dense = model.bert.pooler.dense
+    model.bert.pooler.forward = lambda hidden: torch.tanh(dense(hidden.mean(1)))  # not the first token's state
+    labels = [i % 2 for i in range(len(TEXTS))]
+    eval_set = prepare_classification_eval(TOK, TEXTS, labels, task="rt", max_length=40, batch_size=8, device="cpu")
+    engine = AblationEngine(model, eval_set)
+    assert engine._entry is None
+    with torch.no_grad():
+        logits = torch.cat([model(**b.inputs).logits for b in eval_set.batches()])
+    loss = float(torch.nn.functional.cross_entropy(logits, torch.tensor(labels)))
+    assert engine.evaluate()["eval_loss"] == pytest.approx(loss, abs=1e-5)
+    assert AblationEngine(GPT2, prepare_causal_eval(TOK, TEXTS, max_length=20, batch_size=8))._entry is None
+    from bertbusters_nb.evaluation.sets import prepare_embedding_eval
+
+    assert AblationEngine(BERT.bert, prepare_embedding_eval(TOK, TEXTS, max_length=20, batch_size=8))._entry is None

@@ -75,7 +75,7 @@ from .probe import CacheKey, LayerStack, checked_stack, prefix_matches_full_forw
 from .progress import progress_bar
 from .scoring import Total, logits_of
 from .sets import Batch, EvalSet
-from .surgery import capture, gather_scored, scored_positions, skip_layers
+from .surgery import capture, gather_from, gather_scored, last_layer_entry, scored_positions, skip_layers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -152,6 +152,7 @@ class AblationEngine:
         chunk_size: int = 16,
         cache_budget_bytes: int | None = None,
         objective: Objective | None = None,
+        gather_last_layer: bool = True,
     ):
         self.model = model.eval()
         self.device = next(model.parameters()).device
@@ -174,8 +175,11 @@ class AblationEngine:
         self._gather = eval_set.kind in ("mlm", "causal") and self._base is not model
         self._gathered = False
         self.stack: LayerStack | None = None
+        self._entry: nn.Module | None = None  # where the last layer turns token-wise (``_checked_entry``)
         if prefix_cache:
             self.stack = checked_stack(model, self.autocast_dtype, self._probe_and_check_stack)
+        if gather_last_layer:
+            self._entry = self._checked_entry()
         self.backoffs = 0  # how many times an out-of-memory error halved the batch or K
         self.objective.start(self.intact_outputs)
 
@@ -211,6 +215,29 @@ class AblationEngine:
         self.stack = probe_stack(self.model, self.sites, lambda: self.forward(self.eval_set.batch(0, 1).inputs))
         return self.stack if self.stack is not None and prefix_matches_full_forward(self) else None
 
+    def _checked_entry(self) -> nn.Module | None:
+        """Where the last layer turns token-wise (``surgery.last_layer_entry``), if running it from there on only
+        at the tokens the head reads gives the full forward's outputs on the set's first two examples (fp32, to 1e-4
+        of the largest output); None for sets whose objective reads every token, or where it does not match."""
+        kind = self.eval_set.kind
+        if self.stack is None or not (kind == "classification" or (kind == "mlm" and self._gather)):
+            return None
+        entry = last_layer_entry(self.stack.layers[-1])
+        if entry is None:
+            return None
+        batch = self.eval_set.batch(0, min(len(self.eval_set), 2))  # small, like the stack's probe: no OOM here
+        with torch.no_grad():
+            self._entry = entry
+            try:
+                fast = self.logits(batch).float()
+            finally:
+                self._entry = None
+            full = self.logits(batch).float()
+        if fast.shape != full.shape or not torch.allclose(fast, full, rtol=0, atol=1e-4 * float(full.abs().max())):
+            log.info("last-layer gathering off: %s's outputs differ from the full forward's", type(self.model).__name__)
+            return None
+        return entry
+
     # --------------------------------------------------------------- forward: the public surface
     def autocast(self) -> contextlib.AbstractContextManager:
         """The engine's autocast context (its dtype chosen when the engine started; fp32: a no-op)."""
@@ -229,9 +256,18 @@ class AblationEngine:
             return torch.cat([self.logits(b, 1)[0].float() for b in self.eval_set.batches(self.batch_size)])
 
     @contextlib.contextmanager
-    def _gathering(self, scored: torch.Tensor | None):
-        """While active, the base model hands the head only the hidden states at ``scored`` (flat indices)."""
+    def _gathering(self, scored: torch.Tensor | None, last_rows: torch.Tensor | None = None):
+        """While active, the base model hands the head only the hidden states at ``scored`` (flat indices); with
+        ``last_rows``, the last layer runs its token-wise part only at those tokens (``surgery.gather_from``)."""
         self._gathered = False
+        if last_rows is not None and self._entry is not None:
+
+            def gathered():
+                self._gathered = True
+
+            with gather_from(self._entry, last_rows, self.eval_set.kind == "classification", gathered):
+                yield
+            return
         if not self._gather or scored is None:
             yield
             return
@@ -263,20 +299,38 @@ class AblationEngine:
         return captured, None if out is None else logits_of(out)
 
     def logits(
-        self, batch: Batch, repeats: int = 1, key: CacheKey = (0, False), cache: torch.Tensor | None = None
+        self,
+        batch: Batch,
+        repeats: int = 1,
+        key: CacheKey = (0, False),
+        cache: torch.Tensor | None = None,
+        every_token: bool = False,
     ) -> torch.Tensor:
         """Outputs for ``repeats`` copies of ``batch`` as the objective shapes them (first axis = copy; for the
         set's loss (K, M, V) at the M scored positions or (K, B, C)), starting from ``cache`` at ``key`` =
         (level, via_norm) (see ``surgery.skip_layers``; ``capture_prefix`` fills the cache). Gradients flow
-        when the caller enables them."""
+        when the caller enables them. The last layer runs only at the tokens the head reads where the engine
+        checked that this matches (one condition per forward); ``every_token`` runs it at every token, for a caller
+        whose hooks read the last layer's norms at every token."""
         inputs = batch.inputs if repeats == 1 else {k: v.repeat(repeats, 1) for k, v in batch.inputs.items()}
         scored = self._scored(batch, repeats)
-        with skip_layers(self.stack, key, cache, repeats), self._gathering(scored):
+        last_rows = None
+        if self._entry is not None and repeats == 1 and not every_token and self.stack is not None:
+            if key[0] < len(self.stack.layers):  # the last layer runs (it is not a stub)
+                last_rows = self._last_rows(batch, scored)
+        with skip_layers(self.stack, key, cache, repeats), self._gathering(scored, last_rows):
             out = self.model(**inputs, **self._forward_kwargs)
         return self._shape_logits(logits_of(out), batch, repeats, scored)
 
     def _scored(self, batch: Batch, repeats: int) -> torch.Tensor | None:
         return scored_positions(batch, repeats)
+
+    def _last_rows(self, batch: Batch, scored: torch.Tensor | None) -> torch.Tensor | None:
+        """The flat token indices the head reads: the scored tokens, or each example's first token."""
+        if self.eval_set.kind != "classification":
+            return scored
+        width = batch.inputs["input_ids"].shape[1]
+        return torch.arange(batch.size, device=self.device) * width
 
     def _shape_logits(self, logits: torch.Tensor, batch: Batch, repeats: int, scored) -> torch.Tensor:
         return self.objective.shape(logits, batch, repeats, scored, self._gathered)

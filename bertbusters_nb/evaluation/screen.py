@@ -147,7 +147,7 @@ class _Prefix:
             self.energy += self._edit_energy(by_name[name], output, mask)
 
         with Trace(self.engine.model, {s.name: s.module for s in self.sites}, retain_output=False, edit_output=measure):
-            logits = self.engine.logits(batch, 1, self.key, self.caches[i])
+            logits = self.engine.logits(batch, 1, self.key, self.caches[i], every_token=True)
         return logits
 
 

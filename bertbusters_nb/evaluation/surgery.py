@@ -6,11 +6,16 @@
                    last one returns a cached intact layer input (or its terminal norm applied to one).
 ``capture``        an intact forward that keeps the inputs the stubs need, stopping early (``Trace(stop=True)``).
 ``scored_positions``  the flat indices of the scored tokens of K repeats of a batch.
+``gather_from``    the last layer runs its token-wise part (from ``last_layer_entry`` on: in a BERT-family layer
+                   the attention's output projection, the feed-forward block and both LayerNorms) only at the
+                   tokens the head reads: the scored tokens of a masked-LM set, the first token of each example of a
+                   classification set. Attention still reads every token's keys and values.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -20,7 +25,7 @@ from ..model.hooks import Trace, first_tensor
 from .probe import CacheKey, LayerStack
 from .sets import Batch
 
-__all__ = ["capture", "gather_scored", "scored_positions", "skip_layers"]
+__all__ = ["capture", "gather_from", "gather_scored", "last_layer_entry", "scored_positions", "skip_layers"]
 
 
 @contextlib.contextmanager
@@ -106,3 +111,51 @@ def scored_positions(batch: Batch, repeats: int) -> torch.Tensor | None:
     stride = batch.targets.numel()
     offsets = torch.arange(repeats, device=batch.scored.device).unsqueeze(1) * stride
     return (offsets + batch.scored.unsqueeze(0)).reshape(-1)
+
+
+def last_layer_entry(layer: nn.Module) -> nn.Module | None:
+    """The first submodule of ``layer`` whose forward takes ``(hidden_states, input_tensor)``: in a BERT-family layer
+    the attention's output projection (``BertSelfOutput``), where the layer turns token-wise. None where there is
+    none (a pre-LN decoder adds its residuals inside the layer's own forward)."""
+    for module in layer.modules():
+        if module is layer:
+            continue
+        try:
+            names = list(inspect.signature(module.forward).parameters)[:2]
+        except (TypeError, ValueError):
+            continue
+        if names == ["hidden_states", "input_tensor"]:
+            return module
+    return None
+
+
+@contextlib.contextmanager
+def gather_from(
+    entry: nn.Module, rows: torch.Tensor, per_example: bool, on_gathered: Callable[[], None]
+) -> Iterator[None]:
+    """While active, ``entry`` (``last_layer_entry`` of the last layer) and everything after it run only at the flat
+    token indices ``rows``: both its inputs are gathered to (1, M, H), or with ``per_example`` (one index per example)
+    to (B, 1, H), so the base model returns only what the head reads; ``on_gathered`` is called when it did."""
+
+    def gather(t: torch.Tensor) -> torch.Tensor:
+        flat = t.reshape(-1, t.shape[-1]).index_select(0, rows)
+        return flat.unsqueeze(1) if per_example else flat.unsqueeze(0)
+
+    def pre(_module, args, kwargs):
+        if len(args) >= 2:
+            args = (gather(args[0]), gather(args[1]), *args[2:])
+        else:
+            kwargs = dict(kwargs)
+            if args:
+                args = (gather(args[0]),)
+            else:
+                kwargs["hidden_states"] = gather(kwargs["hidden_states"])
+            kwargs["input_tensor"] = gather(kwargs["input_tensor"])
+        on_gathered()
+        return args, kwargs
+
+    handle = entry.register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
