@@ -60,6 +60,7 @@ log = logging.getLogger("finetune_benchmark")
 NOTEBOOK = REPO / "notebooks" / "04_glue_degradation.ipynb"
 TOKENS_FILE = "benchmark_tokens.json"
 SETTING_NAMES = [f.name for f in dataclasses.fields(FinetuneSettings)]
+FULL_LAST_LAYER = "_full_last_layer"  # a variant key that is not a notebook parameter: see ``full_last_layer``
 
 # Changes to notebook 04's parameters cell; "notebook" is the cell as it stands.
 VARIANTS: dict[str, dict] = {
@@ -75,6 +76,8 @@ VARIANTS: dict[str, dict] = {
         "learning_rate": 1.5e-4,
         "backbone_overrides": {"bbmini": {"learning_rate": 4.5e-4, "max_train_samples": 3000}},
     },
+    # the notebook's recipe with the whole last layer trained at every token (before the first-token-only training)
+    "every token": {FULL_LAST_LAYER: True},
 }
 
 
@@ -127,6 +130,18 @@ def counting(tokens: dict):
         module.DataCollatorWithPadding, finetuning_trainer._train = original_collator, original_train
 
 
+@contextmanager
+def full_last_layer(active: bool):
+    """While ``active``, fine-tunes run the last layer at every token (the package's first-token check says no)."""
+    original = finetuning_trainer.checked_first_token_entry
+    if active:
+        finetuning_trainer.checked_first_token_entry = lambda *_args, **_kwargs: (None, None)
+    try:
+        yield
+    finally:
+        finetuning_trainer.checked_first_token_entry = original
+
+
 def parameters(variant: str) -> dict:
     """Notebook 04's parameters cell with the variant's changes (``backbone_overrides`` replaced whole)."""
     return {**declared_parameters(NOTEBOOK), **VARIANTS[variant]}
@@ -156,8 +171,10 @@ def study_for(params: dict, cache_dir: str, backbones, tasks) -> DownstreamStudy
 def train_part(variant: str, args, known: dict) -> tuple[pd.DataFrame, DownstreamStudy]:
     """Fine-tune (or reuse) every pair of ``variant`` with the counting collator; one row per pair."""
     params = parameters(variant)
-    study = study_for(params, args.cache_dir, args.backbones, args.tasks)
-    with counting(known):
+    every_token = bool(params.get(FULL_LAST_LAYER))  # same settings, same cache key: a cache of its own
+    cache_dir = f"{args.cache_dir}-every-token" if every_token else args.cache_dir
+    study = study_for(params, cache_dir, args.backbones, args.tasks)
+    with counting(known), full_last_layer(every_token):
         baseline = study.finetune()
     rows = []
     for r in baseline.itertuples():

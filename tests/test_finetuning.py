@@ -97,6 +97,7 @@ def test_a_finetune_writes_a_complete_safetensors_entry(cached):
     assert set(manifest["files"]) >= {"model.safetensors", "config.json"}
     assert result.model.config.num_labels == 2 and result.model.config.id2label[1] == "positive"
     assert not result.model.training
+    assert manifest["train"]["last_layer_first_token_only"] is True  # a BERT head reads the first token
 
 
 def test_the_same_key_reuses_the_entry_without_training(cached, tiny_bert_dir, monkeypatch):
@@ -222,3 +223,57 @@ def test_the_command_line_fine_tunes_into_the_cache_and_reuses_it(cached, tiny_b
 
 def test_the_cache_keys_backbones_with_the_one_weights_fingerprint(tiny_bert_dir):
     assert cache_key(tiny_bert_dir, "rt", FinetuneSettings(**FAST))["weights"] == weights_fingerprint(tiny_bert_dir)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_training_the_last_layer_at_the_first_token_only_trains_the_same_weights(dropout):
+    """The head reads the first token, so running the last layer's token-wise part there alone changes no gradient:
+    a few AdamW steps end at the same weights, with dropout too (the last layer's dropouts draw the full layer's
+    masks, so every later draw is the same); a head that averages every token is refused by the check."""
+    from bertbusters_nb.evaluation.surgery import checked_first_token_entry, first_token_only
+
+    config = T.BertConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=120,
+        num_labels=2,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    torch.manual_seed(0)
+    ids = torch.randint(5, 120, (6, 11))
+    mask = torch.ones_like(ids)
+    mask[3:, 7:] = 0  # padded examples too
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1, 0, 1, 0])}
+    trained = []
+    for gather in (False, True):
+        torch.manual_seed(1)
+        model = T.BertForSequenceClassification(config).train()
+        entry, layer = checked_first_token_entry(model, batch) if gather else (None, None)
+        assert (entry is model.bert.encoder.layer[-1].attention.output) == gather and model.training
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        seen = []
+        last_ffn = model.bert.encoder.layer[-1].intermediate
+        handle = last_ffn.register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape[:2])))
+        with first_token_only(entry, layer):
+            for _ in range(4):
+                model(**batch).loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+        handle.remove()
+        assert seen == [(6, 1 if gather else 11)] * 4
+        trained.append(_weights(model))
+    for name, tensor in trained[0].items():
+        torch.testing.assert_close(trained[1][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    torch.manual_seed(1)
+    initial = T.BertForSequenceClassification(config)
+    assert not torch.equal(
+        trained[1]["bert.encoder.layer.2.output.dense.weight"], initial.bert.encoder.layer[2].output.dense.weight
+    )
+
+    averaging = T.BertForSequenceClassification(config)
+    dense = averaging.bert.pooler.dense
+    averaging.bert.pooler.forward = lambda hidden: torch.tanh(dense(hidden.mean(1)))
+    assert checked_first_token_entry(averaging, batch) == (None, None)

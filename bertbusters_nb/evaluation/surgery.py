@@ -25,7 +25,17 @@ from ..model.hooks import Trace, first_tensor
 from .probe import CacheKey, LayerStack
 from .sets import Batch
 
-__all__ = ["capture", "gather_from", "gather_scored", "last_layer_entry", "scored_positions", "skip_layers"]
+__all__ = [
+    "capture",
+    "checked_first_token_entry",
+    "first_token_only",
+    "gather_from",
+    "gather_scored",
+    "last_layer_entry",
+    "last_layer_entry_of",
+    "scored_positions",
+    "skip_layers",
+]
 
 
 @contextlib.contextmanager
@@ -118,15 +128,22 @@ def last_layer_entry(layer: nn.Module) -> nn.Module | None:
     the attention's output projection (``BertSelfOutput``), where the layer turns token-wise. None where there is
     none (a pre-LN decoder adds its residuals inside the layer's own forward)."""
     for module in layer.modules():
-        if module is layer:
-            continue
-        try:
-            names = list(inspect.signature(module.forward).parameters)[:2]
-        except (TypeError, ValueError):
-            continue
-        if names == ["hidden_states", "input_tensor"]:
+        if module is not layer and last_layer_entry_of(module) is not None:
             return module
     return None
+
+
+def _on_both_inputs(args: tuple, kwargs: dict, fn: Callable[[torch.Tensor], torch.Tensor]) -> tuple[tuple, dict]:
+    """``(hidden_states, input_tensor)`` of a ``last_layer_entry`` call, passed positionally or by name, through ``fn``."""
+    if len(args) >= 2:
+        return (fn(args[0]), fn(args[1]), *args[2:]), kwargs
+    kwargs = dict(kwargs)
+    if args:
+        args = (fn(args[0]),)
+    else:
+        kwargs["hidden_states"] = fn(kwargs["hidden_states"])
+    kwargs["input_tensor"] = fn(kwargs["input_tensor"])
+    return args, kwargs
 
 
 @contextlib.contextmanager
@@ -142,20 +159,99 @@ def gather_from(
         return flat.unsqueeze(1) if per_example else flat.unsqueeze(0)
 
     def pre(_module, args, kwargs):
-        if len(args) >= 2:
-            args = (gather(args[0]), gather(args[1]), *args[2:])
-        else:
-            kwargs = dict(kwargs)
-            if args:
-                args = (gather(args[0]),)
-            else:
-                kwargs["hidden_states"] = gather(kwargs["hidden_states"])
-            kwargs["input_tensor"] = gather(kwargs["input_tensor"])
+        out = _on_both_inputs(args, kwargs, gather)
         on_gathered()
-        return args, kwargs
+        return out
 
     handle = entry.register_forward_pre_hook(pre, with_kwargs=True)
     try:
         yield
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def first_token_only(entry: nn.Module | None, layer: nn.Module | None = None) -> Iterator[None]:
+    """While active, the last layer runs from ``entry`` on at each example's first token only (B, 1, H): what a
+    sequence-classification head of the BERT family reads, in training too (gradients reach every token through
+    the last layer's attention). ``None``: nothing changes.
+
+    The dropouts of ``layer`` (the last layer) that see the first token only still draw a mask for every token and
+    keep its first row: on a CPU that is what ``F.dropout`` draws for the full tensor, so the random stream, and with
+    it every later dropout mask of the training run, stays the one the full layer would have used."""
+    if entry is None:
+        yield
+        return
+    full: dict[str, torch.Size] = {}
+
+    def first(t: torch.Tensor) -> torch.Tensor:
+        full["shape"] = t.shape
+        return t[:, :1]
+
+    handle = entry.register_forward_pre_hook(
+        lambda _m, args, kwargs: _on_both_inputs(args, kwargs, first), with_kwargs=True
+    )
+    dropouts = [m for m in (layer.modules() if layer is not None else []) if isinstance(m, nn.Dropout)]
+
+    def full_mask_dropout(module: nn.Dropout) -> Callable[[torch.Tensor], torch.Tensor]:
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            shape = full.get("shape")
+            if not module.training or module.p == 0 or shape is None or x.dim() != 3 or x.shape[1] != 1:
+                return nn.Dropout.forward(module, x)
+            if shape[1] == 1 or x.shape[0] != shape[0]:
+                return nn.Dropout.forward(module, x)
+            noise = torch.empty((shape[0], shape[1], x.shape[2]), dtype=x.dtype, device=x.device)
+            noise.bernoulli_(1 - module.p).div_(1 - module.p)
+            return x * noise[:, :1]
+
+        return forward
+
+    try:
+        for module in dropouts:
+            module.forward = full_mask_dropout(module)  # type: ignore[method-assign,assignment]
+        yield
+    finally:
+        handle.remove()
+        for module in dropouts:
+            if "forward" in vars(module):
+                del module.forward
+
+
+def checked_first_token_entry(
+    model: nn.Module, inputs: dict[str, torch.Tensor]
+) -> tuple[nn.Module, nn.Module] | tuple[None, None]:
+    """(entry, last layer): the last layer's ``last_layer_entry`` of a sequence-classification ``model`` if running
+    it at the first token only gives the model's logits on ``inputs`` (eval mode, fp32, to 1e-4 of the largest);
+    (None, None) otherwise. Pass both to ``first_token_only``."""
+    from .probe import enclosing_layer
+
+    modules = dict(model.named_modules())
+    entries = [(name, m) for name, m in modules.items() if m is last_layer_entry_of(m)]
+    layers = [enclosing_layer(name, modules) for name, _m in entries]
+    if not entries or layers[-1] is None:
+        return None, None
+    layer = layers[-1]
+    entry = last_layer_entry(layer)
+    if entry is None:
+        return None, None
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            full = model(**inputs).logits.float()
+            with first_token_only(entry, layer):
+                fast = model(**inputs).logits.float()
+    finally:
+        model.train(was_training)
+    if fast.shape != full.shape or not torch.allclose(fast, full, rtol=0, atol=1e-4 * float(full.abs().max())):
+        return None, None
+    return entry, layer
+
+
+def last_layer_entry_of(module: nn.Module) -> nn.Module | None:
+    """``module`` itself if its forward takes ``(hidden_states, input_tensor)`` (see ``last_layer_entry``)."""
+    try:
+        names = list(inspect.signature(module.forward).parameters)[:2]
+    except (TypeError, ValueError):
+        return None
+    return module if names == ["hidden_states", "input_tensor"] else None

@@ -7,6 +7,11 @@ several GPUs and machines under ``accelerate launch`` / ``torchrun`` with no cha
 A finished fine-tune is cached (``finetuning.cache``: key, entry folder, manifest, checks);
 a killed run resumes from the Trainer's last complete checkpoint in ``<cache_dir>/.work-*``.
 
+The head reads the first token, so where the last layer turns token-wise at a module that takes the attention's output
+and the residual (the BERT family), that part of the last layer trains at the first token only
+(``evaluation.surgery.first_token_only``, checked against the full forward before training; the manifest records
+``last_layer_first_token_only``): the same gradients for less arithmetic, and on a CPU the same dropout draws.
+
 Command line (also under ``accelerate launch -m`` / ``torchrun -m``)::
 
     python -m bertbusters_nb.finetuning --model minilm --task rt --epochs 2 --max_train_samples 2000
@@ -27,6 +32,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..atomic import read_json
+from ..evaluation.surgery import checked_first_token_entry, first_token_only
 from ..evaluation.tasks import GLUE_HUB, TaskSpec, get_task, load_task, tokenize_split
 from ..model.loading import load_model
 from .cache import MANIFEST, CacheWarning, cache_key, check_entry, entry_path, write_entry
@@ -156,8 +162,13 @@ def _train(
     resume = _last_complete_checkpoint(work_dir)
     if resume:
         log.info("resuming fine-tuning from %s", resume)
+    # the head reads the first token: the last layer's token-wise part runs there only (checked on two examples)
+    entry, last_layer = checked_first_token_entry(
+        model, trainer.data_collator([train[i] for i in range(min(2, len(train)))])
+    )
     start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=resume)
+    with first_token_only(entry, last_layer):
+        output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
     if trainer.is_world_process_zero():
         losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
@@ -180,6 +191,7 @@ def _train(
                     "processes": _world_size(),
                     "device": str(args.device),
                     "bf16": args.bf16,
+                    "last_layer_first_token_only": entry is not None,
                 },
                 "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
             },
