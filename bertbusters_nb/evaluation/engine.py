@@ -79,7 +79,15 @@ from .probe import CacheKey, LayerStack, checked_stack, prefix_matches_full_forw
 from .progress import progress_bar
 from .scoring import Total, logits_of
 from .sets import Batch, EvalSet
-from .surgery import capture, gather_from, gather_scored, last_layer_entry, scored_positions, skip_layers
+from .surgery import (
+    capture,
+    gather_from,
+    gather_scored,
+    last_layer_entry,
+    same_outputs,
+    scored_positions,
+    skip_layers,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -237,7 +245,7 @@ class AblationEngine:
             finally:
                 self._entry = None
             full = self.logits(batch).float()
-        if fast.shape != full.shape or not torch.allclose(fast, full, rtol=0, atol=1e-4 * float(full.abs().max())):
+        if not same_outputs(fast, full):
             log.info("last-layer gathering off: %s's outputs differ from the full forward's", type(self.model).__name__)
             return None
         return entry

@@ -33,6 +33,7 @@ __all__ = [
     "gather_scored",
     "last_layer_entry",
     "last_layer_entry_of",
+    "same_outputs",
     "scored_positions",
     "skip_layers",
 ]
@@ -243,9 +244,12 @@ def checked_first_token_entry(
                 fast = model(**inputs).logits.float()
     finally:
         model.train(was_training)
-    if fast.shape != full.shape or not torch.allclose(fast, full, rtol=0, atol=1e-4 * float(full.abs().max())):
-        return None, None
-    return entry, layer
+    return (entry, layer) if same_outputs(fast, full) else (None, None)
+
+
+def same_outputs(fast: torch.Tensor, full: torch.Tensor) -> bool:
+    """Whether a shortcut's outputs are the full forward's: same shape, equal to 1e-4 of the largest |output|."""
+    return fast.shape == full.shape and torch.allclose(fast, full, rtol=0, atol=1e-4 * float(full.abs().max()))
 
 
 def last_layer_entry_of(module: nn.Module) -> nn.Module | None:
