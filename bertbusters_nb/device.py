@@ -7,6 +7,11 @@ it and is slower than fp32, and even with ``avx512_bf16`` (but no AMX) oneDNN's 
 process by ``cpu_bf16_pays``: native support and a short timing probe (a few matmuls of
 transformer-layer shape, ~0.1 s). ``BERTBUSTERS_FP32=1`` (or ``autocast=None`` / ``"fp32"`` to the
 engine) forces fp32. Training (``pretraining``) keeps ``autocast_dtype``: bf16 on CUDA only.
+
+Where bf16 is asked for on such a CPU anyway (notebook 06's bf16-against-fp32 table), its matrix products run as
+fp32 products of the bf16 operands, rounded back to bf16 (``Bf16GemmsInFp32``): what a bf16 GEMM with fp32
+accumulation computes (a GPU's, or this CPU's own kernel, up to summation order), ~6x faster than the emulated
+kernel here (SmolLM2 on 16 reviews x 48 tokens: 3.5 s against 22 s). Everything else autocast does is unchanged.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode  # the class's documented home (torch's dispatch docs)
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +139,45 @@ def eval_autocast_dtype(device: torch.device) -> torch.dtype | None:
     return None
 
 
+_GEMMS = frozenset(
+    {
+        torch.ops.aten.mm.default,
+        torch.ops.aten.addmm.default,
+        torch.ops.aten.bmm.default,
+        torch.ops.aten.baddbmm.default,
+    }
+)
+
+
+def _to_fp32(value):
+    return value.float() if isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16 else value
+
+
+class Bf16GemmsInFp32(TorchDispatchMode):
+    """Inside: every matrix product of bf16 tensors runs in fp32 on the same (bf16) operands and is rounded back
+    to bf16. The products of two bf16 numbers are exact in fp32, so this is a bf16 GEMM with fp32 accumulation,
+    the arithmetic of bf16 hardware, at fp32 speed on a CPU that would otherwise emulate bf16 kernels."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _GEMMS and any(isinstance(a, torch.Tensor) and a.dtype == torch.bfloat16 for a in args):
+            upcast = [_to_fp32(a) for a in args]  # (bias,) operands: tensors; alpha/beta: scalars
+            return func(*upcast, **{k: _to_fp32(v) for k, v in kwargs.items()}).to(torch.bfloat16)
+        return func(*args, **kwargs)
+
+
+def bf16_gemms(device: torch.device) -> str:
+    """How bf16 matrix products run on ``device`` under ``autocast``: 'native' (CUDA, or a CPU where bf16 pays)
+    or 'fp32 products of bf16 operands' (``Bf16GemmsInFp32``, every other CPU)."""
+    if device.type != "cpu" or cpu_bf16_pays():
+        return "native"
+    return "fp32 products of bf16 operands"
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """The one autocast context (engine forwards, pre-training steps): ``torch.autocast`` to ``dtype`` on
-    ``device``'s type, or a no-op context for ``dtype=None`` (plain fp32).
+    ``device``'s type, or a no-op context for ``dtype=None`` (plain fp32). bf16 on a CPU where it does not pay
+    runs its matrix products through ``Bf16GemmsInFp32`` (``bf16_gemms``).
 
     Example:
         >>> with autocast(torch.device("cpu"), None):
@@ -143,4 +185,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     """
     if dtype is None:
         return contextlib.nullcontext()
+    if dtype == torch.bfloat16 and bf16_gemms(device) != "native":
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=dtype))
+        stack.enter_context(Bf16GemmsInFp32())
+        return stack
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..device import autocast
 from ..model.discovery import find_norm_sites
 from ..model.hooks import Trace, first_tensor
 
@@ -188,10 +189,7 @@ def activation_profile(
                 k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
             }
             captured.clear()
-            if autocast_dtype is not None:
-                with torch.autocast(device.type, dtype=autocast_dtype):
-                    out = model(**batch, output_hidden_states=True)
-            else:
+            with autocast(device, autocast_dtype):
                 out = model(**batch, output_hidden_states=True)
             mask = batch.get("attention_mask", torch.ones(batch["input_ids"].shape, device=device)).bool()
             add("hidden", _stacked(hidden_states_of(out, stack), mask, stack), mask)

@@ -8,7 +8,6 @@ a disjoint split of the texts (``select_dims_by_effect``).
 
 from __future__ import annotations
 
-import contextlib
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..device import autocast
 from ..evaluation.model_objective import OBJECTIVE_KINDS, objective_of
 from ..model.discovery import find_norm_sites
 from ..model.sites import NormSite, ablation_roles, select_sites
@@ -81,11 +81,7 @@ def effect_criterion(
     size = min(s.size for s in chosen)
     dims = list(range(size)) if dims is None else [int(d) for d in dims]
     objective = objective or objective_of(model, tokenizer)
-    ctx = (
-        torch.autocast(next(model.parameters()).device.type, dtype=autocast_dtype)
-        if autocast_dtype
-        else contextlib.nullcontext()
-    )
+    ctx = autocast(next(model.parameters()).device, autocast_dtype)
     if objective not in OBJECTIVE_KINDS:
         raise ValueError(f"Unknown objective {objective!r}; pick one of {list(OBJECTIVE_KINDS)}.")
     with ctx:

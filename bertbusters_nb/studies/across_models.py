@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from ..analysis.activations import activation_profile, carriers_by_token_kind, layer_dominance, text_batches
 from ..analysis.baselines import damage, random_dims, rank_against
 from ..analysis.detection import detect
+from ..device import bf16_gemms
 from ..evaluation.model_objective import objective_of
 from ..model.ablation import Condition
 from ..model.discovery import find_norm_sites
@@ -451,6 +452,7 @@ def _run_stack(subject: ModelUnderTest, stack: str | None, settings: ProtocolSet
         "output_dense_zero": dense,
         "bf16_minus_fp32_intact": None if precision_diff is None else precision_diff[0],
         "bf16_minus_fp32_outliers": None if precision_diff is None else precision_diff[1],
+        "bf16_gemms": None if precision_diff is None else bf16_gemms(objective.engine().device),
     }
     draw_table = pd.DataFrame({"model": label, "condition": list(values), "value": list(values.values())})
     return ModelResult(
@@ -640,8 +642,8 @@ def analogue_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def precision_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Per LM-objective model: the run's precision and bf16 minus fp32 for the intact and zeroed losses."""
+    """Per LM-objective model: the run's precision, bf16 minus fp32 for the intact and zeroed losses, and how the
+    bf16 matrix products ran (``device.bf16_gemms``: natively, or as fp32 products of the bf16 operands)."""
     lm = table[table.bf16_minus_fp32_intact.notna()]
-    return lm[
-        ["model", "precision", "intact", "outliers_zero", "bf16_minus_fp32_intact", "bf16_minus_fp32_outliers"]
-    ].reset_index(drop=True)
+    columns = ["model", "precision", "intact", "outliers_zero", "bf16_minus_fp32_intact", "bf16_minus_fp32_outliers"]
+    return lm[columns + ["bf16_gemms"]].reset_index(drop=True)

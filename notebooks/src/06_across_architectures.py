@@ -116,7 +116,9 @@ result.carriers.merge(peaks, on=["model", "layer"]).round(3)
 # %% [markdown]
 # ## bf16 against fp32
 # The run's precision per model (bf16 autocast where the CPU pays for it, see `bertbusters_nb.device`)
-# and the same two conditions recomputed in the other precision: bf16 minus fp32.
+# and the same two conditions recomputed in the other precision: bf16 minus fp32. `bf16_gemms` says how the bf16
+# matrix products ran: natively, or (on a CPU without fast bf16) as fp32 products of the bf16 operands rounded back
+# to bf16, the arithmetic of a bf16 GEMM with fp32 accumulation at a sixth of the emulated kernel's cost.
 
 # %%
 precision = across_models.precision_table(result.table)
