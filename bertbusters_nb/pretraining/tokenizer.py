@@ -101,12 +101,12 @@ def pack_chunks(token_lists: Sequence[Sequence[int]], seq_len: int, cls_id: int 
 
 
 def encode_texts(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], batch: int = 2048) -> list[list[int]]:
-    """Token ids of each text without special tokens, through the fast backend in batches (what
+    """Token ids of each text without special tokens, through the fast backend in batches, without offsets (what
     ``pack_chunks`` packs; ``analysis.frequency`` counts the same ids)."""
     backend = tokenizer.backend_tokenizer
     out: list[list[int]] = []
     for start in range(0, len(texts), batch):
-        encodings = backend.encode_batch(list(texts[start : start + batch]), add_special_tokens=False)
+        encodings = backend.encode_batch_fast(list(texts[start : start + batch]), add_special_tokens=False)
         out.extend(e.ids for e in encodings)
     return out
 
