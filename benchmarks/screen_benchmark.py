@@ -235,17 +235,35 @@ def precision_part(args) -> dict:
             es = prepare_embedding_eval(tok, texts, max_length=128, batch_size=args.texts)
         conditions = [Condition("none")] + [Condition(f"dim {d}", (d,)) for d in range(0, 8 * (n_cond - 1), 8)]
         times, values = {}, {}
-        for label, dtype in (("fp32", None), ("bf16", torch.bfloat16), ("fp32 again", None)):
-            engine = AblationEngine(model, es, autocast=dtype)
-            engine.run(conditions[:1], progress=False)  # warm-up
-            with Clock() as c:
-                values[label] = [r["eval_loss"] for r in engine.run(conditions, progress=False)]
+        variants = (
+            ("fp32", None, None),
+            ("bf16", torch.bfloat16, None),  # as the package runs it here (devices.bf16_gemms)
+            ("bf16 CPU kernels", torch.bfloat16, True),  # this CPU's own bf16 kernels
+            ("bf16 fp32 products", torch.bfloat16, False),  # devices.Bf16GemmsInFp32
+            ("fp32 again", None, None),
+        )
+        decided = devices.cpu_bf16_pays
+        for label, dtype, pays in variants:
+            devices.cpu_bf16_pays = decided if pays is None else (lambda value=pays: value)
+            try:
+                engine = AblationEngine(model, es, autocast=dtype)
+                engine.run(conditions[:1], progress=False)  # warm-up
+                with Clock() as c:
+                    values[label] = [r["eval_loss"] for r in engine.run(conditions, progress=False)]
+            finally:
+                devices.cpu_bf16_pays = decided
             times[label] = c.cpu
         fp32_cpu = (times["fp32"] + times["fp32 again"]) / 2
         out[name] = {
             "fp32_cpu_s": fp32_cpu,
             "bf16_cpu_s": times["bf16"],
             "bf16_speedup": fp32_cpu / times["bf16"],
+            "bf16_gemms": devices.bf16_gemms(torch.device("cpu")),
+            "bf16_cpu_kernels_s": times["bf16 CPU kernels"],
+            "bf16_fp32_products_s": times["bf16 fp32 products"],
+            "kernels_vs_products_max_abs_diff": max(
+                abs(a - b) for a, b in zip(values["bf16 CPU kernels"], values["bf16 fp32 products"])
+            ),
             "max_abs_diff": max(abs(a - b) for a, b in zip(values["fp32"], values["bf16"])),
             "conditions": len(conditions),
             "tokens": int(es.attention_mask.sum()),
@@ -325,17 +343,17 @@ def report(figures: dict, args) -> str:
             f"### Screened scan vs exact full scan (held-out reviews, zeroing one dim at the sites listed; "
             f"`screened_scan` with its defaults, exact check of the first {args.top_k} in its check order)",
             "",
-            "| model | objective | sites | examples (tokens) | dims | exact full scan CPU s | screened scan CPU s "
-            "| speed-up | ceiling dims/k | exact top-5 recall in checked set |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| model | objective | sites | examples (tokens) | dims | checked exactly | exact full scan CPU s "
+            "| screened scan CPU s | speed-up | ceiling dims/k | exact top-5 recall in checked set |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in scan.items():
             if "error" in r:
-                lines.append(f"| {name} | not loaded: {r['error']} | | | | | | | | |")
+                lines.append(f"| {name} | not loaded: {r['error']} | | | | | | | | | |")
                 continue
             lines.append(
                 f"| {name} | {r['objective']} | {r['sites']} | {r['examples']} ({r['tokens']}) | {r['dims']} | "
-                f"{r['exact_cpu_s']:.1f} | {r['screened_cpu_s']:.1f} ({r['screen_method']}, {r['rank_by']}) | "
+                f"{r.get('checked', '')} | {r['exact_cpu_s']:.1f} | {r['screened_cpu_s']:.1f} ({r['screen_method']}, {r['rank_by']}) | "
                 f"{r['speedup']:.1f}x | {r['speedup_ceiling']:.1f}x | {r['screened_top5_recall']:.2f} |"
             )
         lines += [
@@ -369,14 +387,23 @@ def report(figures: dict, args) -> str:
             f"(512x384 @ 384x1536 matmul): fp32 {prec['probe_fp32_ms']:.2f} ms, bf16 {prec['probe_bf16_ms']:.2f} ms "
             f'-> the engine\'s `autocast="auto"` picks **{"bf16" if prec["decision_bf16"] else "fp32"}** here.',
             "",
-            "| model | objective | tokens | conditions | fp32 CPU s | bf16 CPU s | bf16 speed-up | max abs difference |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+            "`bf16 CPU s` is bf16 autocast as the package runs it here (`bf16 products`: "
+            "`device.bf16_gemms`); the next two columns time both ways (the CPU's own bf16 kernels; "
+            "`Bf16GemmsInFp32`, fp32 products of the bf16 operands), and `kernels - products` is their largest "
+            "loss difference.",
+            "",
+            "| model | objective | tokens | conditions | fp32 CPU s | bf16 CPU s | bf16 speed-up | max abs difference "
+            "| bf16 products | CPU kernels CPU s | fp32 products CPU s | kernels - products |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
         ]
         for name in ("bbmini", "minilm"):
             r = prec[name]
             lines.append(
                 f"| {name} | {r['objective']} | {r['tokens']} | {r['conditions']} | {r['fp32_cpu_s']:.1f} | "
-                f"{r['bf16_cpu_s']:.1f} | {r['bf16_speedup']:.2f}x | {r['max_abs_diff']:.4f} |"
+                f"{r['bf16_cpu_s']:.1f} | {r['bf16_speedup']:.2f}x | {r['max_abs_diff']:.4f} | "
+                f"{r.get('bf16_gemms', 'native')} | {r.get('bf16_cpu_kernels_s', float('nan')):.1f} | "
+                f"{r.get('bf16_fp32_products_s', float('nan')):.1f} | "
+                f"{r.get('kernels_vs_products_max_abs_diff', float('nan')):.4f} |"
             )
         lines.append("")
     scaling = figures.get("scaling")
@@ -429,7 +456,11 @@ def main(argv=None) -> dict:
         figures["load_end"] = os.getloadavg()[0]
     text = report(figures, args)
     print(text)
-    label = "screened scans and CPU precision" + (" (quick)" if args.quick else "")
+    label = (
+        "screened scans and CPU precision"
+        + ("" if args.top_k == 16 else f", top_k={args.top_k}")
+        + (" (quick)" if args.quick else "")
+    )
     write_section(Path(args.results), label, f"## {label}\n\n{text}")
     save()
     return figures
