@@ -16,7 +16,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bertbusters_nb"
 LAYERS = {
-    "base": ["checks", "atomic", "device", "paths"],
+    "base": ["checks", "atomic", "device", "paths", "shared_results"],
     "data": ["data"],
     "model": ["model"],
     "evaluation": ["evaluation"],

@@ -213,7 +213,7 @@ def test_token_categories(minilm):
 
 def test_proxy_counts_on_a_tiny_corpus(tmp_path, minilm, monkeypatch):
     _, tokenizer = minilm
-    monkeypatch.setattr(frequency, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("BERTBUSTERS_RESULTS", str(tmp_path / "cache"))
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("the cat . the dog .\nthe end\n")
     from bertbusters_nb.data import texts as data  # load_texts reads is_held_out from texts
@@ -224,7 +224,7 @@ def test_proxy_counts_on_a_tiny_corpus(tmp_path, minilm, monkeypatch):
     assert counts.counts[vocab["the"]] == 3 and counts.counts[vocab["."]] == 2 and counts.counts[vocab["cat"]] == 1
     assert counts.counts[tokenizer.cls_token_id] == 2 and counts.counts[tokenizer.sep_token_id] == 2
     assert counts.tokens == 3 + 2 + 1 + 1 + 1 + 4 and not counts.exact
-    assert list((tmp_path / "cache").glob("*.npz"))  # cached
+    assert list((tmp_path / "cache" / "token_counts").glob("*/table.parquet"))  # in the shared results cache
     again = frequency.proxy_token_counts(tokenizer, [str(corpus)])
     assert np.array_equal(again.counts, counts.counts)
 
@@ -237,7 +237,7 @@ def test_pretraining_counts_rebuild_the_recorded_chunks(tmp_path, monkeypatch):
     from bertbusters_nb import data
     from bertbusters_nb.pretraining import tokenizer as tt
 
-    monkeypatch.setattr(frequency, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("BERTBUSTERS_RESULTS", str(tmp_path / "cache"))
     texts = ["the cat sat . the dog ran .", "a bird , a tree .", "the end of the story ."] * 5
     monkeypatch.setattr(data, "load_texts", lambda name, split="all", min_words=0: list(texts))
     folder = tmp_path / "model"

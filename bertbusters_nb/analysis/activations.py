@@ -8,6 +8,7 @@ signed means and standard deviations for the descriptive plots.
 
 from __future__ import annotations
 
+import inspect
 import string
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from ..device import autocast
 from ..model.discovery import find_norm_sites
 from ..model.hooks import Trace, first_tensor
+from ..shared_results import SharedResult, shared_result, source_digest, tensors_digest, weights_digest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -222,6 +224,46 @@ def activation_profile(
     profile = pd.concat(frames, ignore_index=True)
     profile.attrs.update(threshold=threshold, **counts)
     return profile
+
+
+def shared_activation_profile(
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    threshold: float = 6.0,
+    norm_outputs: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+    stack: str | None = None,
+    progress: bool = False,
+) -> SharedResult:
+    """``activation_profile`` through the shared results cache: keyed by every weight's bytes, the batches'
+    token ids, the settings, the device type and this module's source, so a notebook that profiles the same model
+    on the same inputs as an earlier one (the rule's detection, in most notebooks) reads its table. Only for a
+    model whose forward is its weights: an edit made by hooks would not be in the key."""
+    batches = [dict(b) for b in batches]
+    device = next(model.parameters()).device
+    config = getattr(model, "config", None)
+    key = {
+        "weights": weights_digest(model),
+        "model": type(model).__name__,
+        "config": {k: str(v) for k, v in config.to_dict().items() if k != "_name_or_path"}
+        if config is not None
+        else None,
+        "inputs": tensors_digest(b[k] for b in batches for k in sorted(b) if isinstance(b[k], torch.Tensor)),
+        "threshold": threshold,
+        "norm_outputs": norm_outputs,
+        "autocast": str(autocast_dtype),
+        "stack": stack,
+        "device": device.type,
+        "training": model.training,  # dropout on: another profile
+        "code": source_digest(__file__, inspect.getfile(autocast), inspect.getfile(Trace)),  # this, precision, hooks
+    }
+    return shared_result(
+        "activation_profile",
+        key,
+        lambda: activation_profile(
+            model, batches, threshold, norm_outputs, progress=progress, autocast_dtype=autocast_dtype, stack=stack
+        ),
+    )
 
 
 TOKEN_KINDS = ("first token", "special", "punctuation", "other")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 import pandas as pd
 import torch
 
-from .activations import activation_profile, text_batches
+from .activations import shared_activation_profile, text_batches
 from .criteria import activation_criterion, criterion_from_counts, parameter_criterion, texts_for_activations
 from .rule import DEFAULT_RULE, DetectionRule
 
@@ -30,7 +30,9 @@ class Detection:
     """What ``detect`` found. dims: the default dims to ablate, strongest first. rule: how they were chosen
     ('params+activations', or 'strongest candidates' when no dim passed either criterion, e.g. at
     initialisation). table: per dim, the evidence of both criteria and the combined rank. params, activations:
-    the two criteria's tables (activations None without a tokenizer or profile). settings: the rule applied."""
+    the two criteria's tables (activations None without a tokenizer or profile). settings: the rule applied.
+    profile_source: where the activation profile came from (computed in this run, or read from the shared results
+    cache and computed by which run; '' when it was given or not used)."""
 
     dims: list[int]
     rule: str
@@ -38,6 +40,7 @@ class Detection:
     params: pd.DataFrame
     activations: pd.DataFrame | None
     settings: DetectionRule
+    profile_source: str = ""
 
     def summary(self) -> str:
         parts = []
@@ -49,7 +52,8 @@ class Detection:
                     f"in {int(r.act_layers)}/{int(r.n_act_layers)} layers)"
                 )
             parts.append(f"dim {int(r.dim)}: " + ", ".join(bits))
-        return f"outlier dims ({self.rule}): {self.dims}; " + "; ".join(parts)
+        source = f" (activation profile {self.profile_source})" if self.profile_source else ""
+        return f"outlier dims ({self.rule}): {self.dims}; " + "; ".join(parts) + source
 
 
 def combine(
@@ -108,17 +112,18 @@ def detect(
     """
     rule = rule.with_options(**options) if options else rule
     params = parameter_criterion(model, roles=rule.param_roles, k=rule.k, min_share=rule.min_share)
-    activations = None
-    if profile is None and tokenizer is not None:
+    activations, source = None, ""
+    if profile is None and tokenizer is not None:  # the same model and texts as an earlier notebook: its profile
         texts = texts_for_activations(rule.n_texts) if texts is None else list(texts)
         batches = text_batches(tokenizer, texts, max_length=rule.max_length, batch_size=16)
-        profile = activation_profile(model, batches, autocast_dtype=autocast_dtype)
+        shared = shared_activation_profile(model, batches, autocast_dtype=autocast_dtype)
+        profile, source = shared.table, shared.provenance
     if profile is not None:
         activations = activation_criterion(
             profile, "magnitude", ratio=rule.activation_ratio, layer_share=rule.activation_layer_share
         )
     dims, how, table = combine(params, activations, rule.fallback)
-    return Detection(dims, how, table, params, activations, rule)
+    return Detection(dims, how, table, params, activations, rule, source)
 
 
 def dims_to_ablate(

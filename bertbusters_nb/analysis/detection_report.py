@@ -8,6 +8,7 @@ over several models. Numbers only: the verdict on them is ``reporting.claims.rul
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
@@ -16,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.discovery import find_norm_sites
-from .activations import activation_profile, text_batches
+from .activations import shared_activation_profile, text_batches
 from .criteria import ACTIVATION_PRESETS, activation_criterion, parameter_criterion, ranked, texts_for_activations
 from .detection import RULE_CRITERION, Detection, combine, detect
 from .effect import effect_criterion
@@ -177,11 +178,12 @@ def detection_report(
     rule = rule.with_options(**rule_options) if rule_options else rule
     max_length = rule.max_length
     texts = texts_for_activations(rule.n_texts) if activation_texts is None else list(activation_texts)
-    profile = None
-    if tokenizer is not None:
+    profile, source = None, ""
+    if tokenizer is not None:  # the profile ``detect`` takes on the same texts (shared with it, and between notebooks)
         batches = text_batches(tokenizer, texts, max_length=max_length, batch_size=16)
-        profile = activation_profile(model, batches, autocast_dtype=autocast_dtype, progress=progress)
-    found = detect(model, tokenizer, profile=profile, rule=rule)
+        shared = shared_activation_profile(model, batches, autocast_dtype=autocast_dtype, progress=progress)
+        profile, source = shared.table, shared.provenance
+    found = dataclasses.replace(detect(model, tokenizer, profile=profile, rule=rule), profile_source=source)
     tables = criteria_tables(model, profile, rule)
     per_dim = _evidence_columns(tables)
     per_dim.insert(1, "default", per_dim.dim.isin(found.dims) & (found.rule != "strongest candidates"))
@@ -265,7 +267,7 @@ def agreement_across_models(
         dims = None
         if effect_dims is not None:
             batches = text_batches(tokenizer, texts_for_activations(), max_length=max_length, batch_size=16)
-            profile = activation_profile(model, batches)
+            profile = shared_activation_profile(model, batches).table  # detection_report's below, when they match
             tables = criteria_tables(model, profile)
             dims = sorted(
                 set(range(min(effect_dims, model.config.hidden_size)))

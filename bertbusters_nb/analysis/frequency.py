@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..shared_results import shared_result, source_digest
 from .rule import DEFAULT_RULE
 
 if TYPE_CHECKING:
@@ -43,9 +44,6 @@ DELIMITERS = frozenset(
 )  # Bondarenko et al. 2023 name [SEP], "." and ","; the other punctuation marks join them
 CATEGORIES = ("special", "delimiter", "first")
 DEFAULT_PROXY_CORPORA = ("movie_reviews", "snli", "kjv")
-
-
-CACHE_DIR = Path(os.environ.get("BERTBUSTERS_CACHE", Path.home() / ".cache" / "bertbusters_nb")) / "token_counts"
 
 
 @dataclass
@@ -67,20 +65,16 @@ class TokenCounts:
 
 
 def _cached(key: dict, compute) -> tuple[np.ndarray, dict]:
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = CACHE_DIR / f"{digest}.npz"
-    if path.exists():
-        with np.load(path, allow_pickle=False) as data:
-            return data["counts"], json.loads(str(data["meta"]))
-    counts, meta = compute()
-    import io
+    """Counts through the shared results cache (``shared_results``): computed once per key on this machine."""
 
-    from ..atomic import atomic_write_bytes
+    def table() -> pd.DataFrame:
+        counts, meta = compute()
+        frame = pd.DataFrame({"count": np.asarray(counts, dtype=np.int64)})
+        frame.attrs.update(meta)
+        return frame
 
-    buffer = io.BytesIO()
-    np.savez(buffer, counts=counts, meta=np.array(json.dumps(meta)))
-    atomic_write_bytes(path, buffer.getvalue())
-    return counts, meta
+    result = shared_result("token_counts", {**key, "code": source_digest(__file__)}, table)
+    return result.table["count"].to_numpy(), dict(result.table.attrs)
 
 
 def _vocab_key(tokenizer) -> str:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from ..paths import in_project
+from ..shared_results import set_run_label
 
 __all__ = ["RunRecorder"]
 
@@ -41,6 +42,9 @@ class RunRecorder:
         self.config = {} if config is None else config
         self.out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out_dir / "config.json", self.config)
+        # results this run puts into the shared cache name it: profile and notebook ("offline/02_position_consistency"),
+        # whether the runner has it write into an attempt folder or not
+        set_run_label(f"{self.config.get('profile') or self.out_dir.parent.name}/{self.out_dir.name}")
 
     def table(self, frame: pd.DataFrame | None, name: str) -> Path | None:
         """Save a tidy table as CSV (the config lies beside it in config.json). ``None`` (a record this run does
