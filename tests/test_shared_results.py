@@ -126,3 +126,29 @@ def test_the_recorder_names_the_run(tmp_path, cache):
     assert sr.run_label() == "offline/07_why_outliers"
     RunRecorder(tmp_path / "figures" / "smoke" / "attempts" / "03_mlm_degradation", config={"profile": "smoke"})
     assert sr.run_label() == "smoke/03_mlm_degradation"  # the runner's attempt folder
+
+
+def test_two_runs_computing_the_same_result_at_once_both_succeed(cache):
+    """Both compute (each waits for the other inside ``compute``, so neither can read the other's), both publish
+    atomically, and a third call reads one whole entry."""
+    import threading
+
+    both_inside = threading.Barrier(2, timeout=60)
+    table = pd.DataFrame({"dim": range(64), "mean_abs": [float(i) for i in range(64)]})
+
+    def compute() -> pd.DataFrame:
+        both_inside.wait()
+        return table.copy()
+
+    results: list[sr.SharedResult] = []
+    threads = [threading.Thread(target=lambda: results.append(sr.shared_result("t", {"k": 1}, compute)))]
+    threads.append(threading.Thread(target=lambda: results.append(sr.shared_result("t", {"k": 1}, compute))))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(results) == 2 and not any(r.reused for r in results)
+    third = sr.shared_result("t", {"k": 1}, lambda: pytest.fail("the entry should have been read"))
+    assert third.reused
+    pd.testing.assert_frame_equal(third.table, table)
+    assert [p.name for p in third.path.parent.iterdir()] == [third.path.name]  # no temp folder left behind
