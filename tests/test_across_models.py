@@ -122,6 +122,9 @@ def test_the_protocol_on_a_real_model_and_a_tiny_decoder_gives_one_tidy_table(te
     precision = am.precision_table(result.table)
     assert list(precision.model) == ["bbmini", "tiny-random-llama"]
     assert (precision.bf16_minus_fp32_intact.abs() < 0.05).all()  # bf16 and fp32 agree closely
+    assert set(precision.bf16_gemms) <= {"native", "fp32 products of bf16 operands"}
+    for source in table.rule_profile:  # where each model's detection took its activation profile from
+        assert source.startswith("computed in this run") or source.startswith("read from the shared results cache")
     claims = claims_module.across_models_findings(result.table)
     assert claims[0].outcome == claims_module.HELD
     assert (claims[1].outcome != claims_module.NOT_HELD) == bool(llama.beyond_every_draw)

@@ -423,6 +423,7 @@ def _run_stack(subject: ModelUnderTest, stack: str | None, settings: ProtocolSet
         "n_sites": len(chosen),
         "dims": " ".join(map(str, dims)),
         "rule": detected.rule,
+        "rule_profile": detected.profile_source,  # computed here, or read from the shared results cache (whose run)
         "objective": objective.label,
         "precision": objective.precision(),
         "texts": len(texts),
