@@ -3,9 +3,10 @@ earlier one computed, and says so.
 
 A result is a pandas table with a few JSON values (its ``attrs``), stored in ``<cache>/<kind>/<digest>/`` as
 ``table.parquet`` and ``meta.json``. The digest hashes the *key*: everything the result depends on (a model's
-weights, the exact inputs, the settings, the source of the code that computes it), so a changed model, input or
-computation never reads an old result. ``meta.json`` holds the key itself (checked on every read: a folder whose
-key differs, or that does not read, is computed again), which run computed it and when. The run is the notebook's
+weights, ``model.fingerprint.weights_digest``; the exact inputs; the settings; the source of the code that computes
+it), so a changed model, input or computation never reads an old result. ``meta.json`` holds the key itself
+(checked on every read: a folder whose key differs, or that does not read, is computed again), which run computed it
+and when. The run is the notebook's
 run folder while a ``RunRecorder`` is open (``set_run_label``), else the process; ``SharedResult.provenance`` is
 the sentence a table or figure built on the result shows.
 
@@ -38,7 +39,6 @@ __all__ = [
     "shared_result",
     "source_digest",
     "tensors_digest",
-    "weights_digest",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,6 @@ def _digest(parts: Iterable[bytes]) -> str:
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     t = tensor.detach().contiguous().cpu()
     return f"{t.dtype}{tuple(t.shape)}".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes()
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """A hash of every parameter and buffer, bytes included (an edited scalar changes it; ~1 s per 500 MB)."""
-    named = list(model.named_parameters()) + list(model.named_buffers())
-    return _digest(name.encode() + _tensor_bytes(value) for name, value in named)
 
 
 def tensors_digest(tensors: Iterable[torch.Tensor]) -> str:
@@ -132,7 +126,7 @@ def shared_result(kind: str, key: Mapping, compute: Callable[[], pd.DataFrame]) 
     JSON-serialisable and hold everything the result depends on; the table's ``attrs`` must be JSON values.
 
     Example:
-        >>> result = shared_result("profile", {"weights": weights_digest(model), "n": 48}, lambda: profile())
+        >>> result = shared_result("profile", {"texts": tensors_digest(ids), "n": 48}, lambda: profile())
         >>> result.table, result.provenance  # doctest: +SKIP
     """
     key_json = json.dumps(dict(key), sort_keys=True)

@@ -14,6 +14,7 @@ from test_evaluation import TOK, random_texts
 from bertbusters_nb import shared_results as sr
 from bertbusters_nb.analysis.activations import shared_activation_profile, text_batches
 from bertbusters_nb.model.edits import ParamFill, edited
+from bertbusters_nb.model.fingerprint import weights_digest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,10 +80,10 @@ def test_off_computes_every_time_and_stores_nothing(tmp_path, monkeypatch):
 def test_the_weights_digest_sees_one_edited_scalar_and_its_undo():
     model = tiny_model("bert")
     weight = model.bert.encoder.layer[1].output.dense.weight
-    before = sr.weights_digest(model)
+    before = weights_digest(model)
     with edited([ParamFill(weight, (3, 5), 0.0)]):
-        assert sr.weights_digest(model) != before
-    assert sr.weights_digest(model) == before
+        assert weights_digest(model) != before
+    assert weights_digest(model) == before
 
 
 def test_a_profile_is_shared_only_for_the_same_weights_and_inputs(cache):

@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 
 from ..device import autocast
 from ..model.discovery import find_norm_sites
+from ..model.fingerprint import weights_digest
 from ..model.hooks import Trace, first_tensor
-from ..shared_results import SharedResult, shared_result, source_digest, tensors_digest, weights_digest
+from ..shared_results import SharedResult, shared_result, source_digest, tensors_digest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
