@@ -45,8 +45,10 @@ from engine_benchmark import machine, synthetic_texts, synthetic_tokenizer, writ
 from bertbusters_nb import device as devices  # noqa: E402
 from bertbusters_nb.evaluation.engine import AblationEngine  # noqa: E402
 from bertbusters_nb.evaluation.screen import (  # noqa: E402
+    AUTO_TOP,
     RANKINGS,
     agreement,
+    certification_floor,
     check_order,
     estimate_effects,
     exact_effects,
@@ -186,6 +188,14 @@ def scan_part(args) -> dict:
             )
         checked = set(table.loc[table["value_kind"] == "exact", "dim"].astype(int))
         by_exact = exact.set_index("dim")["exact"]
+        floor = certification_floor(table, exact)
+        ratio = table.attrs.get("error_per_energy")
+        if ratio is not None:  # unverified dims whose own error per energy exceeds the ratio the rule measured
+            rest = table[~table["dim"].isin(checked)].set_index("dim")
+            own = (by_exact.loc[rest.index] - rest["estimate"]) / rest["energy"].where(rest["energy"] > 0)
+            beyond = int((own > ratio).sum())
+        else:
+            beyond = None
         exact_top5 = by_exact.sort_values(ascending=False, kind="stable").index[:5].tolist()
         results[name] = {
             "dims": len(exact),
@@ -204,6 +214,9 @@ def scan_part(args) -> dict:
             "checked": int(table.attrs["checked_in_order"]),
             "speedup_ceiling": len(exact) / max(1, int(table.attrs["checked_in_order"])),
             "screened_top5_recall": len(set(exact_top5) & checked) / 5,
+            "certification_floor": floor,
+            "error_per_energy": ratio,
+            "unverified_beyond_ratio": beyond,
             "exact_top5": [int(d) for d in exact_top5],
             "exact_top5_effects": [round(float(by_exact[d]), 5) for d in exact_top5],
             "checked_top5": table.loc[table["value_kind"] == "exact", "dim"].astype(int).tolist()[:5],
@@ -339,23 +352,58 @@ def report(figures: dict, args) -> str:
     ]
     scan = figures.get("scan", {})
     if scan:
+        checks = (
+            f'exact checks until no unverified dim can reach the exact top {AUTO_TOP} (`top_k="auto"`)'
+            if args.top_k == "auto"
+            else f"exact check of the first {args.top_k} in its check order"
+        )
         lines += [
             f"### Screened scan vs exact full scan (held-out reviews, zeroing one dim at the sites listed; "
-            f"`screened_scan` with its defaults, exact check of the first {args.top_k} in its check order)",
+            f"`screened_scan` with its defaults, {checks})",
             "",
             "| model | objective | sites | examples (tokens) | dims | checked exactly | exact full scan CPU s "
-            "| screened scan CPU s | speed-up | ceiling dims/k | exact top-5 recall in checked set |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| screened scan CPU s | speed-up | ceiling dims/k | exact top-5 recall in checked set "
+            "| certification floor (checks) | dims/floor |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in scan.items():
             if "error" in r:
-                lines.append(f"| {name} | not loaded: {r['error']} | | | | | | | | | |")
+                lines.append(f"| {name} | not loaded: {r['error']} | | | | | | | | | | | |")
                 continue
+            floor = r.get("certification_floor")
+            floor_cells = "| |" if floor is None else f"{floor} | {r['dims'] / floor:.1f}x |"
             lines.append(
                 f"| {name} | {r['objective']} | {r['sites']} | {r['examples']} ({r['tokens']}) | {r['dims']} | "
                 f"{r.get('checked', '')} | {r['exact_cpu_s']:.1f} | {r['screened_cpu_s']:.1f} ({r['screen_method']}, {r['rank_by']}) | "
-                f"{r['speedup']:.1f}x | {r['speedup_ceiling']:.1f}x | {r['screened_top5_recall']:.2f} |"
+                f"{r['speedup']:.1f}x | {r['speedup_ceiling']:.1f}x | {r['screened_top5_recall']:.2f} | "
+                f"{floor_cells}"
             )
+        measured = [r for r in scan.values() if "error" not in r]
+        if measured:
+            full = sum(r["exact_cpu_s"] for r in measured)
+            screened = sum(r["screened_cpu_s"] for r in measured)
+            found = sum(r["screened_top5_recall"] == 1.0 for r in measured)
+            lines += [
+                "",
+                f"Over the {len(measured)} models: exact full scans {full:.1f} CPU s, screened scans {screened:.1f} "
+                f"CPU s, **{full / screened:.1f}x**; the exact top 5 was in the checked set on {found} of "
+                f"{len(measured)}.",
+            ]
+            if any(r.get("certification_floor") is not None for r in measured):
+                lines += [
+                    "",
+                    "`certification floor`: the fewest exact checks with which any bound of the adaptive rule's "
+                    "form (estimate plus one error-per-energy ratio times the edit energy) certifies the exact "
+                    "top 5, given this run's exhaustive scan (`screen.certification_floor`: the top 5 plus every "
+                    "other dim that the smallest ratio valid on all of them leaves able to reach the 5th effect); "
+                    "`dims/floor` is the largest speed-up such a certified screen could reach before its own cost.",
+                ]
+            auto = [(n, r) for n, r in scan.items() if r.get("error_per_energy") is not None]
+            for name, r in auto:
+                lines.append(
+                    f"* {name}: the rule's final error per energy {r['error_per_energy']:.3g}; unverified dims "
+                    f"whose own error per energy exceeds it: {r['unverified_beyond_ratio']}"
+                )
         lines += [
             "",
             "Each estimate alone (its own engine) and each check order (`check_order`):",

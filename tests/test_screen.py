@@ -288,3 +288,51 @@ def test_a_screened_mlm_scan_has_the_exact_scans_columns_and_ranks_only_exact_ro
     assert plots.scan_plot(scan, "eval_loss", highlight=[30]).axes[0].get_legend() is not None
     with pytest.raises(ValueError, match="scan method"):
         run_scan(model, es, ["block_output"], 0, tmp_path, method="fast")
+
+
+def test_adaptive_checks_go_to_the_highest_bound_and_stop_when_settled():
+    """After the first n_top dims of the check order, each round verifies the unsettled dims whose bound is highest
+    (not the next ones in the check order), and nothing is verified once no unverified dim can reach the top."""
+    import pandas as pd
+
+    from bertbusters_nb.evaluation.screen import unsettled, verify_until_settled
+
+    estimates = pd.DataFrame(
+        {
+            "dim": range(10),
+            "estimate": [5.0, 4.0, 3.0, 2.0, 1.0, 0.9, 0.8, 0.7, 0.6, 0.1],
+            "energy": [10, 8, 6, 4, 2, 1, 1, 1, 1, 40.0],
+        }
+    )
+    truth = {0: 6.0, 1: 4.0, 2: 3.0, 3: 2.0, 4: 1.0, 5: 0.9, 6: 0.8, 7: 0.7, 8: 0.6, 9: 3.5}
+    asked: list[list[int]] = []
+
+    def verify(dims):
+        asked.append(list(dims))
+        return pd.DataFrame({"dim": dims, "exact": [truth[d] for d in dims]})
+
+    exact, ratio = verify_until_settled(estimates, list(range(10)), verify, n_top=5, step=1)
+    # dim 9's bound (0.1 + 0.1 * 40) is the only one that reaches the 5th effect (1.0): it is checked next, and
+    # then (the 5th effect now 2.0) nothing unverified can reach the top
+    assert asked == [[0, 1, 2, 3, 4], [9]]
+    assert exact["dim"].tolist() == [0, 1, 2, 3, 4, 9] and ratio == pytest.approx(0.1)
+    assert unsettled(estimates, exact, n_top=5) == []
+
+
+def test_certification_floor_counts_what_the_tightest_valid_ratio_leaves_open():
+    import pandas as pd
+
+    from bertbusters_nb.evaluation.screen import certification_floor
+
+    estimates = pd.DataFrame(
+        {"dim": range(8), "estimate": [5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.4, 0.1], "energy": [10, 8, 6, 4, 2, 1, 30, 1.0]}
+    )
+    exact = pd.DataFrame({"dim": range(8), "exact": [6.0, 4.0, 3.0, 2.0, 1.0, 0.6, 0.4, 0.1]})
+    # outside the top 5 the largest underestimate per energy is dim 5's 0.1: bounds 0.6, 3.4 (dim 6), 0.2
+    assert certification_floor(estimates, exact, n_top=5) == 6
+    exact.loc[exact["dim"] == 7, "exact"] = 0.2  # dim 7 now under by 0.1 per energy unit too: same ratio
+    assert certification_floor(estimates, exact, n_top=5) == 6
+    exact.loc[exact["dim"] == 5, "exact"] = 0.95  # ratio 0.45: bounds 0.95 (dim 5, short of 1.0), dim 6, 0.55
+    assert certification_floor(estimates, exact, n_top=5) == 6
+    exact.loc[exact["dim"] == 7, "exact"] = 0.9  # ratio 0.8: dim 5 reaches 1.3, dim 7 0.9 (< 1.0), dim 6 yes
+    assert certification_floor(estimates, exact, n_top=5) == 7
