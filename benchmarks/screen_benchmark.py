@@ -162,6 +162,10 @@ def scan_part(args) -> dict:
                     model, es, roles=roles, layers=layers, method=method, probes=args.probes, autocast=None
                 )
             spearman = agreement(est["estimate"], exact["exact"])["spearman"]
+            merged = est.merge(exact[["dim", "exact"]], on="dim")
+            outside = merged.drop(merged["exact"].nlargest(AUTO_TOP).index)
+            method_floor = certification_floor(est, exact)
+            largest_error = float((outside["exact"] - outside["estimate"]).abs().max())
             for rank_by in RANKINGS:
                 rows.append(
                     {
@@ -170,6 +174,8 @@ def scan_part(args) -> dict:
                         "cpu_s": c.cpu,
                         "wall_s": c.wall,
                         "spearman": spearman,
+                        "certification_floor": method_floor,
+                        "largest_error_outside_top5": largest_error,
                         **_recalls(check_order(est, rank_by), exact),
                     }
                 )
@@ -215,6 +221,10 @@ def scan_part(args) -> dict:
             "speedup_ceiling": len(exact) / max(1, int(table.attrs["checked_in_order"])),
             "screened_top5_recall": len(set(exact_top5) & checked) / 5,
             "certification_floor": floor,
+            "above_half_fifth": int((by_exact > by_exact.loc[exact_top5[-1]] / 2).sum()),
+            "largest_error_outside_top5": float(
+                (by_exact - table.set_index("dim")["estimate"]).drop(exact_top5).abs().max()
+            ),
             "error_per_energy": ratio,
             "unverified_beyond_ratio": beyond,
             "exact_top5": [int(d) for d in exact_top5],
@@ -340,14 +350,23 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([head, rule] + ["| " + " | ".join(r) + " |" for r in cells])
 
 
+def load_text(figures: dict) -> str:
+    """The load averages each measured part saw when it started and ended (a merge of parts lists them all)."""
+    parts = figures.get("parts") or [(figures.get("measured"), figures.get("load_start"), figures.get("load_end"))]
+    said = [
+        f"{float(start if start is not None else 'nan'):.1f} when {'the run' if len(parts) == 1 else f'the part of {when}'}"
+        f" started and {float(end if end is not None else 'nan'):.1f} when it ended"
+        for when, start, end in parts
+    ]
+    return "; ".join(said)
+
+
 def report(figures: dict, args) -> str:
     lines = [
-        f"measured {time.strftime('%Y-%m-%d %H:%M')}, machine: {figures['machine']}",
+        f"measured {figures.get('measured') or time.strftime('%Y-%m-%d %H:%M')}, machine: {figures['machine']}",
         "",
         f"Times are process CPU seconds with {figures.get('threads', args.threads)} torch thread(s); "
-        f"1-minute load average {figures.get('load_start', float('nan')):.1f} when the run started and "
-        f"{figures.get('load_end', float('nan')):.1f} when it ended, on {os.cpu_count()} CPUs; ratios come from "
-        "one run.",
+        f"1-minute load average {load_text(figures)}, on {os.cpu_count()} CPUs; ratios come from one run.",
         "",
     ]
     scan = figures.get("scan", {})
@@ -408,15 +427,18 @@ def report(figures: dict, args) -> str:
             "",
             "Each estimate alone (its own engine) and each check order (`check_order`):",
             "",
-            "| model | method | check order | CPU s | Spearman | top-5 in 16 | top-5 in 32 | top-10 in 16 | top-10 in 32 |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+            "| model | method | check order | CPU s | Spearman | top-5 in 16 | top-5 in 32 | top-10 in 16 | top-10 in 32 "
+            "| largest error outside top 5 | certification floor |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in scan.items():
             for m in r.get("methods", []):
+                error = m.get("largest_error_outside_top5")
                 lines.append(
                     f"| {name} | {m['method']} | {m.get('rank_by', '')} | {m['cpu_s']:.1f} | {m['spearman']:.3f} | "
                     f"{m['recall_top5_in16']:.2f} | {m['recall_top5_in32']:.2f} | {m['recall_top10_in16']:.2f} | "
-                    f"{m['recall_top10_in32']:.2f} |"
+                    f"{m['recall_top10_in32']:.2f} | {'' if error is None else f'{error:.3f}'} | "
+                    f"{m.get('certification_floor', '')} |"
                 )
         lines.append("")
         for name, r in scan.items():
@@ -424,6 +446,12 @@ def report(figures: dict, args) -> str:
                 lines.append(
                     f"* {name}: exact top 5 dims {r['exact_top5']} (effects {r['exact_top5_effects']}); "
                     f"the screened scan's 5 most damaging checked dims {r.get('checked_top5')}"
+                    + (
+                        f"; {r['above_half_fifth']} dims above half the 5th effect; the estimate's largest error "
+                        f"on the other dims {r['largest_error_outside_top5']:.3f}"
+                        if "above_half_fifth" in r
+                        else ""
+                    )
                 )
         lines.append("")
     prec = figures.get("precision")
@@ -472,7 +500,12 @@ def main(argv=None) -> dict:
         args.texts = min(args.texts, 8)
     torch.set_num_threads(args.threads)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    figures = {"machine": machine(), "threads": args.threads, "load_start": os.getloadavg()[0]}
+    figures = {
+        "machine": machine(),
+        "threads": args.threads,
+        "load_start": os.getloadavg()[0],
+        "measured": None if args.from_json else time.strftime("%Y-%m-%d %H:%M"),
+    }
 
     def save():
         if args.json:
@@ -486,8 +519,13 @@ def main(argv=None) -> dict:
                     figures.setdefault("scan", {}).update(value)
                 elif key == "machine":
                     figures["machine"] = value
+                elif key == "measured":  # the parts' start times, earliest first
+                    figures["measured"] = ", ".join(sorted(filter(None, {figures.get("measured"), value})))
+                elif key in ("load_start", "load_end"):
+                    pass  # each part's loads go into "parts" below
                 else:
                     figures[key] = value
+            figures.setdefault("parts", []).append((part.get("measured"), part.get("load_start"), part.get("load_end")))
     else:
         if "scan" not in skip:
             figures["scan"] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import tiny_model
@@ -336,3 +338,44 @@ def test_certification_floor_counts_what_the_tightest_valid_ratio_leaves_open():
     assert certification_floor(estimates, exact, n_top=5) == 6
     exact.loc[exact["dim"] == 7, "exact"] = 0.9  # ratio 0.8: dim 5 reaches 1.3, dim 7 0.9 (< 1.0), dim 6 yes
     assert certification_floor(estimates, exact, n_top=5) == 7
+
+
+def test_the_screen_benchmarks_report_states_the_totals_and_floors_it_was_given():
+    """The report's total over the models is the sum of their exact scans over the sum of their screened scans, and
+    each row shows its certification floor as checks and dims/floor (benchmarks/screen_benchmark.py)."""
+    import argparse
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import screen_benchmark
+
+    def row(dims, exact_s, screened_s, floor):
+        return {
+            "objective": "mlm loss",
+            "sites": "block_output",
+            "examples": 4,
+            "tokens": 64,
+            "dims": dims,
+            "checked": 16,
+            "exact_cpu_s": exact_s,
+            "screened_cpu_s": screened_s,
+            "screen_method": "gradient",
+            "rank_by": "mixed",
+            "speedup": exact_s / screened_s,
+            "speedup_ceiling": dims / 16,
+            "screened_top5_recall": 1.0,
+            "certification_floor": floor,
+            "error_per_energy": None,
+            "methods": [],
+        }
+
+    figures = {
+        "machine": "test",
+        "measured": "2026-12-04 11:35",
+        "scan": {"a": row(256, 30.0, 3.0, 128), "b": row(576, 90.0, 3.0, 36), "c": {"error": "not here"}},
+    }
+    text = screen_benchmark.report(figures, argparse.Namespace(top_k=16, threads=1))
+    assert "measured 2026-12-04 11:35" in text
+    assert "exact full scans 120.0 CPU s, screened scans 6.0 CPU s, **20.0x**" in text
+    assert "| 128 | 2.0x |" in text and "| 36 | 16.0x |" in text
+    assert "the exact top 5 was in the checked set on 2 of 2" in text
