@@ -445,7 +445,7 @@ def unsettled(estimates: pd.DataFrame, exact: pd.DataFrame, n_top: int = AUTO_TO
 
     Measured on bbmini (masked-LM loss, 32 held-out reviews): after its two outlier dims (+0.79, +0.15) the exact
     effects form a plateau (the 3rd to 5th +0.036, +0.031, +0.029, and 29 dims above half the 5th) while the
-    first-order estimate errs by up to 0.050 on dims outside the top 5. Even the smallest ratio valid on every dim
+    first-order estimate errs by up to 0.050 on dims outside the top 5. Even the smallest ratio valid on all of those
     leaves 134 dims able to reach the top 5 (``certification_floor``: 139 of 256 checks), so no bound of this form
     settles the 3rd to 5th cheaply there; the dims far above the plateau settle after a few checks."""
     verified = set(exact["dim"].astype(int))
@@ -596,7 +596,8 @@ def screened_scan(
     if top_k == "auto":
         exact, bound = verify_until_settled(est, order, verify)
         top = exact["dim"].astype(int).tolist()
-        order = top + [d for d in order if d not in set(top)]  # the order it checked in, then the rest
+        verified = set(top)
+        order = top + [d for d in order if d not in verified]  # the order it checked in, then the rest
         est["estimate_rank"] = est["dim"].map({d: i + 1 for i, d in enumerate(order)}).astype(int)
         exact = pd.concat([exact, verify([d for d in extra if d not in top])], ignore_index=True)
     else:
