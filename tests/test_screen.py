@@ -285,7 +285,12 @@ def test_a_screened_mlm_scan_has_the_exact_scans_columns_and_ranks_only_exact_ro
     assert scan["intact_eval_loss"].iloc[0] == pytest.approx(truth["intact_eval_loss"].iloc[0], abs=1e-6)
     text = claims.scan_ranks(scan, [30], "eval_loss")
     rank = int(exact["eval_loss"].rank(ascending=False, method="first")[30])
-    assert "17 evaluated exactly" in text and f"dim 30 ranks {rank}" in text and "of 32" not in text
+    assert "17 evaluated exactly" in text and f"dim 30 ranks {rank}" in text and "of 32 " not in text
+    from bertbusters_nb.evaluation.screen import certified_top
+
+    certified = certified_top(scan[["dim", "estimate", "energy"]], exact.reset_index()[["dim", "exact"]])
+    assert scan.attrs["certified_top"] == certified
+    assert (f"exact top {certified}:" in text) if certified else ("cannot rule the other dims out" in text)
     assert "ranks" in claims.scan_ranks(exhaustive, [30]) and "of 32" in claims.scan_ranks(exhaustive, [30])
     assert plots.scan_plot(scan, "eval_loss", highlight=[30]).axes[0].get_legend() is not None
     with pytest.raises(ValueError, match="scan method"):
@@ -379,3 +384,21 @@ def test_the_screen_benchmarks_report_states_the_totals_and_floors_it_was_given(
     assert "exact full scans 120.0 CPU s, screened scans 6.0 CPU s, **20.0x**" in text
     assert "| 128 | 2.0x |" in text and "| 36 | 16.0x |" in text
     assert "the exact top 5 was in the checked set on 2 of 2" in text
+
+
+def test_certified_top_is_the_deepest_rank_no_unverified_bound_reaches():
+    import pandas as pd
+
+    from bertbusters_nb.evaluation.screen import certified_top
+
+    estimates = pd.DataFrame(
+        {"dim": range(8), "estimate": [5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.4, 0.1], "energy": [10, 8, 6, 4, 2, 1, 30, 1.0]}
+    )
+    verified = pd.DataFrame({"dim": [0, 1, 2, 3, 4], "exact": [6.0, 4.0, 3.0, 2.0, 1.0]})
+    # ratio 0.1 (dim 0); unverified bounds 0.6, 3.4 (dim 6), 0.2: dim 6 reaches the 3rd effect (3.0), not the 2nd
+    assert certified_top(estimates, verified, n_max=5) == 2
+    assert certified_top(estimates, verified, n_max=1) == 1
+    with_six = pd.concat([verified, pd.DataFrame({"dim": [6], "exact": [0.3]})], ignore_index=True)
+    assert certified_top(estimates, with_six, n_max=5) == 5
+    only_one = pd.DataFrame({"dim": [1], "exact": [3.0]})  # dim 0's estimate (5.0) alone reaches it
+    assert certified_top(estimates, only_one, n_max=5) == 0

@@ -487,6 +487,18 @@ def verify_until_settled(
     return exact, error_per_energy(estimates, exact) if len(exact) else float("nan")
 
 
+def certified_top(estimates: pd.DataFrame, exact: pd.DataFrame, n_max: int = AUTO_TOP) -> int:
+    """The largest n <= ``n_max`` for which no unverified dim's bound reaches the n-th largest verified effect
+    (``unsettled`` is empty): under that bound the verified top n are the top n of all dims. 0 when not even the top
+    rank is settled. Larger n never settles before smaller n: their threshold is lower."""
+    settled = 0
+    for n in range(1, min(n_max, len(exact)) + 1):
+        if unsettled(estimates, exact, n):
+            break
+        settled = n
+    return settled
+
+
 def certification_floor(estimates: pd.DataFrame, exact: pd.DataFrame, n_top: int = AUTO_TOP) -> int:
     """The fewest exact checks with which any bound of ``unsettled``'s form (estimate plus one ratio times the
     edit energy) can certify the exact top ``n_top``, given every dim's exact effect (an exhaustive scan): the
@@ -605,6 +617,7 @@ def screened_scan(
         top = order[:top_k]
         top += [d for d in extra if d not in top]
         exact = verify(top)
+    certified = certified_top(est, exact) if len(exact) else 0
     table = est.merge(exact[["dim", "exact"]], on="dim", how="left")
     table["value_kind"] = np.where(table["exact"].notna(), "exact", "estimate")
     table["effect"] = table["exact"].where(table["exact"].notna(), table["estimate"])
@@ -635,6 +648,7 @@ def screened_scan(
             "top_k": top_k,
             "checked_in_order": len(top) if top_k == "auto" else min(top_k, len(order)),
             "error_per_energy": bound,
+            "certified_top": certified,
             "examples": len(eval_set),
             "rank_by": rank_by,
         }

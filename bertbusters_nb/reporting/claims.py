@@ -211,10 +211,23 @@ def scan_ranks(scan, dims: Sequence[int], metric: str = "eval_loss") -> str:
         return f"In the single-dim scan ({metric}), the most damaging dims are {top}; {where}."
     where = ", ".join(f"dim {d} ranks {r}" for d, r in ranks.items())
     first = scan.attrs.get("checked_in_order")
+    certified = scan.attrs.get("certified_top")
+    bound = ""
+    if certified is not None:
+        bound = (
+            f" The screen's bound (its estimate plus the largest underestimate per unit of edit energy measured on the "
+            f"exact dims) leaves no other dim able to reach the exact top {certified}: under that bound "
+            f"{', '.join(str(int(d)) for d in ranked['dim'].head(certified))} are the top {certified} of all "
+            f"{len(scan)} dims."
+            if certified
+            else " The screen's bound (its estimate plus the largest underestimate per unit of edit energy measured "
+            "on the exact dims) cannot rule the other dims out of even the top rank, so this ranking covers the exact "
+            "dims only."
+        )
     return (
         f"In the screened single-dim scan ({metric}: all {len(scan)} dims estimated, {len(exact)} evaluated exactly: "
         f"{f'the first {first} of its check order' if first else 'its first dims'} and the outlier dims), the most "
-        f"damaging dims evaluated exactly are {top}; among those {len(exact)}, {where}. Notebook 02 checks the "
+        f"damaging dims evaluated exactly are {top}; among those {len(exact)}, {where}.{bound} Notebook 02 checks the "
         f"detection rule against the exhaustive scan."
     )
 

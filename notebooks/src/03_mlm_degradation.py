@@ -134,7 +134,9 @@ blanks
 # `scan_method = "screen"` (the default here) estimates every dim's effect on the eval set at once from one forward
 # and one backward pass (`bertbusters_nb.evaluation.screen`: the loss gradient of each block-output LayerNorm's
 # weight and bias times the edit that zeroing makes), then evaluates exactly the first 16 dims of its check order
-# and the outlier dims; grey is estimated, blue points are exact, and only exact values are ranked. Notebook 02
+# and the outlier dims; grey is estimated, blue points are exact, and only exact values are ranked. The sentence
+# below the figure says how deep that ranking holds for all dims: the ranks that no unchecked dim's bound (its
+# estimate plus the largest error per unit of edit energy measured on the exact dims) can reach. Notebook 02
 # checks the detection rule against the exhaustive scan, and `benchmarks/RESULTS.md` measures how often the screen
 # finds the exhaustive scan's top dims. `scan_method = "exact"` (the paper profile) disables every dim alone, one
 # pass each over the first `scan_texts` texts (0: all; `scan_limit` > 0 scans the first dims only), writing partial
