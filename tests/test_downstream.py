@@ -252,7 +252,14 @@ def test_a_screened_scan_holds_exact_rows_with_every_metric_and_ranks_them_first
     row = summary[summary.task == "rt"].iloc[0]
     assert row.scan_exact_dims == len(exact) and row.scan_dims == 24
     text = claims.downstream_describe(summary)
-    assert f"the {len(exact)} dims evaluated exactly (screened scan: all 24 estimated)" in text
+    assert f"the {len(exact)} dims evaluated exactly (screened scan: all 24 estimated" in text
+    # how deep the exact ranking holds for all dims: certified_top of the dev-loss rise, stated in the text
+    from bertbusters_nb.evaluation.screen import certified_top
+
+    rise = exact.reset_index()[["dim"]].assign(exact=exact["loss_delta"].to_numpy())
+    certified = certified_top(screened[["dim", "estimate", "energy"]], rise)
+    assert screened["certified_top"].eq(certified).all() and row.scan_certified_top == certified
+    assert (f"certifies the top {certified} by dev loss" if certified else "certifies none of these ranks") in text
     assert plotting.scan_grid(screened).axes
     with pytest.raises(ValueError, match="scan method"):
         study.scan(tasks=["rt"], method="fast")

@@ -713,8 +713,9 @@ def screened_scan_dims(
     """``scan.scan_dims``'s table (every metric of the condition) for the first ``top_k`` dims of the screen's check
     order and ``also_check``, and for every other dim the screen's estimate of the objective (``value`` NaN: an
     estimate has no task score; ``eval_loss`` the intact loss plus the estimate). ``value_kind`` says which; the
-    screen's ``estimate``, ``energy`` and ``estimate_rank`` are on every row. Where a scan's per-dim metrics are
-    needed (notebook 04's score and loss panels) this is the screened scan."""
+    screen's ``estimate``, ``energy`` and ``estimate_rank`` are on every row, and ``certified_top`` (``certified_top``
+    of the dev-loss rise: how many of its leading exact ranks no other dim's bound can reach). Where a scan's per-dim
+    metrics are needed (notebook 04's score and loss panels) this is the screened scan."""
     from .scan import scan_dims
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
@@ -742,6 +743,8 @@ def screened_scan_dims(
     table = pd.concat([exact, estimated], ignore_index=True)
     table = table.merge(est[["dim", "estimate", "energy", "estimate_rank"]], on="dim", how="left")
     table = table.sort_values("dim").reset_index(drop=True)
+    loss_rise = pd.DataFrame({"dim": exact["dim"].astype(int), "exact": exact["eval_loss"] - float(intact)})
+    table["certified_top"] = certified_top(est, loss_rise) if len(loss_rise) else 0  # of the dev-loss ranking
     table.attrs.update(top_k=top_k, checked_in_order=min(top_k, len(order)), rank_by=rank_by)
     return table
 
@@ -754,6 +757,8 @@ __all__ = [
     "AUTO_TOP",
     "agreement",
     "as_scan_table",
+    "certification_floor",
+    "certified_top",
     "check_order",
     "error_per_energy",
     "estimate_effects",

@@ -719,7 +719,15 @@ def _scanned(row) -> str:
     exact = getattr(row, "scan_exact_dims", row.scan_dims)
     if pd.isna(exact) or int(exact) == int(row.scan_dims):
         return f"{int(row.scan_dims)} dims"
-    return f"the {int(exact)} dims evaluated exactly (screened scan: all {int(row.scan_dims)} estimated)"
+    certified = getattr(row, "scan_certified_top", None)
+    depth = (
+        ""
+        if certified is None or pd.isna(certified)
+        else f"; the screen's bound certifies the top {int(certified)} by dev loss for all dims"
+        if int(certified)
+        else "; the screen's bound certifies none of these ranks for all dims"
+    )
+    return f"the {int(exact)} dims evaluated exactly (screened scan: all {int(row.scan_dims)} estimated{depth})"
 
 
 def downstream_findings(summary: pd.DataFrame, outlier_sets: pd.DataFrame) -> list[Finding]:
