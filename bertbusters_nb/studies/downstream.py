@@ -550,8 +550,9 @@ class DownstreamStudy:
                         "scan_outlier_ranks": " ".join(str(int(r)) for r in mine[mine.outlier].damage_rank),
                         "scan_dims": len(mine),
                         "scan_exact_dims": int(mine["value_kind"].eq("exact").sum()),
+                        # a screened scan's depth of certified ranks (NaN for an exact scan: every row is exact)
                         "scan_certified_top": (
-                            int(mine["certified_top"].iloc[0]) if "certified_top" in mine else len(mine)
+                            int(mine["certified_top"].iloc[0]) if "certified_top" in mine else float("nan")
                         ),
                     }
                 )
