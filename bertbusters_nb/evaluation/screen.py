@@ -438,6 +438,12 @@ def error_per_energy(estimates: pd.DataFrame, exact: pd.DataFrame) -> float:
     return float(max(0.0, np.max(ratios))) if len(ratios) else float("inf")
 
 
+def error_bound(estimates: pd.DataFrame, ratio: float) -> np.ndarray:
+    """Per row of ``estimates``: the most its dim's exact effect can be under the bound the adaptive screen uses,
+    ``estimate + ratio * energy`` (``ratio``: an ``error_per_energy``)."""
+    return estimates["estimate"].to_numpy(float) + ratio * estimates["energy"].to_numpy(float)
+
+
 def unsettled(estimates: pd.DataFrame, exact: pd.DataFrame, n_top: int = AUTO_TOP) -> list[int]:
     """Unverified dims whose bound ``estimate + error_per_energy * energy`` reaches the ``n_top``-th largest exact
     effect among the verified dims: those the estimate cannot yet rule out of the exact top ``n_top`` (every
@@ -453,8 +459,7 @@ def unsettled(estimates: pd.DataFrame, exact: pd.DataFrame, n_top: int = AUTO_TO
     if len(verified) < n_top:
         return rest["dim"].astype(int).tolist()
     threshold = float(np.sort(exact["exact"].to_numpy(float))[::-1][n_top - 1])
-    ratio = error_per_energy(estimates, exact)
-    bound = rest["estimate"].to_numpy(float) + ratio * rest["energy"].to_numpy(float)
+    bound = error_bound(rest, error_per_energy(estimates, exact))
     return rest["dim"][bound >= threshold].astype(int).tolist()
 
 
@@ -480,9 +485,8 @@ def verify_until_settled(
         open_dims = unsettled(estimates, exact, n_top)
         if not open_dims:
             break
-        ratio = error_per_energy(estimates, exact)
-        bound = by_dim.loc[open_dims, "estimate"] + ratio * by_dim.loc[open_dims, "energy"]
-        ranked = sorted(open_dims, key=lambda d: (-float(bound.loc[d]), position.get(d, len(position))))
+        bound = dict(zip(open_dims, error_bound(by_dim.loc[open_dims], error_per_energy(estimates, exact))))
+        ranked = sorted(open_dims, key=lambda d: (-float(bound[d]), position.get(d, len(position))))
         batch = ranked[:step]
     return exact, error_per_energy(estimates, exact) if len(exact) else float("nan")
 
@@ -513,8 +517,7 @@ def certification_floor(estimates: pd.DataFrame, exact: pd.DataFrame, n_top: int
     ratio = error_per_energy(estimates, rest)
     if not np.isfinite(ratio):
         return len(merged)
-    reach = rest["estimate"].to_numpy(float) + ratio * rest["energy"].to_numpy(float)
-    return n_top + int((reach >= float(top["exact"].min())).sum())
+    return n_top + int((error_bound(rest, ratio) >= float(top["exact"].min())).sum())
 
 
 def _check_plan(est: pd.DataFrame, rank_by: str, also_check: Iterable[int]) -> tuple[list[int], list[int]]:
@@ -760,6 +763,7 @@ __all__ = [
     "certification_floor",
     "certified_top",
     "check_order",
+    "error_bound",
     "error_per_energy",
     "estimate_effects",
     "exact_effects",
